@@ -1,0 +1,21 @@
+//! Compiles `proto/pm/v1/*.proto` with `protox` (pure Rust), so no system `protoc` is needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("pm/v1"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            files.push(path);
+        }
+    }
+    files.sort();
+    println!("cargo:rerun-if-changed={}", root.join("pm/v1").display());
+
+    let descriptors = protox::compile(&files, [&root])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}
