@@ -79,7 +79,10 @@ impl EntityId {
         }
         // Only the canonical 36-character form: one spelling per id keeps lookups exact.
         if raw.len() != 36 {
-            return Err(Error::invalid(field, "must be a UUID like 0190f0c4-...-..."));
+            return Err(Error::invalid(
+                field,
+                "must be a UUID like 0190f0c4-...-...",
+            ));
         }
         Uuid::from_str(raw)
             .map(EntityId)
@@ -159,8 +162,25 @@ mod tests {
     #[test]
     fn tenant_ids_that_are_rejected() {
         for bad in [
-            "", "..", ".", "a/b", "/etc", "a\\b", "%2e%2e", "%2e", "Acme", "ACME", "-acme",
-            "_acme", "acme.corp", "a b", "a\0b", "ａcme", "acmé", "аcme", "acme\n",
+            "",
+            "..",
+            ".",
+            "a/b",
+            "/etc",
+            "a\\b",
+            "%2e%2e",
+            "%2e",
+            "Acme",
+            "ACME",
+            "-acme",
+            "_acme",
+            "acme.corp",
+            "a b",
+            "a\0b",
+            "ａcme",
+            "acmé",
+            "аcme",
+            "acme\n",
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?} must be rejected");
         }

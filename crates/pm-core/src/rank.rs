@@ -20,9 +20,8 @@ fn digit_value(b: u8) -> Option<u8> {
 
 /// Checks that `rank` is a well-formed rank.
 pub fn check(rank: &str) -> Result<()> {
-    let valid = !rank.is_empty()
-        && rank.bytes().all(|b| digit_value(b).is_some())
-        && !rank.ends_with('0');
+    let valid =
+        !rank.is_empty() && rank.bytes().all(|b| digit_value(b).is_some()) && !rank.ends_with('0');
     if valid {
         Ok(())
     } else {
@@ -68,12 +67,12 @@ pub fn between(before: Option<&str>, after: Option<&str>) -> Result<String> {
             d.push(BASE / 2);
             d
         }
-        (a, b) => midpoint(
-            &to_digits(a.unwrap_or("")),
-            b.map(to_digits).as_deref(),
-        ),
+        (a, b) => midpoint(&to_digits(a.unwrap_or("")), b.map(to_digits).as_deref()),
     };
-    Ok(digits.into_iter().map(|d| DIGITS[d as usize] as char).collect())
+    Ok(digits
+        .into_iter()
+        .map(|d| DIGITS[d as usize] as char)
+        .collect())
 }
 
 fn to_digits(s: &str) -> Vec<u8> {

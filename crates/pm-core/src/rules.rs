@@ -190,7 +190,10 @@ mod tests {
         );
         assert_eq!(
             check_parent(Task, Epic).unwrap_err(),
-            Error::invalid("parent_id", "the parent of a task must be a story, not an epic")
+            Error::invalid(
+                "parent_id",
+                "the parent of a task must be a story, not an epic"
+            )
         );
         assert!(check_parent(Story, Story).is_err());
         assert!(check_parent(Story, Task).is_err());
@@ -223,7 +226,11 @@ mod tests {
         for from in SprintStatus::ALL {
             for to in SprintStatus::ALL {
                 let ok = from == to || allowed.contains(&(*from, *to));
-                assert_eq!(check_sprint_transition(*from, *to).is_ok(), ok, "{from}->{to}");
+                assert_eq!(
+                    check_sprint_transition(*from, *to).is_ok(),
+                    ok,
+                    "{from}->{to}"
+                );
             }
         }
         assert_eq!(

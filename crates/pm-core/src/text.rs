@@ -99,8 +99,7 @@ pub fn parse_display_key(field: &str, raw: &str) -> Result<(String, u64)> {
     let bad = || Error::invalid(field, "must look like PM-42");
     let (key, number) = raw.rsplit_once('-').ok_or_else(bad)?;
     project_key(field, key).map_err(|_| bad())?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.starts_with('0')
-    {
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.starts_with('0') {
         return Err(bad());
     }
     let number = number.parse().map_err(|_| bad())?;
@@ -156,7 +155,15 @@ mod tests {
     #[test]
     fn display_keys() {
         assert_eq!(parse_display_key("k", "PM-42").unwrap(), ("PM".into(), 42));
-        for bad in ["PM42", "PM-", "PM-04", "pm-1", "PM-x", "-1", "PM-99999999999999999999999"] {
+        for bad in [
+            "PM42",
+            "PM-",
+            "PM-04",
+            "pm-1",
+            "PM-x",
+            "-1",
+            "PM-99999999999999999999999",
+        ] {
             assert!(parse_display_key("k", bad).is_err(), "{bad}");
         }
     }

@@ -1,1 +1,29 @@
-//! placeholder
+//! Per-tenant SQLite storage for pm-server.
+//!
+//! # Layout
+//! - [`registry`]: tenant id -> directory, lazy open with migrations, pragmas on every
+//!   connection, a bound on open tenants with least-recently-used closing.
+//! - [`writer`]: one writer task per open tenant; group commit of queued commands.
+//! - `commands`: applying each command inside the writer's transaction (one module per
+//!   command group); `records`: the entity rows.
+//! - [`queries`]: reads through the tenant's read pool, with `as_of_seq`.
+//! - [`changelog`]: the numbered change log (append, range reads for resume).
+//! - `idempotency`: answers to commands sent with an idempotency key.
+//! - [`error`]: the storage error and its wire form.
+
+pub mod changelog;
+mod commands;
+pub mod error;
+mod idempotency;
+pub mod queries;
+mod records;
+pub mod registry;
+pub mod writer;
+
+pub use changelog::{CommittedEvent, EventFilter, StoredEvent};
+pub use error::{Error, Result};
+pub use registry::{RegistryConfig, Tenant, TenantRegistry};
+pub use writer::{WriterConfig, WriterStats};
+
+/// The schema migrations of a tenant database (top-level `migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -1,0 +1,409 @@
+//! Applying commands inside the writer's transaction: one module per command group.
+//!
+//! Every handler validates first and writes last, with a single statement where it can, so a
+//! failing command leaves nothing behind without needing a savepoint (SQLite undoes a failed
+//! statement on its own). Handlers that write more than once are listed in
+//! [`needs_savepoint`]. Change-log rows are not written here: the writer appends those of the
+//! whole group in one statement before it commits.
+
+mod collab;
+mod planning;
+mod projects;
+mod work_items;
+
+use std::collections::HashMap;
+
+use pm_core::kinds::{ChangeAction, Role};
+use pm_core::{EntityId, UserId};
+use pm_proto::v1;
+use pm_proto::v1::command::Kind;
+use sqlx::{Row, SqliteConnection};
+
+use crate::changelog::Change;
+use crate::error::{Error, Result};
+use crate::records::{self, Record};
+
+/// What a successful command produced.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// One per changed entity, in order; the last one's seq is the command's seq.
+    pub(crate) changes: Vec<Change>,
+    /// The entity the command answers with.
+    pub(crate) entity: v1::entity::Kind,
+}
+
+impl Applied {
+    fn one(change: Change) -> Self {
+        Applied {
+            entity: change.entity.clone(),
+            changes: vec![change],
+        }
+    }
+}
+
+/// Facts the writer keeps between commands to save a statement per command. The writer is
+/// the only one changing them, so they stay exact; they are dropped whenever a transaction or
+/// savepoint is rolled back.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    projects: HashMap<String, Option<ProjectInfo>>,
+    roles: HashMap<(String, String), Option<Role>>,
+    next_numbers: HashMap<String, u64>,
+}
+
+/// Bound on cached facts before the cache is simply emptied.
+const CACHE_LIMIT: usize = 50_000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProjectInfo {
+    pub(crate) key: String,
+    pub(crate) archived: bool,
+    pub(crate) deleted: bool,
+}
+
+impl Cache {
+    pub(crate) fn clear(&mut self) {
+        self.projects.clear();
+        self.roles.clear();
+        self.next_numbers.clear();
+    }
+
+    fn trim(&mut self) {
+        if self.projects.len() + self.roles.len() + self.next_numbers.len() > CACHE_LIMIT {
+            self.clear();
+        }
+    }
+}
+
+/// Everything a handler needs: the writer's connection inside its transaction, the cache,
+/// the actor and the time of the command.
+pub(crate) struct Cx<'a> {
+    pub(crate) conn: &'a mut SqliteConnection,
+    pub(crate) cache: &'a mut Cache,
+    pub(crate) actor: &'a UserId,
+    pub(crate) now: i64,
+    /// The seq this command's first change will get.
+    pub(crate) next_seq: u64,
+}
+
+/// Commands that write more than one statement and so run inside a savepoint.
+pub(crate) fn needs_savepoint(kind: &Kind) -> bool {
+    matches!(kind, Kind::CreateProject(_))
+}
+
+/// Applies one command.
+pub(crate) async fn apply(cx: &mut Cx<'_>, kind: &Kind) -> Result<Applied> {
+    cx.cache.trim();
+    match kind {
+        Kind::CreateProject(c) => projects::create(cx, c).await,
+        Kind::UpdateProject(c) => projects::update(cx, c).await,
+        Kind::DeleteProject(c) => projects::delete(cx, &c.id, c.expected_version).await,
+        Kind::RestoreProject(c) => projects::restore(cx, &c.id, c.expected_version).await,
+        Kind::AddMember(c) => projects::add_member(cx, c).await,
+        Kind::UpdateMember(c) => projects::update_member(cx, c).await,
+        Kind::RemoveMember(c) => projects::remove_member(cx, c).await,
+
+        Kind::CreateWorkItem(c) => work_items::create(cx, c).await,
+        Kind::UpdateWorkItem(c) => work_items::update(cx, c).await,
+        Kind::MoveWorkItem(c) => work_items::move_item(cx, c).await,
+        Kind::DeleteWorkItem(c) => {
+            soft_delete::<v1::WorkItem>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::RestoreWorkItem(c) => {
+            restore::<v1::WorkItem>(cx, &c.id, c.expected_version, editor).await
+        }
+
+        Kind::CreateSprint(c) => planning::create_sprint(cx, c).await,
+        Kind::UpdateSprint(c) => planning::update_sprint(cx, c).await,
+        Kind::DeleteSprint(c) => {
+            soft_delete::<v1::Sprint>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::RestoreSprint(c) => {
+            restore::<v1::Sprint>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::CreateSwimLane(c) => planning::create_swim_lane(cx, c).await,
+        Kind::UpdateSwimLane(c) => planning::update_swim_lane(cx, c).await,
+        Kind::DeleteSwimLane(c) => {
+            soft_delete::<v1::SwimLane>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::RestoreSwimLane(c) => {
+            restore::<v1::SwimLane>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::CreateLlmContext(c) => planning::create_llm_context(cx, c).await,
+        Kind::UpdateLlmContext(c) => planning::update_llm_context(cx, c).await,
+        Kind::DeleteLlmContext(c) => {
+            soft_delete::<v1::LlmContext>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::RestoreLlmContext(c) => {
+            restore::<v1::LlmContext>(cx, &c.id, c.expected_version, editor).await
+        }
+
+        Kind::CreateComment(c) => collab::create_comment(cx, c).await,
+        Kind::UpdateComment(c) => collab::update_comment(cx, c).await,
+        Kind::DeleteComment(c) => {
+            soft_delete::<v1::Comment>(cx, &c.id, c.expected_version, collab::author_or_admin).await
+        }
+        Kind::RestoreComment(c) => {
+            restore::<v1::Comment>(cx, &c.id, c.expected_version, collab::author_or_admin).await
+        }
+        Kind::CreateTimeEntry(c) => collab::create_time_entry(cx, c).await,
+        Kind::UpdateTimeEntry(c) => collab::update_time_entry(cx, c).await,
+        Kind::DeleteTimeEntry(c) => {
+            soft_delete::<v1::TimeEntry>(cx, &c.id, c.expected_version, collab::owner).await
+        }
+        Kind::RestoreTimeEntry(c) => {
+            restore::<v1::TimeEntry>(cx, &c.id, c.expected_version, collab::owner).await
+        }
+        Kind::StartTimer(c) => collab::start_timer(cx, c).await,
+        Kind::StopTimer(_) => collab::stop_timer(cx).await,
+        Kind::CreateDependency(c) => collab::create_dependency(cx, c).await,
+        Kind::UpdateDependency(c) => collab::update_dependency(cx, c).await,
+        Kind::DeleteDependency(c) => {
+            soft_delete::<v1::Dependency>(cx, &c.id, c.expected_version, editor).await
+        }
+        Kind::RestoreDependency(c) => collab::restore_dependency(cx, c).await,
+    }
+}
+
+/// Who may change an entity, given the caller's role in its project.
+type Permit<R> = fn(&R, &UserId, Role) -> Result<()>;
+
+/// The default permit: editors and admins.
+fn editor<R>(_: &R, _: &UserId, role: Role) -> Result<()> {
+    require(role, Role::Editor)
+}
+
+fn require(role: Role, needed: Role) -> Result<()> {
+    if role.allows(needed) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(format!(
+            "this needs the {needed} role in the project; you are a {role}"
+        )))
+    }
+}
+
+impl Cx<'_> {
+    /// The project's facts, from the cache or one query.
+    async fn project(&mut self, project_id: &str) -> Result<Option<ProjectInfo>> {
+        if let Some(info) = self.cache.projects.get(project_id) {
+            return Ok(info.clone());
+        }
+        let row = sqlx::query("SELECT key, status, deleted_at FROM projects WHERE id = ?1")
+            .bind(project_id)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        let info = match row {
+            Some(row) => Some(ProjectInfo {
+                key: row.try_get("key")?,
+                archived: row.try_get::<String, _>("status")? == "archived",
+                deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+            }),
+            None => None,
+        };
+        self.cache
+            .projects
+            .insert(project_id.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    /// The actor's role in the project, from the cache or one query.
+    async fn role(&mut self, project_id: &str) -> Result<Option<Role>> {
+        let key = (project_id.to_owned(), self.actor.as_str().to_owned());
+        if let Some(role) = self.cache.roles.get(&key) {
+            return Ok(*role);
+        }
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM project_members WHERE project_id = ?1 AND user_id = ?2",
+        )
+        .bind(project_id)
+        .bind(self.actor.as_str())
+        .fetch_optional(&mut *self.conn)
+        .await?;
+        let role = role
+            .map(|r| Role::parse("role", &r))
+            .transpose()
+            .map_err(|_| Error::Corrupt("unknown role".into()))?;
+        self.cache.roles.insert(key, role);
+        Ok(role)
+    }
+
+    /// The actor's role in a live project it is a member of. Anything else is `NOT_FOUND`
+    /// with `what` as the subject, so non-members learn nothing.
+    async fn member_role(
+        &mut self,
+        project_id: &str,
+        what: &str,
+        allow_deleted_project: bool,
+    ) -> Result<(Role, ProjectInfo)> {
+        let not_found = || Error::NotFound(format!("{what} not found"));
+        let info = self.project(project_id).await?.ok_or_else(not_found)?;
+        if info.deleted && !allow_deleted_project {
+            return Err(not_found());
+        }
+        let role = self.role(project_id).await?.ok_or_else(not_found)?;
+        Ok((role, info))
+    }
+
+    /// Authorizes a change of the project's content: a member with `needed`, project live
+    /// and not archived.
+    async fn authorize_content(
+        &mut self,
+        project_id: &str,
+        what: &str,
+        needed: Role,
+    ) -> Result<ProjectInfo> {
+        let (role, info) = self.member_role(project_id, what, false).await?;
+        require(role, needed)?;
+        if info.archived {
+            return Err(Error::FailedPrecondition(
+                "the project is archived; unarchive it to change its content".into(),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Loads a live entity of `R` the actor may see, with the actor's role in its project.
+    async fn load<R: Record>(&mut self, field: &str, id: &str) -> Result<(R, Role, ProjectInfo)> {
+        let (record, role, info) = self.load_any::<R>(field, id, false).await?;
+        if record.deleted_at().is_some() {
+            return Err(Error::NotFound(format!("{} not found", R::NAME)));
+        }
+        Ok((record, role, info))
+    }
+
+    /// Like `load`, deleted or not.
+    async fn load_any<R: Record>(
+        &mut self,
+        field: &str,
+        id: &str,
+        allow_deleted_project: bool,
+    ) -> Result<(R, Role, ProjectInfo)> {
+        let id = parse_id(field, id)?;
+        let not_found = || Error::NotFound(format!("{} not found", R::NAME));
+        let record: R = records::find(&mut *self.conn, &id)
+            .await?
+            .ok_or_else(not_found)?;
+        let (role, info) = self
+            .member_role(record.project_id(), R::NAME, allow_deleted_project)
+            .await?;
+        Ok((record, role, info))
+    }
+
+    /// Saves `after` over `before` (version-checked in the statement) and describes it.
+    async fn save<R: Record>(
+        &mut self,
+        before: &R,
+        mut after: R,
+        action: ChangeAction,
+    ) -> Result<Applied> {
+        after.touch(self.actor.as_str(), self.now);
+        if !records::update(self.conn, &after, before.version()).await? {
+            return Err(conflict(before.clone()));
+        }
+        Ok(Applied::one(Change::changed(before, &after, action)))
+    }
+}
+
+/// `CONFLICT` carrying the current entity.
+fn conflict<R: Record>(current: R) -> Error {
+    Error::Conflict {
+        message: format!(
+            "the {} was changed by someone else (now at version {})",
+            R::NAME,
+            current.version()
+        ),
+        current: Box::new(current.into_entity()),
+    }
+}
+
+fn check_version<R: Record>(record: &R, expected: u64) -> Result<()> {
+    pm_core::rules::check_expected_version(expected)?;
+    if record.version() != expected {
+        return Err(conflict(record.clone()));
+    }
+    Ok(())
+}
+
+/// Soft-deletes an entity.
+async fn soft_delete<R: Record>(
+    cx: &mut Cx<'_>,
+    id: &str,
+    expected: u64,
+    permit: Permit<R>,
+) -> Result<Applied> {
+    let (record, role, info) = cx.load::<R>("id", id).await?;
+    permit(&record, cx.actor, role)?;
+    check_writable(&info)?;
+    check_version(&record, expected)?;
+    let mut after = record.clone();
+    after.set_deleted_at(Some(cx.now));
+    cx.save(&record, after, ChangeAction::Deleted).await
+}
+
+/// Restores a soft-deleted entity.
+async fn restore<R: Record>(
+    cx: &mut Cx<'_>,
+    id: &str,
+    expected: u64,
+    permit: Permit<R>,
+) -> Result<Applied> {
+    let (record, role, info) = cx.load_any::<R>("id", id, false).await?;
+    permit(&record, cx.actor, role)?;
+    check_writable(&info)?;
+    if record.deleted_at().is_none() {
+        return Err(Error::FailedPrecondition(format!(
+            "the {} is not deleted",
+            R::NAME
+        )));
+    }
+    check_version(&record, expected)?;
+    let mut after = record.clone();
+    after.set_deleted_at(None);
+    cx.save(&record, after, ChangeAction::Restored)
+        .await
+        .map_err(|e| restored_conflicts::<R>(e))
+}
+
+/// A restore can collide with a unique rule that a live row now holds (an active sprint, a
+/// running timer, the same dependency).
+fn restored_conflicts<R: Record>(error: Error) -> Error {
+    match &error {
+        Error::Database(db) if is_unique_violation(db) => Error::FailedPrecondition(format!(
+            "the {} cannot be restored: a live one now takes its place",
+            R::NAME
+        )),
+        _ => error,
+    }
+}
+
+fn check_writable(info: &ProjectInfo) -> Result<()> {
+    if info.archived {
+        return Err(Error::FailedPrecondition(
+            "the project is archived; unarchive it to change its content".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an entity id into its canonical text.
+fn parse_id(field: &str, raw: &str) -> Result<String> {
+    Ok(EntityId::parse(field, raw)?.to_text())
+}
+
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+/// Maps a unique violation of the statement that produced `error` to a domain error.
+fn on_unique(error: sqlx::Error, make: impl FnOnce() -> Error) -> Error {
+    if is_unique_violation(&error) {
+        make()
+    } else {
+        error.into()
+    }
+}
+
+pub(crate) use work_items::with_display_key as work_items_display_key;

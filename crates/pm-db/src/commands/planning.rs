@@ -1,0 +1,226 @@
+//! Sprints, swim lanes and LLM context: the project's planning and board configuration.
+
+use pm_core::kinds::{ChangeAction, Role};
+use pm_core::{rules, text, EntityId};
+use pm_proto::{convert, v1};
+
+use super::{check_version, check_writable, on_unique, parse_id, require, Applied, Cx};
+use crate::changelog::Change;
+use crate::error::{Error, Result};
+use crate::records;
+
+fn one_active_sprint() -> Error {
+    Error::FailedPrecondition("the project already has an active sprint".into())
+}
+
+pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Result<Applied> {
+    let project_id = parse_id("project_id", &c.project_id)?;
+    text::single_line("name", &c.name, text::MAX_NAME)?;
+    text::multi_line("goal", &c.goal, text::MAX_SHORT_TEXT)?;
+    check_sprint_dates(c.start_at, c.end_at)?;
+    cx.authorize_content(&project_id, "project", Role::Editor)
+        .await?;
+    let actor = cx.actor.as_str().to_owned();
+    let sprint = v1::Sprint {
+        id: EntityId::new().to_text(),
+        project_id,
+        name: c.name.clone(),
+        goal: c.goal.clone(),
+        status: v1::SprintStatus::Planned.into(),
+        start_at: c.start_at,
+        end_at: c.end_at,
+        version: 1,
+        created_at: cx.now,
+        created_by: actor.clone(),
+        updated_at: cx.now,
+        updated_by: actor,
+        deleted_at: None,
+    };
+    records::insert(cx.conn, &sprint).await?;
+    Ok(Applied::one(Change::created(&sprint)))
+}
+
+fn check_sprint_dates(start: Option<i64>, end: Option<i64>) -> Result<()> {
+    match (start, end) {
+        (Some(start), end) => rules::check_time_range("start_at", start, "end_at", end)?,
+        (None, Some(end)) if end < 0 => {
+            return Err(Error::invalid("end_at", "must not be before 1970"))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub(super) async fn update_sprint(cx: &mut Cx<'_>, c: &v1::UpdateSprint) -> Result<Applied> {
+    rules::check_clear_fields(
+        &c.clear_fields,
+        &["start_at", "end_at"],
+        &[
+            ("start_at", c.start_at.is_some()),
+            ("end_at", c.end_at.is_some()),
+        ],
+    )?;
+    let (sprint, role, info) = cx.load::<v1::Sprint>("id", &c.id).await?;
+    require(role, Role::Editor)?;
+    check_writable(&info)?;
+    check_version(&sprint, c.expected_version)?;
+    let mut after = sprint.clone();
+    if let Some(name) = &c.name {
+        text::single_line("name", name, text::MAX_NAME)?;
+        after.name = name.clone();
+    }
+    if let Some(goal) = &c.goal {
+        text::multi_line("goal", goal, text::MAX_SHORT_TEXT)?;
+        after.goal = goal.clone();
+    }
+    if let Some(status) = c.status {
+        let to = convert::required("status", convert::sprint_status("status", status))?;
+        let from = convert::required("status", convert::sprint_status("status", sprint.status))?;
+        rules::check_sprint_transition(from, to)?;
+        after.status = v1::SprintStatus::from(to).into();
+    }
+    if c.start_at.is_some() {
+        after.start_at = c.start_at;
+    }
+    if c.end_at.is_some() {
+        after.end_at = c.end_at;
+    }
+    for field in &c.clear_fields {
+        match field.as_str() {
+            "start_at" => after.start_at = None,
+            "end_at" => after.end_at = None,
+            _ => unreachable!("checked by check_clear_fields"),
+        }
+    }
+    check_sprint_dates(after.start_at, after.end_at)?;
+    let activating = after.status == v1::SprintStatus::Active as i32
+        && sprint.status != v1::SprintStatus::Active as i32;
+    cx.save(&sprint, after, ChangeAction::Updated)
+        .await
+        .map_err(|e| match e {
+            Error::Database(db) if activating => on_unique(db, one_active_sprint),
+            other => other,
+        })
+}
+
+pub(super) async fn create_swim_lane(cx: &mut Cx<'_>, c: &v1::CreateSwimLane) -> Result<Applied> {
+    let project_id = parse_id("project_id", &c.project_id)?;
+    text::single_line("name", &c.name, text::MAX_LANE_NAME)?;
+    let status = convert::required("status", convert::work_item_status("status", c.status))?;
+    if let Some(limit) = c.wip_limit {
+        rules::check_wip_limit(limit)?;
+    }
+    cx.authorize_content(&project_id, "project", Role::Editor)
+        .await?;
+    let actor = cx.actor.as_str().to_owned();
+    let lane = v1::SwimLane {
+        id: EntityId::new().to_text(),
+        project_id,
+        name: c.name.clone(),
+        status: v1::WorkItemStatus::from(status).into(),
+        position: c.position,
+        wip_limit: c.wip_limit,
+        version: 1,
+        created_at: cx.now,
+        created_by: actor.clone(),
+        updated_at: cx.now,
+        updated_by: actor,
+        deleted_at: None,
+    };
+    records::insert(cx.conn, &lane).await?;
+    Ok(Applied::one(Change::created(&lane)))
+}
+
+pub(super) async fn update_swim_lane(cx: &mut Cx<'_>, c: &v1::UpdateSwimLane) -> Result<Applied> {
+    rules::check_clear_fields(
+        &c.clear_fields,
+        &["wip_limit"],
+        &[("wip_limit", c.wip_limit.is_some())],
+    )?;
+    let (lane, role, info) = cx.load::<v1::SwimLane>("id", &c.id).await?;
+    require(role, Role::Editor)?;
+    check_writable(&info)?;
+    check_version(&lane, c.expected_version)?;
+    let mut after = lane.clone();
+    if let Some(name) = &c.name {
+        text::single_line("name", name, text::MAX_LANE_NAME)?;
+        after.name = name.clone();
+    }
+    if let Some(status) = c.status {
+        let status = convert::required("status", convert::work_item_status("status", status))?;
+        after.status = v1::WorkItemStatus::from(status).into();
+    }
+    if let Some(position) = c.position {
+        after.position = position;
+    }
+    if let Some(limit) = c.wip_limit {
+        rules::check_wip_limit(limit)?;
+        after.wip_limit = Some(limit);
+    }
+    if !c.clear_fields.is_empty() {
+        after.wip_limit = None;
+    }
+    cx.save(&lane, after, ChangeAction::Updated).await
+}
+
+pub(super) async fn create_llm_context(
+    cx: &mut Cx<'_>,
+    c: &v1::CreateLlmContext,
+) -> Result<Applied> {
+    let project_id = parse_id("project_id", &c.project_id)?;
+    let category = convert::required(
+        "category",
+        convert::llm_context_category("category", c.category),
+    )?;
+    text::single_line("title", &c.title, text::MAX_NAME)?;
+    text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
+    cx.authorize_content(&project_id, "project", Role::Editor)
+        .await?;
+    let actor = cx.actor.as_str().to_owned();
+    let context = v1::LlmContext {
+        id: EntityId::new().to_text(),
+        project_id,
+        category: v1::LlmContextCategory::from(category).into(),
+        title: c.title.clone(),
+        content: c.content.clone(),
+        priority: c.priority,
+        version: 1,
+        created_at: cx.now,
+        created_by: actor.clone(),
+        updated_at: cx.now,
+        updated_by: actor,
+        deleted_at: None,
+    };
+    records::insert(cx.conn, &context).await?;
+    Ok(Applied::one(Change::created(&context)))
+}
+
+pub(super) async fn update_llm_context(
+    cx: &mut Cx<'_>,
+    c: &v1::UpdateLlmContext,
+) -> Result<Applied> {
+    let (context, role, info) = cx.load::<v1::LlmContext>("id", &c.id).await?;
+    require(role, Role::Editor)?;
+    check_writable(&info)?;
+    check_version(&context, c.expected_version)?;
+    let mut after = context.clone();
+    if let Some(category) = c.category {
+        let category = convert::required(
+            "category",
+            convert::llm_context_category("category", category),
+        )?;
+        after.category = v1::LlmContextCategory::from(category).into();
+    }
+    if let Some(title) = &c.title {
+        text::single_line("title", title, text::MAX_NAME)?;
+        after.title = title.clone();
+    }
+    if let Some(content) = &c.content {
+        text::required_multi_line("content", content, text::MAX_LONG_TEXT)?;
+        after.content = content.clone();
+    }
+    if let Some(priority) = c.priority {
+        after.priority = priority;
+    }
+    cx.save(&context, after, ChangeAction::Updated).await
+}

@@ -1,0 +1,321 @@
+//! Work items: create, update and move (delete and restore are generic).
+
+use pm_core::kinds::{ChangeAction, Priority, Role, WorkItemStatus};
+use pm_core::{rank, rules, text, EntityId, UserId};
+use pm_proto::{convert, v1};
+use sqlx::Row;
+
+use super::{check_version, check_writable, parse_id, require, Applied, Cx, ProjectInfo};
+use crate::changelog::Change;
+use crate::error::{Error, Result};
+use crate::records;
+
+/// Fills the derived `display_key`, e.g. `PM-42`.
+pub(crate) fn with_display_key(mut item: v1::WorkItem, project_key: &str) -> v1::WorkItem {
+    item.display_key = format!("{project_key}-{}", item.number);
+    item
+}
+
+pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Applied> {
+    let project_id = parse_id("project_id", &c.project_id)?;
+    let item_type = convert::required(
+        "item_type",
+        convert::work_item_type("item_type", c.item_type),
+    )?;
+    text::single_line("title", &c.title, text::MAX_TITLE)?;
+    text::multi_line("description", &c.description, text::MAX_LONG_TEXT)?;
+    let status = convert::work_item_status("status", c.status)?.unwrap_or(WorkItemStatus::Backlog);
+    let priority = convert::priority("priority", c.priority)?.unwrap_or(Priority::Medium);
+    if let Some(points) = c.story_points {
+        rules::check_story_points(points)?;
+    }
+    let assignee = c
+        .assignee_id
+        .as_deref()
+        .map(|a| UserId::parse("assignee_id", a))
+        .transpose()?;
+    let parent_id = c
+        .parent_id
+        .as_deref()
+        .map(|p| parse_id("parent_id", p))
+        .transpose()?;
+    let sprint_id = c
+        .sprint_id
+        .as_deref()
+        .map(|s| parse_id("sprint_id", s))
+        .transpose()?;
+
+    let info = cx
+        .authorize_content(&project_id, "project", Role::Editor)
+        .await?;
+    if let Some(parent) = &parent_id {
+        check_parent(cx, &project_id, item_type, parent, None).await?;
+    }
+    if let Some(sprint) = &sprint_id {
+        check_sprint(cx, &project_id, sprint).await?;
+    }
+    let number = next_number(cx, &project_id).await?;
+    let actor = cx.actor.as_str().to_owned();
+    let item = with_display_key(
+        v1::WorkItem {
+            id: EntityId::new().to_text(),
+            project_id: project_id.clone(),
+            number,
+            display_key: String::new(),
+            item_type: v1::WorkItemType::from(item_type).into(),
+            parent_id,
+            title: c.title.clone(),
+            description: c.description.clone(),
+            status: v1::WorkItemStatus::from(status).into(),
+            priority: v1::Priority::from(priority).into(),
+            story_points: c.story_points,
+            assignee_id: assignee.map(|a| a.as_str().to_owned()),
+            sprint_id,
+            rank: rank::for_new_item(cx.next_seq),
+            version: 1,
+            created_at: cx.now,
+            created_by: actor.clone(),
+            updated_at: cx.now,
+            updated_by: actor,
+            deleted_at: None,
+        },
+        &info.key,
+    );
+    records::insert(cx.conn, &item).await?;
+    cx.cache.next_numbers.insert(project_id, number + 1);
+    Ok(Applied::one(Change::created(&item)))
+}
+
+/// The next per-project number: numbers are never reused because rows are only soft-deleted.
+async fn next_number(cx: &mut Cx<'_>, project_id: &str) -> Result<u64> {
+    if let Some(next) = cx.cache.next_numbers.get(project_id) {
+        return Ok(*next);
+    }
+    let next: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM work_items WHERE project_id = ?1",
+    )
+    .bind(project_id)
+    .fetch_one(&mut *cx.conn)
+    .await?;
+    Ok(next as u64)
+}
+
+/// Checks a parent in one query: it exists, is live, is in the same project, has an allowed
+/// type, and the child is not among its ancestors (walked with a recursive CTE).
+async fn check_parent(
+    cx: &mut Cx<'_>,
+    project_id: &str,
+    child_type: pm_core::kinds::WorkItemType,
+    parent_id: &str,
+    child_id: Option<&str>,
+) -> Result<()> {
+    let row = sqlx::query(
+        r#"
+        WITH RECURSIVE ancestors (id, depth) AS (
+            SELECT ?1, 0
+            UNION ALL
+            SELECT w.parent_id, a.depth + 1
+            FROM work_items AS w
+            JOIN ancestors AS a ON w.id = a.id
+            WHERE w.parent_id IS NOT NULL AND a.depth < 64
+        )
+        SELECT p.project_id, p.item_type, p.deleted_at,
+               EXISTS (SELECT 1 FROM ancestors WHERE id = ?2) AS makes_cycle
+        FROM work_items AS p
+        WHERE p.id = ?1
+        "#,
+    )
+    .bind(parent_id)
+    .bind(child_id.unwrap_or(""))
+    .fetch_optional(&mut *cx.conn)
+    .await?;
+    let invalid = || Error::invalid("parent_id", "must be a live work item of the same project");
+    let row = row.ok_or_else(invalid)?;
+    let parent_project: String = row.try_get("project_id")?;
+    let deleted: Option<i64> = row.try_get("deleted_at")?;
+    if parent_project != project_id || deleted.is_some() {
+        return Err(invalid());
+    }
+    let parent_type: String = row.try_get("item_type")?;
+    let parent_type = pm_core::kinds::WorkItemType::parse("parent_id", &parent_type)
+        .map_err(|_| Error::Corrupt("unknown work item type".into()))?;
+    rules::check_parent(child_type, parent_type)?;
+    if row.try_get::<bool, _>("makes_cycle")? {
+        return Err(Error::invalid(
+            "parent_id",
+            "would make the item its own ancestor",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a sprint is live, planned or active, and in the same project.
+async fn check_sprint(cx: &mut Cx<'_>, project_id: &str, sprint_id: &str) -> Result<()> {
+    let row = sqlx::query("SELECT project_id, status, deleted_at FROM sprints WHERE id = ?1")
+        .bind(sprint_id)
+        .fetch_optional(&mut *cx.conn)
+        .await?;
+    let ok = match row {
+        Some(row) => {
+            row.try_get::<String, _>("project_id")? == project_id
+                && row.try_get::<Option<i64>, _>("deleted_at")?.is_none()
+                && matches!(
+                    row.try_get::<String, _>("status")?.as_str(),
+                    "planned" | "active"
+                )
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "sprint_id",
+            "must be a planned or active sprint of the same project",
+        ))
+    }
+}
+
+async fn load_item(cx: &mut Cx<'_>, id: &str) -> Result<(v1::WorkItem, Role, ProjectInfo)> {
+    let (item, role, info) = cx.load::<v1::WorkItem>("id", id).await?;
+    require(role, Role::Editor)?;
+    check_writable(&info)?;
+    Ok((with_display_key(item, &info.key), role, info))
+}
+
+pub(super) async fn update(cx: &mut Cx<'_>, c: &v1::UpdateWorkItem) -> Result<Applied> {
+    rules::check_clear_fields(
+        &c.clear_fields,
+        &["story_points", "assignee_id"],
+        &[
+            ("story_points", c.story_points.is_some()),
+            ("assignee_id", c.assignee_id.is_some()),
+        ],
+    )?;
+    let (item, _, _) = load_item(cx, &c.id).await?;
+    check_version(&item, c.expected_version)?;
+    let mut after = item.clone();
+    if let Some(title) = &c.title {
+        text::single_line("title", title, text::MAX_TITLE)?;
+        after.title = title.clone();
+    }
+    if let Some(description) = &c.description {
+        text::multi_line("description", description, text::MAX_LONG_TEXT)?;
+        after.description = description.clone();
+    }
+    if let Some(status) = c.status {
+        let status = convert::required("status", convert::work_item_status("status", status))?;
+        after.status = v1::WorkItemStatus::from(status).into();
+    }
+    if let Some(priority) = c.priority {
+        let priority = convert::required("priority", convert::priority("priority", priority))?;
+        after.priority = v1::Priority::from(priority).into();
+    }
+    if let Some(points) = c.story_points {
+        rules::check_story_points(points)?;
+        after.story_points = Some(points);
+    }
+    if let Some(assignee) = &c.assignee_id {
+        after.assignee_id = Some(UserId::parse("assignee_id", assignee)?.as_str().to_owned());
+    }
+    for field in &c.clear_fields {
+        match field.as_str() {
+            "story_points" => after.story_points = None,
+            "assignee_id" => after.assignee_id = None,
+            _ => unreachable!("checked by check_clear_fields"),
+        }
+    }
+    cx.save(&item, after, ChangeAction::Updated).await
+}
+
+/// A drag-and-drop: status, place among neighbours, sprint and parent in one change.
+pub(super) async fn move_item(cx: &mut Cx<'_>, c: &v1::MoveWorkItem) -> Result<Applied> {
+    let (item, _, _) = load_item(cx, &c.id).await?;
+    check_version(&item, c.expected_version)?;
+    let mut after = item.clone();
+    if let Some(status) = c.status {
+        let status = convert::required("status", convert::work_item_status("status", status))?;
+        after.status = v1::WorkItemStatus::from(status).into();
+    }
+    if let Some(parent) = &c.parent_id {
+        after.parent_id = if parent.is_empty() {
+            None
+        } else {
+            let parent = parse_id("parent_id", parent)?;
+            let item_type = convert::required(
+                "item_type",
+                convert::work_item_type("item_type", item.item_type),
+            )?;
+            check_parent(cx, &item.project_id, item_type, &parent, Some(&item.id)).await?;
+            Some(parent)
+        };
+    }
+    if let Some(sprint) = &c.sprint_id {
+        after.sprint_id = if sprint.is_empty() {
+            None
+        } else {
+            let sprint = parse_id("sprint_id", sprint)?;
+            check_sprint(cx, &item.project_id, &sprint).await?;
+            Some(sprint)
+        };
+    }
+    if c.after_id.is_some() || c.before_id.is_some() {
+        after.rank = new_rank(cx, &item, c.after_id.as_deref(), c.before_id.as_deref()).await?;
+    }
+    cx.save(&item, after, ChangeAction::Moved).await
+}
+
+/// A rank between the named neighbours, read in one query.
+async fn new_rank(
+    cx: &mut Cx<'_>,
+    item: &v1::WorkItem,
+    after_id: Option<&str>,
+    before_id: Option<&str>,
+) -> Result<String> {
+    let after_id = after_id.map(|id| parse_id("after_id", id)).transpose()?;
+    let before_id = before_id.map(|id| parse_id("before_id", id)).transpose()?;
+    for (field, id) in [("after_id", &after_id), ("before_id", &before_id)] {
+        if id.as_deref() == Some(item.id.as_str()) {
+            return Err(Error::invalid(field, "must be another work item"));
+        }
+    }
+    let rows =
+        sqlx::query("SELECT id, project_id, rank, deleted_at FROM work_items WHERE id IN (?1, ?2)")
+            .bind(after_id.as_deref().unwrap_or(""))
+            .bind(before_id.as_deref().unwrap_or(""))
+            .fetch_all(&mut *cx.conn)
+            .await?;
+    let rank_of = |field: &str, id: &Option<String>| -> Result<Option<String>> {
+        let Some(id) = id else { return Ok(None) };
+        for row in &rows {
+            if row.try_get::<String, _>("id")? == *id
+                && row.try_get::<String, _>("project_id")? == item.project_id
+                && row.try_get::<Option<i64>, _>("deleted_at")?.is_none()
+            {
+                return Ok(Some(row.try_get("rank")?));
+            }
+        }
+        Err(Error::invalid(
+            field,
+            "must be a live work item of the same project",
+        ))
+    };
+    let lower = rank_of("after_id", &after_id)?;
+    let upper = rank_of("before_id", &before_id)?;
+    Ok(rank::between(lower.as_deref(), upper.as_deref())?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn display_keys() {
+        let item = super::with_display_key(
+            super::v1::WorkItem {
+                number: 42,
+                ..Default::default()
+            },
+            "PM",
+        );
+        assert_eq!(item.display_key, "PM-42");
+    }
+}

@@ -1,0 +1,137 @@
+//! The storage error, and how it is shown on the wire.
+
+use pm_proto::v1;
+
+/// A failed storage operation. Every variant but the internal ones is an answer for the
+/// client; internal ones are logged by the caller and shown only as `INTERNAL`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of the request is malformed or out of range.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// The request field, e.g. `title`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The entity does not exist or the caller may not see it.
+    #[error("{0}")]
+    NotFound(String),
+    /// `expected_version` did not match.
+    #[error("{message}")]
+    Conflict {
+        /// Safe description.
+        message: String,
+        /// The entity as it is now.
+        current: Box<v1::Entity>,
+    },
+    /// The current state forbids the change.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller's role does not allow the request.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request exceeds a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The storage cannot take the request now; safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The requested change-log position is no longer retained.
+    #[error("changes after seq {0} are no longer retained")]
+    ResyncRequired(u64),
+    /// An unexpected database failure.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A file-system operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Stored data could not be read back (a bug or a damaged file).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a storage operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<pm_core::Error> for Error {
+    fn from(error: pm_core::Error) -> Self {
+        match error {
+            pm_core::Error::InvalidArgument { field, message } => {
+                Error::InvalidArgument { field, message }
+            }
+            pm_core::Error::FailedPrecondition(message) => Error::FailedPrecondition(message),
+        }
+    }
+}
+
+impl Error {
+    /// An `InvalidArgument` for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is an unexpected failure (logged, shown as `INTERNAL`).
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Corrupt(_)
+        )
+    }
+
+    /// The wire code of this error.
+    pub fn code(&self) -> v1::ErrorCode {
+        use v1::ErrorCode as C;
+        match self {
+            Error::InvalidArgument { .. } => C::InvalidArgument,
+            Error::NotFound(_) => C::NotFound,
+            Error::Conflict { .. } => C::Conflict,
+            Error::FailedPrecondition(_) => C::FailedPrecondition,
+            Error::PermissionDenied(_) => C::PermissionDenied,
+            Error::TooLarge(_) => C::TooLarge,
+            Error::Unavailable(_) => C::Unavailable,
+            Error::ResyncRequired(_) => C::ResyncRequired,
+            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Corrupt(_) => {
+                C::Internal
+            }
+        }
+    }
+
+    /// The wire form: internal details (SQL, paths) never leave the server.
+    pub fn to_wire(&self) -> v1::Error {
+        let (message, field, current) = match self {
+            Error::InvalidArgument { field, message } => {
+                (format!("{field} {message}"), field.clone(), None)
+            }
+            Error::Conflict { message, current } => {
+                (message.clone(), String::new(), Some((**current).clone()))
+            }
+            e if e.is_internal() => ("internal error".to_owned(), String::new(), None),
+            e => (e.to_string(), String::new(), None),
+        };
+        v1::Error {
+            code: self.code().into(),
+            message,
+            field,
+            current,
+        }
+    }
+
+    /// The same error with its field nested under `prefix` (e.g. `commands[2]`).
+    pub fn with_field_prefix(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidArgument { field, message } => {
+                pm_core::Error::InvalidArgument { field, message }
+                    .with_field_prefix(prefix)
+                    .into()
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Answers to commands sent with an idempotency key, per (user, key), kept 24 hours.
+//!
+//! Only successful commands are stored: a failed command changed nothing, so sending it
+//! again (corrected or not) is safe and gets a fresh answer. A key reused with a different
+//! command is refused rather than answered with an unrelated result.
+
+use pm_proto::v1;
+use prost::Message;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use crate::error::{Error, Result};
+
+/// How long an answer is kept, in milliseconds.
+pub(crate) const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A stored answer about to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) user_id: String,
+    pub(crate) key: String,
+    pub(crate) created_at: i64,
+    pub(crate) command_hash: i64,
+    pub(crate) result: v1::CommandResult,
+}
+
+/// A stable 64-bit hash (FNV-1a) of the encoded command, to detect a key reused for another
+/// command.
+pub(crate) fn command_hash(command: &v1::Command) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in command.encode_to_vec() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// The stored answer for (user, key) if it is younger than 24 hours.
+pub(crate) async fn lookup(
+    conn: &mut SqliteConnection,
+    user_id: &str,
+    key: &str,
+    now: i64,
+) -> Result<Option<(i64, v1::CommandResult)>> {
+    let row = sqlx::query(
+        r#"
+        SELECT command_hash, result
+        FROM idempotency
+        WHERE user_id = ?1 AND key = ?2 AND created_at > ?3
+        "#,
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(now - RETENTION_MS)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let hash: i64 = row.try_get("command_hash")?;
+    let bytes: Vec<u8> = row.try_get("result")?;
+    let result = v1::CommandResult::decode(bytes.as_slice())
+        .map_err(|e| Error::Corrupt(format!("stored idempotent result: {e}")))?;
+    Ok(Some((hash, result)))
+}
+
+/// Stores answers (replacing expired ones under the same key) in one statement per chunk.
+pub(crate) async fn store(conn: &mut SqliteConnection, entries: &[Entry]) -> sqlx::Result<()> {
+    for chunk in entries.chunks(5_000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO idempotency (user_id, key, created_at, command_hash, result) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(&e.user_id)
+                .push_bind(&e.key)
+                .push_bind(e.created_at)
+                .push_bind(e.command_hash)
+                .push_bind(e.result.encode_to_vec());
+        });
+        insert.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Deletes answers older than 24 hours; returns how many.
+pub(crate) async fn prune(conn: &mut SqliteConnection, now: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM idempotency WHERE created_at <= ?1")
+        .bind(now - RETENTION_MS)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}

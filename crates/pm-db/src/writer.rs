@@ -1,0 +1,509 @@
+//! The writer: one task per open tenant, owning the tenant's only write connection.
+//!
+//! Callers submit commands into a bounded queue and await the answer. The writer takes
+//! everything queued (up to `max_group` jobs), applies it inside one `BEGIN IMMEDIATE`
+//! transaction, appends the group's change-log rows with one multi-row insert, commits once,
+//! and only then answers the callers and publishes the committed events in seq order.
+//!
+//! One failing command fails alone: handlers validate before they write and write with a
+//! single statement (SQLite undoes a failed statement by itself); the few that write more run
+//! in a savepoint, as do atomic batches. If a group hits an unexpected storage error, it is
+//! rolled back and replayed once with a savepoint around every command, so only the command
+//! that caused it fails. `savepoint_per_command` makes that the normal mode (slower; kept to
+//! measure the difference).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pm_core::text;
+use pm_core::UserId;
+use pm_proto::v1;
+use sqlx::SqliteConnection;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::changelog::{self, CommittedEvent, PendingEvent};
+use crate::commands::{self, Applied, Cache, Cx};
+use crate::error::{Error, Result};
+use crate::idempotency;
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Jobs waiting for the writer; a full queue answers `UNAVAILABLE`.
+    pub queue_capacity: usize,
+    /// Most jobs committed in one transaction.
+    pub max_group: usize,
+    /// Most commands in one `Batch`.
+    pub max_batch_commands: usize,
+    /// Wrap every command in a savepoint instead of only those that need one.
+    pub savepoint_per_command: bool,
+    /// Committed groups buffered for the event publisher before it must catch up from the log.
+    pub event_buffer: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            queue_capacity: 4_096,
+            max_group: 512,
+            max_batch_commands: 100,
+            savepoint_per_command: false,
+            event_buffer: 1_024,
+        }
+    }
+}
+
+/// Counters of a tenant's writer.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub groups: AtomicU64,
+    /// Jobs (commands or batches) answered from committed transactions.
+    pub jobs: AtomicU64,
+    /// Groups replayed with a savepoint per command after an unexpected error.
+    pub fallbacks: AtomicU64,
+    /// Groups that failed as a whole (every caller got `UNAVAILABLE`).
+    pub failed_groups: AtomicU64,
+}
+
+/// State the writer shares with readers of the tenant.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The latest committed seq.
+    pub(crate) head: AtomicU64,
+    pub(crate) stats: WriterStats,
+}
+
+/// What a caller asks of the writer.
+#[derive(Debug)]
+pub(crate) enum Work {
+    Command(v1::Command),
+    Batch(v1::Batch),
+}
+
+/// The writer's answer.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Command(Result<v1::CommandResult>),
+    Batch(Result<v1::BatchResult>),
+}
+
+#[derive(Debug)]
+struct Job {
+    actor: UserId,
+    work: Work,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The sending side of a writer's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Queues `work` and waits for its answer. A full queue is `UNAVAILABLE` at once.
+    pub(crate) async fn submit(&self, actor: UserId, work: Work) -> Result<Answer> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Job { actor, work, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Unavailable("the tenant's write queue is full; retry shortly".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Unavailable("the tenant is closing; retry".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped; retry".into()))
+    }
+
+    /// Jobs waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Starts the writer task on `conn`, whose log ends at `head`.
+pub(crate) fn spawn(
+    conn: SqliteConnection,
+    head: u64,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    config: WriterConfig,
+) -> (WriterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    shared.head.store(head, Ordering::Release);
+    let writer = Writer {
+        conn,
+        rx,
+        cache: Cache::default(),
+        head,
+        shared,
+        events,
+        config,
+        last_prune: 0,
+    };
+    (WriterHandle { tx }, tokio::spawn(writer.run()))
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    rx: mpsc::Receiver<Job>,
+    cache: Cache,
+    head: u64,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    config: WriterConfig,
+    last_prune: i64,
+}
+
+/// How often expired idempotency answers are deleted, in milliseconds.
+const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
+
+/// A group's uncommitted output.
+struct Group {
+    base: u64,
+    events: Vec<PendingEvent>,
+    answers: Vec<idempotency::Entry>,
+}
+
+impl Group {
+    fn new(base: u64) -> Self {
+        Group {
+            base,
+            events: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.base + self.events.len() as u64 + 1
+    }
+
+    fn mark(&self) -> (usize, usize) {
+        (self.events.len(), self.answers.len())
+    }
+
+    fn rollback_to(&mut self, (events, answers): (usize, usize)) {
+        self.events.truncate(events);
+        self.answers.truncate(answers);
+    }
+
+    /// Numbers the changes of a successful command and builds its result.
+    fn push(&mut self, actor: &UserId, now: i64, applied: Applied) -> v1::CommandResult {
+        for change in applied.changes {
+            let seq = self.next_seq();
+            self.events
+                .push(PendingEvent::new(seq, now, actor.as_str(), change));
+        }
+        v1::CommandResult {
+            seq: self.base + self.events.len() as u64,
+            entity: Some(v1::Entity::of(applied.entity)),
+            replayed: false,
+        }
+    }
+}
+
+/// A command's own outcome; the outer `Result` of the functions below is a storage failure
+/// that dooms the whole attempt.
+type Outcome = Result<v1::CommandResult>;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<()> {
+    sqlx::query(sql).execute(conn).await?;
+    Ok(())
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut jobs = Vec::with_capacity(self.config.max_group);
+        while self.rx.recv_many(&mut jobs, self.config.max_group).await > 0 {
+            self.process(&mut jobs).await;
+            jobs.clear();
+        }
+        if let Err(e) = sqlx::Connection::close(self.conn).await {
+            tracing::warn!(error = %e, "closing the tenant's write connection failed");
+        }
+    }
+
+    async fn process(&mut self, jobs: &mut Vec<Job>) {
+        let now = now_ms();
+        let safe = self.config.savepoint_per_command;
+        let attempt = match self.attempt(jobs, now, safe).await {
+            Err(error) if !safe => {
+                tracing::warn!(%error, jobs = jobs.len(), "write group failed; replaying it with a savepoint per command");
+                self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.attempt(jobs, now, true).await
+            }
+            other => other,
+        };
+        match attempt {
+            Ok((group, answers)) => self.finish(group, jobs, answers),
+            Err(error) => self.fail_all(jobs, error).await,
+        }
+    }
+
+    /// One transaction over all `jobs`; rolled back on a storage failure.
+    async fn attempt(
+        &mut self,
+        jobs: &[Job],
+        now: i64,
+        safe: bool,
+    ) -> Result<(Group, Vec<Answer>)> {
+        let mut group = Group::new(self.head);
+        exec(&mut self.conn, "BEGIN IMMEDIATE").await?;
+        let result = self.apply_all(&mut group, jobs, now, safe).await;
+        match result {
+            Ok(answers) => Ok((group, answers)),
+            Err(error) => {
+                self.cache.clear();
+                if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+                    tracing::warn!(error = %e, "rollback after a failed write group failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn apply_all(
+        &mut self,
+        group: &mut Group,
+        jobs: &[Job],
+        now: i64,
+        safe: bool,
+    ) -> Result<Vec<Answer>> {
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let answer = match &job.work {
+                Work::Command(command) => {
+                    Answer::Command(self.command(group, &job.actor, command, now, safe).await?)
+                }
+                Work::Batch(batch) => {
+                    Answer::Batch(self.batch(group, &job.actor, batch, now, safe).await?)
+                }
+            };
+            answers.push(answer);
+        }
+        changelog::append(&mut self.conn, &group.events).await?;
+        idempotency::store(&mut self.conn, &group.answers).await?;
+        if now - self.last_prune > PRUNE_INTERVAL_MS {
+            let pruned = idempotency::prune(&mut self.conn, now).await?;
+            tracing::debug!(pruned, "expired idempotency answers deleted");
+            self.last_prune = now;
+        }
+        exec(&mut self.conn, "COMMIT").await?;
+        Ok(answers)
+    }
+
+    /// Applies one command. `Ok(Err(_))` is the command's own failure.
+    async fn command(
+        &mut self,
+        group: &mut Group,
+        actor: &UserId,
+        command: &v1::Command,
+        now: i64,
+        savepoint: bool,
+    ) -> Result<Outcome> {
+        let Some(kind) = &command.kind else {
+            return Ok(Err(Error::invalid(
+                "kind",
+                "the command names no operation",
+            )));
+        };
+        let key = command.idempotency_key.as_str();
+        let hash = if key.is_empty() {
+            None
+        } else {
+            if let Err(e) = text::idempotency_key("idempotency_key", key) {
+                return Ok(Err(e.into()));
+            }
+            let hash = idempotency::command_hash(command);
+            let earlier = group
+                .answers
+                .iter()
+                .find(|a| a.user_id == actor.as_str() && a.key == key)
+                .map(|a| (a.command_hash, a.result.clone()));
+            let earlier = match earlier {
+                Some(found) => Some(found),
+                None => idempotency::lookup(&mut self.conn, actor.as_str(), key, now).await?,
+            };
+            if let Some((stored_hash, result)) = earlier {
+                return Ok(replay(stored_hash, hash, result));
+            }
+            Some(hash)
+        };
+
+        let savepoint = savepoint || commands::needs_savepoint(kind);
+        if savepoint {
+            exec(&mut self.conn, "SAVEPOINT command").await?;
+        }
+        let mut cx = Cx {
+            conn: &mut self.conn,
+            cache: &mut self.cache,
+            actor,
+            now,
+            next_seq: group.next_seq(),
+        };
+        match commands::apply(&mut cx, kind).await {
+            Ok(applied) => {
+                if savepoint {
+                    exec(&mut self.conn, "RELEASE command").await?;
+                }
+                let result = group.push(actor, now, applied);
+                if let Some(command_hash) = hash {
+                    group.answers.push(idempotency::Entry {
+                        user_id: actor.as_str().to_owned(),
+                        key: key.to_owned(),
+                        created_at: now,
+                        command_hash,
+                        result: result.clone(),
+                    });
+                }
+                Ok(Ok(result))
+            }
+            Err(error) if savepoint => {
+                exec(&mut self.conn, "ROLLBACK TO command").await?;
+                exec(&mut self.conn, "RELEASE command").await?;
+                self.cache.clear();
+                if error.is_internal() {
+                    tracing::error!(%error, "command failed on a storage error");
+                }
+                Ok(Err(error))
+            }
+            // Without a savepoint an unexpected error may have left the transaction in an
+            // unknown state: give up on this attempt.
+            Err(error) if error.is_internal() => Err(error),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    async fn batch(
+        &mut self,
+        group: &mut Group,
+        actor: &UserId,
+        batch: &v1::Batch,
+        now: i64,
+        safe: bool,
+    ) -> Result<Result<v1::BatchResult>> {
+        if batch.commands.is_empty() {
+            return Ok(Err(Error::invalid(
+                "commands",
+                "a batch needs at least one command",
+            )));
+        }
+        if batch.commands.len() > self.config.max_batch_commands {
+            return Ok(Err(Error::TooLarge(format!(
+                "a batch holds at most {} commands",
+                self.config.max_batch_commands
+            ))));
+        }
+        if !batch.atomic {
+            let mut outcomes = Vec::with_capacity(batch.commands.len());
+            for (i, command) in batch.commands.iter().enumerate() {
+                let outcome = self.command(group, actor, command, now, safe).await?;
+                outcomes.push(outcome_of(
+                    outcome.map_err(|e| e.with_field_prefix(&format!("commands[{i}]"))),
+                ));
+            }
+            return Ok(Ok(v1::BatchResult { outcomes }));
+        }
+
+        exec(&mut self.conn, "SAVEPOINT batch").await?;
+        let mark = group.mark();
+        let mut outcomes = Vec::with_capacity(batch.commands.len());
+        for (i, command) in batch.commands.iter().enumerate() {
+            let failure = match self.command(group, actor, command, now, false).await {
+                Ok(Ok(result)) => {
+                    outcomes.push(outcome_of(Ok(result)));
+                    continue;
+                }
+                Ok(Err(error)) => error,
+                Err(error) if safe => error,
+                Err(error) => return Err(error),
+            };
+            exec(&mut self.conn, "ROLLBACK TO batch").await?;
+            exec(&mut self.conn, "RELEASE batch").await?;
+            group.rollback_to(mark);
+            self.cache.clear();
+            return Ok(Err(failure.with_field_prefix(&format!("commands[{i}]"))));
+        }
+        exec(&mut self.conn, "RELEASE batch").await?;
+        Ok(Ok(v1::BatchResult { outcomes }))
+    }
+
+    fn finish(&mut self, group: Group, jobs: &mut Vec<Job>, answers: Vec<Answer>) {
+        self.head = group.base + group.events.len() as u64;
+        self.shared.head.store(self.head, Ordering::Release);
+        self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .jobs
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        if !group.events.is_empty() {
+            let committed: Arc<[CommittedEvent]> =
+                group.events.iter().map(CommittedEvent::from).collect();
+            // No receiver is fine: nobody is subscribed to this tenant.
+            let _ = self.events.send(committed);
+        }
+        for (job, answer) in jobs.drain(..).zip(answers) {
+            // The caller may have gone away; its change is committed all the same.
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    async fn fail_all(&mut self, jobs: &mut Vec<Job>, error: Error) {
+        tracing::error!(%error, jobs = jobs.len(), "write group failed; nothing was committed");
+        self.shared
+            .stats
+            .failed_groups
+            .fetch_add(1, Ordering::Relaxed);
+        self.cache.clear();
+        // A failed COMMIT may or may not have landed: take the head from the log itself.
+        match changelog::head_seq(&mut self.conn).await {
+            Ok(head) => {
+                self.head = head;
+                self.shared.head.store(head, Ordering::Release);
+            }
+            Err(e) => tracing::error!(error = %e, "reading the head seq after a failure failed"),
+        }
+        for job in jobs.drain(..) {
+            let unavailable = || Error::Unavailable("the change could not be stored; retry".into());
+            let answer = match job.work {
+                Work::Command(_) => Answer::Command(Err(unavailable())),
+                Work::Batch(_) => Answer::Batch(Err(unavailable())),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+fn replay(stored_hash: i64, hash: i64, mut result: v1::CommandResult) -> Outcome {
+    if stored_hash != hash {
+        return Err(Error::invalid(
+            "idempotency_key",
+            "was already used for a different command",
+        ));
+    }
+    result.replayed = true;
+    Ok(result)
+}
+
+fn outcome_of(outcome: Outcome) -> v1::CommandOutcome {
+    v1::CommandOutcome {
+        outcome: Some(match outcome {
+            Ok(result) => v1::command_outcome::Outcome::CommandResult(result),
+            Err(error) => v1::command_outcome::Outcome::Error(error.to_wire()),
+        }),
+    }
+}
