@@ -8,6 +8,8 @@ use pm_proto::{frame, v1};
 use prost::Message;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor};
 
+use crate::records::Q;
+
 use crate::error::{Error, Result};
 use crate::records::Record;
 
@@ -134,30 +136,27 @@ impl From<&PendingEvent> for CommittedEvent {
 }
 
 /// Rows per multi-row insert: 8 columns each, within SQLite's 32,766 bound parameters.
-const ROWS_PER_INSERT: usize = 2_000;
+pub(crate) const ROWS_PER_INSERT: usize = 2_000;
 
-/// Appends `events` with as few statements as possible.
-pub(crate) async fn append(
-    conn: &mut SqliteConnection,
-    events: &[PendingEvent],
-) -> sqlx::Result<()> {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO change_log (seq, at, actor_id, project_id, entity_type, entity_id, action, event) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(e.seq as i64)
-                .push_bind(e.at)
-                .push_bind(&e.actor_id)
-                .push_bind(&e.project_id)
-                .push_bind(e.kind.as_str())
-                .push_bind(&e.entity_id)
-                .push_bind(e.action.as_str())
-                .push_bind(&e.event);
-        });
-        insert.build().persistent(false).execute(&mut *conn).await?;
-    }
-    Ok(())
+/// `INSERT INTO change_log ... VALUES (...), ...` for `rows` rows; bind with [`bind`].
+pub(crate) fn append_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO change_log (seq, at, actor_id, project_id, entity_type, entity_id, action, event) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+/// Binds one row of [`append_sql`].
+pub(crate) fn bind<'q>(query: Q<'q>, e: &'q PendingEvent) -> Q<'q> {
+    query
+        .bind(e.seq as i64)
+        .bind(e.at)
+        .bind(&e.actor_id)
+        .bind(&e.project_id)
+        .bind(e.kind.as_str())
+        .bind(&e.entity_id)
+        .bind(e.action.as_str())
+        .bind(&e.event)
 }
 
 /// The latest seq (0 for an empty log).

@@ -6,7 +6,9 @@
 
 use pm_proto::v1;
 use prost::Message;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
+
+use crate::records::Q;
 
 use crate::error::{Error, Result};
 
@@ -61,22 +63,25 @@ pub(crate) async fn lookup(
     Ok(Some((hash, result)))
 }
 
-/// Stores answers (replacing expired ones under the same key) in one statement per chunk.
-pub(crate) async fn store(conn: &mut SqliteConnection, entries: &[Entry]) -> sqlx::Result<()> {
-    for chunk in entries.chunks(5_000) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO idempotency (user_id, key, created_at, command_hash, result) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(&e.user_id)
-                .push_bind(&e.key)
-                .push_bind(e.created_at)
-                .push_bind(e.command_hash)
-                .push_bind(e.result.encode_to_vec());
-        });
-        insert.build().persistent(false).execute(&mut *conn).await?;
-    }
-    Ok(())
+/// Rows per multi-row insert: 5 columns each, within SQLite's 32,766 bound parameters.
+pub(crate) const ROWS_PER_INSERT: usize = 5_000;
+
+/// Stores answers, replacing expired ones under the same key; bind with [`bind`].
+pub(crate) fn store_sql(rows: usize) -> String {
+    format!(
+        "INSERT OR REPLACE INTO idempotency (user_id, key, created_at, command_hash, result) VALUES {}",
+        vec!["(?, ?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+/// Binds one row of [`store_sql`].
+pub(crate) fn bind<'q>(query: Q<'q>, e: &'q Entry) -> Q<'q> {
+    query
+        .bind(&e.user_id)
+        .bind(&e.key)
+        .bind(e.created_at)
+        .bind(e.command_hash)
+        .bind(e.result.encode_to_vec())
 }
 
 /// Deletes answers older than 24 hours; returns how many.

@@ -483,7 +483,10 @@ pub(crate) fn fts_query(input: &str) -> Result<String> {
         .split_whitespace()
         .filter_map(|word| {
             let prefix = word.ends_with('*');
-            let word: String = word.chars().filter(|c| *c != '"' && *c != '*').collect();
+            let word: String = word
+                .chars()
+                .filter(|c| *c != '"' && *c != '*' && !c.is_control())
+                .collect();
             (!word.is_empty()).then(|| format!("\"{word}\"{}", if prefix { "*" } else { "" }))
         })
         .collect();
@@ -530,7 +533,7 @@ fn decode_token(token: &str, expected: usize) -> Result<Option<Vec<Key>>> {
     if token.is_empty() {
         return Ok(None);
     }
-    if token.len() % 2 != 0 || token.len() > 8_192 {
+    if !token.len().is_multiple_of(2) || token.len() > 8_192 {
         return Err(bad_token());
     }
     let bytes = (0..token.len())
@@ -624,6 +627,7 @@ mod tests {
             r#""a" "OR" "b" "NEAR(""#
         );
         assert!(fts_query(" \" * ").is_err());
+        assert_eq!(fts_query("\0pay\u{7}ment").unwrap(), r#""payment""#);
     }
 
     proptest! {

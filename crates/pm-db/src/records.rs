@@ -35,6 +35,11 @@ pub(crate) trait Record: Sized + Clone + Send + Unpin + 'static {
     fn into_entity(self) -> v1::Entity {
         v1::Entity::of(self.into_kind())
     }
+
+    /// Fills fields derived from the project (the work item's `display_key`).
+    fn with_project_key(self, _key: &str) -> Self {
+        self
+    }
 }
 
 macro_rules! audit_fields {
@@ -68,9 +73,41 @@ pub(crate) async fn insert<R: Record>(conn: &mut SqliteConnection, record: &R) -
         "INSERT INTO {} ({}) VALUES ({})",
         R::TABLE,
         R::COLUMNS.join(", "),
-        placeholders(1, R::COLUMNS.len())
+        placeholders(R::COLUMNS.len())
     );
     record.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Rows per multi-row insert of `R`, within SQLite's 32,766 bound parameters.
+pub(crate) fn rows_per_insert<R: Record>() -> usize {
+    (30_000 / R::COLUMNS.len()).min(1_000)
+}
+
+/// `INSERT INTO t (c1, ...) VALUES (?, ...), ...` for `rows` rows.
+pub(crate) fn insert_many_sql<R: Record>(rows: usize) -> String {
+    let row = format!("({})", placeholders(R::COLUMNS.len()));
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        R::TABLE,
+        R::COLUMNS.join(", "),
+        vec![row.as_str(); rows].join(", ")
+    )
+}
+
+/// Inserts many rows of one kind with one statement per `rows_per_insert` rows.
+pub(crate) async fn insert_many<R: Record>(
+    conn: &mut SqliteConnection,
+    records: &[R],
+) -> sqlx::Result<()> {
+    for chunk in records.chunks(rows_per_insert::<R>()) {
+        let sql = insert_many_sql::<R>(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for record in chunk {
+            query = record.bind(query);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -80,17 +117,16 @@ pub(crate) async fn update<R: Record>(
     record: &R,
     expected: u64,
 ) -> sqlx::Result<bool> {
-    let n = R::COLUMNS.len();
     let sql = format!(
-        "UPDATE {table} SET ({cols}) = ({values}) WHERE {key} = ?1 AND version = ?{ver}",
+        "UPDATE {table} SET ({cols}) = ({values}) WHERE {key} = ? AND version = ?",
         table = R::TABLE,
         cols = R::COLUMNS.join(", "),
-        values = placeholders(1, n),
+        values = placeholders(R::COLUMNS.len()),
         key = R::COLUMNS[0],
-        ver = n + 1,
     );
     let done = record
         .bind(sqlx::query(&sql))
+        .bind(record.entity_id())
         .bind(expected as i64)
         .execute(&mut *conn)
         .await?;
@@ -121,11 +157,10 @@ pub(crate) fn select_columns<R: Record>(alias: &str) -> String {
         .join(", ")
 }
 
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `?, ?, ...`: anonymous parameters. Numbered ones (`?7`) make SQLite look each one up by
+/// name in a list, which turns binding a multi-row insert quadratic.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
 }
 
 // --- Enum columns: stored as their domain names. ---
@@ -467,6 +502,11 @@ impl Record for v1::WorkItem {
 
     fn into_kind(self) -> v1::entity::Kind {
         v1::entity::Kind::WorkItem(self)
+    }
+
+    fn with_project_key(mut self, key: &str) -> Self {
+        self.display_key = format!("{key}-{}", self.number);
+        self
     }
 
     audit_fields!();

@@ -219,7 +219,13 @@ impl Tenant {
         let dir = config.tenant_dir(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let options = config.connect_options(&dir.join(DB_FILE));
-        let mut conn = options.clone().create_if_missing(true).connect().await?;
+        // Multi-row inserts come in one shape per group size: keep them all prepared.
+        let mut conn = options
+            .clone()
+            .create_if_missing(true)
+            .statement_cache_capacity(1_024)
+            .connect()
+            .await?;
         MIGRATOR.run(&mut conn).await?;
         let head = changelog::head_seq(&mut conn).await?;
         let read_pool = SqlitePoolOptions::new()
@@ -249,10 +255,10 @@ impl Tenant {
         }))
     }
 
-    /// Whether only the registry holds it and nothing is queued.
+    /// Whether only the registry holds it and its writer has nothing to do. Under the
+    /// registry's lock nobody can take a new reference, so this cannot change meanwhile.
     fn is_idle(self: &Arc<Self>) -> bool {
-        // One reference in the registry's cell, one being this `&Arc` borrowed from it.
-        Arc::strong_count(self) == 1 && self.writer.queued() == 0
+        Arc::strong_count(self) == 1 && self.writer.in_flight() == 0
     }
 
     /// Stops the writer (after it finishes what is queued) and closes the read pool.
@@ -300,9 +306,9 @@ impl Tenant {
         &self.shared.stats
     }
 
-    /// Jobs waiting for the writer.
-    pub fn queued_writes(&self) -> usize {
-        self.writer.queued()
+    /// Write jobs submitted and not yet answered.
+    pub fn writes_in_flight(&self) -> u64 {
+        self.writer.in_flight()
     }
 
     /// The read pool (read-only connections).
@@ -314,10 +320,10 @@ impl Tenant {
     pub async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {
         match self
             .writer
-            .submit(actor.clone(), Work::Command(command))
+            .submit(actor.clone(), Work::Command(Box::new(command)))
             .await?
         {
-            Answer::Command(result) => result,
+            Answer::Command(result) => *result,
             Answer::Batch(_) => unreachable!("a command is answered as a command"),
         }
     }

@@ -5,6 +5,12 @@
 //! transaction, appends the group's change-log rows with one multi-row insert, commits once,
 //! and only then answers the callers and publishes the committed events in seq order.
 //!
+//! Every statement is a round trip to sqlx's SQLite thread, so the writer sends as few as it
+//! can: the transaction is opened only when something needs it, new work items are inserted
+//! together, and the end of the group (deferred inserts, change log, idempotency answers and
+//! `COMMIT`, with `BEGIN` in front if nothing opened it yet) goes in one script. A group of
+//! work-item creations is then a single round trip.
+//!
 //! One failing command fails alone: handlers validate before they write and write with a
 //! single statement (SQLite undoes a failed statement by itself); the few that write more run
 //! in a savepoint, as do atomic batches. If a group hits an unexpected storage error, it is
@@ -24,9 +30,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::changelog::{self, CommittedEvent, PendingEvent};
-use crate::commands::{self, Applied, Cache, Cx};
+use crate::commands::{self, Applied, Cache, Cx, Pending};
 use crate::error::{Error, Result};
 use crate::idempotency;
+use crate::records::{self, Record};
 
 /// Writer tuning.
 #[derive(Debug, Clone)]
@@ -73,20 +80,22 @@ pub struct WriterStats {
 pub(crate) struct Shared {
     /// The latest committed seq.
     pub(crate) head: AtomicU64,
+    /// Jobs submitted and not yet answered (queued or being applied).
+    pub(crate) in_flight: AtomicU64,
     pub(crate) stats: WriterStats,
 }
 
 /// What a caller asks of the writer.
 #[derive(Debug)]
 pub(crate) enum Work {
-    Command(v1::Command),
+    Command(Box<v1::Command>),
     Batch(v1::Batch),
 }
 
 /// The writer's answer.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Command(Result<v1::CommandResult>),
+    Command(Box<Result<v1::CommandResult>>),
     Batch(Result<v1::BatchResult>),
 }
 
@@ -101,14 +110,20 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
 }
 
 impl WriterHandle {
     /// Queues `work` and waits for its answer. A full queue is `UNAVAILABLE` at once.
     pub(crate) async fn submit(&self, actor: UserId, work: Work) -> Result<Answer> {
         let (reply, answer) = oneshot::channel();
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         self.tx
             .try_send(Job { actor, work, reply })
+            .inspect_err(|_| {
+                // Not queued: not in flight either.
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     Error::Unavailable("the tenant's write queue is full; retry shortly".into())
@@ -122,9 +137,9 @@ impl WriterHandle {
             .map_err(|_| Error::Unavailable("the tenant's writer stopped; retry".into()))
     }
 
-    /// Jobs waiting in the queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// Jobs submitted and not yet answered.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 }
 
@@ -138,6 +153,10 @@ pub(crate) fn spawn(
 ) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     shared.head.store(head, Ordering::Release);
+    let handle = WriterHandle {
+        tx,
+        shared: shared.clone(),
+    };
     let writer = Writer {
         conn,
         rx,
@@ -148,7 +167,7 @@ pub(crate) fn spawn(
         config,
         last_prune: 0,
     };
-    (WriterHandle { tx }, tokio::spawn(writer.run()))
+    (handle, tokio::spawn(writer.run()))
 }
 
 struct Writer {
@@ -170,6 +189,10 @@ struct Group {
     base: u64,
     events: Vec<PendingEvent>,
     answers: Vec<idempotency::Entry>,
+    /// Inside an atomic batch's savepoint: nothing may be deferred past its end.
+    in_savepoint: bool,
+    /// Whether the transaction is open, and the deferred work item inserts.
+    pending: Pending,
 }
 
 impl Group {
@@ -178,6 +201,8 @@ impl Group {
             base,
             events: Vec::new(),
             answers: Vec::new(),
+            in_savepoint: false,
+            pending: Pending::default(),
         }
     }
 
@@ -207,6 +232,49 @@ impl Group {
             replayed: false,
         }
     }
+
+    /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
+    /// transaction is not open yet, the deferred inserts, the change log, the idempotency
+    /// answers, `COMMIT`.
+    async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        let items = std::mem::take(&mut self.pending.items);
+        let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
+        if nothing_written && !self.pending.begun {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        if !self.pending.begun {
+            sql.push_str("BEGIN IMMEDIATE;\n");
+            // From here on a failure must roll back.
+            self.pending.begun = true;
+        }
+        for chunk in items.chunks(records::rows_per_insert::<v1::WorkItem>()) {
+            sql.push_str(&records::insert_many_sql::<v1::WorkItem>(chunk.len()));
+            sql.push_str(";\n");
+        }
+        for chunk in self.events.chunks(changelog::ROWS_PER_INSERT) {
+            sql.push_str(&changelog::append_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {
+            sql.push_str(&idempotency::store_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT");
+        // sqlx hands the arguments to the script's statements in order.
+        let mut query = sqlx::query(&sql);
+        for item in &items {
+            query = item.bind(query);
+        }
+        for event in &self.events {
+            query = changelog::bind(query, event);
+        }
+        for answer in &self.answers {
+            query = idempotency::bind(query, answer);
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
 }
 
 /// A command's own outcome; the outer `Result` of the functions below is a storage failure
@@ -231,6 +299,9 @@ impl Writer {
         while self.rx.recv_many(&mut jobs, self.config.max_group).await > 0 {
             self.process(&mut jobs).await;
             jobs.clear();
+            // Let the callers just answered run and queue their next command before the
+            // queue is drained again: larger groups, fewer commits per command.
+            tokio::task::yield_now().await;
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");
@@ -262,14 +333,16 @@ impl Writer {
         safe: bool,
     ) -> Result<(Group, Vec<Answer>)> {
         let mut group = Group::new(self.head);
-        exec(&mut self.conn, "BEGIN IMMEDIATE").await?;
         let result = self.apply_all(&mut group, jobs, now, safe).await;
         match result {
             Ok(answers) => Ok((group, answers)),
             Err(error) => {
                 self.cache.clear();
-                if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
-                    tracing::warn!(error = %e, "rollback after a failed write group failed");
+                if group.pending.begun {
+                    // Fails harmlessly if a failed script never reached its BEGIN.
+                    if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+                        tracing::debug!(error = %e, "rollback after a failed write group failed");
+                    }
                 }
                 Err(error)
             }
@@ -286,23 +359,22 @@ impl Writer {
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
             let answer = match &job.work {
-                Work::Command(command) => {
-                    Answer::Command(self.command(group, &job.actor, command, now, safe).await?)
-                }
+                Work::Command(command) => Answer::Command(Box::new(
+                    self.command(group, &job.actor, command, now, safe).await?,
+                )),
                 Work::Batch(batch) => {
                     Answer::Batch(self.batch(group, &job.actor, batch, now, safe).await?)
                 }
             };
             answers.push(answer);
         }
-        changelog::append(&mut self.conn, &group.events).await?;
-        idempotency::store(&mut self.conn, &group.answers).await?;
         if now - self.last_prune > PRUNE_INTERVAL_MS {
+            group.pending.begin(&mut self.conn).await?;
             let pruned = idempotency::prune(&mut self.conn, now).await?;
             tracing::debug!(pruned, "expired idempotency answers deleted");
             self.last_prune = now;
         }
-        exec(&mut self.conn, "COMMIT").await?;
+        group.commit(&mut self.conn).await?;
         Ok(answers)
     }
 
@@ -345,15 +417,22 @@ impl Writer {
         };
 
         let savepoint = savepoint || commands::needs_savepoint(kind);
+        let defer = !savepoint && !group.in_savepoint && commands::defers_writes(kind);
+        if !defer {
+            group.pending.flush(&mut self.conn).await?;
+            group.pending.begin(&mut self.conn).await?;
+        }
         if savepoint {
             exec(&mut self.conn, "SAVEPOINT command").await?;
         }
+        let next_seq = group.next_seq();
         let mut cx = Cx {
             conn: &mut self.conn,
             cache: &mut self.cache,
             actor,
             now,
-            next_seq: group.next_seq(),
+            next_seq,
+            deferred: defer.then_some(&mut group.pending),
         };
         match commands::apply(&mut cx, kind).await {
             Ok(applied) => {
@@ -419,8 +498,11 @@ impl Writer {
             return Ok(Ok(v1::BatchResult { outcomes }));
         }
 
+        group.pending.flush(&mut self.conn).await?;
+        group.pending.begin(&mut self.conn).await?;
         exec(&mut self.conn, "SAVEPOINT batch").await?;
         let mark = group.mark();
+        group.in_savepoint = true;
         let mut outcomes = Vec::with_capacity(batch.commands.len());
         for (i, command) in batch.commands.iter().enumerate() {
             let failure = match self.command(group, actor, command, now, false).await {
@@ -430,14 +512,19 @@ impl Writer {
                 }
                 Ok(Err(error)) => error,
                 Err(error) if safe => error,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    group.in_savepoint = false;
+                    return Err(error);
+                }
             };
+            group.in_savepoint = false;
             exec(&mut self.conn, "ROLLBACK TO batch").await?;
             exec(&mut self.conn, "RELEASE batch").await?;
             group.rollback_to(mark);
             self.cache.clear();
             return Ok(Err(failure.with_field_prefix(&format!("commands[{i}]"))));
         }
+        group.in_savepoint = false;
         exec(&mut self.conn, "RELEASE batch").await?;
         Ok(Ok(v1::BatchResult { outcomes }))
     }
@@ -457,6 +544,7 @@ impl Writer {
             let _ = self.events.send(committed);
         }
         for (job, answer) in jobs.drain(..).zip(answers) {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             // The caller may have gone away; its change is committed all the same.
             let _ = job.reply.send(answer);
         }
@@ -480,9 +568,10 @@ impl Writer {
         for job in jobs.drain(..) {
             let unavailable = || Error::Unavailable("the change could not be stored; retry".into());
             let answer = match job.work {
-                Work::Command(_) => Answer::Command(Err(unavailable())),
+                Work::Command(_) => Answer::Command(Box::new(Err(unavailable()))),
                 Work::Batch(_) => Answer::Batch(Err(unavailable())),
             };
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = job.reply.send(answer);
         }
     }

@@ -179,11 +179,8 @@ pub(super) async fn stop_timer(cx: &mut Cx<'_>) -> Result<Applied> {
         .map(v1::TimeEntry::from_row)
         .transpose()?
         .ok_or_else(|| Error::FailedPrecondition("you have no running timer".into()))?;
-    let (role, info) = cx
-        .member_role(&entry.project_id.clone(), "time entry", false)
-        .await?;
-    owner(&entry, cx.actor, role)?;
-    check_writable(&info)?;
+    // A running timer belongs to its user: they may always stop it, even after leaving the
+    // project or once it is archived or deleted; otherwise it would block every new timer.
     let mut after = entry.clone();
     // A timer stopped within the millisecond it started still lasts one millisecond.
     after.ended_at = Some(cx.now.max(entry.started_at + 1));

@@ -84,6 +84,55 @@ pub(crate) struct Cx<'a> {
     pub(crate) now: i64,
     /// The seq this command's first change will get.
     pub(crate) next_seq: u64,
+    /// The group's transaction state and deferred inserts; `None` when this command may
+    /// not defer (the writer then began the transaction and flushed before it).
+    pub(crate) deferred: Option<&'a mut Pending>,
+}
+
+/// What the writer has not yet sent to SQLite: whether the group's transaction is open, and
+/// new work items to insert together at the end of the group.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) begun: bool,
+    pub(crate) items: Vec<v1::WorkItem>,
+}
+
+impl Pending {
+    /// Opens the group's transaction if it is not open yet. Reads before it are safe: the
+    /// writer is the only one changing the database.
+    pub(crate) async fn begin(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if !self.begun {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            self.begun = true;
+        }
+        Ok(())
+    }
+
+    /// Inserts the deferred work items now, so that what follows can read them.
+    pub(crate) async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if !self.items.is_empty() {
+            self.begin(conn).await?;
+            records::insert_many(conn, &self.items).await?;
+            self.items.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Cx<'_> {
+    /// Inserts the deferred work items now, so that what follows can read them.
+    pub(crate) async fn flush_deferred(&mut self) -> Result<()> {
+        if let Some(pending) = self.deferred.as_deref_mut() {
+            pending.flush(self.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Commands whose writes may be deferred to the end of the group; every other command sees
+/// the deferred rows inserted before it runs.
+pub(crate) fn defers_writes(kind: &Kind) -> bool {
+    matches!(kind, Kind::CreateWorkItem(_))
 }
 
 /// Commands that write more than one statement and so run inside a savepoint.
@@ -287,7 +336,7 @@ impl Cx<'_> {
         let (role, info) = self
             .member_role(record.project_id(), R::NAME, allow_deleted_project)
             .await?;
-        Ok((record, role, info))
+        Ok((record.with_project_key(&info.key), role, info))
     }
 
     /// Saves `after` over `before` (version-checked in the statement) and describes it.

@@ -8,12 +8,11 @@ use sqlx::Row;
 use super::{check_version, check_writable, parse_id, require, Applied, Cx, ProjectInfo};
 use crate::changelog::Change;
 use crate::error::{Error, Result};
-use crate::records;
+use crate::records::{self, Record};
 
 /// Fills the derived `display_key`, e.g. `PM-42`.
-pub(crate) fn with_display_key(mut item: v1::WorkItem, project_key: &str) -> v1::WorkItem {
-    item.display_key = format!("{project_key}-{}", item.number);
-    item
+pub(crate) fn with_display_key(item: v1::WorkItem, project_key: &str) -> v1::WorkItem {
+    item.with_project_key(project_key)
 }
 
 pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Applied> {
@@ -48,6 +47,13 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
     let info = cx
         .authorize_content(&project_id, "project", Role::Editor)
         .await?;
+    if parent_id.is_some()
+        || sprint_id.is_some()
+        || !cx.cache.next_numbers.contains_key(&project_id)
+    {
+        // The checks below read work items, which may be among the deferred ones.
+        cx.flush_deferred().await?;
+    }
     if let Some(parent) = &parent_id {
         check_parent(cx, &project_id, item_type, parent, None).await?;
     }
@@ -81,9 +87,15 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
         },
         &info.key,
     );
-    records::insert(cx.conn, &item).await?;
+    let change = Change::created(&item);
+    match cx.deferred.as_deref_mut() {
+        // Validated and numbered: only an unexpected storage failure can refuse it now, and
+        // that makes the writer replay the group with a savepoint per command.
+        Some(pending) => pending.items.push(item),
+        None => records::insert(cx.conn, &item).await?,
+    }
     cx.cache.next_numbers.insert(project_id, number + 1);
-    Ok(Applied::one(Change::created(&item)))
+    Ok(Applied::one(change))
 }
 
 /// The next per-project number: numbers are never reused because rows are only soft-deleted.
@@ -180,7 +192,7 @@ async fn load_item(cx: &mut Cx<'_>, id: &str) -> Result<(v1::WorkItem, Role, Pro
     let (item, role, info) = cx.load::<v1::WorkItem>("id", id).await?;
     require(role, Role::Editor)?;
     check_writable(&info)?;
-    Ok((with_display_key(item, &info.key), role, info))
+    Ok((item, role, info))
 }
 
 pub(super) async fn update(cx: &mut Cx<'_>, c: &v1::UpdateWorkItem) -> Result<Applied> {

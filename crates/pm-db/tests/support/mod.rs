@@ -140,3 +140,215 @@ pub async fn list_items(
 pub fn code(error: &pm_db::Error) -> v1::ErrorCode {
     error.code()
 }
+
+/// A command with an idempotency key.
+pub fn keyed(key: &str, kind: C) -> v1::Command {
+    v1::Command {
+        idempotency_key: key.into(),
+        kind: Some(kind),
+    }
+}
+
+/// Entity messages that a `v1::Entity` may carry.
+pub trait EntityMsg: Sized + Clone + std::fmt::Debug + PartialEq {
+    fn from_kind(kind: v1::entity::Kind) -> Option<Self>;
+}
+
+macro_rules! entity_msgs {
+    ($($t:ident),* $(,)?) => {
+        $(impl EntityMsg for v1::$t {
+            fn from_kind(kind: v1::entity::Kind) -> Option<Self> {
+                match kind {
+                    v1::entity::Kind::$t(x) => Some(x),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+entity_msgs!(
+    Project,
+    ProjectMember,
+    WorkItem,
+    Sprint,
+    Comment,
+    TimeEntry,
+    Dependency,
+    SwimLane,
+    LlmContext
+);
+
+/// The entity inside `entity`, of the expected message type.
+pub fn entity_as<T: EntityMsg>(entity: Option<&v1::Entity>) -> T {
+    let kind = entity
+        .and_then(|e| e.kind.clone())
+        .expect("an entity is present");
+    T::from_kind(kind.clone())
+        .unwrap_or_else(|| panic!("expected a {}, got {kind:?}", std::any::type_name::<T>()))
+}
+
+/// Runs a command that must succeed; returns its entity and seq.
+pub async fn run<T: EntityMsg>(tenant: &Tenant, actor: &UserId, kind: C) -> (T, u64) {
+    let result = exec(tenant, actor, kind)
+        .await
+        .unwrap_or_else(|e| panic!("command failed: {e:?}"));
+    assert!(!result.replayed, "a fresh command is not a replay");
+    (entity_as(result.entity.as_ref()), result.seq)
+}
+
+/// Runs a command that must fail; returns the error.
+pub async fn fail(tenant: &Tenant, actor: &UserId, kind: C) -> pm_db::Error {
+    match exec(tenant, actor, kind).await {
+        Ok(result) => panic!("expected the command to fail, got {result:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The field of an `InvalidArgument` error.
+pub fn field(error: &pm_db::Error) -> &str {
+    match error {
+        pm_db::Error::InvalidArgument { field, .. } => field,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+/// Asserts an `INVALID_ARGUMENT` on `expected_field`.
+pub fn assert_invalid(error: &pm_db::Error, expected_field: &str) {
+    assert_eq!(error.code(), v1::ErrorCode::InvalidArgument, "{error:?}");
+    assert_eq!(field(error), expected_field, "{error:?}");
+}
+
+/// Entities with a `Get*` query.
+pub trait Gettable: EntityMsg {
+    fn get_query(id: &str) -> Q;
+    fn from_result(result: R) -> Option<Self>;
+}
+
+macro_rules! gettables {
+    ($($t:ident => $q:ident, $r:ident, $f:ident);* $(;)?) => {
+        $(impl Gettable for v1::$t {
+            fn get_query(id: &str) -> Q {
+                Q::$q(v1::$q { id: id.into() })
+            }
+            fn from_result(result: R) -> Option<Self> {
+                match result {
+                    R::$r(r) => r.$f,
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+gettables!(
+    Project => GetProject, GetProjectResult, project;
+    Sprint => GetSprint, GetSprintResult, sprint;
+    Comment => GetComment, GetCommentResult, comment;
+    TimeEntry => GetTimeEntry, GetTimeEntryResult, time_entry;
+    Dependency => GetDependency, GetDependencyResult, dependency;
+    SwimLane => GetSwimLane, GetSwimLaneResult, swim_lane;
+    LlmContext => GetLlmContext, GetLlmContextResult, llm_context;
+);
+
+impl Gettable for v1::WorkItem {
+    fn get_query(id: &str) -> Q {
+        Q::GetWorkItem(v1::GetWorkItem {
+            id: id.into(),
+            display_key: String::new(),
+        })
+    }
+    fn from_result(result: R) -> Option<Self> {
+        match result {
+            R::GetWorkItemResult(r) => r.work_item,
+            _ => None,
+        }
+    }
+}
+
+/// `Get*` of one entity by id.
+pub async fn get<T: Gettable>(tenant: &Tenant, actor: &UserId, id: &str) -> pm_db::Result<T> {
+    let result = query(tenant, actor, T::get_query(id)).await?;
+    Ok(T::from_result(result.clone())
+        .unwrap_or_else(|| panic!("unexpected query result {result:?}")))
+}
+
+/// A page of at most 500.
+pub fn page500() -> Option<v1::PageRequest> {
+    Some(v1::PageRequest {
+        page_size: 500,
+        page_token: String::new(),
+    })
+}
+
+/// `CreateWorkItem` with a type, a title and an optional parent.
+pub fn new_item(
+    project_id: &str,
+    item_type: v1::WorkItemType,
+    title: &str,
+    parent_id: Option<&str>,
+) -> C {
+    C::CreateWorkItem(v1::CreateWorkItem {
+        project_id: project_id.into(),
+        item_type: item_type.into(),
+        title: title.into(),
+        parent_id: parent_id.map(Into::into),
+        ..Default::default()
+    })
+}
+
+/// Every work item of a project (up to 500), optionally with the deleted ones.
+pub async fn all_items(
+    tenant: &Tenant,
+    actor: &UserId,
+    project_id: &str,
+    include_deleted: bool,
+) -> Vec<v1::WorkItem> {
+    match query(
+        tenant,
+        actor,
+        Q::ListWorkItems(v1::ListWorkItems {
+            project_id: project_id.into(),
+            page: page500(),
+            include_deleted,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("list work items")
+    {
+        R::ListWorkItemsResult(r) => {
+            assert_eq!(r.next_page_token, "", "fewer than 500 items");
+            r.items
+        }
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+/// A project created by `actor` with key `key`, in a fresh tenant `acme`.
+pub async fn setup() -> (TestEnv, Arc<Tenant>, v1::Project) {
+    let env = TestEnv::new();
+    let tenant = env.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    (env, tenant, project)
+}
+
+/// Adds `user` to the project with `role` (as ALICE, an admin).
+pub async fn add_member(
+    tenant: &Tenant,
+    project_id: &str,
+    user: &UserId,
+    role: v1::ProjectRole,
+) -> v1::ProjectMember {
+    run(
+        tenant,
+        &ALICE,
+        C::AddMember(v1::AddMember {
+            project_id: project_id.into(),
+            user_id: user.as_str().into(),
+            role: role.into(),
+        }),
+    )
+    .await
+    .0
+}
