@@ -165,9 +165,17 @@ async fn run(options: &Options, tenant_count: usize) {
         .map(|(t, _)| t.writer_stats().jobs.load(Ordering::Relaxed))
         .sum::<u64>()
         - base_jobs;
+    let apply: u64 = tenants
+        .iter()
+        .map(|(t, _)| t.writer_stats().apply_micros.load(Ordering::Relaxed))
+        .sum();
+    let commit: u64 = tenants
+        .iter()
+        .map(|(t, _)| t.writer_stats().commit_micros.load(Ordering::Relaxed))
+        .sum();
     let us = |q: f64| Duration::from_micros(latencies.value_at_quantile(q));
     println!(
-        "tenants={tenant_count:<4} callers={} commands={} savepoint_per_command={}: {:>8.0} commands/s  p50={:?} p99={:?} max={:?}  mean group={:.1} jobs ({} commits)",
+        "tenants={tenant_count:<4} callers={} commands={} savepoint_per_command={}: {:>8.0} commands/s  p50={:?} p99={:?} max={:?}  mean group={:.1} jobs ({} commits)  writer: apply {:.1} us/job, commit {:.1} us/job",
         options.callers,
         options.commands,
         options.savepoint_per_command,
@@ -177,6 +185,8 @@ async fn run(options: &Options, tenant_count: usize) {
         Duration::from_micros(latencies.max()),
         jobs as f64 / groups.max(1) as f64,
         groups,
+        apply as f64 / jobs.max(1) as f64,
+        commit as f64 / jobs.max(1) as f64,
     );
 }
 

@@ -4,6 +4,7 @@
 //! - [`registry`]: tenant id -> directory, lazy open with migrations, pragmas on every
 //!   connection, a bound on open tenants with least-recently-used closing.
 //! - [`writer`]: one writer task per open tenant; group commit of queued commands.
+//! - `checkpoint`: WAL checkpoints on their own connection, off the writer's path.
 //! - `commands`: applying each command inside the writer's transaction (one module per
 //!   command group); `records`: the entity rows.
 //! - [`queries`]: reads through the tenant's read pool, with `as_of_seq`.
@@ -12,6 +13,7 @@
 //! - [`error`]: the storage error and its wire form.
 
 pub mod changelog;
+mod checkpoint;
 mod commands;
 pub mod error;
 mod idempotency;

@@ -14,10 +14,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::ConnectOptions;
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::{broadcast, mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::changelog::{self, CommittedEvent, EventFilter, StoredEvent};
+use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::queries;
 use crate::writer::{self, Answer, Shared, Work, WriterConfig, WriterHandle, WriterStats};
@@ -209,7 +210,8 @@ pub struct Tenant {
     dir: PathBuf,
     read_pool: SqlitePool,
     writer: WriterHandle,
-    writer_task: Mutex<Option<JoinHandle<()>>>,
+    /// The writer and the checkpointer; both end once the writer's queue is dropped.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
 }
@@ -224,10 +226,13 @@ impl Tenant {
             .clone()
             .create_if_missing(true)
             .statement_cache_capacity(1_024)
+            // Checkpoints run on their own connection (see `checkpoint`).
+            .pragma("wal_autocheckpoint", "0")
             .connect()
             .await?;
         MIGRATOR.run(&mut conn).await?;
         let head = changelog::head_seq(&mut conn).await?;
+        let checkpoint_conn = options.clone().connect().await?;
         let read_pool = SqlitePoolOptions::new()
             .max_connections(config.read_pool_size.max(1))
             .min_connections(0)
@@ -236,11 +241,20 @@ impl Tenant {
             .await?;
         let shared = Arc::new(Shared::default());
         let (events, _) = broadcast::channel(config.writer.event_buffer.max(1));
+        let (due, due_rx) = mpsc::channel(1);
+        let progress = Arc::new(checkpoint::WalProgress::default());
+        let checkpointer = tokio::spawn(checkpoint::run(
+            checkpoint_conn,
+            progress.clone(),
+            due_rx,
+            id.to_string(),
+        ));
         let (writer, task) = writer::spawn(
             conn,
             head,
             shared.clone(),
             events.clone(),
+            (progress, due),
             config.writer.clone(),
         );
         tracing::debug!(tenant = %id, head, "tenant opened");
@@ -249,7 +263,7 @@ impl Tenant {
             dir,
             read_pool,
             writer,
-            writer_task: Mutex::new(Some(task)),
+            tasks: Mutex::new(vec![task, checkpointer]),
             shared,
             events,
         }))
@@ -263,20 +277,16 @@ impl Tenant {
 
     /// Stops the writer (after it finishes what is queued) and closes the read pool.
     async fn close(self: Arc<Self>) {
-        let task = self
-            .writer_task
-            .lock()
-            .expect("writer task lock is never poisoned")
-            .take();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("task lock is never poisoned"));
         self.read_pool.close().await;
         // The writer ends when the last handle is dropped: this one, once no one else holds
         // the tenant.
         match Arc::try_unwrap(self) {
             Ok(tenant) => {
                 drop(tenant);
-                if let Some(task) = task {
+                for task in tasks {
                     if let Err(e) = task.await {
-                        tracing::error!(error = %e, "tenant writer task failed");
+                        tracing::error!(error = %e, "tenant task failed");
                     }
                 }
             }

@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pm_core::text;
 use pm_core::UserId;
@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::changelog::{self, CommittedEvent, PendingEvent};
+use crate::checkpoint::WalProgress;
 use crate::commands::{self, Applied, Cache, Cx, Pending};
 use crate::error::{Error, Result};
 use crate::idempotency;
@@ -73,6 +74,11 @@ pub struct WriterStats {
     pub fallbacks: AtomicU64,
     /// Groups that failed as a whole (every caller got `UNAVAILABLE`).
     pub failed_groups: AtomicU64,
+    /// Time spent applying commands (validation, reads, in-group writes), microseconds.
+    pub apply_micros: AtomicU64,
+    /// Time spent in the end-of-group script (deferred inserts, change log, commit),
+    /// microseconds.
+    pub commit_micros: AtomicU64,
 }
 
 /// State the writer shares with readers of the tenant.
@@ -149,6 +155,7 @@ pub(crate) fn spawn(
     head: u64,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
     config: WriterConfig,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
@@ -164,6 +171,7 @@ pub(crate) fn spawn(
         head,
         shared,
         events,
+        checkpoint,
         config,
         last_prune: 0,
     };
@@ -177,6 +185,8 @@ struct Writer {
     head: u64,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    /// Counts commits for the checkpointer and wakes it when one is due.
+    checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
     config: WriterConfig,
     last_prune: i64,
 }
@@ -281,6 +291,10 @@ impl Group {
 /// that dooms the whole attempt.
 type Outcome = Result<v1::CommandResult>;
 
+fn elapsed_micros(from: Instant, to: Instant) -> u64 {
+    to.duration_since(from).as_micros() as u64
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -356,6 +370,7 @@ impl Writer {
         now: i64,
         safe: bool,
     ) -> Result<Vec<Answer>> {
+        let started = Instant::now();
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
             let answer = match &job.work {
@@ -374,7 +389,16 @@ impl Writer {
             tracing::debug!(pruned, "expired idempotency answers deleted");
             self.last_prune = now;
         }
+        let applied = Instant::now();
+        self.shared
+            .stats
+            .apply_micros
+            .fetch_add(elapsed_micros(started, applied), Ordering::Relaxed);
         group.commit(&mut self.conn).await?;
+        self.shared
+            .stats
+            .commit_micros
+            .fetch_add(elapsed_micros(applied, Instant::now()), Ordering::Relaxed);
         Ok(answers)
     }
 
@@ -531,6 +555,10 @@ impl Writer {
 
     fn finish(&mut self, group: Group, jobs: &mut Vec<Job>, answers: Vec<Answer>) {
         self.head = group.base + group.events.len() as u64;
+        if group.pending.begun && self.checkpoint.0.committed() {
+            // A full channel already has a checkpoint coming.
+            let _ = self.checkpoint.1.try_send(());
+        }
         self.shared.head.store(self.head, Ordering::Release);
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.shared
