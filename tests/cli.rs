@@ -1,0 +1,97 @@
+//! End-to-end tests of the `pm-server` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pm_server(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("PM_LOG", "error")
+        .output()
+        .expect("pm-server runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 output")
+}
+
+#[test]
+fn migrate_creates_named_tenants_and_refuses_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pm_server(
+        &[
+            "migrate", "--tenant", "acme", "--tenant", "../etc", "--tenant", "globex",
+        ],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1), "one tenant failed");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("acme ") && lines[0].ends_with("ok      head_seq=0"));
+    assert!(
+        lines[1].starts_with("../etc ")
+            && lines[1].contains("FAILED  tenant_id: must start with a lower-case letter or digit")
+    );
+    assert!(lines[2].starts_with("globex ") && lines[2].ends_with("ok      head_seq=0"));
+    assert_eq!(lines[3], "3 tenant(s): 2 migrated or current, 1 failed");
+
+    assert!(dir.path().join("tenants/acme/tenant.db").is_file());
+    assert!(dir.path().join("tenants/globex/tenant.db").is_file());
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path().join("tenants"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["acme", "globex"],
+        "nothing was created for the bad id"
+    );
+    assert!(!dir.path().join("etc").exists());
+}
+
+#[test]
+fn migrate_without_names_migrates_every_tenant_found() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(pm_server(&["migrate", "--tenant", "b-tenant"], dir.path())
+        .status
+        .success());
+    assert!(pm_server(&["migrate", "--tenant", "a-tenant"], dir.path())
+        .status
+        .success());
+
+    let output = pm_server(&["migrate"], dir.path());
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("a-tenant "), "sorted by name: {text}");
+    assert!(lines[1].starts_with("b-tenant "), "sorted by name: {text}");
+    assert_eq!(lines[2], "2 tenant(s): 2 migrated or current, 0 failed");
+}
+
+#[test]
+fn migrate_on_an_empty_data_dir_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pm_server(&["migrate"], dir.path());
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output),
+        "0 tenant(s): 0 migrated or current, 0 failed\n"
+    );
+    assert!(!dir.path().join("tenants").exists());
+}
+
+#[test]
+fn version_carries_the_build_stamp() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = stdout(&output);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(text.starts_with(&format!("pm-server {version}")), "{text}");
+}
