@@ -62,15 +62,30 @@ pub fn check_sprint_transition(from: SprintStatus, to: SprintStatus) -> Result<(
     }
 }
 
-/// Checks that a time range is well ordered (end strictly after start) and not before 1970.
+/// Latest accepted timestamp: 9999-12-31T23:59:59.999Z, in Unix milliseconds.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// Checks that a timestamp lies between 1970 and the year 9999.
+pub fn check_timestamp(field: &str, at: i64) -> Result<()> {
+    if !(0..=MAX_TIMESTAMP_MS).contains(&at) {
+        return Err(Error::invalid(
+            field,
+            "must be Unix milliseconds between 1970 and 9999",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that both ends are valid timestamps and the end is strictly after the start.
 pub fn check_time_range(
     start_field: &str,
     start: i64,
     end_field: &str,
     end: Option<i64>,
 ) -> Result<()> {
-    if start < 0 {
-        return Err(Error::invalid(start_field, "must not be before 1970"));
+    check_timestamp(start_field, start)?;
+    if let Some(end) = end {
+        check_timestamp(end_field, end)?;
     }
     match end {
         Some(end) if end <= start => Err(Error::invalid(
@@ -248,6 +263,16 @@ mod tests {
         assert!(check_wip_limit(1).is_ok());
         assert!(check_time_range("started_at", 10, "ended_at", Some(11)).is_ok());
         assert!(check_time_range("started_at", 10, "ended_at", None).is_ok());
+        assert!(check_time_range("started_at", -1, "ended_at", None).is_err());
+        assert_eq!(
+            check_time_range("started_at", i64::MAX, "ended_at", None).unwrap_err(),
+            Error::invalid(
+                "started_at",
+                "must be Unix milliseconds between 1970 and 9999"
+            )
+        );
+        assert!(check_time_range("started_at", 1, "ended_at", Some(i64::MAX)).is_err());
+        assert!(check_timestamp("at", MAX_TIMESTAMP_MS).is_ok());
         assert_eq!(
             check_time_range("started_at", 10, "ended_at", Some(10)).unwrap_err(),
             Error::invalid("ended_at", "must be after started_at")

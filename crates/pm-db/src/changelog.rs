@@ -203,7 +203,8 @@ impl StoredEvent {
 
 /// Up to `limit` events with `seq > after` (and `<= until`, if given), in seq order.
 ///
-/// Fails with `ResyncRequired` if events after `after` were pruned from the log.
+/// Fails with `ResyncRequired` if events after `after` were pruned from the log, and with
+/// `INVALID_ARGUMENT` if `after` is beyond the latest change.
 pub async fn read_after(
     conn: &mut SqliteConnection,
     after: u64,
@@ -211,20 +212,28 @@ pub async fn read_after(
     limit: u32,
     filter: &EventFilter,
 ) -> Result<Vec<StoredEvent>> {
-    let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM change_log")
-        .fetch_one(&mut *conn)
-        .await?;
+    // Seqs are SQLite integers: anything above i64::MAX is past every change there will be.
+    let beyond = || Error::invalid("from_seq", "is after the latest change");
+    let after_sql = i64::try_from(after).map_err(|_| beyond())?;
+    let until_sql = until.map(|u| i64::try_from(u).unwrap_or(i64::MAX));
+    let (oldest, head): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT MIN(seq), MAX(seq) FROM change_log")
+            .fetch_one(&mut *conn)
+            .await?;
+    if after_sql > head.unwrap_or(0) {
+        return Err(beyond());
+    }
     if let Some(oldest) = oldest {
-        if (oldest as u64) > after + 1 {
+        if oldest > after_sql.saturating_add(1) {
             return Err(Error::ResyncRequired(after));
         }
     }
     let mut query = QueryBuilder::<Sqlite>::new(
         "SELECT seq, project_id, entity_type, event FROM change_log WHERE seq > ",
     );
-    query.push_bind(after as i64);
-    if let Some(until) = until {
-        query.push(" AND seq <= ").push_bind(until as i64);
+    query.push_bind(after_sql);
+    if let Some(until) = until_sql {
+        query.push(" AND seq <= ").push_bind(until);
     }
     if !filter.project_ids.is_empty() {
         query.push(" AND project_id IN (");

@@ -309,6 +309,7 @@ impl Reader<'_> {
     async fn list_projects(&mut self, q: v1::ListProjects) -> Result<R> {
         let status = convert::project_status("status", q.status.unwrap_or_default())?;
         let actor = self.actor.as_str().to_owned();
+        let admin = actor.clone();
         let (items, next_page_token) =
             list::<v1::Project>(self.conn, &["t.key"], q.page.as_ref(), |b| {
                 b.push(" AND t.id IN (SELECT project_id FROM project_members WHERE user_id = ")
@@ -317,7 +318,17 @@ impl Reader<'_> {
                 if let Some(status) = status {
                     b.push(" AND t.status = ").push_bind(status.as_str());
                 }
-                live_only(b, q.include_deleted);
+                if q.include_deleted {
+                    // A deleted project is shown only to its admins, who may restore it.
+                    b.push(
+                        " AND (t.deleted_at IS NULL OR t.id IN (SELECT project_id \
+                         FROM project_members WHERE role = 'admin' AND user_id = ",
+                    )
+                    .push_bind(admin)
+                    .push("))");
+                } else {
+                    live_only(b, false);
+                }
             })
             .await?;
         Ok(R::ListProjectsResult(v1::ListProjectsResult {
@@ -408,9 +419,13 @@ impl Reader<'_> {
         };
         let mut b = QueryBuilder::<Sqlite>::new("SELECT seq, event FROM change_log WHERE ");
         if q.project_id.is_empty() {
-            b.push("project_id IN (SELECT project_id FROM project_members WHERE user_id = ")
-                .push_bind(self.actor.as_str().to_owned())
-                .push(")");
+            b.push(
+                "project_id IN (SELECT m.project_id FROM project_members AS m \
+                 JOIN projects AS p ON p.id = m.project_id \
+                 WHERE p.deleted_at IS NULL AND m.user_id = ",
+            )
+            .push_bind(self.actor.as_str().to_owned())
+            .push(")");
         } else {
             let (project_id, _) = self.project("project_id", &q.project_id).await?;
             b.push("project_id = ").push_bind(project_id);

@@ -119,6 +119,11 @@ impl TenantRegistry {
             match slots.get_mut(id) {
                 Some(slot) => {
                     slot.last_used = tick;
+                    // Take the reference under the lock: from here on the tenant is in use
+                    // and no eviction can close it.
+                    if let Some(tenant) = slot.tenant.get() {
+                        return Ok(tenant.clone());
+                    }
                     (slot.tenant.clone(), None)
                 }
                 None => {
@@ -275,23 +280,27 @@ impl Tenant {
         Arc::strong_count(self) == 1 && self.writer.in_flight() == 0
     }
 
-    /// Stops the writer (after it finishes what is queued) and closes the read pool.
+    /// Stops the writer (after it finishes what is queued) and the checkpointer, and closes
+    /// the read pool. Only called on a tenant removed from the registry while idle.
     async fn close(self: Arc<Self>) {
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("task lock is never poisoned"));
-        self.read_pool.close().await;
-        // The writer ends when the last handle is dropped: this one, once no one else holds
-        // the tenant.
         match Arc::try_unwrap(self) {
             Ok(tenant) => {
+                let pool = tenant.read_pool.clone();
+                // Dropping the tenant drops the writer's queue: the writer finishes and ends,
+                // and then the checkpointer.
                 drop(tenant);
                 for task in tasks {
                     if let Err(e) = task.await {
                         tracing::error!(error = %e, "tenant task failed");
                     }
                 }
+                pool.close().await;
             }
             Err(tenant) => {
-                tracing::debug!(tenant = %tenant.id, "tenant still held; it closes when released")
+                // Not idle after all: leave it working; it closes when the last user drops it.
+                tracing::warn!(tenant = %tenant.id, "tenant still in use at close; left open");
+                *tenant.tasks.lock().expect("task lock is never poisoned") = tasks;
             }
         }
     }

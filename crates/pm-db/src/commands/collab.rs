@@ -183,7 +183,7 @@ pub(super) async fn stop_timer(cx: &mut Cx<'_>) -> Result<Applied> {
     // project or once it is archived or deleted; otherwise it would block every new timer.
     let mut after = entry.clone();
     // A timer stopped within the millisecond it started still lasts one millisecond.
-    after.ended_at = Some(cx.now.max(entry.started_at + 1));
+    after.ended_at = Some(cx.now.max(entry.started_at.saturating_add(1)));
     cx.save(&entry, after, ChangeAction::Updated).await
 }
 
@@ -297,7 +297,8 @@ pub(super) async fn restore_dependency(
     cx: &mut Cx<'_>,
     c: &v1::RestoreDependency,
 ) -> Result<Applied> {
-    let (dependency, _, _) = cx.load_any::<v1::Dependency>("id", &c.id, false).await?;
+    let (dependency, role, _) = cx.load_any::<v1::Dependency>("id", &c.id, false).await?;
+    require(role, Role::Editor)?;
     if dependency.deleted_at.is_some()
         && dependency.dependency_type == v1::DependencyType::Blocks as i32
     {

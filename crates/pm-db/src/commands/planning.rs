@@ -43,10 +43,8 @@ pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Resu
 fn check_sprint_dates(start: Option<i64>, end: Option<i64>) -> Result<()> {
     match (start, end) {
         (Some(start), end) => rules::check_time_range("start_at", start, "end_at", end)?,
-        (None, Some(end)) if end < 0 => {
-            return Err(Error::invalid("end_at", "must not be before 1970"))
-        }
-        _ => {}
+        (None, Some(end)) => rules::check_timestamp("end_at", end)?,
+        (None, None) => {}
     }
     Ok(())
 }
