@@ -1,6 +1,12 @@
 //! Storage tests on real SQLite files: one temporary data directory per test.
 
 mod support;
+// The crate root of a test binary looks for modules beside it; `storage/` keeps this one
+// from becoming a test binary of its own.
+#[path = "storage/real_data.rs"]
+mod real_data;
+#[path = "storage/review.rs"]
+mod review;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
