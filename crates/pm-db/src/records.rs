@@ -32,6 +32,9 @@ pub(crate) trait Record: Sized + Clone + Send + Unpin + 'static {
     /// Marks a change by `actor` at `now`: version + 1 and the `updated_*` fields.
     fn touch(&mut self, actor: &str, now: i64);
 
+    /// Marks a new entity created by `actor` at `now`: version 1 and every audit field.
+    fn stamp_created(&mut self, actor: &str, now: i64);
+
     fn into_entity(self) -> v1::Entity {
         v1::Entity::of(self.into_kind())
     }
@@ -61,6 +64,13 @@ macro_rules! audit_fields {
         }
         fn touch(&mut self, actor: &str, now: i64) {
             self.version += 1;
+            self.updated_at = now;
+            self.updated_by = actor.to_owned();
+        }
+        fn stamp_created(&mut self, actor: &str, now: i64) {
+            self.version = 1;
+            self.created_at = now;
+            self.created_by = actor.to_owned();
             self.updated_at = now;
             self.updated_by = actor.to_owned();
         }
@@ -331,6 +341,13 @@ impl Record for v1::Project {
         self.updated_at = now;
         self.updated_by = actor.to_owned();
     }
+    fn stamp_created(&mut self, actor: &str, now: i64) {
+        self.version = 1;
+        self.created_at = now;
+        self.created_by = actor.to_owned();
+        self.updated_at = now;
+        self.updated_by = actor.to_owned();
+    }
 }
 
 impl Record for v1::ProjectMember {
@@ -404,6 +421,13 @@ impl Record for v1::ProjectMember {
     }
     fn touch(&mut self, actor: &str, now: i64) {
         self.version += 1;
+        self.updated_at = now;
+        self.updated_by = actor.to_owned();
+    }
+    fn stamp_created(&mut self, actor: &str, now: i64) {
+        self.version = 1;
+        self.created_at = now;
+        self.created_by = actor.to_owned();
         self.updated_at = now;
         self.updated_by = actor.to_owned();
     }

@@ -55,19 +55,13 @@ async fn item_project(
 pub(super) async fn create_comment(cx: &mut Cx<'_>, c: &v1::CreateComment) -> Result<Applied> {
     text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
     let (work_item_id, project_id) = item_project(cx, "work_item_id", &c.work_item_id).await?;
-    let actor = cx.actor.as_str().to_owned();
-    let comment = v1::Comment {
+    let comment = cx.created(v1::Comment {
         id: EntityId::new().to_text(),
         project_id,
         work_item_id,
         content: c.content.clone(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &comment).await?;
     Ok(Applied::one(Change::created(&comment)))
 }
@@ -116,22 +110,16 @@ fn new_entry(
     ended_at: Option<i64>,
     description: &str,
 ) -> v1::TimeEntry {
-    let actor = cx.actor.as_str().to_owned();
-    v1::TimeEntry {
+    cx.created(v1::TimeEntry {
         id: EntityId::new().to_text(),
         project_id,
         work_item_id,
-        user_id: actor.clone(),
+        user_id: cx.actor.as_str().to_owned(),
         started_at,
         ended_at,
         description: description.to_owned(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    }
+        ..Default::default()
+    })
 }
 
 pub(super) async fn update_time_entry(cx: &mut Cx<'_>, c: &v1::UpdateTimeEntry) -> Result<Applied> {
@@ -241,20 +229,14 @@ pub(super) async fn create_dependency(
     if kind == DependencyType::Blocks {
         check_no_cycle(cx, &blocking, &blocked).await?;
     }
-    let actor = cx.actor.as_str().to_owned();
-    let dependency = v1::Dependency {
+    let dependency = cx.created(v1::Dependency {
         id: EntityId::new().to_text(),
         project_id,
         blocking_item_id: blocking,
         blocked_item_id: blocked,
         dependency_type: v1::DependencyType::from(kind).into(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &dependency)
         .await
         .map_err(|e| on_unique(e, duplicate_dependency))?;

@@ -339,6 +339,12 @@ impl Cx<'_> {
         Ok((record.with_project_key(&info.key), role, info))
     }
 
+    /// `record` with its audit fields set for a creation by the actor now.
+    fn created<R: Record>(&self, mut record: R) -> R {
+        record.stamp_created(self.actor.as_str(), self.now);
+        record
+    }
+
     /// Saves `after` over `before` (version-checked in the statement) and describes it.
     async fn save<R: Record>(
         &mut self,

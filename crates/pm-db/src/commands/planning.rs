@@ -20,8 +20,7 @@ pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Resu
     check_sprint_dates(c.start_at, c.end_at)?;
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
-    let actor = cx.actor.as_str().to_owned();
-    let sprint = v1::Sprint {
+    let sprint = cx.created(v1::Sprint {
         id: EntityId::new().to_text(),
         project_id,
         name: c.name.clone(),
@@ -29,13 +28,8 @@ pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Resu
         status: v1::SprintStatus::Planned.into(),
         start_at: c.start_at,
         end_at: c.end_at,
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &sprint).await?;
     Ok(Applied::one(Change::created(&sprint)))
 }
@@ -110,21 +104,15 @@ pub(super) async fn create_swim_lane(cx: &mut Cx<'_>, c: &v1::CreateSwimLane) ->
     }
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
-    let actor = cx.actor.as_str().to_owned();
-    let lane = v1::SwimLane {
+    let lane = cx.created(v1::SwimLane {
         id: EntityId::new().to_text(),
         project_id,
         name: c.name.clone(),
         status: v1::WorkItemStatus::from(status).into(),
         position: c.position,
         wip_limit: c.wip_limit,
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &lane).await?;
     Ok(Applied::one(Change::created(&lane)))
 }
@@ -174,21 +162,15 @@ pub(super) async fn create_llm_context(
     text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
-    let actor = cx.actor.as_str().to_owned();
-    let context = v1::LlmContext {
+    let context = cx.created(v1::LlmContext {
         id: EntityId::new().to_text(),
         project_id,
         category: v1::LlmContextCategory::from(category).into(),
         title: c.title.clone(),
         content: c.content.clone(),
         priority: c.priority,
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &context).await?;
     Ok(Applied::one(Change::created(&context)))
 }

@@ -14,31 +14,20 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<App
     text::project_key("key", &c.key)?;
     text::single_line("name", &c.name, text::MAX_NAME)?;
     text::multi_line("description", &c.description, text::MAX_SHORT_TEXT)?;
-    let actor = cx.actor.as_str().to_owned();
-    let project = v1::Project {
+    let project = cx.created(v1::Project {
         id: EntityId::new().to_text(),
         key: c.key.clone(),
         name: c.name.clone(),
         description: c.description.clone(),
         status: v1::ProjectStatus::Active.into(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor.clone(),
-        deleted_at: None,
-    };
-    let admin = v1::ProjectMember {
+        ..Default::default()
+    });
+    let admin = cx.created(v1::ProjectMember {
         project_id: project.id.clone(),
-        user_id: actor.clone(),
+        user_id: cx.actor.as_str().to_owned(),
         role: v1::ProjectRole::Admin.into(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &project).await.map_err(|e| {
         on_unique(e, || {
             Error::FailedPrecondition(format!("project key {} is already in use", c.key))
@@ -174,18 +163,12 @@ pub(super) async fn add_member(cx: &mut Cx<'_>, c: &v1::AddMember) -> Result<App
             current: Box::new(existing.into_entity()),
         });
     }
-    let actor = cx.actor.as_str().to_owned();
-    let member = v1::ProjectMember {
+    let member = cx.created(v1::ProjectMember {
         project_id: project_id.clone(),
         user_id: user.as_str().to_owned(),
         role: v1::ProjectRole::from(role).into(),
-        version: 1,
-        created_at: cx.now,
-        created_by: actor.clone(),
-        updated_at: cx.now,
-        updated_by: actor,
-        deleted_at: None,
-    };
+        ..Default::default()
+    });
     records::insert(cx.conn, &member).await?;
     cx.cache
         .roles

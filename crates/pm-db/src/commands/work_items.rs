@@ -61,9 +61,8 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
         check_sprint(cx, &project_id, sprint).await?;
     }
     let number = next_number(cx, &project_id).await?;
-    let actor = cx.actor.as_str().to_owned();
     let item = with_display_key(
-        v1::WorkItem {
+        cx.created(v1::WorkItem {
             id: EntityId::new().to_text(),
             project_id: project_id.clone(),
             number,
@@ -78,13 +77,8 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
             assignee_id: assignee.map(|a| a.as_str().to_owned()),
             sprint_id,
             rank: rank::for_new_item(cx.next_seq),
-            version: 1,
-            created_at: cx.now,
-            created_by: actor.clone(),
-            updated_at: cx.now,
-            updated_by: actor,
-            deleted_at: None,
-        },
+            ..Default::default()
+        }),
         &info.key,
     );
     let change = Change::created(&item);
