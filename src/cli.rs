@@ -16,6 +16,43 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve WebSocket clients (and /healthz, /readyz, /metrics) until SIGINT or SIGTERM.
+    Serve {
+        /// Settings file (TOML); `PM_*` variables and flags override it.
+        #[arg(long, env = "PM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, e.g. 127.0.0.1:7400 (overrides `server.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory (overrides `server.data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Any setting, as `section.key=value` (repeatable), e.g. `limits.max_connections=500`.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Development mode: a generated secret kept in the data directory, and a ready-to-use
+        /// token printed at start.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Mint an HS256 token with the configured secret (`PM_JWT_SECRET`).
+    Token {
+        /// Tenant id (`tid`).
+        #[arg(long)]
+        tenant: String,
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// Display name (`name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        ttl_secs: u64,
+        /// Use the development secret of this data directory instead of `PM_JWT_SECRET`.
+        #[arg(long)]
+        dev_data_dir: Option<PathBuf>,
+    },
     /// Bring tenant databases to the current schema (creating the named ones if missing).
     Migrate {
         /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
@@ -25,4 +62,31 @@ pub enum Command {
         #[arg(long = "tenant")]
         tenants: Vec<String>,
     },
+}
+
+/// The file holding the development secret inside a data directory.
+pub const DEV_SECRET_FILE: &str = "dev-secret";
+
+/// Reads the development secret of `data_dir`, creating it (random, 0600) if missing.
+pub fn dev_secret(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= crate::auth::MIN_SECRET_BYTES => {
+            return Ok(secret.trim().to_owned())
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret: String = (0..2)
+        .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, secret.as_bytes())?;
+    Ok(secret)
 }

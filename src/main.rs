@@ -1,7 +1,11 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use pm_server::cli::{Cli, Command};
+use pm_core::{TenantId, UserId};
+use pm_server::cli::{self, Cli, Command};
+use pm_server::config::Settings;
+use pm_server::{auth, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,36 +16,166 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Migrate { data_dir, tenants } => {
-            let reports = match pm_server::migrate::run(&data_dir, &tenants).await {
-                Ok(reports) => reports,
-                Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", data_dir.display());
-                    return ExitCode::FAILURE;
-                }
-            };
-            let mut failed = 0;
-            for report in &reports {
-                match &report.outcome {
-                    Ok(head) => println!("{:<40} ok      head_seq={head}", report.tenant),
-                    Err(e) => {
-                        failed += 1;
-                        println!("{:<40} FAILED  {e}", report.tenant);
-                    }
-                }
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            set,
+            dev,
+        } => {
+            let mut overrides = set;
+            if let Some(listen) = listen {
+                overrides.push(format!("server.listen={listen}"));
             }
-            println!(
-                "{} tenant(s): {} migrated or current, {failed} failed",
-                reports.len(),
-                reports.len() - failed
-            );
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            if let Some(dir) = data_dir {
+                overrides.push(format!("server.data_dir={}", dir.display()));
+            }
+            serve(config, overrides, dev).await
+        }
+        Command::Token {
+            tenant,
+            user,
+            name,
+            ttl_secs,
+            dev_data_dir,
+        } => {
+            let secret = match dev_data_dir {
+                Some(dir) => match cli::dev_secret(&dir) {
+                    Ok(secret) => secret,
+                    Err(e) => return fail(format!("cannot read the development secret: {e}")),
+                },
+                None => std::env::var("PM_JWT_SECRET").unwrap_or_default(),
+            };
+            let (tenant, user) = match (TenantId::parse(&tenant), UserId::parse("user", &user)) {
+                (Ok(t), Ok(u)) => (t, u),
+                (Err(e), _) | (_, Err(e)) => return fail(e.to_string()),
+            };
+            match auth::mint_hs256(
+                &secret,
+                &tenant,
+                &user,
+                name.as_deref(),
+                Duration::from_secs(ttl_secs),
+            ) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.to_string()),
             }
         }
+        Command::Migrate { data_dir, tenants } => migrate(&data_dir, &tenants).await,
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn serve(config: Option<std::path::PathBuf>, overrides: Vec<String>, dev: bool) -> ExitCode {
+    let mut settings =
+        match Settings::load(config.as_deref(), |k| std::env::var(k).ok(), &overrides) {
+            Ok(settings) => settings,
+            Err(e) => return fail(e.to_string()),
+        };
+    if dev && settings.auth.secret.is_empty() {
+        match cli::dev_secret(&settings.server.data_dir) {
+            Ok(secret) => settings.auth.secret = secret,
+            Err(e) => return fail(format!("cannot create the development secret: {e}")),
+        }
+    }
+    let listener = match tokio::net::TcpListener::bind(settings.server.listen).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(format!("cannot listen on {}: {e}", settings.server.listen)),
+    };
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let secret = settings.auth.secret.clone();
+    let data_dir = settings.server.data_dir.clone();
+    let app = match server::App::new(settings) {
+        Ok(app) => app,
+        Err(e) => return fail(e.to_string()),
+    };
+    tracing::info!(%address, version = pm_server::BUILD_VERSION, "serving");
+    if dev {
+        let tenant = TenantId::parse("dev").expect("a valid tenant id");
+        let user = UserId::parse("sub", "dev-user").expect("a valid user id");
+        match auth::mint_hs256(
+            &secret,
+            &tenant,
+            &user,
+            Some("Dev User"),
+            Duration::from_secs(24 * 3600),
+        ) {
+            Ok(token) => {
+                println!("pm-server {} (development mode)", pm_server::BUILD_VERSION);
+                println!("  data directory: {}", data_dir.display());
+                println!("  WebSocket:      ws://{address}/ws");
+                println!("  token (tenant dev, user dev-user, 24 h):\n    {token}");
+                println!(
+                    "  more tokens:    pm-server token --dev-data-dir {} --tenant dev --user alice",
+                    data_dir.display()
+                );
+                println!("  health:         curl http://{address}/healthz");
+            }
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    match server::serve(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+async fn migrate(data_dir: &std::path::Path, tenants: &[String]) -> ExitCode {
+    let reports = match pm_server::migrate::run(data_dir, tenants).await {
+        Ok(reports) => reports,
+        Err(e) => return fail(format!("cannot read {}: {e}", data_dir.display())),
+    };
+    let mut failed = 0;
+    for report in &reports {
+        match &report.outcome {
+            Ok(head) => println!("{:<40} ok      head_seq={head}", report.tenant),
+            Err(e) => {
+                failed += 1;
+                println!("{:<40} FAILED  {e}", report.tenant);
+            }
+        }
+    }
+    println!(
+        "{} tenant(s): {} migrated or current, {failed} failed",
+        reports.len(),
+        reports.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", root.join("pm/v1").display());
 
     let descriptors = protox::compile(&files, [&root])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new()
+        // An error carries a whole entity only for CONFLICT: keep `Error` small on the stack.
+        .boxed(".pm.v1.Error.current")
+        .compile_fds(descriptors)?;
     Ok(())
 }

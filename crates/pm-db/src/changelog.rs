@@ -120,6 +120,10 @@ pub struct CommittedEvent {
     pub project_id: String,
     /// The kind of entity it changed.
     pub kind: EntityKind,
+    /// The entity's id (for members: the user id).
+    pub entity_id: String,
+    /// What the change did.
+    pub action: ChangeAction,
     /// The encoded `ServerFrame{event}`.
     pub frame: Bytes,
 }
@@ -130,6 +134,8 @@ impl From<&PendingEvent> for CommittedEvent {
             seq: pending.seq,
             project_id: pending.project_id.clone(),
             kind: pending.kind,
+            entity_id: pending.entity_id.clone(),
+            action: pending.action,
             frame: frame::server_frame_from_event_bytes(&pending.event),
         }
     }
@@ -198,6 +204,23 @@ impl StoredEvent {
     /// The decoded event.
     pub fn decode(&self) -> Result<v1::Event> {
         v1::Event::decode(self.event.clone()).map_err(|e| Error::Corrupt(e.to_string()))
+    }
+
+    /// The same event as the writer publishes it.
+    pub fn to_committed(&self) -> Result<CommittedEvent> {
+        let event = self.decode()?;
+        let action = pm_proto::convert::change_action("action", event.action)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::Corrupt(format!("change {} has no action", self.seq)))?;
+        Ok(CommittedEvent {
+            seq: self.seq,
+            project_id: self.project_id.clone(),
+            kind: self.kind,
+            entity_id: event.entity_id,
+            action,
+            frame: self.frame(),
+        })
     }
 }
 

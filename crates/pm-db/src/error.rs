@@ -110,7 +110,7 @@ impl Error {
                 (format!("{field} {message}"), field.clone(), None)
             }
             Error::Conflict { message, current } => {
-                (message.clone(), String::new(), Some((**current).clone()))
+                (message.clone(), String::new(), Some(current.clone()))
             }
             e if e.is_internal() => ("internal error".to_owned(), String::new(), None),
             e => (e.to_string(), String::new(), None),

@@ -211,6 +211,31 @@ pub(crate) async fn run(
     })
 }
 
+/// The live projects `user` is a member of, with its role in each.
+pub(crate) async fn memberships(pool: &SqlitePool, user: &UserId) -> Result<Vec<(String, Role)>> {
+    let rows = sqlx::query(
+        r#"
+        SELECT m.project_id, m.role
+        FROM project_members AS m
+        JOIN projects AS p ON p.id = m.project_id
+        WHERE m.user_id = ?1 AND p.deleted_at IS NULL
+        "#,
+    )
+    .bind(user.as_str())
+    // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
+    // make callers' futures fail to prove `Send`.
+    .fetch_all(&mut *pool.acquire().await?)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            let role =
+                Role::parse("role", &role).map_err(|_| Error::Corrupt("unknown role".into()))?;
+            Ok((row.try_get("project_id")?, role))
+        })
+        .collect()
+}
+
 struct Reader<'a> {
     conn: &'a mut SqliteConnection,
     actor: &'a UserId,

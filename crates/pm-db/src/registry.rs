@@ -168,6 +168,21 @@ impl TenantRegistry {
         opened
     }
 
+    /// Committed groups and jobs summed over the open tenants.
+    pub fn writer_totals(&self) -> (u64, u64) {
+        let slots = self.slots.lock().expect("registry lock is never poisoned");
+        slots.values().filter_map(|slot| slot.tenant.get()).fold(
+            (0, 0),
+            |(groups, jobs), tenant| {
+                let stats = tenant.writer_stats();
+                (
+                    groups + stats.groups.load(Ordering::Relaxed),
+                    jobs + stats.jobs.load(Ordering::Relaxed),
+                )
+            },
+        )
+    }
+
     /// Tenants open now.
     pub fn open_count(&self) -> usize {
         self.slots
@@ -235,7 +250,9 @@ impl Tenant {
             .pragma("wal_autocheckpoint", "0")
             .connect()
             .await?;
-        MIGRATOR.run(&mut conn).await?;
+        // `run_direct`, not `run`: the latter's generic `Acquire` bound keeps callers' futures
+        // from proving `Send`.
+        MIGRATOR.run_direct(&mut conn).await?;
         let head = changelog::head_seq(&mut conn).await?;
         let checkpoint_conn = options.clone().connect().await?;
         let read_pool = SqlitePoolOptions::new()
@@ -369,6 +386,11 @@ impl Tenant {
     /// [`Tenant::read_events`].
     pub fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
         self.events.subscribe()
+    }
+
+    /// The live projects `user` is a member of, with its role in each.
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<(String, pm_core::kinds::Role)>> {
+        queries::memberships(&self.read_pool, user).await
     }
 
     /// Up to `limit` logged events with `after < seq <= until`, in seq order.

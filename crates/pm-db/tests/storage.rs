@@ -1447,7 +1447,9 @@ async fn stale_expected_version_is_a_conflict_carrying_the_current_entity() {
     assert_eq!(wire.field, "");
     assert_eq!(
         wire.current,
-        Some(v1::Entity::of(v1::entity::Kind::WorkItem(updated.clone())))
+        Some(Box::new(v1::Entity::of(v1::entity::Kind::WorkItem(
+            updated.clone(),
+        ))))
     );
     // A missing version is a malformed request, not a conflict.
     let err = fail(

@@ -1,0 +1,425 @@
+//! Settings: a TOML file, overridden by `PM_*` environment variables, overridden by flags.
+//!
+//! Every setting `section.key` can be set from the environment as `PM_SECTION_KEY` (for
+//! example `PM_LIMITS_MAX_CONNECTIONS=5000`), and from the command line as
+//! `--set section.key=value`. The usual ones have short names too: `PM_LISTEN`,
+//! `PM_DATA_DIR`, `PM_JWT_SECRET`, and the flags `--listen`, `--data-dir`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// All settings of the server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Listener and storage location.
+    pub server: ServerSettings,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Limits that protect the server.
+    pub limits: Limits,
+    /// Storage tuning.
+    pub storage: StorageSettings,
+}
+
+/// Listener and storage location.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of the one port serving `/ws`, `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// Root of the tenant databases.
+    pub data_dir: PathBuf,
+    /// How long shutdown waits for in-flight requests before closing connections, ms.
+    pub drain_timeout_ms: u64,
+}
+
+/// Which tokens are accepted. The algorithm is fixed here, never taken from a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `HS256`, `RS256` or `EdDSA`.
+    pub algorithm: String,
+    /// HS256 shared secret, at least 32 bytes. Prefer `PM_JWT_SECRET` to writing it in a file.
+    pub secret: String,
+    /// PEM public key file for RS256 or EdDSA.
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+/// Limits. Each is enforced where named.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WebSocket frame or message (close 1009 beyond), bytes.
+    pub max_frame_bytes: usize,
+    /// Connections in total (beyond: HTTP 503 before the upgrade).
+    pub max_connections: usize,
+    /// Connections per tenant (beyond: `Goodbye{TOO_MANY_CONNECTIONS}`).
+    pub max_connections_per_tenant: usize,
+    /// Connections per user of a tenant.
+    pub max_connections_per_user: usize,
+    /// Sustained requests per second per connection (token bucket rate).
+    pub requests_per_second: u32,
+    /// Requests a connection may send in a burst (token bucket size).
+    pub request_burst: u32,
+    /// Rate-limited requests after which the connection is closed (4029).
+    pub rate_limit_strikes: u32,
+    /// Frames queued for a connection before it counts as a slow consumer (4008).
+    pub outgoing_queue: usize,
+    /// Requests of one connection handled at once; more wait for a free slot.
+    pub max_in_flight_requests: usize,
+    /// Time allowed for `Hello` after the upgrade, ms.
+    pub hello_timeout_ms: u64,
+    /// Server ping interval; silence for three intervals closes the connection, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Tenants open at once.
+    pub max_open_tenants: usize,
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Read connections per open tenant.
+    pub read_pool_size: u32,
+    /// Write jobs queued per tenant before `UNAVAILABLE`.
+    pub writer_queue: usize,
+    /// Most jobs committed in one transaction.
+    pub max_group: usize,
+    /// Most commands in one batch.
+    pub max_batch_commands: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            data_dir: PathBuf::from("./data"),
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            algorithm: "HS256".into(),
+            secret: String::new(),
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 1024 * 1024,
+            max_connections: 18_000,
+            max_connections_per_tenant: 10_000,
+            max_connections_per_user: 64,
+            requests_per_second: 500,
+            request_burst: 1_000,
+            rate_limit_strikes: 50,
+            outgoing_queue: 1_024,
+            max_in_flight_requests: 32,
+            hello_timeout_ms: 10_000,
+            heartbeat_interval_ms: 15_000,
+            max_open_tenants: 256,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        let writer = pm_db::WriterConfig::default();
+        StorageSettings {
+            read_pool_size: 4,
+            writer_queue: writer.queue_capacity,
+            max_group: writer.max_group,
+            max_batch_commands: writer.max_batch_commands,
+        }
+    }
+}
+
+/// A setting could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is malformed, unknown or out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Short environment names for common settings.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("PM_LISTEN", "server", "listen"),
+    ("PM_DATA_DIR", "server", "data_dir"),
+    ("PM_JWT_SECRET", "auth", "secret"),
+    ("PM_JWT_ALGORITHM", "auth", "algorithm"),
+    ("PM_JWT_PUBLIC_KEY_FILE", "auth", "public_key_file"),
+];
+
+impl Settings {
+    /// Defaults, then `file` (if given), then the environment, then `overrides`
+    /// (`section.key=value`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &[String],
+    ) -> Result<Settings, ConfigError> {
+        let mut value = toml::Value::try_from(Settings::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let from_file: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut value, toml::Value::Table(from_file));
+        }
+        let table = value.as_table_mut().expect("settings serialize to a table");
+        // Every known `section.key`, from the defaults plus the optional keys.
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for (section, fields) in table.iter() {
+            if let Some(fields) = fields.as_table() {
+                keys.extend(fields.keys().map(|k| (section.clone(), k.clone())));
+            }
+        }
+        for optional in ["public_key_file", "issuer", "audience"] {
+            keys.push(("auth".into(), optional.into()));
+        }
+        for (section, key) in &keys {
+            let name = format!("PM_{}_{}", section.to_uppercase(), key.to_uppercase());
+            if let Some(raw) = env(&name) {
+                set(table, section, key, &raw, &name)?;
+            }
+        }
+        for (name, section, key) in ALIASES {
+            if let Some(raw) = env(name) {
+                set(table, section, key, &raw, name)?;
+            }
+        }
+        for item in overrides {
+            let (path, raw) = item.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--set {item}: expected section.key=value"))
+            })?;
+            let (section, key) = path.split_once('.').ok_or_else(|| {
+                ConfigError::Invalid(format!("--set {item}: expected section.key=value"))
+            })?;
+            if !keys.iter().any(|(s, k)| s == section && k == key) {
+                return Err(ConfigError::Invalid(format!(
+                    "--set {item}: unknown setting {path}"
+                )));
+            }
+            set(table, section, key, raw, &format!("--set {path}"))?;
+        }
+        let settings: Settings = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_connections_per_tenant",
+                l.max_connections_per_tenant,
+            ),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
+            ("limits.outgoing_queue", l.outgoing_queue),
+            ("limits.max_in_flight_requests", l.max_in_flight_requests),
+            ("limits.max_open_tenants", l.max_open_tenants),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        if l.max_frame_bytes < 1024 {
+            return invalid("limits.max_frame_bytes must be at least 1024".into());
+        }
+        if l.requests_per_second == 0 || l.request_burst == 0 {
+            return invalid(
+                "limits.requests_per_second and request_burst must be at least 1".into(),
+            );
+        }
+        if l.heartbeat_interval_ms < 100 || l.hello_timeout_ms < 100 {
+            return invalid(
+                "limits.heartbeat_interval_ms and hello_timeout_ms must be at least 100".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The storage configuration these settings describe.
+    pub fn registry_config(&self) -> pm_db::RegistryConfig {
+        let mut config = pm_db::RegistryConfig::new(&self.server.data_dir);
+        config.max_open_tenants = self.limits.max_open_tenants;
+        config.read_pool_size = self.storage.read_pool_size;
+        config.writer.queue_capacity = self.storage.writer_queue;
+        config.writer.max_group = self.storage.max_group;
+        config.writer.max_batch_commands = self.storage.max_batch_commands;
+        config
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.limits.heartbeat_interval_ms)
+    }
+}
+
+/// Overlays `from` onto `into`, table by table.
+fn merge(into: &mut toml::Value, from: toml::Value) {
+    match (into, from) {
+        (toml::Value::Table(into), toml::Value::Table(from)) => {
+            for (key, value) in from {
+                match into.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        into.insert(key, value);
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+/// Sets `section.key` from text, typed like the default value (numbers, booleans, text).
+fn set(
+    table: &mut toml::Table,
+    section: &str,
+    key: &str,
+    raw: &str,
+    source: &str,
+) -> Result<(), ConfigError> {
+    let fields = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| ConfigError::Invalid(format!("{source}: {section} is not a section")))?;
+    let value = match fields.get(key) {
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| ConfigError::Invalid(format!("{source}: expected a whole number")))?,
+        Some(toml::Value::Boolean(_)) => raw
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| ConfigError::Invalid(format!("{source}: expected true or false")))?,
+        _ => toml::Value::String(raw.to_owned()),
+    };
+    fields.insert(key.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pm.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"0.0.0.0:9000\"\n[limits]\nmax_connections = 10\nrequests_per_second = 7\n",
+        )
+        .unwrap();
+        let settings = Settings::load(
+            Some(&file),
+            env(&[
+                ("PM_LIMITS_MAX_CONNECTIONS", "20"),
+                ("PM_JWT_SECRET", "s3cret"),
+                ("PM_DATA_DIR", "/tmp/pm"),
+            ]),
+            &["limits.max_connections=30".into()],
+        )
+        .unwrap();
+        assert_eq!(settings.server.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(settings.limits.max_connections, 30);
+        assert_eq!(settings.limits.requests_per_second, 7);
+        assert_eq!(settings.auth.secret, "s3cret");
+        assert_eq!(settings.server.data_dir, PathBuf::from("/tmp/pm"));
+        assert_eq!(settings.limits.outgoing_queue, 1_024, "untouched default");
+    }
+
+    #[test]
+    fn unknown_and_malformed_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pm.toml");
+        std::fs::write(&file, "[limits]\nmax_conections = 10\n").unwrap();
+        let error = Settings::load(Some(&file), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `max_conections`"), "{error}");
+
+        let error = Settings::load(None, env(&[("PM_LIMITS_MAX_CONNECTIONS", "lots")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "PM_LIMITS_MAX_CONNECTIONS: expected a whole number");
+
+        let error = Settings::load(None, env(&[]), &["limits.nope=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "--set limits.nope=1: unknown setting limits.nope");
+
+        let error = Settings::load(None, env(&[]), &["limits.max_connections=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "limits.max_connections must be at least 1");
+    }
+
+    #[test]
+    fn optional_auth_settings_come_from_the_environment() {
+        let settings = Settings::load(
+            None,
+            env(&[
+                ("PM_AUTH_ISSUER", "https://id.example"),
+                ("PM_JWT_ALGORITHM", "EdDSA"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(settings.auth.issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(settings.auth.algorithm, "EdDSA");
+    }
+}

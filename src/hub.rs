@@ -1,0 +1,329 @@
+//! Fan-out: one hub per tenant with subscribers, fed by the tenant's writer.
+//!
+//! Each committed event arrives once, already encoded as a `ServerFrame` in shared `Bytes`,
+//! and is queued (`try_send`) for every subscriber whose filter and permissions match. A
+//! subscriber whose queue is full is cut off (`SLOW_CONSUMER`): the writer and the other
+//! subscribers never wait for it, and it can resume from the log.
+//!
+//! Resume without gap or duplicate: a new subscriber registers first, at the hub's current
+//! position `H`, in a catching-up state where live events are buffered; the session sends the
+//! logged events in `(from_seq, H]`, then [`Hub::go_live`] flushes the buffer (events after `H`)
+//! and switches to live delivery. Events are processed under one lock, in seq order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use pm_core::kinds::{ChangeAction, EntityKind};
+use pm_core::{TenantId, UserId};
+use pm_db::{CommittedEvent, EventFilter, Tenant};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::metrics::Metrics;
+use crate::session::{Close, Outbound};
+
+/// The hubs of all tenants with subscribers.
+#[derive(Debug, Default)]
+pub struct Hubs {
+    hubs: Mutex<HashMap<TenantId, Weak<Hub>>>,
+}
+
+impl Hubs {
+    /// The hub of `tenant`, started if it has none.
+    pub fn get(&self, tenant: &Arc<Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
+        let mut hubs = self.hubs.lock().expect("hubs lock is never poisoned");
+        if let Some(hub) = hubs.get(tenant.id()).and_then(Weak::upgrade) {
+            return hub;
+        }
+        hubs.retain(|_, hub| hub.strong_count() > 0);
+        let hub = Hub::start(tenant.clone(), metrics.clone());
+        hubs.insert(tenant.id().clone(), Arc::downgrade(&hub));
+        hub
+    }
+}
+
+/// One tenant's subscribers.
+#[derive(Debug)]
+pub struct Hub {
+    tenant: Arc<Tenant>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The last seq processed.
+    last_seq: u64,
+    next_id: u64,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+/// What a subscriber asked for.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Only these projects (`None`: every project the user may see).
+    pub projects: Option<HashSet<String>>,
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<EntityKind>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    user: UserId,
+    filter: Filter,
+    /// Projects the user is a member of; kept current from membership events.
+    allowed: HashSet<String>,
+    /// Events at or below this seq were or will be sent from the log.
+    skip_until: u64,
+    out: mpsc::Sender<Outbound>,
+    close: mpsc::Sender<Close>,
+    /// `Some`: catching up, live events wait here.
+    buffer: Option<Vec<CommittedEvent>>,
+    capacity: usize,
+}
+
+impl Subscriber {
+    fn wants(&self, event: &CommittedEvent) -> bool {
+        event.seq > self.skip_until
+            && self.allowed.contains(&event.project_id)
+            && self
+                .filter
+                .projects
+                .as_ref()
+                .is_none_or(|p| p.contains(&event.project_id))
+            && (self.filter.kinds.is_empty() || self.filter.kinds.contains(&event.kind))
+    }
+}
+
+/// A subscriber's place in the hub; leaving it (drop) unsubscribes.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<Hub>,
+    id: u64,
+    /// The hub's position when the subscriber registered.
+    pub head: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub
+            .state
+            .lock()
+            .expect("hub lock is never poisoned")
+            .subscribers
+            .remove(&self.id);
+    }
+}
+
+/// How a subscriber is reached.
+#[derive(Debug)]
+pub struct Channels {
+    /// Its connection's outgoing queue.
+    pub out: mpsc::Sender<Outbound>,
+    /// Its connection's close requests.
+    pub close: mpsc::Sender<Close>,
+    /// Events buffered while catching up before it counts as slow.
+    pub capacity: usize,
+}
+
+impl Hub {
+    fn start(tenant: Arc<Tenant>, metrics: Arc<Metrics>) -> Arc<Hub> {
+        // Subscribe before reading the head: anything committed later is in the receiver,
+        // anything earlier is at or below the head (and skipped by seq if in both).
+        let commits = tenant.subscribe_commits();
+        let hub = Arc::new(Hub {
+            state: Mutex::new(State {
+                last_seq: tenant.head_seq(),
+                next_id: 0,
+                subscribers: HashMap::new(),
+            }),
+            tenant,
+            metrics,
+        });
+        tokio::spawn(run(Arc::downgrade(&hub), commits));
+        hub
+    }
+
+    /// Registers a subscriber, catching up from the hub's current position.
+    pub fn register(
+        self: &Arc<Self>,
+        user: UserId,
+        filter: Filter,
+        allowed: HashSet<String>,
+        from_seq: u64,
+        channels: Channels,
+    ) -> Registration {
+        let mut state = self.state.lock().expect("hub lock is never poisoned");
+        let id = state.next_id;
+        state.next_id += 1;
+        let head = state.last_seq;
+        state.subscribers.insert(
+            id,
+            Subscriber {
+                user,
+                filter,
+                allowed,
+                skip_until: from_seq.max(head),
+                out: channels.out,
+                close: channels.close,
+                buffer: Some(Vec::new()),
+                capacity: channels.capacity,
+            },
+        );
+        Registration {
+            hub: self.clone(),
+            id,
+            head,
+        }
+    }
+
+    /// Ends catching up: queues the buffered live events and delivers live from now on.
+    /// False if the subscriber was cut off meanwhile.
+    pub fn go_live(&self, registration: &Registration) -> bool {
+        let mut state = self.state.lock().expect("hub lock is never poisoned");
+        let Some(sub) = state.subscribers.get_mut(&registration.id) else {
+            return false;
+        };
+        let buffered = sub.buffer.take().unwrap_or_default();
+        for event in buffered {
+            if !self.deliver(sub, &event) {
+                state.subscribers.remove(&registration.id);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The projects a catching-up subscriber may see now (for its replay).
+    pub fn allowed(&self, registration: &Registration) -> Option<HashSet<String>> {
+        let state = self.state.lock().expect("hub lock is never poisoned");
+        state
+            .subscribers
+            .get(&registration.id)
+            .map(|s| s.allowed.clone())
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &Arc<Tenant> {
+        &self.tenant
+    }
+
+    /// Queues one event; false if the subscriber must go (cut off or gone).
+    fn deliver(&self, sub: &mut Subscriber, event: &CommittedEvent) -> bool {
+        let item = Outbound::Event {
+            seq: event.seq,
+            frame: event.frame.clone(),
+        };
+        match sub.out.try_send(item) {
+            Ok(()) => {
+                self.metrics
+                    .events_delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .slow_consumer_disconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = sub.close.try_send(Close::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Delivers committed events in seq order, keeping memberships current.
+    fn publish(&self, events: &[CommittedEvent]) {
+        let mut state = self.state.lock().expect("hub lock is never poisoned");
+        let mut gone = Vec::new();
+        for event in events {
+            if event.seq <= state.last_seq {
+                continue;
+            }
+            state.last_seq = event.seq;
+            let member_change = (event.kind == EntityKind::ProjectMember).then_some(event.action);
+            let project_deleted =
+                event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
+            for (id, sub) in state.subscribers.iter_mut() {
+                let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
+                // A new member sees the event of their own addition.
+                if concerns_user && member_change == Some(ChangeAction::Created) {
+                    sub.allowed.insert(event.project_id.clone());
+                }
+                if sub.wants(event) {
+                    let kept = match &mut sub.buffer {
+                        Some(buffer) if buffer.len() < sub.capacity => {
+                            buffer.push(event.clone());
+                            true
+                        }
+                        Some(_) => {
+                            let _ = sub.close.try_send(Close::SlowConsumer);
+                            false
+                        }
+                        None => self.deliver(sub, event),
+                    };
+                    if !kept {
+                        gone.push(*id);
+                    }
+                }
+                // A removed member, or anyone once the project is deleted, sees nothing more
+                // of it (after this event).
+                if (concerns_user && member_change == Some(ChangeAction::Deleted))
+                    || project_deleted
+                {
+                    sub.allowed.remove(&event.project_id);
+                }
+            }
+            for id in gone.drain(..) {
+                state.subscribers.remove(&id);
+            }
+        }
+    }
+
+    /// After the feed lagged: reads what was missed from the log.
+    async fn catch_up(&self) {
+        loop {
+            let after = self
+                .state
+                .lock()
+                .expect("hub lock is never poisoned")
+                .last_seq;
+            let events = match self
+                .tenant
+                .read_events(after, None, 1_000, &EventFilter::default())
+                .await
+            {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::error!(tenant = %self.tenant.id(), %error, "hub catch-up failed");
+                    return;
+                }
+            };
+            if events.is_empty() {
+                return;
+            }
+            let committed: Result<Vec<_>, _> = events.iter().map(|e| e.to_committed()).collect();
+            match committed {
+                Ok(committed) => self.publish(&committed),
+                Err(error) => {
+                    tracing::error!(tenant = %self.tenant.id(), %error, "hub catch-up failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEvent]>>) {
+    loop {
+        let received = commits.recv().await;
+        let Some(hub) = hub.upgrade() else { return };
+        match received {
+            Ok(events) => hub.publish(&events),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(tenant = %hub.tenant.id(), missed, "hub lagged; catching up from the log");
+                hub.catch_up().await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! One WebSocket connection: `Hello` and authentication, then pipelined requests, a
+//! subscription, heartbeats and an orderly close.
+//!
+//! The socket is split: this task reads and dispatches; a writer task owns the sink and drains
+//! the connection's bounded outgoing queue with `feed`, flushing once when the queue is empty.
+//! Requests run concurrently (up to `max_in_flight_requests`) and answer by `request_id`.
+//! Closing on purpose goes through [`Close`]: the writer drops what is queued, sends `Goodbye`
+//! with the last event seq it actually wrote, then the close frame.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use pm_core::kinds::EntityKind;
+use pm_core::EntityId;
+use pm_db::{EventFilter, Tenant};
+use pm_proto::frame::encode_server_frame;
+use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use crate::auth::{AuthError, Identity};
+use crate::hub::{Channels, Filter, Registration};
+use crate::limits::{Refused, TokenBucket};
+use crate::server::App;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Something for the connection's writer to send.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An encoded `ServerFrame` (response, welcome, pong).
+    Frame(Bytes),
+    /// An encoded `ServerFrame{event}` and its seq.
+    Event {
+        /// The event's change number.
+        seq: u64,
+        /// The shared encoded frame.
+        frame: Bytes,
+    },
+    /// A WebSocket ping.
+    Ping,
+}
+
+/// Why the server closes a connection on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The outgoing queue overflowed.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+    /// Token problems.
+    Unauthenticated(v1::CloseReason, String),
+    /// Repeated rate-limit violations.
+    RateLimitAbuse,
+    /// No traffic for three heartbeat intervals.
+    HeartbeatTimeout,
+    /// A connection limit.
+    TooManyConnections(String),
+    /// A text frame (1003) or repeated garbage (1007).
+    Protocol(u16, String),
+    /// The server failed in a way the connection cannot recover from (1011).
+    Internal,
+}
+
+impl Close {
+    fn parts(&self) -> (v1::CloseReason, String, u16) {
+        use v1::CloseReason as R;
+        match self {
+            Close::SlowConsumer => (
+                R::SlowConsumer,
+                "the connection did not keep up with its events; resume from resume_from_seq"
+                    .into(),
+                4008,
+            ),
+            Close::Shutdown => (R::Shutdown, "the server is shutting down".into(), 1001),
+            Close::Unauthenticated(reason, message) => (*reason, message.clone(), 4001),
+            Close::RateLimitAbuse => (R::RateLimitAbuse, "too many requests".into(), 4029),
+            Close::HeartbeatTimeout => (
+                R::HeartbeatTimeout,
+                "no traffic for three heartbeat intervals".into(),
+                1001,
+            ),
+            Close::TooManyConnections(message) => (R::TooManyConnections, message.clone(), 1013),
+            Close::Protocol(code, message) => (R::ProtocolViolation, message.clone(), *code),
+            Close::Internal => (
+                R::Unspecified,
+                "internal error; reconnect and resume".into(),
+                1011,
+            ),
+        }
+    }
+}
+
+/// Runs one upgraded connection to its end.
+pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let connection_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("connection", id = %connection_id, %peer, tenant = tracing::field::Empty, user = tracing::field::Empty);
+    async move {
+        let limits = app.settings.limits.clone();
+        let (sink, mut stream) = ws.split();
+        let (out_tx, out_rx) = mpsc::channel(limits.outgoing_queue);
+        let (goodbye_tx, goodbye_rx) = oneshot::channel();
+        let last_event = Arc::new(AtomicU64::new(0));
+        let writer = tokio::spawn(write_loop(sink, out_rx, goodbye_rx, last_event.clone()));
+
+        let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
+            Err(close) => Some(close),
+            Ok(session) => {
+                let span = tracing::Span::current();
+                span.record("tenant", session.tenant.id().as_str());
+                span.record("user", session.identity().user.as_str());
+                session
+                    .serve(&mut stream, out_tx, &mut shutdown, &last_event)
+                    .await
+            }
+        };
+        match closing {
+            Some(close) => {
+                let _ = goodbye_tx.send(close);
+            }
+            // The client closed; dropping the goodbye sender ends the writer.
+            None => drop(goodbye_tx),
+        }
+        let _ = writer.await;
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
+    .await
+}
+
+/// The writer task: queue to socket, `feed` then one `flush` per burst.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    mut goodbye: oneshot::Receiver<Close>,
+    last_event: Arc<AtomicU64>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            close = &mut goodbye => {
+                if let Ok(close) = close {
+                    let (reason, message, code) = close.parts();
+                    let frame = encode_server_frame(Body::Goodbye(v1::Goodbye {
+                        reason: reason.into(),
+                        message: message.clone(),
+                        resume_from_seq: last_event.load(Ordering::Acquire),
+                    }));
+                    let _ = sink.feed(Message::Binary(frame)).await;
+                    let _ = sink
+                        .feed(Message::Close(Some(CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: message.into(),
+                        })))
+                        .await;
+                    let _ = sink.flush().await;
+                } else {
+                    let _ = sink.close().await;
+                }
+                return;
+            }
+            item = queue.recv() => {
+                let Some(item) = item else {
+                    // The session ended without a goodbye: wait for it (it may still come).
+                    if let Ok(close) = goodbye.await {
+                        let (reason, message, code) = close.parts();
+                        let frame = encode_server_frame(Body::Goodbye(v1::Goodbye {
+                            reason: reason.into(),
+                            message: message.clone(),
+                            resume_from_seq: last_event.load(Ordering::Acquire),
+                        }));
+                        let _ = sink.feed(Message::Binary(frame)).await;
+                        let _ = sink.feed(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: message.into() }))).await;
+                    }
+                    let _ = sink.close().await;
+                    return;
+                };
+                let mut newest_event = None;
+                let mut next = Some(item);
+                let mut burst = 0;
+                while let Some(item) = next.take() {
+                    let message = match item {
+                        Outbound::Frame(frame) => Message::Binary(frame),
+                        Outbound::Event { seq, frame } => {
+                            newest_event = Some(seq);
+                            Message::Binary(frame)
+                        }
+                        Outbound::Ping => Message::Ping(Bytes::new()),
+                    };
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                    burst += 1;
+                    // Bound a burst so a flush happens even under a steady stream.
+                    if burst < 256 {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                if let Some(seq) = newest_event {
+                    last_event.store(seq, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+fn frame(body: Body) -> Outbound {
+    Outbound::Frame(encode_server_frame(body))
+}
+
+fn response(request_id: u64, result: Out) -> Outbound {
+    frame(Body::Response(v1::Response {
+        request_id,
+        result: Some(result),
+    }))
+}
+
+fn error(code: v1::ErrorCode, message: impl Into<String>, field: &str) -> v1::Error {
+    v1::Error {
+        code: code.into(),
+        message: message.into(),
+        field: field.into(),
+        current: None,
+    }
+}
+
+/// An authenticated connection.
+struct Session {
+    app: Arc<App>,
+    tenant: Arc<Tenant>,
+    identity: Mutex<Identity>,
+    out: mpsc::Sender<Outbound>,
+    close: mpsc::Sender<Close>,
+    close_rx: tokio::sync::Mutex<Option<mpsc::Receiver<Close>>>,
+    subscription: tokio::sync::Mutex<Option<Registration>>,
+    _slot: crate::limits::ConnectionSlot,
+}
+
+fn unauthenticated(message: &str) -> Close {
+    Close::Unauthenticated(v1::CloseReason::AuthFailed, message.to_owned())
+}
+
+/// Waits for `Hello`, checks the token and limits, opens the tenant and sends `Welcome`.
+async fn hello(
+    app: &Arc<App>,
+    stream: &mut SplitStream<Ws>,
+    out: &mpsc::Sender<Outbound>,
+    connection_id: &str,
+) -> Result<Session, Close> {
+    let limits = &app.settings.limits;
+    let timeout = Duration::from_millis(limits.hello_timeout_ms);
+    let first = match tokio::time::timeout(timeout, stream.next()).await {
+        Err(_) => {
+            return Err(Close::Unauthenticated(
+                v1::CloseReason::HelloTimeout,
+                format!("no Hello within {} ms", limits.hello_timeout_ms),
+            ))
+        }
+        Ok(None) | Ok(Some(Err(_))) => {
+            return Err(unauthenticated("the connection failed before Hello"))
+        }
+        Ok(Some(Ok(message))) => message,
+    };
+    let Message::Binary(bytes) = first else {
+        return Err(unauthenticated(
+            "the first frame must be a binary ClientFrame with Hello",
+        ));
+    };
+    let Ok(v1::ClientFrame {
+        body: Some(In::Hello(hello)),
+        ..
+    }) = v1::ClientFrame::decode(bytes)
+    else {
+        return Err(unauthenticated(
+            "the first frame must be ClientFrame{hello}",
+        ));
+    };
+    if hello.protocol_version > pm_proto::PROTOCOL_VERSION {
+        return Err(Close::Protocol(
+            1002,
+            format!(
+                "protocol version {} is not supported (this server speaks 1)",
+                hello.protocol_version
+            ),
+        ));
+    }
+    let identity = app.verifier.verify(&hello.token).map_err(|e| match e {
+        AuthError::Expired => Close::Unauthenticated(v1::CloseReason::AuthExpired, e.to_string()),
+        other => unauthenticated(&other.to_string()),
+    })?;
+    let slot = app
+        .counts
+        .admit(
+            &identity.tenant,
+            &identity.user,
+            limits.max_connections_per_tenant,
+            limits.max_connections_per_user,
+        )
+        .map_err(|refused| {
+            app.metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Close::TooManyConnections(match refused {
+                Refused::Tenant => "too many connections for this tenant".into(),
+                Refused::User => "too many connections for this user".into(),
+            })
+        })?;
+    let tenant = app.registry.open(&identity.tenant).await.map_err(|e| {
+        tracing::warn!(error = %e, "opening the tenant failed");
+        Close::TooManyConnections("the tenant cannot be opened now; retry".into())
+    })?;
+    let welcome = frame(Body::Welcome(v1::Welcome {
+        connection_id: connection_id.to_owned(),
+        user_id: identity.user.as_str().to_owned(),
+        tenant_id: identity.tenant.as_str().to_owned(),
+        server_version: crate::BUILD_VERSION.to_owned(),
+        protocol_version: pm_proto::PROTOCOL_VERSION,
+        head_seq: tenant.head_seq(),
+        heartbeat_interval_ms: u32::try_from(limits.heartbeat_interval_ms).unwrap_or(u32::MAX),
+        max_frame_bytes: u32::try_from(limits.max_frame_bytes).unwrap_or(u32::MAX),
+    }));
+    if out.send(welcome).await.is_err() {
+        return Err(unauthenticated("the connection closed"));
+    }
+    tracing::debug!(client = %hello.client_name, "welcomed");
+    let (close, close_rx) = mpsc::channel(4);
+    Ok(Session {
+        app: app.clone(),
+        tenant,
+        identity: Mutex::new(identity),
+        out: out.clone(),
+        close,
+        close_rx: tokio::sync::Mutex::new(Some(close_rx)),
+        subscription: tokio::sync::Mutex::new(None),
+        _slot: slot,
+    })
+}
+
+/// Consecutive undecodable frames before the connection is closed (1007).
+const GARBAGE_LIMIT: u32 = 16;
+
+impl Session {
+    fn identity(&self) -> Identity {
+        self.identity
+            .lock()
+            .expect("identity lock is never poisoned")
+            .clone()
+    }
+
+    /// Reads and dispatches until the client leaves (`None`) or the server closes.
+    async fn serve(
+        self,
+        stream: &mut SplitStream<Ws>,
+        out: mpsc::Sender<Outbound>,
+        shutdown: &mut watch::Receiver<bool>,
+        _last_event: &Arc<AtomicU64>,
+    ) -> Option<Close> {
+        let session = Arc::new(self);
+        let limits = session.app.settings.limits.clone();
+        let mut close_rx = session.close_rx.lock().await.take().expect("taken once");
+        let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
+        let mut requests = JoinSet::new();
+        let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst);
+        let mut strikes = 0u32;
+        let mut garbage = 0u32;
+        let heartbeat = session.app.settings.heartbeat();
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
+        let expiry = expiry_instant(session.identity().expires_at_ms);
+        let token_expiry = tokio::time::sleep_until(expiry);
+        tokio::pin!(token_expiry);
+
+        let close = loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let message = match message {
+                        None => break None,
+                        Some(Err(WsError::Capacity(_))) => break Some(Close::Protocol(1009, format!("frames are limited to {} bytes", limits.max_frame_bytes))),
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, "read failed");
+                            break None;
+                        }
+                        Some(Ok(message)) => message,
+                    };
+                    last_heard = tokio::time::Instant::now();
+                    let bytes = match message {
+                        Message::Binary(bytes) => bytes,
+                        Message::Text(_) => break Some(Close::Protocol(1003, "text frames are not supported; send binary protobuf".into())),
+                        Message::Close(_) => break None,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    };
+                    let Ok(client_frame) = v1::ClientFrame::decode(bytes) else {
+                        garbage += 1;
+                        if garbage >= GARBAGE_LIMIT {
+                            break Some(Close::Protocol(1007, "too many undecodable frames".into()));
+                        }
+                        let _ = out.send(response(0, Out::Error(error(v1::ErrorCode::InvalidArgument, "the frame is not a valid ClientFrame", "")))).await;
+                        continue;
+                    };
+                    garbage = 0;
+                    let request_id = client_frame.request_id;
+                    let Some(body) = client_frame.body else {
+                        let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::InvalidArgument, "the frame has no body", "body")))).await;
+                        continue;
+                    };
+                    if let In::Ping(ping) = body {
+                        let pong = v1::Pong { client_time: ping.client_time, server_time: now_ms() };
+                        let _ = out.send(frame(Body::Pong(pong))).await;
+                        continue;
+                    }
+                    if !bucket.take() {
+                        session.app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        strikes += 1;
+                        if strikes > limits.rate_limit_strikes {
+                            break Some(Close::RateLimitAbuse);
+                        }
+                        let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
+                        continue;
+                    }
+                    let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                    let session = session.clone();
+                    requests.spawn(async move {
+                        let _permit = permit;
+                        session.handle(request_id, body).await;
+                    });
+                }
+                Some(_) = requests.join_next() => {}
+                Some(close) = close_rx.recv() => break Some(close),
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() >= heartbeat * 3 {
+                        break Some(Close::HeartbeatTimeout);
+                    }
+                    let _ = out.try_send(Outbound::Ping);
+                }
+                () = &mut token_expiry => {
+                    let expires = expiry_instant(session.identity().expires_at_ms);
+                    if expires <= tokio::time::Instant::now() {
+                        break Some(Close::Unauthenticated(v1::CloseReason::AuthExpired, "the token expired; connect again with a fresh one".into()));
+                    }
+                    // Refreshed meanwhile.
+                    token_expiry.as_mut().reset(expires);
+                }
+                _ = shutdown.changed() => {
+                    // Finish what is in flight, then say goodbye.
+                    let drain = Duration::from_millis(session.app.settings.server.drain_timeout_ms);
+                    let _ = tokio::time::timeout(drain, async { while requests.join_next().await.is_some() {} }).await;
+                    break Some(Close::Shutdown);
+                }
+            }
+        };
+        requests.abort_all();
+        // Leave the hub before the writer is told to stop.
+        session.subscription.lock().await.take();
+        close
+    }
+
+    /// Answers one request.
+    async fn handle(self: &Arc<Self>, request_id: u64, body: In) {
+        let started = Instant::now();
+        let kind: &'static str = match &body {
+            In::Command(_) => "command",
+            In::Query(_) => "query",
+            In::Batch(_) => "batch",
+            In::Subscribe(_) => "subscribe",
+            In::Unsubscribe(_) => "unsubscribe",
+            In::RefreshToken(_) => "refresh_token",
+            In::Hello(_) | In::Ping(_) => "hello",
+        };
+        let span = tracing::debug_span!("request", request_id, kind);
+        // `Ok(None)`: the handler answered by itself (subscribe answers before its replay).
+        let result: Result<Option<Out>, v1::Error> = async {
+            if request_id == 0 {
+                return Err(error(
+                    v1::ErrorCode::InvalidArgument,
+                    "request_id must be non-zero",
+                    "request_id",
+                ));
+            }
+            let user = self.identity().user;
+            let answer = match body {
+                In::Command(command) => self
+                    .tenant
+                    .execute(&user, command)
+                    .await
+                    .map(Out::CommandResult)
+                    .map_err(|e| self.wire(e)),
+                In::Query(query) => self
+                    .tenant
+                    .query(&user, query)
+                    .await
+                    .map(Out::QueryResult)
+                    .map_err(|e| self.wire(e)),
+                In::Batch(batch) => self
+                    .tenant
+                    .batch(&user, batch)
+                    .await
+                    .map(Out::BatchResult)
+                    .map_err(|e| self.wire(e)),
+                In::Subscribe(subscribe) => {
+                    return self.subscribe(request_id, subscribe).await.map(|()| None)
+                }
+                In::Unsubscribe(_) => {
+                    self.subscription.lock().await.take();
+                    Ok(Out::UnsubscribeResult(v1::UnsubscribeResult {}))
+                }
+                In::RefreshToken(refresh) => self.refresh(refresh),
+                In::Hello(_) => Err(error(
+                    v1::ErrorCode::InvalidArgument,
+                    "already authenticated",
+                    "hello",
+                )),
+                In::Ping(_) => unreachable!("pings are answered by the reader"),
+            };
+            answer.map(Some)
+        }
+        .instrument(span)
+        .await;
+        self.app
+            .metrics
+            .request(kind, outcome_label(&result), started.elapsed());
+        let answer = match result {
+            Ok(None) => return,
+            Ok(Some(out)) => out,
+            Err(e) => Out::Error(e),
+        };
+        let _ = self.out.send(response(request_id, answer)).await;
+    }
+
+    fn wire(&self, error: pm_db::Error) -> v1::Error {
+        if error.is_internal() {
+            tracing::error!(%error, "request failed");
+        }
+        error.to_wire()
+    }
+
+    fn refresh(&self, refresh: v1::RefreshToken) -> Result<Out, v1::Error> {
+        let identity = self
+            .app
+            .verifier
+            .verify(&refresh.token)
+            .map_err(|e| error(v1::ErrorCode::Unauthenticated, e.to_string(), "token"))?;
+        let mut current = self
+            .identity
+            .lock()
+            .expect("identity lock is never poisoned");
+        if identity.tenant != current.tenant || identity.user != current.user {
+            return Err(error(
+                v1::ErrorCode::PermissionDenied,
+                "the token is for another tenant or user",
+                "token",
+            ));
+        }
+        let expires_at = identity.expires_at_ms;
+        *current = identity;
+        Ok(Out::RefreshTokenResult(v1::RefreshTokenResult {
+            expires_at,
+        }))
+    }
+
+    /// Registers the subscription, answers, replays `(from_seq, head]` from the log, then
+    /// goes live. A new subscription replaces the previous one.
+    async fn subscribe(
+        self: &Arc<Self>,
+        request_id: u64,
+        s: v1::Subscribe,
+    ) -> Result<(), v1::Error> {
+        let mut slot = self.subscription.lock().await;
+        slot.take();
+        let user = self.identity().user;
+        let kinds = s
+            .entity_types
+            .iter()
+            .map(|raw| {
+                pm_proto::convert::required(
+                    "entity_types",
+                    pm_proto::convert::entity_type("entity_types", *raw),
+                )
+            })
+            .collect::<Result<Vec<EntityKind>, _>>()
+            .map_err(|e| pm_db::Error::from(e).to_wire())?;
+        let memberships = self
+            .tenant
+            .memberships(&user)
+            .await
+            .map_err(|e| self.wire(e))?;
+        let allowed: HashSet<String> = memberships.into_iter().map(|(p, _)| p).collect();
+        let projects = if s.project_ids.is_empty() {
+            None
+        } else {
+            let mut projects = HashSet::new();
+            for raw in &s.project_ids {
+                let id = EntityId::parse("project_ids", raw)
+                    .map_err(|e| pm_db::Error::from(e).to_wire())?
+                    .to_text();
+                if !allowed.contains(&id) {
+                    return Err(error(
+                        v1::ErrorCode::NotFound,
+                        "project not found",
+                        "project_ids",
+                    ));
+                }
+                projects.insert(id);
+            }
+            Some(projects)
+        };
+        // Position checks before the ack, so that a request gets exactly one answer.
+        match self
+            .tenant
+            .read_events(s.from_seq, Some(s.from_seq), 1, &EventFilter::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(pm_db::Error::ResyncRequired(_)) => {
+                return Err(error(
+                    v1::ErrorCode::ResyncRequired,
+                    "from_seq is older than the retained change log; take a fresh snapshot",
+                    "from_seq",
+                ));
+            }
+            Err(e) => return Err(self.wire(e)),
+        }
+        let hub = self.app.hubs.get(&self.tenant, &self.app.metrics);
+        let filter = Filter {
+            projects: projects.clone(),
+            kinds: kinds.clone(),
+        };
+        let registration = hub.register(
+            user,
+            filter,
+            allowed,
+            s.from_seq,
+            Channels {
+                out: self.out.clone(),
+                close: self.close.clone(),
+                capacity: self.app.settings.limits.outgoing_queue,
+            },
+        );
+        let head = registration.head.max(s.from_seq);
+        let _ = self
+            .out
+            .send(response(
+                request_id,
+                Out::SubscribeResult(v1::SubscribeResult { head_seq: head }),
+            ))
+            .await;
+
+        // Replay (from_seq, head] with the permissions as they are now, a page at a time.
+        const PAGE: u32 = 1_000;
+        let mut after = s.from_seq;
+        while after < registration.head {
+            let visible = hub.allowed(&registration).unwrap_or_default();
+            let project_ids: Vec<String> = match &projects {
+                Some(p) => p
+                    .iter()
+                    .filter(|id| visible.contains(*id))
+                    .cloned()
+                    .collect(),
+                None => visible.into_iter().collect(),
+            };
+            if project_ids.is_empty() {
+                break;
+            }
+            let filter = EventFilter {
+                project_ids,
+                kinds: kinds.clone(),
+            };
+            let events = match self
+                .tenant
+                .read_events(after, Some(registration.head), PAGE, &filter)
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    // Already answered: the stream would have a hole, so end the connection;
+                    // the client resumes from what it received.
+                    self.wire(e);
+                    let _ = self.close.try_send(Close::Internal);
+                    return Ok(());
+                }
+            };
+            let full_page = events.len() == PAGE as usize;
+            for event in events {
+                after = event.seq;
+                let item = Outbound::Event {
+                    seq: event.seq,
+                    frame: event.frame(),
+                };
+                if self.out.send(item).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !full_page {
+                break;
+            }
+        }
+        if hub.go_live(&registration) {
+            *slot = Some(registration);
+        }
+        Ok(())
+    }
+}
+
+/// The metrics label of a request's outcome: `ok` or the error code.
+fn outcome_label<T>(result: &Result<T, v1::Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => v1::ErrorCode::try_from(e.code)
+            .map(|c| c.as_str_name())
+            .unwrap_or("INTERNAL"),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The tokio instant at which a Unix-millisecond expiry falls.
+fn expiry_instant(expires_at_ms: i64) -> tokio::time::Instant {
+    let remaining = expires_at_ms.saturating_sub(now_ms()).max(0) as u64;
+    // Far-future expiries are capped (a year) to keep the timer in range.
+    tokio::time::Instant::now() + Duration::from_millis(remaining.min(365 * 24 * 3600 * 1000))
+}
