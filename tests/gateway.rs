@@ -2,6 +2,12 @@
 
 #[path = "gateway/support.rs"]
 mod support;
+#[path = "gateway/session_limits.rs"]
+mod session_limits;
+#[path = "gateway/requests_auth.rs"]
+mod requests_auth;
+#[path = "gateway/subscriptions.rs"]
+mod subscriptions;
 
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
