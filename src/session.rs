@@ -118,12 +118,12 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
 
         let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
             Err(close) => Some(close),
-            Ok(session) => {
+            Ok((session, close_rx)) => {
                 let span = tracing::Span::current();
                 span.record("tenant", session.tenant.id().as_str());
                 span.record("user", session.identity().user.as_str());
                 session
-                    .serve(&mut stream, out_tx, &mut shutdown, &last_event)
+                    .serve(&mut stream, out_tx, close_rx, &mut shutdown)
                     .await
             }
         };
@@ -152,40 +152,13 @@ async fn write_loop(
         tokio::select! {
             biased;
             close = &mut goodbye => {
-                if let Ok(close) = close {
-                    let (reason, message, code) = close.parts();
-                    let frame = encode_server_frame(Body::Goodbye(v1::Goodbye {
-                        reason: reason.into(),
-                        message: message.clone(),
-                        resume_from_seq: last_event.load(Ordering::Acquire),
-                    }));
-                    let _ = sink.feed(Message::Binary(frame)).await;
-                    let _ = sink
-                        .feed(Message::Close(Some(CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: message.into(),
-                        })))
-                        .await;
-                    let _ = sink.flush().await;
-                } else {
-                    let _ = sink.close().await;
-                }
+                finish(sink, close.ok(), &last_event).await;
                 return;
             }
             item = queue.recv() => {
                 let Some(item) = item else {
-                    // The session ended without a goodbye: wait for it (it may still come).
-                    if let Ok(close) = goodbye.await {
-                        let (reason, message, code) = close.parts();
-                        let frame = encode_server_frame(Body::Goodbye(v1::Goodbye {
-                            reason: reason.into(),
-                            message: message.clone(),
-                            resume_from_seq: last_event.load(Ordering::Acquire),
-                        }));
-                        let _ = sink.feed(Message::Binary(frame)).await;
-                        let _ = sink.feed(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: message.into() }))).await;
-                    }
-                    let _ = sink.close().await;
+                    // The session is over; it may still have a goodbye to send.
+                    finish(sink, goodbye.await.ok(), &last_event).await;
                     return;
                 };
                 let mut newest_event = None;
@@ -204,7 +177,7 @@ async fn write_loop(
                         return;
                     }
                     burst += 1;
-                    // Bound a burst so a flush happens even under a steady stream.
+                    // Bound a burst so that a steady stream still gets flushed.
                     if burst < 256 {
                         next = queue.try_recv().ok();
                     }
@@ -218,6 +191,28 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// Ends the socket: with `Goodbye` (the last event seq actually written) and the close code,
+/// or with a plain close when the client left first. Whatever is still queued is dropped.
+async fn finish(mut sink: SplitSink<Ws, Message>, close: Option<Close>, last_event: &AtomicU64) {
+    if let Some(close) = close {
+        let (reason, message, code) = close.parts();
+        let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
+            reason: reason.into(),
+            message: message.clone(),
+            resume_from_seq: last_event.load(Ordering::Acquire),
+        }));
+        let _ = sink.feed(Message::Binary(goodbye)).await;
+        let _ = sink
+            .feed(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: message.into(),
+            })))
+            .await;
+        let _ = sink.flush().await;
+    }
+    let _ = sink.close().await;
 }
 
 fn frame(body: Body) -> Outbound {
@@ -247,7 +242,6 @@ struct Session {
     identity: Mutex<Identity>,
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
-    close_rx: tokio::sync::Mutex<Option<mpsc::Receiver<Close>>>,
     subscription: tokio::sync::Mutex<Option<Registration>>,
     _slot: crate::limits::ConnectionSlot,
 }
@@ -262,7 +256,7 @@ async fn hello(
     stream: &mut SplitStream<Ws>,
     out: &mpsc::Sender<Outbound>,
     connection_id: &str,
-) -> Result<Session, Close> {
+) -> Result<(Session, mpsc::Receiver<Close>), Close> {
     let limits = &app.settings.limits;
     let timeout = Duration::from_millis(limits.hello_timeout_ms);
     let first = match tokio::time::timeout(timeout, stream.next()).await {
@@ -340,16 +334,16 @@ async fn hello(
     }
     tracing::debug!(client = %hello.client_name, "welcomed");
     let (close, close_rx) = mpsc::channel(4);
-    Ok(Session {
+    let session = Session {
         app: app.clone(),
         tenant,
         identity: Mutex::new(identity),
         out: out.clone(),
         close,
-        close_rx: tokio::sync::Mutex::new(Some(close_rx)),
         subscription: tokio::sync::Mutex::new(None),
         _slot: slot,
-    })
+    };
+    Ok((session, close_rx))
 }
 
 /// Consecutive undecodable frames before the connection is closed (1007).
@@ -368,12 +362,11 @@ impl Session {
         self,
         stream: &mut SplitStream<Ws>,
         out: mpsc::Sender<Outbound>,
+        mut close_rx: mpsc::Receiver<Close>,
         shutdown: &mut watch::Receiver<bool>,
-        _last_event: &Arc<AtomicU64>,
     ) -> Option<Close> {
         let session = Arc::new(self);
         let limits = session.app.settings.limits.clone();
-        let mut close_rx = session.close_rx.lock().await.take().expect("taken once");
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
         let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst);
