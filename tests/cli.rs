@@ -95,3 +95,77 @@ fn version_carries_the_build_stamp() {
     let version = env!("CARGO_PKG_VERSION");
     assert!(text.starts_with(&format!("pm-server {version}")), "{text}");
 }
+
+#[test]
+fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PM_LOG", "error")
+        .env_remove("PM_JWT_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pm-server starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut address = None;
+    let mut token = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.trim().strip_prefix("WebSocket:") {
+            address = Some(
+                url.trim()
+                    .trim_start_matches("ws://")
+                    .trim_end_matches("/ws")
+                    .to_owned(),
+            );
+        }
+        if line.trim().starts_with("eyJ") {
+            token = Some(line.trim().to_owned());
+        }
+        if line.trim().starts_with("health:") {
+            break;
+        }
+    }
+    let address = address.expect("the WebSocket address is printed");
+    let token = token.expect("a token is printed");
+
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+
+    // The printed token is accepted by the server that printed it.
+    let secret = std::fs::read_to_string(dir.path().join("dev-secret")).unwrap();
+    let verifier = pm_server::auth::Verifier::new(&pm_server::config::AuthSettings {
+        secret,
+        ..Default::default()
+    })
+    .unwrap();
+    let identity = verifier.verify(&token).unwrap();
+    assert_eq!(identity.tenant.as_str(), "dev");
+    assert_eq!(identity.user.as_str(), "dev-user");
+    #[cfg(unix)]
+    {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("dev-secret"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the development secret is private");
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean shutdown");
+}
