@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use pm_core::kinds::{ChangeAction, EntityKind};
 use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, EventFilter, Tenant};
@@ -76,8 +77,9 @@ struct Subscriber {
     skip_until: u64,
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
-    /// `Some`: catching up, live events wait here.
-    buffer: Option<Vec<CommittedEvent>>,
+    /// `Some`: catching up, live events wait here, one entry per committed group.
+    buffer: Option<Vec<Vec<(u64, Bytes)>>>,
+    /// Groups buffered while catching up before the subscriber counts as slow.
     capacity: usize,
 }
 
@@ -121,7 +123,7 @@ pub struct Channels {
     pub out: mpsc::Sender<Outbound>,
     /// Its connection's close requests.
     pub close: mpsc::Sender<Close>,
-    /// Events buffered while catching up before it counts as slow.
+    /// Groups buffered while catching up before it counts as slow.
     pub capacity: usize,
 }
 
@@ -184,13 +186,11 @@ impl Hub {
             return false;
         };
         let buffered = sub.buffer.take().unwrap_or_default();
-        for event in buffered {
-            if !self.deliver(sub, &event) {
-                state.subscribers.remove(&registration.id);
-                return false;
-            }
+        let kept = buffered.into_iter().all(|group| self.deliver(sub, group));
+        if !kept {
+            state.subscribers.remove(&registration.id);
         }
-        true
+        kept
     }
 
     /// The projects a catching-up subscriber may see now (for its replay).
@@ -207,17 +207,14 @@ impl Hub {
         &self.tenant
     }
 
-    /// Queues one event; false if the subscriber must go (cut off or gone).
-    fn deliver(&self, sub: &mut Subscriber, event: &CommittedEvent) -> bool {
-        let item = Outbound::Event {
-            seq: event.seq,
-            frame: event.frame.clone(),
-        };
-        match sub.out.try_send(item) {
+    /// Queues one group's events; false if the subscriber must go (cut off or gone).
+    fn deliver(&self, sub: &mut Subscriber, events: Vec<(u64, Bytes)>) -> bool {
+        let count = events.len() as u64;
+        match sub.out.try_send(Outbound::Events(events)) {
             Ok(()) => {
                 self.metrics
                     .events_delivered
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -231,51 +228,61 @@ impl Hub {
         }
     }
 
-    /// Delivers committed events in seq order, keeping memberships current.
+    /// Delivers a committed group in seq order, keeping memberships current: each subscriber
+    /// gets the events it wants as one queue item.
     fn publish(&self, events: &[CommittedEvent]) {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
+        let last_seq = state.last_seq;
+        let fresh: Vec<&CommittedEvent> = events.iter().filter(|e| e.seq > last_seq).collect();
+        let Some(newest) = fresh.last() else { return };
+        state.last_seq = newest.seq;
         let mut gone = Vec::new();
-        for event in events {
-            if event.seq <= state.last_seq {
-                continue;
-            }
-            state.last_seq = event.seq;
-            let member_change = (event.kind == EntityKind::ProjectMember).then_some(event.action);
-            let project_deleted =
-                event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
-            for (id, sub) in state.subscribers.iter_mut() {
+        for (id, sub) in state.subscribers.iter_mut() {
+            let mut wanted = Vec::new();
+            for event in &fresh {
+                let member_change =
+                    (event.kind == EntityKind::ProjectMember).then_some(event.action);
                 let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
                 // A new member sees the event of their own addition.
                 if concerns_user && member_change == Some(ChangeAction::Created) {
                     sub.allowed.insert(event.project_id.clone());
                 }
                 if sub.wants(event) {
-                    let kept = match &mut sub.buffer {
-                        Some(buffer) if buffer.len() < sub.capacity => {
-                            buffer.push(event.clone());
-                            true
-                        }
-                        Some(_) => {
-                            let _ = sub.close.try_send(Close::SlowConsumer);
-                            false
-                        }
-                        None => self.deliver(sub, event),
-                    };
-                    if !kept {
-                        gone.push(*id);
-                    }
+                    wanted.push((event.seq, event.frame.clone()));
                 }
                 // A removed member, or anyone once the project is deleted, sees nothing more
                 // of it (after this event).
+                let project_deleted =
+                    event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
                 if (concerns_user && member_change == Some(ChangeAction::Deleted))
                     || project_deleted
                 {
                     sub.allowed.remove(&event.project_id);
                 }
             }
-            for id in gone.drain(..) {
-                state.subscribers.remove(&id);
+            if wanted.is_empty() {
+                continue;
             }
+            let kept = match &mut sub.buffer {
+                Some(buffer) if buffer.len() < sub.capacity => {
+                    buffer.push(wanted);
+                    true
+                }
+                Some(_) => {
+                    self.metrics
+                        .slow_consumer_disconnects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = sub.close.try_send(Close::SlowConsumer);
+                    false
+                }
+                None => self.deliver(sub, wanted),
+            };
+            if !kept {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            state.subscribers.remove(&id);
         }
     }
 

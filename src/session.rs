@@ -50,6 +50,9 @@ pub enum Outbound {
         /// The shared encoded frame.
         frame: Bytes,
     },
+    /// The events of one committed group that this connection wants, in seq order: one queue
+    /// slot per group, so a large group does not overflow a healthy subscriber.
+    Events(Vec<(u64, Bytes)>),
     /// A WebSocket ping.
     Ping,
 }
@@ -104,6 +107,9 @@ impl Close {
     }
 }
 
+/// How long the server waits for the client's Close after sending its own.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Runs one upgraded connection to its end.
 pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
     let connection_id = uuid::Uuid::new_v4().to_string();
@@ -127,6 +133,7 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
                     .await
             }
         };
+        let server_closes = closing.is_some();
         match closing {
             Some(close) => {
                 let _ = goodbye_tx.send(close);
@@ -135,6 +142,18 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
             None => drop(goodbye_tx),
         }
         let _ = writer.await;
+        if server_closes {
+            // The closing handshake: wait (briefly) for the client's Close before dropping the
+            // socket, so that a client still writing does not lose the Goodbye to a reset.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         tracing::debug!("connection closed");
     }
     .instrument(span)
@@ -165,16 +184,22 @@ async fn write_loop(
                 let mut next = Some(item);
                 let mut burst = 0;
                 while let Some(item) = next.take() {
-                    let message = match item {
-                        Outbound::Frame(frame) => Message::Binary(frame),
+                    let messages = match item {
+                        Outbound::Frame(frame) => vec![Message::Binary(frame)],
                         Outbound::Event { seq, frame } => {
                             newest_event = Some(seq);
-                            Message::Binary(frame)
+                            vec![Message::Binary(frame)]
                         }
-                        Outbound::Ping => Message::Ping(Bytes::new()),
+                        Outbound::Events(events) => {
+                            newest_event = events.last().map(|(seq, _)| *seq).or(newest_event);
+                            events.into_iter().map(|(_, frame)| Message::Binary(frame)).collect()
+                        }
+                        Outbound::Ping => vec![Message::Ping(Bytes::new())],
                     };
-                    if sink.feed(message).await.is_err() {
-                        return;
+                    for message in messages {
+                        if sink.feed(message).await.is_err() {
+                            return;
+                        }
                     }
                     burst += 1;
                     // Bound a burst so that a steady stream still gets flushed.
@@ -376,7 +401,10 @@ impl Session {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
         let mut last_heard = tokio::time::Instant::now();
-        let expiry = expiry_instant(session.identity().expires_at_ms);
+        // The token is valid until its expiry plus the leeway the verifier allows.
+        let leeway_ms = i64::try_from(session.app.settings.auth.leeway_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let expiry = expiry_instant(session.identity().expires_at_ms.saturating_add(leeway_ms));
         let token_expiry = tokio::time::sleep_until(expiry);
         tokio::pin!(token_expiry);
 
@@ -443,7 +471,7 @@ impl Session {
                     let _ = out.try_send(Outbound::Ping);
                 }
                 () = &mut token_expiry => {
-                    let expires = expiry_instant(session.identity().expires_at_ms);
+                    let expires = expiry_instant(session.identity().expires_at_ms.saturating_add(leeway_ms));
                     if expires <= tokio::time::Instant::now() {
                         break Some(Close::Unauthenticated(v1::CloseReason::AuthExpired, "the token expired; connect again with a fresh one".into()));
                     }
@@ -689,6 +717,10 @@ impl Session {
                 }
             };
             let full_page = events.len() == PAGE as usize;
+            self.app
+                .metrics
+                .events_delivered
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
             for event in events {
                 after = event.seq;
                 let item = Outbound::Event {

@@ -1,13 +1,13 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
-#[path = "gateway/support.rs"]
-mod support;
-#[path = "gateway/session_limits.rs"]
-mod session_limits;
 #[path = "gateway/requests_auth.rs"]
 mod requests_auth;
+#[path = "gateway/session_limits.rs"]
+mod session_limits;
 #[path = "gateway/subscriptions.rs"]
 mod subscriptions;
+#[path = "gateway/support.rs"]
+mod support;
 
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;

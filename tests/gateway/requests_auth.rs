@@ -1,1 +1,1048 @@
-//! End-to-end tests: requests_auth.
+//! End-to-end tests of requests and authorization: pipelining, conflicts, idempotency,
+//! batches, per-project permissions, tenant isolation, queries, and snapshot-then-subscribe.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use pm_proto::v1;
+use pm_proto::v1::client_frame::Body as In;
+use pm_proto::v1::server_frame::Body;
+use v1::command::Kind as Cmd;
+use v1::query::Kind as Q;
+use v1::query_result::Result as QR;
+use v1::response::Result as Out;
+
+use crate::support::*;
+
+// --- Helpers local to this module (kept here so they cannot clash with other modules'). ---
+
+fn create_item(project_id: &str, title: &str) -> Cmd {
+    Cmd::CreateWorkItem(v1::CreateWorkItem {
+        project_id: project_id.into(),
+        item_type: v1::WorkItemType::Task.into(),
+        title: title.into(),
+        ..Default::default()
+    })
+}
+
+fn work_item(result: &v1::CommandResult) -> v1::WorkItem {
+    match result.entity.clone().and_then(|e| e.kind) {
+        Some(v1::entity::Kind::WorkItem(w)) => w,
+        other => panic!("expected a work item, got {other:?}"),
+    }
+}
+
+fn code(error: &v1::Error) -> v1::ErrorCode {
+    v1::ErrorCode::try_from(error.code).expect("a known error code")
+}
+
+/// A command with an idempotency key.
+async fn keyed_command(client: &mut Client, key: &str, kind: Cmd) -> v1::CommandResult {
+    match client
+        .request(In::Command(v1::Command {
+            idempotency_key: key.into(),
+            kind: Some(kind),
+        }))
+        .await
+    {
+        Out::CommandResult(r) => r,
+        other => panic!("expected a command result, got {other:?}"),
+    }
+}
+
+async fn batch(client: &mut Client, atomic: bool, commands: Vec<Cmd>) -> Out {
+    client
+        .request(In::Batch(v1::Batch {
+            commands: commands
+                .into_iter()
+                .map(|kind| v1::Command {
+                    idempotency_key: String::new(),
+                    kind: Some(kind),
+                })
+                .collect(),
+            atomic,
+        }))
+        .await
+}
+
+async fn add_member(client: &mut Client, project_id: &str, user: &str, role: v1::ProjectRole) {
+    let result = client
+        .command(Cmd::AddMember(v1::AddMember {
+            project_id: project_id.into(),
+            user_id: user.into(),
+            role: role.into(),
+        }))
+        .await
+        .expect("member added");
+    match result.entity.and_then(|e| e.kind) {
+        Some(v1::entity::Kind::ProjectMember(m)) => {
+            assert_eq!(m.project_id, project_id);
+            assert_eq!(m.user_id, user);
+            assert_eq!(m.role, role as i32);
+        }
+        other => panic!("expected a member, got {other:?}"),
+    }
+}
+
+fn list_query(project_id: &str, page_size: u32, page_token: &str, text: &str) -> Q {
+    Q::ListWorkItems(v1::ListWorkItems {
+        project_id: project_id.into(),
+        page: Some(v1::PageRequest {
+            page_size,
+            page_token: page_token.into(),
+        }),
+        text: text.into(),
+        ..Default::default()
+    })
+}
+
+async fn list_items(
+    client: &mut Client,
+    project_id: &str,
+    page_size: u32,
+    page_token: &str,
+    text: &str,
+) -> Result<v1::ListWorkItemsResult, v1::Error> {
+    match client
+        .query(list_query(project_id, page_size, page_token, text))
+        .await?
+    {
+        QR::ListWorkItemsResult(r) => Ok(r),
+        other => panic!("expected ListWorkItemsResult, got {other:?}"),
+    }
+}
+
+/// One page holding every item (at most 500).
+async fn all_items(client: &mut Client, project_id: &str) -> v1::ListWorkItemsResult {
+    let page = list_items(client, project_id, 500, "", "")
+        .await
+        .expect("items listed");
+    assert_eq!(page.next_page_token, "", "everything fits one page");
+    page
+}
+
+async fn get_work_item(
+    client: &mut Client,
+    id: &str,
+    display_key: &str,
+) -> Result<v1::WorkItem, v1::Error> {
+    match client
+        .query(Q::GetWorkItem(v1::GetWorkItem {
+            id: id.into(),
+            display_key: display_key.into(),
+        }))
+        .await?
+    {
+        QR::GetWorkItemResult(r) => Ok(r.work_item.expect("a work item")),
+        other => panic!("expected GetWorkItemResult, got {other:?}"),
+    }
+}
+
+async fn get_project(client: &mut Client, id: &str) -> Result<v1::GetProjectResult, v1::Error> {
+    match client
+        .query(Q::GetProject(v1::GetProject { id: id.into() }))
+        .await?
+    {
+        QR::GetProjectResult(r) => Ok(r),
+        other => panic!("expected GetProjectResult, got {other:?}"),
+    }
+}
+
+async fn list_activity(
+    client: &mut Client,
+    query: v1::ListActivity,
+) -> Result<v1::ListActivityResult, v1::Error> {
+    match client.query(Q::ListActivity(query)).await? {
+        QR::ListActivityResult(r) => Ok(r),
+        other => panic!("expected ListActivityResult, got {other:?}"),
+    }
+}
+
+async fn subscribe_to(
+    client: &mut Client,
+    project_ids: &[&str],
+    from_seq: u64,
+) -> Result<u64, v1::Error> {
+    match client
+        .request(In::Subscribe(v1::Subscribe {
+            project_ids: project_ids.iter().map(|p| (*p).to_owned()).collect(),
+            entity_types: vec![],
+            from_seq,
+        }))
+        .await
+    {
+        Out::SubscribeResult(r) => Ok(r.head_seq),
+        Out::Error(e) => Err(e),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Proves nothing else is queued before a fresh ping is answered: the next frame is the pong.
+async fn expect_pong_next(client: &mut Client, client_time: i64) {
+    client.send(0, In::Ping(v1::Ping { client_time })).await;
+    match client.frame().await {
+        Body::Pong(p) => assert_eq!(p.client_time, client_time),
+        other => panic!("expected only a pong, got {other:?}"),
+    }
+}
+
+// --- 1. Pipelining ---
+
+#[tokio::test]
+async fn twenty_pipelined_requests_each_get_exactly_one_response() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+
+    // Ids far above the ones `request()` hands out on this connection.
+    let mut sent = HashMap::new();
+    for i in 0..20u64 {
+        let id = 1_000 + i;
+        let body = match i % 5 {
+            0 => In::Query(v1::Query {
+                kind: Some(list_query(&project.id, 0, "", "")),
+            }),
+            1 => In::Query(v1::Query {
+                kind: Some(Q::GetProject(v1::GetProject {
+                    id: project.id.clone(),
+                })),
+            }),
+            _ => In::Command(v1::Command {
+                idempotency_key: String::new(),
+                kind: Some(create_item(&project.id, &format!("pipelined {id}"))),
+            }),
+        };
+        sent.insert(id, i % 5);
+        alice.send(id, body).await;
+    }
+
+    let mut answered: HashMap<u64, Out> = HashMap::new();
+    while answered.len() < 20 {
+        match alice.frame().await {
+            Body::Response(r) => {
+                let result = r.result.expect("a result");
+                assert!(
+                    answered.insert(r.request_id, result).is_none(),
+                    "request {} answered twice",
+                    r.request_id
+                );
+            }
+            other => panic!("expected responses only, got {other:?}"),
+        }
+    }
+    expect_pong_next(&mut alice, 77).await;
+
+    let ids: HashSet<u64> = answered.keys().copied().collect();
+    assert_eq!(ids, sent.keys().copied().collect::<HashSet<_>>());
+
+    let mut seqs = Vec::new();
+    for (id, result) in &answered {
+        match (sent[id], result) {
+            (0, Out::QueryResult(q)) => match &q.result {
+                Some(QR::ListWorkItemsResult(list)) => {
+                    // A consistent snapshot: exactly the items created up to `as_of_seq`.
+                    assert!((2..=14).contains(&list.as_of_seq), "{list:?}");
+                    assert_eq!(list.items.len() as u64, list.as_of_seq - 2, "{list:?}");
+                }
+                other => panic!("request {id}: {other:?}"),
+            },
+            (1, Out::QueryResult(q)) => match &q.result {
+                Some(QR::GetProjectResult(got)) => {
+                    assert_eq!(got.project.as_ref(), Some(&project));
+                }
+                other => panic!("request {id}: {other:?}"),
+            },
+            (_, Out::CommandResult(c)) => {
+                assert_eq!(work_item(c).title, format!("pipelined {id}"));
+                assert!(!c.replayed);
+                seqs.push(c.seq);
+            }
+            (kind, other) => panic!("request {id} (kind {kind}): {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    // The project took seqs 1 and 2; the 12 creations are 3..=14, each exactly once.
+    assert_eq!(seqs, (3..=14).collect::<Vec<u64>>());
+    let items = all_items(&mut alice, &project.id).await;
+    assert_eq!(items.items.len(), 12);
+    assert_eq!(items.as_of_seq, 14);
+}
+
+// --- 2. Conflict ---
+
+#[tokio::test]
+async fn a_stale_update_is_a_conflict_carrying_the_current_item() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (item, _) = alice.create_item(&project.id, "first title").await;
+    assert_eq!(item.version, 1);
+
+    let updated = alice
+        .command(Cmd::UpdateWorkItem(v1::UpdateWorkItem {
+            id: item.id.clone(),
+            expected_version: 1,
+            title: Some("second title".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("the first update applies");
+    let current = work_item(&updated);
+    assert_eq!(current.version, 2);
+    assert_eq!(current.title, "second title");
+
+    let error = alice
+        .command(Cmd::UpdateWorkItem(v1::UpdateWorkItem {
+            id: item.id.clone(),
+            expected_version: 1,
+            title: Some("stale title".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("a stale version conflicts");
+    assert_eq!(code(&error), v1::ErrorCode::Conflict);
+    assert_eq!(error.field, "");
+    assert_eq!(
+        error.message,
+        "the work item was changed by someone else (now at version 2)"
+    );
+    assert_eq!(
+        error.current,
+        Some(Box::new(v1::Entity {
+            kind: Some(v1::entity::Kind::WorkItem(current.clone())),
+        }))
+    );
+    // The stale update changed nothing.
+    assert_eq!(
+        get_work_item(&mut alice, &item.id, "").await.unwrap(),
+        current
+    );
+}
+
+// --- 3. Idempotency ---
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_replays_the_first_answer_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (mut watcher, _) = app.client("acme", "alice").await;
+    assert_eq!(watcher.subscribe(2).await.unwrap(), 2);
+
+    let first = keyed_command(&mut alice, "create-once", create_item(&project.id, "once")).await;
+    assert!(!first.replayed);
+    assert_eq!(first.seq, 3);
+    let second = keyed_command(&mut alice, "create-once", create_item(&project.id, "once")).await;
+    assert!(second.replayed);
+    assert_eq!(second.seq, first.seq);
+    assert_eq!(second.entity, first.entity);
+
+    // Exactly one event for it: the next one after it is the next change.
+    let event = watcher.event().await;
+    assert_eq!(event.seq, 3);
+    assert_eq!(event.action, v1::ChangeAction::Created as i32);
+    assert_eq!(event.entity_id, work_item(&first).id);
+    let (_, next) = alice.create_item(&project.id, "after").await;
+    assert_eq!(next, 4);
+    assert_eq!(watcher.event().await.seq, 4);
+
+    // The same key for a different command is refused, and changes nothing.
+    let refused = alice
+        .request(In::Command(v1::Command {
+            idempotency_key: "create-once".into(),
+            kind: Some(create_item(&project.id, "something else")),
+        }))
+        .await;
+    let Out::Error(refused) = refused else {
+        panic!("expected an error, got {refused:?}");
+    };
+    assert_eq!(code(&refused), v1::ErrorCode::InvalidArgument);
+    assert_eq!(refused.field, "idempotency_key");
+
+    // Keys belong to their user: bob's "create-once" is a new command.
+    add_member(&mut alice, &project.id, "bob", v1::ProjectRole::Editor).await; // 5
+    assert_eq!(watcher.event().await.seq, 5);
+    let (mut bob, _) = app.client("acme", "bob").await;
+    let bobs = keyed_command(&mut bob, "create-once", create_item(&project.id, "once")).await;
+    assert!(!bobs.replayed);
+    assert_eq!(bobs.seq, 6);
+    assert_eq!(watcher.event().await.seq, 6);
+
+    // Two pipelined requests with one key: one applies, the other replays it.
+    for id in [500, 501] {
+        alice
+            .send(
+                id,
+                In::Command(v1::Command {
+                    idempotency_key: "pipelined".into(),
+                    kind: Some(create_item(&project.id, "pipelined")),
+                }),
+            )
+            .await;
+    }
+    let mut results = HashMap::new();
+    while results.len() < 2 {
+        match alice.frame().await {
+            Body::Response(r) => match r.result {
+                Some(Out::CommandResult(c)) => {
+                    assert!(results.insert(r.request_id, c).is_none());
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("expected responses only, got {other:?}"),
+        }
+    }
+    assert_eq!(results[&500].seq, 7);
+    assert_eq!(results[&501].seq, 7);
+    assert_eq!(results[&500].entity, results[&501].entity);
+    assert_eq!(
+        [results[&500].replayed, results[&501].replayed]
+            .iter()
+            .filter(|r| **r)
+            .count(),
+        1
+    );
+    assert_eq!(watcher.event().await.seq, 7);
+    let (_, last) = alice.create_item(&project.id, "last").await;
+    assert_eq!(last, 8);
+    assert_eq!(watcher.event().await.seq, 8);
+
+    let items = all_items(&mut alice, &project.id).await;
+    assert_eq!(
+        items
+            .items
+            .iter()
+            .map(|i| i.title.as_str())
+            .collect::<Vec<_>>(),
+        ["once", "after", "once", "pipelined", "last"]
+    );
+}
+
+// --- 4. Batches ---
+
+#[tokio::test]
+async fn an_atomic_batch_with_a_bad_command_commits_nothing() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    alice.create_item(&project.id, "before").await;
+    let before = all_items(&mut alice, &project.id).await;
+    assert_eq!(before.as_of_seq, 3);
+
+    let answer = batch(
+        &mut alice,
+        true,
+        vec![
+            Cmd::AddMember(v1::AddMember {
+                project_id: project.id.clone(),
+                user_id: "dave".into(),
+                role: v1::ProjectRole::Editor.into(),
+            }),
+            create_item(&project.id, "b"),
+            create_item(&project.id, ""),
+        ],
+    )
+    .await;
+    let Out::Error(error) = answer else {
+        panic!("expected an error, got {answer:?}");
+    };
+    assert_eq!(code(&error), v1::ErrorCode::InvalidArgument);
+    assert!(error.field.starts_with("commands[2]."), "{error:?}");
+    assert_eq!(error.field, "commands[2].title");
+    assert_eq!(error.current, None);
+
+    assert_eq!(all_items(&mut alice, &project.id).await, before);
+    let (mut dave, welcome) = app.client("acme", "dave").await;
+    assert_eq!(welcome.head_seq, 3);
+    // The rolled-back membership grants nothing.
+    let e = get_project(&mut dave, &project.id).await.unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::NotFound);
+    let e = dave
+        .command(create_item(&project.id, "from dave"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::NotFound);
+
+    // The same commands all valid commit together, with consecutive seqs.
+    let answer = batch(
+        &mut alice,
+        true,
+        vec![
+            create_item(&project.id, "a"),
+            create_item(&project.id, "b"),
+            create_item(&project.id, "c"),
+        ],
+    )
+    .await;
+    let Out::BatchResult(result) = answer else {
+        panic!("expected a batch result, got {answer:?}");
+    };
+    let seqs: Vec<u64> = result
+        .outcomes
+        .iter()
+        .map(|o| match &o.outcome {
+            Some(v1::command_outcome::Outcome::CommandResult(r)) => r.seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, [4, 5, 6]);
+}
+
+#[tokio::test]
+async fn a_non_atomic_batch_answers_each_command_on_its_own() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+
+    let answer = batch(
+        &mut alice,
+        false,
+        vec![
+            create_item(&project.id, "a"),
+            create_item(&project.id, ""),
+            create_item(&project.id, "c"),
+        ],
+    )
+    .await;
+    let Out::BatchResult(result) = answer else {
+        panic!("expected a batch result, got {answer:?}");
+    };
+    assert_eq!(result.outcomes.len(), 3);
+    use v1::command_outcome::Outcome;
+    match &result.outcomes[0].outcome {
+        Some(Outcome::CommandResult(r)) => {
+            assert_eq!(r.seq, 3);
+            assert_eq!(work_item(r).title, "a");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &result.outcomes[1].outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(code(e), v1::ErrorCode::InvalidArgument);
+            assert_eq!(e.field, "commands[1].title");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &result.outcomes[2].outcome {
+        Some(Outcome::CommandResult(r)) => {
+            assert_eq!(r.seq, 4);
+            assert_eq!(work_item(r).title, "c");
+        }
+        other => panic!("{other:?}"),
+    }
+    let items = all_items(&mut alice, &project.id).await;
+    assert_eq!(
+        items
+            .items
+            .iter()
+            .map(|i| i.title.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert_eq!(items.as_of_seq, 4);
+}
+
+// --- 5. Authorization ---
+
+#[tokio::test]
+async fn viewers_read_editors_write_and_non_members_learn_nothing() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let hidden = alice.create_project("HIDDEN").await; // seqs 1, 2
+    add_member(&mut alice, &hidden.id, "bob", v1::ProjectRole::Viewer).await; // 3
+    add_member(&mut alice, &hidden.id, "carol", v1::ProjectRole::Editor).await; // 4
+    let (secret, seq) = alice.create_item(&hidden.id, "secret plan").await;
+    assert_eq!(seq, 5);
+    assert_eq!(secret.display_key, "HIDDEN-1");
+    let open = alice.create_project("OPEN").await; // 6, 7
+    add_member(&mut alice, &open.id, "dave", v1::ProjectRole::Viewer).await; // 8
+
+    // Bob, a viewer, reads but does not write.
+    let (mut bob, _) = app.client("acme", "bob").await;
+    let got = get_project(&mut bob, &hidden.id).await.unwrap();
+    assert_eq!(got.project.as_ref(), Some(&hidden));
+    assert_eq!(got.as_of_seq, 8);
+    let listed = all_items(&mut bob, &hidden.id).await;
+    assert_eq!(listed.items, std::slice::from_ref(&secret));
+    let denied = bob
+        .command(create_item(&hidden.id, "from bob"))
+        .await
+        .expect_err("a viewer cannot create");
+    assert_eq!(code(&denied), v1::ErrorCode::PermissionDenied);
+    assert_eq!(
+        denied.message,
+        "this needs the editor role in the project; you are a viewer"
+    );
+
+    // Carol, an editor, writes.
+    let (mut carol, _) = app.client("acme", "carol").await;
+    let (carols, seq) = carol.create_item(&hidden.id, "from carol").await;
+    assert_eq!(seq, 9);
+    assert_eq!(carols.created_by, "carol");
+
+    // Dave is no member of HIDDEN: every way in is NOT_FOUND and says nothing about it.
+    let (mut dave, _) = app.client("acme", "dave").await;
+    let leaks = |e: &v1::Error| {
+        assert_eq!(code(e), v1::ErrorCode::NotFound, "{e:?}");
+        assert!(!e.message.contains(&hidden.id), "{e:?}");
+        assert!(!e.message.contains("HIDDEN"), "{e:?}");
+        assert!(!e.message.contains(&secret.id), "{e:?}");
+        assert_eq!(e.current, None);
+    };
+    let e = get_project(&mut dave, &hidden.id).await.unwrap_err();
+    leaks(&e);
+    assert_eq!(e.message, "project not found");
+    let e = get_work_item(&mut dave, &secret.id, "").await.unwrap_err();
+    leaks(&e);
+    assert_eq!(e.message, "work item not found");
+    let e = get_work_item(&mut dave, "", "HIDDEN-1").await.unwrap_err();
+    leaks(&e);
+    assert_eq!(e.message, "work item not found");
+    let e = list_items(&mut dave, &hidden.id, 0, "", "")
+        .await
+        .unwrap_err();
+    leaks(&e);
+    let e = dave
+        .query(Q::ListMembers(v1::ListMembers {
+            project_id: hidden.id.clone(),
+            page: None,
+        }))
+        .await
+        .unwrap_err();
+    leaks(&e);
+    let e = dave
+        .command(create_item(&hidden.id, "from dave"))
+        .await
+        .unwrap_err();
+    leaks(&e);
+    let e = dave
+        .command(Cmd::UpdateWorkItem(v1::UpdateWorkItem {
+            id: secret.id.clone(),
+            expected_version: 1,
+            title: Some("taken over".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    leaks(&e);
+    let e = list_activity(
+        &mut dave,
+        v1::ListActivity {
+            project_id: hidden.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    leaks(&e);
+
+    match dave
+        .query(Q::ListProjects(v1::ListProjects::default()))
+        .await
+        .unwrap()
+    {
+        QR::ListProjectsResult(r) => assert_eq!(r.items, std::slice::from_ref(&open)),
+        other => panic!("{other:?}"),
+    }
+    let activity = list_activity(&mut dave, v1::ListActivity::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        activity.items.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        [8, 7, 6]
+    );
+    assert!(activity.items.iter().all(|a| a.project_id == open.id));
+    let by_entity = list_activity(
+        &mut dave,
+        v1::ListActivity {
+            entity_id: secret.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_entity.items, []);
+
+    let e = subscribe_to(&mut dave, &[&hidden.id], 0).await.unwrap_err();
+    leaks(&e);
+    assert_eq!(e.field, "project_ids");
+
+    // An all-projects subscription replays and streams OPEN only.
+    assert_eq!(subscribe_to(&mut dave, &[], 0).await.unwrap(), 9);
+    for expected in [6, 7, 8] {
+        let event = dave.event().await;
+        assert_eq!(event.seq, expected);
+        assert_eq!(event.project_id, open.id);
+    }
+    let (_, in_hidden) = alice.create_item(&hidden.id, "more secrets").await;
+    assert_eq!(in_hidden, 10);
+    let (visible, in_open) = alice.create_item(&open.id, "for everyone").await;
+    assert_eq!(in_open, 11);
+    let event = dave.event().await;
+    assert_eq!(event.seq, 11);
+    assert_eq!(event.project_id, open.id);
+    assert_eq!(event.entity_id, visible.id);
+    assert_eq!(
+        event.change,
+        Some(v1::event::Change::WorkItem(visible.clone()))
+    );
+}
+
+#[tokio::test]
+async fn a_changed_role_and_a_removal_take_effect_at_once() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    add_member(&mut alice, &project.id, "bob", v1::ProjectRole::Editor).await; // 3
+    let (mut bob, _) = app.client("acme", "bob").await;
+    let (_, seq) = bob.create_item(&project.id, "as editor").await;
+    assert_eq!(seq, 4);
+
+    let demoted = alice
+        .command(Cmd::UpdateMember(v1::UpdateMember {
+            project_id: project.id.clone(),
+            user_id: "bob".into(),
+            expected_version: 1,
+            role: v1::ProjectRole::Viewer.into(),
+        }))
+        .await
+        .expect("bob demoted");
+    assert_eq!(demoted.seq, 5);
+    let e = bob
+        .command(create_item(&project.id, "as viewer"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::PermissionDenied);
+    assert_eq!(all_items(&mut bob, &project.id).await.items.len(), 1);
+
+    let removed = alice
+        .command(Cmd::RemoveMember(v1::RemoveMember {
+            project_id: project.id.clone(),
+            user_id: "bob".into(),
+            expected_version: 2,
+        }))
+        .await
+        .expect("bob removed");
+    assert_eq!(removed.seq, 6);
+    let e = bob
+        .command(create_item(&project.id, "as nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::NotFound);
+    assert_eq!(e.message, "project not found");
+    let e = get_project(&mut bob, &project.id).await.unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::NotFound);
+    let e = list_items(&mut bob, &project.id, 0, "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), v1::ErrorCode::NotFound);
+    assert_eq!(all_items(&mut alice, &project.id).await.as_of_seq, 6);
+}
+
+// --- 6. Tenants ---
+
+#[tokio::test]
+async fn two_tenants_with_the_same_user_and_key_share_nothing() {
+    let app = spawn_app().await;
+    let (mut acme, _) = app.client("acme", "alice").await;
+    let (mut globex, _) = app.client("globex", "alice").await;
+
+    let acme_project = acme.create_project("PM").await;
+    let mut acme_items = Vec::new();
+    for i in 0..3 {
+        let (item, seq) = acme
+            .create_item(&acme_project.id, &format!("acme {i}"))
+            .await;
+        assert_eq!(seq, 3 + i);
+        acme_items.push(item);
+    }
+    let globex_project = globex.create_project("PM").await;
+    assert_ne!(globex_project.id, acme_project.id);
+    let (globex_item, seq) = globex.create_item(&globex_project.id, "globex 0").await;
+    assert_eq!(
+        seq, 3,
+        "globex's seqs start at 1: project 1, member 2, item 3"
+    );
+    assert_eq!(globex_item.display_key, "PM-1");
+
+    assert_eq!(app.client("acme", "alice").await.1.head_seq, 5);
+    assert_eq!(app.client("globex", "alice").await.1.head_seq, 3);
+
+    // Each log starts at 1 and holds only its own tenant's changes.
+    for (client, project, head) in [
+        (&mut acme, &acme_project, 5u64),
+        (&mut globex, &globex_project, 3),
+    ] {
+        let log = list_activity(
+            client,
+            v1::ListActivity {
+                oldest_first: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            log.items.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            (1..=head).collect::<Vec<_>>()
+        );
+        assert!(log.items.iter().all(|a| a.project_id == project.id));
+        assert_eq!(log.as_of_seq, head);
+    }
+
+    // Acme's entities from globex are NOT_FOUND, and the text says nothing of them.
+    let leaks = |e: &v1::Error| {
+        assert_eq!(code(e), v1::ErrorCode::NotFound, "{e:?}");
+        assert!(!e.message.contains(&acme_project.id), "{e:?}");
+        assert!(
+            acme_items.iter().all(|i| !e.message.contains(&i.id)),
+            "{e:?}"
+        );
+        assert!(!e.message.contains("acme"), "{e:?}");
+    };
+    leaks(
+        &get_project(&mut globex, &acme_project.id)
+            .await
+            .unwrap_err(),
+    );
+    leaks(
+        &get_work_item(&mut globex, &acme_items[0].id, "")
+            .await
+            .unwrap_err(),
+    );
+    leaks(
+        &list_items(&mut globex, &acme_project.id, 0, "", "")
+            .await
+            .unwrap_err(),
+    );
+    leaks(
+        &globex
+            .command(create_item(&acme_project.id, "cross-tenant"))
+            .await
+            .unwrap_err(),
+    );
+    leaks(&get_work_item(&mut globex, "", "PM-2").await.unwrap_err());
+    // The same display key names globex's own item.
+    assert_eq!(
+        get_work_item(&mut globex, "", "PM-1").await.unwrap(),
+        globex_item
+    );
+    assert!(matches!(
+        subscribe_to(&mut globex, &[&acme_project.id], 0).await,
+        Err(ref e) if code(e) == v1::ErrorCode::NotFound
+    ));
+
+    // A globex subscription replays globex's log only and never gets acme's events.
+    let (mut watcher, _) = app.client("globex", "alice").await;
+    assert_eq!(watcher.subscribe(0).await.unwrap(), 3);
+    for expected in 1..=3 {
+        let event = watcher.event().await;
+        assert_eq!(event.seq, expected);
+        assert_eq!(event.project_id, globex_project.id);
+    }
+    let (_, acme_seq) = acme.create_item(&acme_project.id, "acme live").await;
+    assert_eq!(acme_seq, 6);
+    let (live, globex_seq) = globex.create_item(&globex_project.id, "globex live").await;
+    assert_eq!(globex_seq, 4);
+    let event = watcher.event().await;
+    assert_eq!(event.seq, 4);
+    assert_eq!(event.entity_id, live.id);
+    assert_eq!(event.project_id, globex_project.id);
+}
+
+// --- 7. Queries ---
+
+#[tokio::test]
+async fn list_work_items_pages_through_every_item_once_and_searches_titles() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let titles = [
+        "Fix the login redirect",
+        "Write release notes",
+        "Tune database indexes",
+        "Review pull requests",
+        "Plan the next sprint",
+        "Refactor session handling",
+        "Update dependencies",
+    ];
+    let mut created = Vec::new();
+    for title in titles {
+        created.push(alice.create_item(&project.id, title).await.0);
+    }
+    let head = 2 + titles.len() as u64;
+
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list_items(&mut alice, &project.id, 2, &token, "")
+            .await
+            .unwrap();
+        assert_eq!(page.as_of_seq, head);
+        pages.push(page.items.len());
+        token = page.next_page_token.clone();
+        created.retain(|c| !page.items.contains(c));
+        for item in page.items {
+            assert!(
+                created.iter().all(|c| c.id != item.id),
+                "{item:?} listed twice"
+            );
+        }
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, [2, 2, 2, 1]);
+    assert_eq!(created, [], "every item was listed");
+
+    // The pages in order are the one-page listing, which is ordered by rank then id.
+    let whole = all_items(&mut alice, &project.id).await;
+    let mut sorted = whole.items.clone();
+    sorted.sort_by(|a, b| (&a.rank, &a.id).cmp(&(&b.rank, &b.id)));
+    assert_eq!(whole.items, sorted);
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list_items(&mut alice, &project.id, 2, &token, "")
+            .await
+            .unwrap();
+        paged.extend(page.items);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(paged, whole.items);
+
+    let titles_of = |r: v1::ListWorkItemsResult| {
+        r.items
+            .into_iter()
+            .map(|i| i.title)
+            .collect::<Vec<String>>()
+    };
+    let found = list_items(&mut alice, &project.id, 0, "", "login")
+        .await
+        .unwrap();
+    assert_eq!(found.as_of_seq, head);
+    assert_eq!(titles_of(found), ["Fix the login redirect"]);
+    let found = list_items(&mut alice, &project.id, 0, "", "redir*")
+        .await
+        .unwrap();
+    assert_eq!(titles_of(found), ["Fix the login redirect"]);
+    let found = list_items(&mut alice, &project.id, 0, "", "release notes")
+        .await
+        .unwrap();
+    assert_eq!(titles_of(found), ["Write release notes"]);
+    let found = list_items(&mut alice, &project.id, 0, "", "nonexistent")
+        .await
+        .unwrap();
+    assert_eq!(titles_of(found), Vec::<String>::new());
+}
+
+// --- 8. Snapshot, then subscribe ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_then_subscribe_converges_while_another_client_writes() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let mut initial = Vec::new();
+    for i in 0..10 {
+        initial.push(
+            alice
+                .create_item(&project.id, &format!("initial {i}"))
+                .await
+                .0,
+        );
+    }
+
+    let (mut writer, _) = app.client("acme", "alice").await;
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (snapshot_tx, snapshot_taken) = tokio::sync::oneshot::channel::<()>();
+    let project_id = project.id.clone();
+    let writing = tokio::spawn(async move {
+        let mut started_tx = Some(started_tx);
+        let mut snapshot_taken = Some(snapshot_taken);
+        let mut last = 0;
+        for i in 0..100usize {
+            last = writer
+                .create_item(&project_id, &format!("written {i}"))
+                .await
+                .1;
+            // Updates and a delete of existing items, so versions and removals matter too.
+            // Items 0..=8 are updated once each; item 9 is deleted.
+            if i % 10 == 5 && i / 10 < 9 {
+                let target = &initial[i / 10];
+                let result = writer
+                    .command(Cmd::UpdateWorkItem(v1::UpdateWorkItem {
+                        id: target.id.clone(),
+                        expected_version: target.version,
+                        title: Some(format!("updated {i}")),
+                        ..Default::default()
+                    }))
+                    .await
+                    .expect("update applies");
+                last = result.seq;
+            }
+            if i == 50 {
+                let result = writer
+                    .command(Cmd::DeleteWorkItem(v1::DeleteWorkItem {
+                        id: initial[9].id.clone(),
+                        expected_version: 1,
+                    }))
+                    .await
+                    .expect("delete applies");
+                last = result.seq;
+            }
+            if i == 10 {
+                // Let the snapshot happen mid-stream, then keep writing while the reader
+                // subscribes and replays: at least 89 changes come after the snapshot.
+                let _ = started_tx.take().expect("sent once").send(());
+                let _ = snapshot_taken.take().expect("awaited once").await;
+            }
+        }
+        last
+    });
+
+    // Snapshot mid-stream.
+    started.await.expect("the writer started");
+    let (mut reader, _) = app.client("acme", "alice").await;
+    let snapshot = all_items(&mut reader, &project.id).await;
+    let s = snapshot.as_of_seq;
+    let mut state: BTreeMap<String, u64> = snapshot
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.version))
+        .collect();
+    snapshot_tx.send(()).expect("the writer waits");
+    let head = subscribe_to(&mut reader, &[], s).await.unwrap();
+    assert!(head >= s);
+
+    let last = writing.await.expect("the writer finished");
+    assert!(last >= s + 89, "the writer wrote after the snapshot");
+    let mut seen = s;
+    while seen < last {
+        let event = reader.event().await;
+        assert_eq!(event.seq, seen + 1, "no gap, no duplicate");
+        seen = event.seq;
+        match event.change {
+            Some(v1::event::Change::WorkItem(item)) => {
+                if item.deleted_at.is_some() {
+                    state.remove(&item.id);
+                } else {
+                    state.insert(item.id.clone(), item.version);
+                }
+            }
+            other => panic!("only work item events were written, got {other:?}"),
+        }
+    }
+
+    let fresh = all_items(&mut reader, &project.id).await;
+    assert_eq!(fresh.as_of_seq, last);
+    let fresh: BTreeMap<String, u64> = fresh
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.version))
+        .collect();
+    assert_eq!(fresh.len(), 10 + 100 - 1);
+    assert_eq!(state, fresh);
+}

@@ -3423,8 +3423,8 @@ async fn committed_events_are_published_in_seq_order() {
     assert_eq!(
         committed.iter().map(|e| e.kind).collect::<Vec<_>>(),
         [
-            EntityKind::Project,
             EntityKind::ProjectMember,
+            EntityKind::Project,
             EntityKind::WorkItem,
             EntityKind::WorkItem
         ]
@@ -3480,12 +3480,12 @@ async fn committed_events_are_published_in_seq_order() {
             new_value: Some("Final".into()),
         }]
     );
+    assert_eq!(events[0].entity_type, v1::EntityType::ProjectMember as i32);
+    assert_eq!(events[0].entity_id, "alice");
     assert_eq!(
-        events[0].change,
+        events[1].change,
         Some(v1::event::Change::Project(project.clone()))
     );
-    assert_eq!(events[1].entity_type, v1::EntityType::ProjectMember as i32);
-    assert_eq!(events[1].entity_id, "alice");
 
     // The log replays the very same frames, and the audit trail shows the same entries.
     let stored = tenant
@@ -3602,7 +3602,8 @@ async fn activity_pages_both_ways() {
         entity_type: Some(v1::EntityType::ProjectMember.into()),
         ..Default::default()
     } => ListActivityResult);
-    assert_eq!(members.iter().map(|a| a.seq).collect::<Vec<_>>(), [3, 2]);
+    // Creating the project logs its admin first (seq 1), then the project (seq 2).
+    assert_eq!(members.iter().map(|a| a.seq).collect::<Vec<_>>(), [3, 1]);
 }
 
 /// SPEC is silent here; what a user expects: losing access to a project never leaves the

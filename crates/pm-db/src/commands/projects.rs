@@ -46,8 +46,11 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<App
         (project.id.clone(), admin.user_id.clone()),
         Some(Role::Admin),
     );
+    // The membership first: whoever follows the change stream learns that the creator may
+    // see the project before the project itself arrives (and the command's seq is the
+    // project's own).
     Ok(Applied {
-        changes: vec![Change::created(&project), Change::created(&admin)],
+        changes: vec![Change::created(&admin), Change::created(&project)],
         entity: project.into_kind(),
     })
 }
