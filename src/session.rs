@@ -504,7 +504,13 @@ impl Session {
             In::RefreshToken(_) => "refresh_token",
             In::Hello(_) | In::Ping(_) => "hello",
         };
-        let span = tracing::debug_span!("request", request_id, kind);
+        let span = tracing::debug_span!(
+            "request",
+            request_id,
+            kind,
+            outcome = tracing::field::Empty,
+            latency_us = tracing::field::Empty
+        );
         // `Ok(None)`: the handler answered by itself (subscribe answers before its replay).
         let result: Result<Option<Out>, v1::Error> = async {
             if request_id == 0 {
@@ -551,11 +557,14 @@ impl Session {
             };
             answer.map(Some)
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await;
-        self.app
-            .metrics
-            .request(kind, outcome_label(&result), started.elapsed());
+        let outcome = outcome_label(&result);
+        let latency = started.elapsed();
+        span.record("outcome", outcome);
+        span.record("latency_us", latency.as_micros() as u64);
+        span.in_scope(|| tracing::debug!("answered"));
+        self.app.metrics.request(kind, outcome, latency);
         let answer = match result {
             Ok(None) => return,
             Ok(Some(out)) => out,
