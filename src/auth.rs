@@ -331,6 +331,46 @@ mod tests {
     }
 
     #[test]
+    fn eddsa_tokens_verify_with_the_public_key_and_key_confusion_is_refused() {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        // A fixed test key: deterministic, never used outside tests.
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let private_pem = signing.to_pkcs8_pem(Default::default()).unwrap();
+        let public_pem = signing
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let public_file = dir.path().join("jwt.pub.pem");
+        std::fs::write(&public_file, &public_pem).unwrap();
+        let v = Verifier::new(&AuthSettings {
+            algorithm: "EdDSA".into(),
+            public_key_file: Some(public_file),
+            ..AuthSettings::default()
+        })
+        .unwrap();
+        let claims = serde_json::json!({"sub": "u", "tid": "acme", "exp": unix_now() + 600});
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&token).unwrap().user.as_str(), "u");
+        // HS256 "signed" with the public key as the secret: refused by the pinned algorithm.
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(public_pem.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            v.verify(&confused).unwrap_err(),
+            AuthError::Invalid("algorithm HS256 is not accepted".into())
+        );
+    }
+
+    #[test]
     fn short_secrets_and_unknown_algorithms_are_configuration_errors() {
         assert!(Verifier::new(&AuthSettings {
             secret: "short".into(),
