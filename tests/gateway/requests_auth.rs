@@ -64,25 +64,6 @@ async fn batch(client: &mut Client, atomic: bool, commands: Vec<Cmd>) -> Out {
         .await
 }
 
-async fn add_member(client: &mut Client, project_id: &str, user: &str, role: v1::ProjectRole) {
-    let result = client
-        .command(Cmd::AddMember(v1::AddMember {
-            project_id: project_id.into(),
-            user_id: user.into(),
-            role: role.into(),
-        }))
-        .await
-        .expect("member added");
-    match result.entity.and_then(|e| e.kind) {
-        Some(v1::entity::Kind::ProjectMember(m)) => {
-            assert_eq!(m.project_id, project_id);
-            assert_eq!(m.user_id, user);
-            assert_eq!(m.role, role as i32);
-        }
-        other => panic!("expected a member, got {other:?}"),
-    }
-}
-
 fn list_query(project_id: &str, page_size: u32, page_token: &str, text: &str) -> Q {
     Q::ListWorkItems(v1::ListWorkItems {
         project_id: project_id.into(),
@@ -157,34 +138,6 @@ async fn list_activity(
     }
 }
 
-async fn subscribe_to(
-    client: &mut Client,
-    project_ids: &[&str],
-    from_seq: u64,
-) -> Result<u64, v1::Error> {
-    match client
-        .request(In::Subscribe(v1::Subscribe {
-            project_ids: project_ids.iter().map(|p| (*p).to_owned()).collect(),
-            entity_types: vec![],
-            from_seq,
-        }))
-        .await
-    {
-        Out::SubscribeResult(r) => Ok(r.head_seq),
-        Out::Error(e) => Err(e),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Proves nothing else is queued before a fresh ping is answered: the next frame is the pong.
-async fn expect_pong_next(client: &mut Client, client_time: i64) {
-    client.send(0, In::Ping(v1::Ping { client_time })).await;
-    match client.frame().await {
-        Body::Pong(p) => assert_eq!(p.client_time, client_time),
-        other => panic!("expected only a pong, got {other:?}"),
-    }
-}
-
 // --- 1. Pipelining ---
 
 #[tokio::test]
@@ -229,7 +182,7 @@ async fn twenty_pipelined_requests_each_get_exactly_one_response() {
             other => panic!("expected responses only, got {other:?}"),
         }
     }
-    expect_pong_next(&mut alice, 77).await;
+    alice.assert_nothing_more(77).await;
 
     let ids: HashSet<u64> = answered.keys().copied().collect();
     assert_eq!(ids, sent.keys().copied().collect::<HashSet<_>>());
@@ -359,7 +312,9 @@ async fn a_repeated_idempotency_key_replays_the_first_answer_and_changes_nothing
     assert_eq!(refused.field, "idempotency_key");
 
     // Keys belong to their user: bob's "create-once" is a new command.
-    add_member(&mut alice, &project.id, "bob", v1::ProjectRole::Editor).await; // 5
+    alice
+        .add_member(&project.id, "bob", v1::ProjectRole::Editor)
+        .await; // 5
     assert_eq!(watcher.event().await.seq, 5);
     let (mut bob, _) = app.client("acme", "bob").await;
     let bobs = keyed_command(&mut bob, "create-once", create_item(&project.id, "once")).await;
@@ -548,13 +503,19 @@ async fn viewers_read_editors_write_and_non_members_learn_nothing() {
     let app = spawn_app().await;
     let (mut alice, _) = app.client("acme", "alice").await;
     let hidden = alice.create_project("HIDDEN").await; // seqs 1, 2
-    add_member(&mut alice, &hidden.id, "bob", v1::ProjectRole::Viewer).await; // 3
-    add_member(&mut alice, &hidden.id, "carol", v1::ProjectRole::Editor).await; // 4
+    alice
+        .add_member(&hidden.id, "bob", v1::ProjectRole::Viewer)
+        .await; // 3
+    alice
+        .add_member(&hidden.id, "carol", v1::ProjectRole::Editor)
+        .await; // 4
     let (secret, seq) = alice.create_item(&hidden.id, "secret plan").await;
     assert_eq!(seq, 5);
     assert_eq!(secret.display_key, "HIDDEN-1");
     let open = alice.create_project("OPEN").await; // 6, 7
-    add_member(&mut alice, &open.id, "dave", v1::ProjectRole::Viewer).await; // 8
+    alice
+        .add_member(&open.id, "dave", v1::ProjectRole::Viewer)
+        .await; // 8
 
     // Bob, a viewer, reads but does not write.
     let (mut bob, _) = app.client("acme", "bob").await;
@@ -662,12 +623,12 @@ async fn viewers_read_editors_write_and_non_members_learn_nothing() {
     .unwrap();
     assert_eq!(by_entity.items, []);
 
-    let e = subscribe_to(&mut dave, &[&hidden.id], 0).await.unwrap_err();
+    let e = dave.subscribe_to(&[&hidden.id], &[], 0).await.unwrap_err();
     leaks(&e);
     assert_eq!(e.field, "project_ids");
 
     // An all-projects subscription replays and streams OPEN only.
-    assert_eq!(subscribe_to(&mut dave, &[], 0).await.unwrap(), 9);
+    assert_eq!(dave.subscribe_to(&[], &[], 0).await.unwrap(), 9);
     for expected in [6, 7, 8] {
         let event = dave.event().await;
         assert_eq!(event.seq, expected);
@@ -692,7 +653,9 @@ async fn a_changed_role_and_a_removal_take_effect_at_once() {
     let app = spawn_app().await;
     let (mut alice, _) = app.client("acme", "alice").await;
     let project = alice.create_project("PM").await;
-    add_member(&mut alice, &project.id, "bob", v1::ProjectRole::Editor).await; // 3
+    alice
+        .add_member(&project.id, "bob", v1::ProjectRole::Editor)
+        .await; // 3
     let (mut bob, _) = app.client("acme", "bob").await;
     let (_, seq) = bob.create_item(&project.id, "as editor").await;
     assert_eq!(seq, 4);
@@ -827,7 +790,7 @@ async fn two_tenants_with_the_same_user_and_key_share_nothing() {
         globex_item
     );
     assert!(matches!(
-        subscribe_to(&mut globex, &[&acme_project.id], 0).await,
+        globex.subscribe_to(&[&acme_project.id], &[], 0).await,
         Err(ref e) if code(e) == v1::ErrorCode::NotFound
     ));
 
@@ -1014,7 +977,7 @@ async fn snapshot_then_subscribe_converges_while_another_client_writes() {
         .map(|i| (i.id.clone(), i.version))
         .collect();
     snapshot_tx.send(()).expect("the writer waits");
-    let head = subscribe_to(&mut reader, &[], s).await.unwrap();
+    let head = reader.subscribe_to(&[], &[], s).await.unwrap();
     assert!(head >= s);
 
     let last = writing.await.expect("the writer finished");

@@ -15,51 +15,6 @@ use pm_proto::v1::server_frame::Body;
 
 use crate::support::*;
 
-/// Subscribes with filters; the ack's `head_seq`, or the error.
-async fn subscribe_to(
-    client: &mut Client,
-    project_ids: &[&str],
-    entity_types: &[v1::EntityType],
-    from_seq: u64,
-) -> Result<u64, v1::Error> {
-    match client
-        .request(In::Subscribe(v1::Subscribe {
-            project_ids: project_ids.iter().map(|p| (*p).to_owned()).collect(),
-            entity_types: entity_types.iter().map(|t| *t as i32).collect(),
-            from_seq,
-        }))
-        .await
-    {
-        v1::response::Result::SubscribeResult(r) => Ok(r.head_seq),
-        v1::response::Result::Error(e) => Err(e),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// Adds `user` to `project` with `role`; the change's seq.
-async fn add_member(client: &mut Client, project: &str, user: &str, role: v1::ProjectRole) -> u64 {
-    client
-        .command(v1::command::Kind::AddMember(v1::AddMember {
-            project_id: project.into(),
-            user_id: user.into(),
-            role: role.into(),
-        }))
-        .await
-        .expect("member added")
-        .seq
-}
-
-/// Sends a `Ping` and requires the very next frame to be its `Pong`: nothing was queued before.
-async fn assert_nothing_more(client: &mut Client, tag: i64) {
-    client
-        .send(0, In::Ping(v1::Ping { client_time: tag }))
-        .await;
-    match client.frame().await {
-        Body::Pong(pong) => assert_eq!(pong.client_time, tag),
-        other => panic!("expected only the Pong, got {other:?}"),
-    }
-}
-
 /// Reads events until one with `seq >= last` arrives; fails on anything but an event.
 async fn events_until(client: &mut Client, last: u64) -> Vec<v1::Event> {
     let mut events = Vec::new();
@@ -101,7 +56,7 @@ async fn a_project_filter_delivers_only_that_projects_events() {
     let two = alice.create_project("TWO").await;
     let (mut watcher, welcome) = app.client("acme", "alice").await;
     assert_eq!(welcome.head_seq, 4);
-    assert_eq!(subscribe_to(&mut watcher, &[&one.id], &[], 4).await, Ok(4));
+    assert_eq!(watcher.subscribe_to(&[&one.id], &[], 4).await, Ok(4));
 
     let (_, s5) = alice.create_item(&two.id, "two a").await;
     let (_, s6) = alice.create_item(&one.id, "one a").await;
@@ -116,7 +71,7 @@ async fn a_project_filter_delivers_only_that_projects_events() {
         (second.seq, second.project_id.as_str()),
         (8, one.id.as_str())
     );
-    assert_nothing_more(&mut watcher, 1).await;
+    watcher.assert_nothing_more(1).await;
 }
 
 #[tokio::test]
@@ -128,7 +83,9 @@ async fn an_entity_type_filter_delivers_only_that_kind() {
     assert_eq!(s3, 3);
     let (mut watcher, _) = app.client("acme", "alice").await;
     assert_eq!(
-        subscribe_to(&mut watcher, &[], &[v1::EntityType::WorkItem], 3).await,
+        watcher
+            .subscribe_to(&[], &[v1::EntityType::WorkItem], 3)
+            .await,
         Ok(3)
     );
 
@@ -142,7 +99,9 @@ async fn an_entity_type_filter_delivers_only_that_kind() {
         .expect("comment created");
     assert_eq!(comment.seq, 4);
     assert_eq!(
-        add_member(&mut alice, &one.id, "bob", v1::ProjectRole::Viewer).await,
+        alice
+            .add_member(&one.id, "bob", v1::ProjectRole::Viewer)
+            .await,
         5
     );
     let renamed = alice
@@ -167,7 +126,7 @@ async fn an_entity_type_filter_delivers_only_that_kind() {
         assert_eq!(event.entity_type, v1::EntityType::WorkItem as i32);
         assert_eq!(event.action, v1::ChangeAction::Created as i32);
     }
-    assert_nothing_more(&mut watcher, 1).await;
+    watcher.assert_nothing_more(1).await;
 }
 
 #[tokio::test]
@@ -177,11 +136,11 @@ async fn a_new_subscribe_replaces_the_previous_one() {
     let one = alice.create_project("ONE").await;
     let two = alice.create_project("TWO").await;
     let (mut watcher, _) = app.client("acme", "alice").await;
-    assert_eq!(subscribe_to(&mut watcher, &[&one.id], &[], 4).await, Ok(4));
+    assert_eq!(watcher.subscribe_to(&[&one.id], &[], 4).await, Ok(4));
     let (_, s5) = alice.create_item(&one.id, "one a").await;
     assert_eq!(watcher.event().await.seq, s5);
 
-    assert_eq!(subscribe_to(&mut watcher, &[&two.id], &[], s5).await, Ok(5));
+    assert_eq!(watcher.subscribe_to(&[&two.id], &[], s5).await, Ok(5));
     let (_, s6) = alice.create_item(&one.id, "one b").await;
     let (_, s7) = alice.create_item(&two.id, "two a").await;
     assert_eq!((s6, s7), (6, 7));
@@ -189,7 +148,7 @@ async fn a_new_subscribe_replaces_the_previous_one() {
     // Were the old subscription still there, seq 6 would come first (and 7 twice).
     let event = watcher.event().await;
     assert_eq!((event.seq, event.project_id.as_str()), (7, two.id.as_str()));
-    assert_nothing_more(&mut watcher, 1).await;
+    watcher.assert_nothing_more(1).await;
 }
 
 #[tokio::test]
@@ -212,7 +171,7 @@ async fn unsubscribe_stops_events_and_keeps_the_connection() {
     let (_, s4) = alice.create_item(&project.id, "not seen").await;
     assert_eq!(barrier.event().await.seq, s4);
 
-    assert_nothing_more(&mut watcher, 7).await;
+    watcher.assert_nothing_more(7).await;
 }
 
 #[tokio::test]
@@ -224,7 +183,9 @@ async fn an_update_event_carries_exactly_the_changed_field_the_entity_and_the_ac
     let (mut watcher, _) = app.client("acme", "bob").await;
     // bob watches; alice is the writer (bob's own membership change is seq 4).
     assert_eq!(
-        add_member(&mut alice, &project.id, "bob", v1::ProjectRole::Viewer).await,
+        alice
+            .add_member(&project.id, "bob", v1::ProjectRole::Viewer)
+            .await,
         s3 + 1
     );
     assert_eq!(watcher.subscribe(4).await, Ok(4));
@@ -267,7 +228,7 @@ async fn an_update_event_carries_exactly_the_changed_field_the_entity_and_the_ac
         "event time {} is not within a minute of now",
         event.at
     );
-    assert_nothing_more(&mut watcher, 1).await;
+    watcher.assert_nothing_more(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -326,7 +287,7 @@ async fn a_stalled_subscriber_is_cut_off_and_resumes_without_gap_or_duplicate() 
 
     let (mut healthy, healthy_seqs) = healthy.await.expect("the healthy reader finished");
     assert_eq!(healthy_seqs, (3..=last).collect::<Vec<_>>());
-    assert_nothing_more(&mut healthy, 1).await;
+    healthy.assert_nothing_more(1).await;
     assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
 
     let mut received = Vec::new();
@@ -363,7 +324,7 @@ async fn a_stalled_subscriber_is_cut_off_and_resumes_without_gap_or_duplicate() 
     assert_eq!(back.subscribe(resume).await, Ok(last));
     let rest = events_until(&mut back, last).await;
     assert_eq!(seqs(&rest), (resume + 1..=last).collect::<Vec<_>>());
-    assert_nothing_more(&mut back, 1).await;
+    back.assert_nothing_more(1).await;
 }
 
 #[tokio::test]
@@ -373,11 +334,15 @@ async fn a_removed_member_stops_receiving_the_project_and_a_re_added_one_resumes
     let one = alice.create_project("ONE").await;
     let two = alice.create_project("TWO").await;
     assert_eq!(
-        add_member(&mut alice, &one.id, "bob", v1::ProjectRole::Editor).await,
+        alice
+            .add_member(&one.id, "bob", v1::ProjectRole::Editor)
+            .await,
         5
     );
     assert_eq!(
-        add_member(&mut alice, &two.id, "bob", v1::ProjectRole::Viewer).await,
+        alice
+            .add_member(&two.id, "bob", v1::ProjectRole::Viewer)
+            .await,
         6
     );
     let (mut bob, _) = app.client("acme", "bob").await;
@@ -408,10 +373,12 @@ async fn a_removed_member_stops_receiving_the_project_and_a_re_added_one_resumes
         (event.seq, event.project_id.as_str()),
         (10, two.id.as_str())
     );
-    assert_nothing_more(&mut bob, 1).await;
+    bob.assert_nothing_more(1).await;
 
     assert_eq!(
-        add_member(&mut alice, &one.id, "bob", v1::ProjectRole::Viewer).await,
+        alice
+            .add_member(&one.id, "bob", v1::ProjectRole::Viewer)
+            .await,
         11
     );
     let event = bob.event().await;
@@ -426,7 +393,7 @@ async fn a_removed_member_stops_receiving_the_project_and_a_re_added_one_resumes
         (event.seq, event.project_id.as_str()),
         (s12, one.id.as_str())
     );
-    assert_nothing_more(&mut bob, 2).await;
+    bob.assert_nothing_more(2).await;
 }
 
 #[tokio::test]
@@ -439,7 +406,7 @@ async fn subscribing_after_the_head_is_invalid_and_delivers_nothing() {
     assert_eq!(head, 2);
     for from_seq in [head + 10, u64::MAX] {
         assert_eq!(
-            subscribe_to(&mut watcher, &[], &[], from_seq).await,
+            watcher.subscribe_to(&[], &[], from_seq).await,
             Err(v1::Error {
                 code: v1::ErrorCode::InvalidArgument.into(),
                 message: "from_seq is after the latest change".into(),
@@ -452,7 +419,7 @@ async fn subscribing_after_the_head_is_invalid_and_delivers_nothing() {
     assert_eq!(barrier.subscribe(head).await, Ok(head));
     let (_, s3) = alice.create_item(&project.id, "after").await;
     assert_eq!(barrier.event().await.seq, s3);
-    assert_nothing_more(&mut watcher, 1).await;
+    watcher.assert_nothing_more(1).await;
 }
 
 #[tokio::test]
@@ -541,7 +508,7 @@ async fn concurrent_writes_reach_every_subscriber_in_the_same_gapless_order() {
     for reader in readers {
         let (mut subscriber, events) = reader.await.expect("a reader finished");
         assert_eq!(seqs(&events), (1..=TOTAL).collect::<Vec<_>>());
-        assert_nothing_more(&mut subscriber, 1).await;
+        subscriber.assert_nothing_more(1).await;
         match &first {
             None => first = Some(events),
             Some(first) => assert!(*first == events, "subscribers saw different streams"),

@@ -321,4 +321,57 @@ impl Client {
             other => panic!("expected an event, got {other:?}"),
         }
     }
+
+    /// Subscribes with filters; the ack's head seq or the error.
+    pub async fn subscribe_to(
+        &mut self,
+        project_ids: &[&str],
+        entity_types: &[v1::EntityType],
+        from_seq: u64,
+    ) -> Result<u64, v1::Error> {
+        match self
+            .request(In::Subscribe(v1::Subscribe {
+                project_ids: project_ids.iter().map(|p| (*p).to_owned()).collect(),
+                entity_types: entity_types.iter().map(|t| *t as i32).collect(),
+                from_seq,
+            }))
+            .await
+        {
+            v1::response::Result::SubscribeResult(r) => Ok(r.head_seq),
+            v1::response::Result::Error(e) => Err(e),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Adds `user` to `project` with `role` (the caller must be an admin); the change's seq.
+    pub async fn add_member(&mut self, project: &str, user: &str, role: v1::ProjectRole) -> u64 {
+        let result = self
+            .command(v1::command::Kind::AddMember(v1::AddMember {
+                project_id: project.into(),
+                user_id: user.into(),
+                role: role.into(),
+            }))
+            .await
+            .expect("member added");
+        match result.entity.as_ref().and_then(|e| e.kind.as_ref()) {
+            Some(v1::entity::Kind::ProjectMember(m)) => {
+                assert_eq!(
+                    (m.project_id.as_str(), m.user_id.as_str(), m.role),
+                    (project, user, role as i32)
+                );
+            }
+            other => panic!("expected a member, got {other:?}"),
+        }
+        result.seq
+    }
+
+    /// Sends a `Ping` and requires the very next frame to be its `Pong`: nothing else was
+    /// queued for this connection before it.
+    pub async fn assert_nothing_more(&mut self, tag: i64) {
+        self.send(0, In::Ping(v1::Ping { client_time: tag })).await;
+        match self.frame().await {
+            Body::Pong(pong) => assert_eq!(pong.client_time, tag),
+            other => panic!("expected only the Pong, got {other:?}"),
+        }
+    }
 }
