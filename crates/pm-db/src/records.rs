@@ -45,13 +45,15 @@ pub(crate) trait Record: Sized + Clone + Send + Unpin + 'static {
     }
 }
 
+/// The accessors every entity shares: `$id` and `$project` name the fields holding the
+/// entity id and its project id.
 macro_rules! audit_fields {
-    () => {
+    ($id:ident, $project:ident) => {
         fn entity_id(&self) -> &str {
-            &self.id
+            &self.$id
         }
         fn project_id(&self) -> &str {
-            &self.project_id
+            &self.$project
         }
         fn version(&self) -> u64 {
             self.version
@@ -73,6 +75,88 @@ macro_rules! audit_fields {
             self.created_by = actor.to_owned();
             self.updated_at = now;
             self.updated_by = actor.to_owned();
+        }
+    };
+}
+
+/// Reads one column, by its stored kind.
+macro_rules! read_column {
+    ($row:ident, $column:expr, text) => {
+        $row.try_get::<String, _>($column)?
+    };
+    ($row:ident, $column:expr, opt_text) => {
+        $row.try_get::<Option<String>, _>($column)?
+    };
+    ($row:ident, $column:expr, time) => {
+        $row.try_get::<i64, _>($column)?
+    };
+    ($row:ident, $column:expr, opt_time) => {
+        $row.try_get::<Option<i64>, _>($column)?
+    };
+    ($row:ident, $column:expr, count) => {
+        get_u64($row, $column)?
+    };
+    ($row:ident, $column:expr, small) => {
+        get_opt_u32($row, $column)?.unwrap_or_default()
+    };
+    ($row:ident, $column:expr, opt_small) => {
+        get_opt_u32($row, $column)?
+    };
+    ($row:ident, $column:expr, signed) => {
+        get_i32($row, $column)?
+    };
+    ($row:ident, $column:expr, ($wire:ident, $text:ident)) => {
+        $wire($row.try_get($column)?)?
+    };
+}
+
+/// Binds one column, by its stored kind.
+macro_rules! bind_column {
+    ($query:ident, $value:expr, text) => {
+        $query.bind($value)
+    };
+    ($query:ident, $value:expr, opt_text) => {
+        $query.bind($value)
+    };
+    ($query:ident, $value:expr, time) => {
+        $query.bind(*$value)
+    };
+    ($query:ident, $value:expr, opt_time) => {
+        $query.bind(*$value)
+    };
+    ($query:ident, $value:expr, count) => {
+        $query.bind(*$value as i64)
+    };
+    ($query:ident, $value:expr, small) => {
+        $query.bind(i64::from(*$value))
+    };
+    ($query:ident, $value:expr, opt_small) => {
+        $query.bind($value.map(i64::from))
+    };
+    ($query:ident, $value:expr, signed) => {
+        $query.bind(i64::from(*$value))
+    };
+    ($query:ident, $value:expr, ($wire:ident, $text:ident)) => {
+        $query.bind($text(*$value))
+    };
+}
+
+/// `COLUMNS`, `from_row` and `bind` from one list of `field: kind` (columns are named like
+/// the fields), so the three can never disagree on names or order.
+macro_rules! columns {
+    ($message:ident { $($field:ident: $kind:tt),+ $(,)? }) => {
+        const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+
+        fn from_row(row: &SqliteRow) -> Result<Self> {
+            Ok(v1::$message {
+                $($field: read_column!(row, stringify!($field), $kind),)+
+                ..Default::default()
+            })
+        }
+
+        fn bind<'q>(&'q self, query: Q<'q>) -> Q<'q> {
+            $(let query = bind_column!(query, &self.$field, $kind);)+
+            query
         }
     };
 }
@@ -252,6 +336,11 @@ fn get_u64(row: &SqliteRow, column: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::Corrupt(format!("negative {column}")))
 }
 
+fn get_i32(row: &SqliteRow, column: &str) -> Result<i32> {
+    let value: i64 = row.try_get(column)?;
+    i32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} out of range")))
+}
+
 fn get_opt_u32(row: &SqliteRow, column: &str) -> Result<Option<u32>> {
     let value: Option<i64> = row.try_get(column)?;
     value
@@ -263,49 +352,19 @@ impl Record for v1::Project {
     const KIND: EntityKind = EntityKind::Project;
     const TABLE: &'static str = "projects";
     const NAME: &'static str = "project";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "key",
-        "name",
-        "description",
-        "status",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::Project {
-            id: row.try_get("id")?,
-            key: row.try_get("key")?,
-            name: row.try_get("name")?,
-            description: row.try_get("description")?,
-            status: project_status_wire(row.try_get("status")?)?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.key)
-            .bind(&self.name)
-            .bind(&self.description)
-            .bind(project_status_text(self.status))
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(Project {
+        id: text,
+        key: text,
+        name: text,
+        description: text,
+        status: (project_status_wire, project_status_text),
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -321,76 +380,23 @@ impl Record for v1::Project {
         v1::entity::Kind::Project(self)
     }
 
-    fn entity_id(&self) -> &str {
-        &self.id
-    }
-    fn project_id(&self) -> &str {
-        &self.id
-    }
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn deleted_at(&self) -> Option<i64> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: Option<i64>) {
-        self.deleted_at = at;
-    }
-    fn touch(&mut self, actor: &str, now: i64) {
-        self.version += 1;
-        self.updated_at = now;
-        self.updated_by = actor.to_owned();
-    }
-    fn stamp_created(&mut self, actor: &str, now: i64) {
-        self.version = 1;
-        self.created_at = now;
-        self.created_by = actor.to_owned();
-        self.updated_at = now;
-        self.updated_by = actor.to_owned();
-    }
+    audit_fields!(id, id);
 }
-
 impl Record for v1::ProjectMember {
     const KIND: EntityKind = EntityKind::ProjectMember;
     const TABLE: &'static str = "project_members";
     const NAME: &'static str = "member";
-    const COLUMNS: &'static [&'static str] = &[
-        "project_id",
-        "user_id",
-        "role",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::ProjectMember {
-            project_id: row.try_get("project_id")?,
-            user_id: row.try_get("user_id")?,
-            role: role_wire(row.try_get("role")?)?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.project_id)
-            .bind(&self.user_id)
-            .bind(role_text(self.role))
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(ProjectMember {
+        project_id: text,
+        user_id: text,
+        role: (role_wire, role_text),
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -404,108 +410,34 @@ impl Record for v1::ProjectMember {
         v1::entity::Kind::ProjectMember(self)
     }
 
-    fn entity_id(&self) -> &str {
-        &self.user_id
-    }
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn deleted_at(&self) -> Option<i64> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: Option<i64>) {
-        self.deleted_at = at;
-    }
-    fn touch(&mut self, actor: &str, now: i64) {
-        self.version += 1;
-        self.updated_at = now;
-        self.updated_by = actor.to_owned();
-    }
-    fn stamp_created(&mut self, actor: &str, now: i64) {
-        self.version = 1;
-        self.created_at = now;
-        self.created_by = actor.to_owned();
-        self.updated_at = now;
-        self.updated_by = actor.to_owned();
-    }
+    audit_fields!(user_id, project_id);
 }
-
 impl Record for v1::WorkItem {
     const KIND: EntityKind = EntityKind::WorkItem;
     const TABLE: &'static str = "work_items";
     const NAME: &'static str = "work item";
     // `display_key` is derived from the project key and is not stored.
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "number",
-        "item_type",
-        "parent_id",
-        "title",
-        "description",
-        "status",
-        "priority",
-        "story_points",
-        "assignee_id",
-        "sprint_id",
-        "rank",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::WorkItem {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            number: get_u64(row, "number")?,
-            display_key: String::new(),
-            item_type: item_type_wire(row.try_get("item_type")?)?,
-            parent_id: row.try_get("parent_id")?,
-            title: row.try_get("title")?,
-            description: row.try_get("description")?,
-            status: status_wire(row.try_get("status")?)?,
-            priority: priority_wire(row.try_get("priority")?)?,
-            story_points: get_opt_u32(row, "story_points")?,
-            assignee_id: row.try_get("assignee_id")?,
-            sprint_id: row.try_get("sprint_id")?,
-            rank: row.try_get("rank")?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(self.number as i64)
-            .bind(item_type_text(self.item_type))
-            .bind(&self.parent_id)
-            .bind(&self.title)
-            .bind(&self.description)
-            .bind(status_text(self.status))
-            .bind(priority_text(self.priority))
-            .bind(self.story_points.map(i64::from))
-            .bind(&self.assignee_id)
-            .bind(&self.sprint_id)
-            .bind(&self.rank)
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(WorkItem {
+        id: text,
+        project_id: text,
+        number: count,
+        item_type: (item_type_wire, item_type_text),
+        parent_id: opt_text,
+        title: text,
+        description: text,
+        status: (status_wire, status_text),
+        priority: (priority_wire, priority_text),
+        story_points: opt_small,
+        assignee_id: opt_text,
+        sprint_id: opt_text,
+        rank: text,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -533,62 +465,27 @@ impl Record for v1::WorkItem {
         self
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::Sprint {
     const KIND: EntityKind = EntityKind::Sprint;
     const TABLE: &'static str = "sprints";
     const NAME: &'static str = "sprint";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "name",
-        "goal",
-        "status",
-        "start_at",
-        "end_at",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::Sprint {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            name: row.try_get("name")?,
-            goal: row.try_get("goal")?,
-            status: sprint_status_wire(row.try_get("status")?)?,
-            start_at: row.try_get("start_at")?,
-            end_at: row.try_get("end_at")?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(&self.name)
-            .bind(&self.goal)
-            .bind(sprint_status_text(self.status))
-            .bind(self.start_at)
-            .bind(self.end_at)
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(Sprint {
+        id: text,
+        project_id: text,
+        name: text,
+        goal: text,
+        status: (sprint_status_wire, sprint_status_text),
+        start_at: opt_time,
+        end_at: opt_time,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -605,53 +502,24 @@ impl Record for v1::Sprint {
         v1::entity::Kind::Sprint(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::Comment {
     const KIND: EntityKind = EntityKind::Comment;
     const TABLE: &'static str = "comments";
     const NAME: &'static str = "comment";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "work_item_id",
-        "content",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::Comment {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            work_item_id: row.try_get("work_item_id")?,
-            content: row.try_get("content")?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(&self.work_item_id)
-            .bind(&self.content)
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(Comment {
+        id: text,
+        project_id: text,
+        work_item_id: text,
+        content: text,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -665,62 +533,27 @@ impl Record for v1::Comment {
         v1::entity::Kind::Comment(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::TimeEntry {
     const KIND: EntityKind = EntityKind::TimeEntry;
     const TABLE: &'static str = "time_entries";
     const NAME: &'static str = "time entry";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "work_item_id",
-        "user_id",
-        "started_at",
-        "ended_at",
-        "description",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::TimeEntry {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            work_item_id: row.try_get("work_item_id")?,
-            user_id: row.try_get("user_id")?,
-            started_at: row.try_get("started_at")?,
-            ended_at: row.try_get("ended_at")?,
-            description: row.try_get("description")?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(&self.work_item_id)
-            .bind(&self.user_id)
-            .bind(self.started_at)
-            .bind(self.ended_at)
-            .bind(&self.description)
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(TimeEntry {
+        id: text,
+        project_id: text,
+        work_item_id: text,
+        user_id: text,
+        started_at: time,
+        ended_at: opt_time,
+        description: text,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -737,56 +570,25 @@ impl Record for v1::TimeEntry {
         v1::entity::Kind::TimeEntry(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::Dependency {
     const KIND: EntityKind = EntityKind::Dependency;
     const TABLE: &'static str = "dependencies";
     const NAME: &'static str = "dependency";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "blocking_item_id",
-        "blocked_item_id",
-        "dependency_type",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::Dependency {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            blocking_item_id: row.try_get("blocking_item_id")?,
-            blocked_item_id: row.try_get("blocked_item_id")?,
-            dependency_type: dependency_type_wire(row.try_get("dependency_type")?)?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(&self.blocking_item_id)
-            .bind(&self.blocked_item_id)
-            .bind(dependency_type_text(self.dependency_type))
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(Dependency {
+        id: text,
+        project_id: text,
+        blocking_item_id: text,
+        blocked_item_id: text,
+        dependency_type: (dependency_type_wire, dependency_type_text),
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -804,59 +606,26 @@ impl Record for v1::Dependency {
         v1::entity::Kind::Dependency(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::SwimLane {
     const KIND: EntityKind = EntityKind::SwimLane;
     const TABLE: &'static str = "swim_lanes";
     const NAME: &'static str = "swim lane";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "name",
-        "status",
-        "position",
-        "wip_limit",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        Ok(v1::SwimLane {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            name: row.try_get("name")?,
-            status: status_wire(row.try_get("status")?)?,
-            position: get_opt_u32(row, "position")?.unwrap_or_default(),
-            wip_limit: get_opt_u32(row, "wip_limit")?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(&self.name)
-            .bind(status_text(self.status))
-            .bind(i64::from(self.position))
-            .bind(self.wip_limit.map(i64::from))
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(SwimLane {
+        id: text,
+        project_id: text,
+        name: text,
+        status: (status_wire, status_text),
+        position: small,
+        wip_limit: opt_small,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -872,61 +641,26 @@ impl Record for v1::SwimLane {
         v1::entity::Kind::SwimLane(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
-
 impl Record for v1::LlmContext {
     const KIND: EntityKind = EntityKind::LlmContext;
     const TABLE: &'static str = "llm_context";
     const NAME: &'static str = "LLM context";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "project_id",
-        "category",
-        "title",
-        "content",
-        "priority",
-        "version",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "deleted_at",
-    ];
-
-    fn from_row(row: &SqliteRow) -> Result<Self> {
-        let priority: i64 = row.try_get("priority")?;
-        Ok(v1::LlmContext {
-            id: row.try_get("id")?,
-            project_id: row.try_get("project_id")?,
-            category: category_wire(row.try_get("category")?)?,
-            title: row.try_get("title")?,
-            content: row.try_get("content")?,
-            priority: i32::try_from(priority)
-                .map_err(|_| Error::Corrupt("priority out of range".into()))?,
-            version: get_u64(row, "version")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-            updated_at: row.try_get("updated_at")?,
-            updated_by: row.try_get("updated_by")?,
-            deleted_at: row.try_get("deleted_at")?,
-        })
-    }
-
-    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
-        q.bind(&self.id)
-            .bind(&self.project_id)
-            .bind(category_text(self.category))
-            .bind(&self.title)
-            .bind(&self.content)
-            .bind(i64::from(self.priority))
-            .bind(self.version as i64)
-            .bind(self.created_at)
-            .bind(&self.created_by)
-            .bind(self.updated_at)
-            .bind(&self.updated_by)
-            .bind(self.deleted_at)
-    }
+    columns!(LlmContext {
+        id: text,
+        project_id: text,
+        category: (category_wire, category_text),
+        title: text,
+        content: text,
+        priority: signed,
+        version: count,
+        created_at: time,
+        created_by: text,
+        updated_at: time,
+        updated_by: text,
+        deleted_at: opt_time,
+    });
 
     fn fields(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
@@ -942,5 +676,5 @@ impl Record for v1::LlmContext {
         v1::entity::Kind::LlmContext(self)
     }
 
-    audit_fields!();
+    audit_fields!(id, project_id);
 }
