@@ -147,6 +147,9 @@ macro_rules! columns {
     ($message:ident { $($field:ident: $kind:tt),+ $(,)? }) => {
         const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
 
+        // Fields that are not stored (a work item's `display_key`) take their defaults; for
+        // the messages without such fields the update is empty.
+        #[allow(clippy::needless_update)]
         fn from_row(row: &SqliteRow) -> Result<Self> {
             Ok(v1::$message {
                 $($field: read_column!(row, stringify!($field), $kind),)+
