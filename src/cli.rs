@@ -53,6 +53,13 @@ pub enum Command {
         #[arg(long)]
         dev_data_dir: Option<PathBuf>,
     },
+    /// What is in the data directory: `list` (ids and sizes) or `stats` (schema, head seq,
+    /// counts, last activity). Read-only; safe while a server is running.
+    Tenants {
+        /// `list` or `stats`.
+        #[command(subcommand)]
+        what: TenantsCommand,
+    },
     /// Bring tenant databases to the current schema (creating the named ones if missing).
     Migrate {
         /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
@@ -61,6 +68,32 @@ pub enum Command {
         /// Only these tenants (repeatable). Without it: every tenant found in the data dir.
         #[arg(long = "tenant")]
         tenants: Vec<String>,
+    },
+}
+
+/// `pm-server tenants ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Tenant ids and their size on disk.
+    List {
+        /// Root data directory.
+        #[arg(long, env = "PM_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per tenant: size, schema version, head seq, last activity, entity counts.
+    Stats {
+        /// Root data directory.
+        #[arg(long, env = "PM_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Only these tenants (repeatable); all by default.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -16,7 +16,8 @@
 //! - [`limits`]: token buckets and connection counts.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - [`config`]: settings from a TOML file, `PM_*` variables and flags.
-//! - [`cli`]: the `pm-server` command line; [`migrate`]: schema upgrades of tenant databases.
+//! - [`cli`]: the `pm-server` command line; [`migrate`]: schema upgrades of tenant databases;
+//!   [`tenants`]: `tenants list|stats`.
 
 pub mod auth;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod server;
 pub mod session;
+pub mod tenants;
 
 /// The build stamp: package version and git commit (see `build.rs`).
 pub const BUILD_VERSION: &str = env!("PM_BUILD_VERSION");

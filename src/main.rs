@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pm_core::{TenantId, UserId};
-use pm_server::cli::{self, Cli, Command};
+use pm_server::cli::{self, Cli, Command, TenantsCommand};
 use pm_server::config::Settings;
 use pm_server::{auth, server};
 
@@ -66,6 +66,41 @@ async fn main() -> ExitCode {
             }
         }
         Command::Migrate { data_dir, tenants } => migrate(&data_dir, &tenants).await,
+        Command::Tenants { what } => match what {
+            TenantsCommand::List { data_dir, json } => {
+                match pm_server::tenants::list(&pm_db::RegistryConfig::new(data_dir), json).await {
+                    Ok(text) => {
+                        print!("{text}");
+                        if json {
+                            println!();
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            TenantsCommand::Stats {
+                data_dir,
+                tenants,
+                json,
+            } => {
+                let config = pm_db::RegistryConfig::new(data_dir);
+                match pm_server::tenants::stats(&config, &tenants, json).await {
+                    Ok((text, failed)) => {
+                        print!("{text}");
+                        if json {
+                            println!();
+                        }
+                        if failed {
+                            ExitCode::FAILURE
+                        } else {
+                            ExitCode::SUCCESS
+                        }
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        },
     }
 }
 

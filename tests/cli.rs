@@ -169,3 +169,133 @@ fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean shutdown");
 }
+
+/// A tenant with one project (its admin too), two work items (one deleted) and a comment.
+async fn seed_tenant(data_dir: &Path, id: &str) {
+    use pm_proto::v1::command::Kind as C;
+    use pm_proto::v1::{self};
+
+    let registry = pm_db::TenantRegistry::new(pm_db::RegistryConfig::new(data_dir));
+    let tenant = registry
+        .open(&pm_core::TenantId::parse(id).unwrap())
+        .await
+        .unwrap();
+    let alice = pm_core::UserId::parse("sub", "alice").unwrap();
+    let run = |kind| v1::Command {
+        idempotency_key: String::new(),
+        kind: Some(kind),
+    };
+    let project = tenant
+        .execute(
+            &alice,
+            run(C::CreateProject(v1::CreateProject {
+                key: "PM".into(),
+                name: "P".into(),
+                description: String::new(),
+            })),
+        )
+        .await
+        .unwrap();
+    let Some(v1::entity::Kind::Project(project)) = project.entity.and_then(|e| e.kind) else {
+        panic!()
+    };
+    let mut items = Vec::new();
+    for title in ["one", "two"] {
+        let item = tenant
+            .execute(
+                &alice,
+                run(C::CreateWorkItem(v1::CreateWorkItem {
+                    project_id: project.id.clone(),
+                    item_type: v1::WorkItemType::Task.into(),
+                    title: title.into(),
+                    ..Default::default()
+                })),
+            )
+            .await
+            .unwrap();
+        let Some(v1::entity::Kind::WorkItem(item)) = item.entity.and_then(|e| e.kind) else {
+            panic!()
+        };
+        items.push(item);
+    }
+    tenant
+        .execute(
+            &alice,
+            run(C::DeleteWorkItem(v1::DeleteWorkItem {
+                id: items[1].id.clone(),
+                expected_version: 1,
+            })),
+        )
+        .await
+        .unwrap();
+    tenant
+        .execute(
+            &alice,
+            run(C::CreateComment(v1::CreateComment {
+                work_item_id: items[0].id.clone(),
+                content: "hello".into(),
+            })),
+        )
+        .await
+        .unwrap();
+    drop(tenant);
+    registry.close_idle().await;
+}
+
+#[test]
+fn tenants_list_and_stats_report_what_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(seed_tenant(dir.path(), "acme"));
+    assert!(pm_server(&["migrate", "--tenant", "empty"], dir.path())
+        .status
+        .success());
+
+    let output = pm_server(&["tenants", "list", "--json"], dir.path());
+    assert!(output.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "empty"]);
+    assert!(list[0]["size_bytes"].as_u64().unwrap() > 0);
+
+    let output = pm_server(&["tenants", "stats", "--json"], dir.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let acme = &stats[0];
+    assert_eq!(acme["tenant"], "acme");
+    // Admin member, project, two items, a delete and a comment.
+    assert_eq!(acme["head_seq"], 6);
+    assert_eq!(acme["migration_pending"], false);
+    assert!(acme["last_activity"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(
+        acme["counts"],
+        serde_json::json!({
+            "projects": 1, "members": 1, "work_items": 1, "sprints": 0, "comments": 1,
+            "time_entries": 0, "dependencies": 0, "swim_lanes": 0, "llm_context": 0
+        })
+    );
+    assert_eq!(stats[1]["tenant"], "empty");
+    assert_eq!(stats[1]["head_seq"], 0);
+
+    let output = pm_server(&["tenants", "stats", "--tenant", "nobody"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("nobody                   FAILED: tenant nobody has no database"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        !dir.path().join("tenants/nobody").exists(),
+        "stats never creates a tenant"
+    );
+}

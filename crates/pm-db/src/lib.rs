@@ -10,6 +10,7 @@
 //! - [`queries`]: reads through the tenant's read pool, with `as_of_seq`.
 //! - [`changelog`]: the numbered change log (append, range reads for resume).
 //! - `idempotency`: answers to commands sent with an idempotency key.
+//! - [`inspect`]: read-only statistics of tenant databases, for operators.
 //! - [`error`]: the storage error and its wire form.
 
 pub mod changelog;
@@ -17,6 +18,7 @@ mod checkpoint;
 mod commands;
 pub mod error;
 mod idempotency;
+pub mod inspect;
 pub mod queries;
 mod records;
 pub mod registry;

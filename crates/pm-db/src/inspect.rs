@@ -1,0 +1,147 @@
+//! Read-only inspection of tenant databases, for operators: safe while a server is serving
+//! them (WAL readers never block the writer), and it never migrates or creates anything.
+
+use std::path::Path;
+
+use pm_core::TenantId;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row};
+
+use crate::error::{Error, Result};
+use crate::registry::{RegistryConfig, DB_FILE};
+
+/// What `pm-server tenants stats` reports for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStats {
+    /// The tenant.
+    pub tenant: String,
+    /// Database, WAL and shared-memory files together, bytes.
+    pub size_bytes: u64,
+    /// The newest applied migration (0: none).
+    pub schema_version: i64,
+    /// Whether migrations newer than the database's exist (`pm-server migrate` applies them).
+    pub migration_pending: bool,
+    /// The latest change number.
+    pub head_seq: u64,
+    /// Time of the latest change, Unix milliseconds.
+    pub last_activity: Option<i64>,
+    /// Live (not deleted) rows per entity kind, in a fixed order.
+    pub counts: Vec<(&'static str, u64)>,
+}
+
+/// Tenant directories under the data directory, sorted; names that are not valid tenant ids
+/// are returned as errors so that operators see them.
+pub fn list_tenants(
+    config: &RegistryConfig,
+) -> std::io::Result<Vec<std::result::Result<TenantId, String>>> {
+    let root = config.data_dir.join("tenants");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|name| TenantId::parse(&name).map_err(|_| name))
+        .collect())
+}
+
+/// The database, WAL and shared-memory files of a tenant together, bytes.
+pub fn size_on_disk(config: &RegistryConfig, id: &TenantId) -> u64 {
+    let dir = config.tenant_dir(id);
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| file_size(&dir.join(format!("{DB_FILE}{suffix}"))))
+        .sum()
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Counts entities and reads the change log of one tenant, read-only.
+pub async fn tenant_stats(config: &RegistryConfig, id: &TenantId) -> Result<TenantStats> {
+    let dir = config.tenant_dir(id);
+    let db = dir.join(DB_FILE);
+    if !db.is_file() {
+        return Err(Error::NotFound(format!("tenant {id} has no database")));
+    }
+    let size_bytes = size_on_disk(config, id);
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&db)
+        .read_only(true)
+        .connect()
+        .await?;
+    let migrated: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let schema_version: i64 = if migrated {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut conn)
+            .await?
+    } else {
+        0
+    };
+    let newest = crate::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut stats = TenantStats {
+        tenant: id.to_string(),
+        size_bytes,
+        schema_version,
+        migration_pending: schema_version < newest,
+        head_seq: 0,
+        last_activity: None,
+        counts: Vec::new(),
+    };
+    if schema_version == 0 {
+        conn.close().await?;
+        return Ok(stats);
+    }
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head, MAX(at) AS last FROM change_log")
+        .fetch_one(&mut conn)
+        .await?;
+    stats.head_seq = row.try_get::<i64, _>("head")? as u64;
+    stats.last_activity = row.try_get("last")?;
+    let row = sqlx::query(
+        r#"
+        SELECT
+            (SELECT COUNT(*) FROM projects WHERE deleted_at IS NULL) AS projects,
+            (SELECT COUNT(*) FROM project_members) AS members,
+            (SELECT COUNT(*) FROM work_items WHERE deleted_at IS NULL) AS work_items,
+            (SELECT COUNT(*) FROM sprints WHERE deleted_at IS NULL) AS sprints,
+            (SELECT COUNT(*) FROM comments WHERE deleted_at IS NULL) AS comments,
+            (SELECT COUNT(*) FROM time_entries WHERE deleted_at IS NULL) AS time_entries,
+            (SELECT COUNT(*) FROM dependencies WHERE deleted_at IS NULL) AS dependencies,
+            (SELECT COUNT(*) FROM swim_lanes WHERE deleted_at IS NULL) AS swim_lanes,
+            (SELECT COUNT(*) FROM llm_context WHERE deleted_at IS NULL) AS llm_context
+        "#,
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    for kind in [
+        "projects",
+        "members",
+        "work_items",
+        "sprints",
+        "comments",
+        "time_entries",
+        "dependencies",
+        "swim_lanes",
+        "llm_context",
+    ] {
+        stats
+            .counts
+            .push((kind, row.try_get::<i64, _>(kind)? as u64));
+    }
+    conn.close().await?;
+    Ok(stats)
+}

@@ -1,0 +1,192 @@
+//! `pm-server tenants list|stats`: what is in a data directory, as a table or JSON.
+
+use pm_db::inspect::{self, TenantStats};
+use pm_db::RegistryConfig;
+use serde_json::json;
+
+/// One line per tenant directory: the id and its size, or why the name is not a tenant.
+pub async fn list(config: &RegistryConfig, as_json: bool) -> Result<String, String> {
+    let tenants = inspect::list_tenants(config)
+        .map_err(|e| format!("cannot read the data directory: {e}"))?;
+    let rows: Vec<(String, Option<u64>)> = tenants
+        .into_iter()
+        .map(|t| match t {
+            Ok(id) => (id.to_string(), Some(inspect::size_on_disk(config, &id))),
+            Err(name) => (name, None),
+        })
+        .collect();
+    if as_json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(name, size)| match size {
+                Some(size) => json!({"tenant": name, "size_bytes": size}),
+                None => json!({"tenant": name, "error": "not a valid tenant id"}),
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&items).expect("JSON values serialize"));
+    }
+    let mut out = format!("{:<40} {:>10}\n", "TENANT", "SIZE");
+    for (name, size) in &rows {
+        match size {
+            Some(size) => out.push_str(&format!("{name:<40} {:>10}\n", human_size(*size))),
+            None => out.push_str(&format!("{name:<40} {:>10}\n", "(invalid id, ignored)")),
+        }
+    }
+    out.push_str(&format!(
+        "{} tenant(s)\n",
+        rows.iter().filter(|(_, s)| s.is_some()).count()
+    ));
+    Ok(out)
+}
+
+/// Statistics of the named tenants (all when empty). Failures are reported per tenant.
+pub async fn stats(
+    config: &RegistryConfig,
+    names: &[String],
+    as_json: bool,
+) -> Result<(String, bool), String> {
+    let ids: Vec<Result<pm_core::TenantId, String>> = if names.is_empty() {
+        inspect::list_tenants(config).map_err(|e| format!("cannot read the data directory: {e}"))?
+    } else {
+        names
+            .iter()
+            .map(|n| pm_core::TenantId::parse(n).map_err(|_| n.clone()))
+            .collect()
+    };
+    let mut results: Vec<Result<TenantStats, (String, String)>> = Vec::new();
+    for id in ids {
+        results.push(match id {
+            Ok(id) => inspect::tenant_stats(config, &id)
+                .await
+                .map_err(|e| (id.to_string(), safe(&e))),
+            Err(name) => Err((name, "not a valid tenant id".into())),
+        });
+    }
+    let failed = results.iter().any(Result::is_err);
+    if as_json {
+        let items: Vec<_> = results
+            .iter()
+            .map(|r| match r {
+                Ok(s) => json!({
+                    "tenant": s.tenant,
+                    "size_bytes": s.size_bytes,
+                    "schema_version": s.schema_version,
+                    "migration_pending": s.migration_pending,
+                    "head_seq": s.head_seq,
+                    "last_activity": s.last_activity,
+                    "counts": s.counts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                }),
+                Err((name, error)) => json!({"tenant": name, "error": error}),
+            })
+            .collect();
+        return Ok((
+            serde_json::to_string_pretty(&items).expect("JSON values serialize"),
+            failed,
+        ));
+    }
+    let mut out = format!(
+        "{:<24} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
+        "TENANT",
+        "SIZE",
+        "SCHEMA",
+        "HEAD_SEQ",
+        "LAST_ACTIVITY",
+        "PROJECTS",
+        "WORK_ITEMS",
+        "COMMENTS"
+    );
+    for result in &results {
+        match result {
+            Ok(s) => {
+                let count = |kind: &str| {
+                    s.counts
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map_or(0, |(_, v)| *v)
+                };
+                let schema = if s.migration_pending {
+                    format!("{} (old)", s.schema_version)
+                } else {
+                    s.schema_version.to_string()
+                };
+                out.push_str(&format!(
+                    "{:<24} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
+                    s.tenant,
+                    human_size(s.size_bytes),
+                    schema,
+                    s.head_seq,
+                    s.last_activity.map_or_else(|| "-".to_owned(), iso_time),
+                    count("projects"),
+                    count("work_items"),
+                    count("comments"),
+                ));
+            }
+            Err((name, error)) => out.push_str(&format!("{name:<24} FAILED: {error}\n")),
+        }
+    }
+    Ok((out, failed))
+}
+
+/// Storage errors for the operator, without SQL.
+fn safe(error: &pm_db::Error) -> String {
+    match error {
+        pm_db::Error::Database(e) => format!(
+            "cannot read the database: {}",
+            e.as_database_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+fn iso_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_sizes() {
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_time(1_770_651_588_000), "2026-02-09T15:39:48Z");
+        assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
+    }
+}
