@@ -124,15 +124,23 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
         match &settings.issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Verifier { key, validation })
     }
 
@@ -367,6 +375,49 @@ mod tests {
         assert_eq!(
             v.verify(&confused).unwrap_err(),
             AuthError::Invalid("algorithm HS256 is not accepted".into())
+        );
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required() {
+        let v = Verifier::new(&AuthSettings {
+            secret: SECRET.into(),
+            issuer: Some("https://id.example".into()),
+            audience: Some("pm".into()),
+            ..AuthSettings::default()
+        })
+        .unwrap();
+        let exp = unix_now() + 600;
+        let sign = |claims: serde_json::Value| token(claims, Header::new(Algorithm::HS256), SECRET);
+        let good = sign(
+            serde_json::json!({"sub": "u", "tid": "acme", "exp": exp, "iss": "https://id.example", "aud": "pm"}),
+        );
+        assert!(v.verify(&good).is_ok());
+        let no_iss = sign(serde_json::json!({"sub": "u", "tid": "acme", "exp": exp, "aud": "pm"}));
+        assert_eq!(
+            v.verify(&no_iss).unwrap_err(),
+            AuthError::Invalid("missing claim `iss`".into())
+        );
+        let no_aud = sign(
+            serde_json::json!({"sub": "u", "tid": "acme", "exp": exp, "iss": "https://id.example"}),
+        );
+        assert_eq!(
+            v.verify(&no_aud).unwrap_err(),
+            AuthError::Invalid("missing claim `aud`".into())
+        );
+        let wrong_iss = sign(
+            serde_json::json!({"sub": "u", "tid": "acme", "exp": exp, "iss": "evil", "aud": "pm"}),
+        );
+        assert_eq!(
+            v.verify(&wrong_iss).unwrap_err(),
+            AuthError::Invalid("wrong issuer".into())
+        );
+        let wrong_aud = sign(
+            serde_json::json!({"sub": "u", "tid": "acme", "exp": exp, "iss": "https://id.example", "aud": "other"}),
+        );
+        assert_eq!(
+            v.verify(&wrong_aud).unwrap_err(),
+            AuthError::Invalid("wrong audience".into())
         );
     }
 
