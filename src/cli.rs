@@ -60,6 +60,18 @@ pub enum Command {
         #[command(subcommand)]
         what: TenantsCommand,
     },
+    /// Talk to a server: send requests given as JSON, or watch events (JSON lines out).
+    Client {
+        /// WebSocket URL of the server.
+        #[arg(long, env = "PM_URL", default_value = "ws://127.0.0.1:7400/ws")]
+        url: String,
+        /// Token to connect with.
+        #[arg(long, env = "PM_TOKEN", hide_env_values = true)]
+        token: String,
+        /// `send` or `watch`.
+        #[command(subcommand)]
+        what: ClientCommand,
+    },
     /// Bring tenant databases to the current schema (creating the named ones if missing).
     Migrate {
         /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
@@ -68,6 +80,30 @@ pub enum Command {
         /// Only these tenants (repeatable). Without it: every tenant found in the data dir.
         #[arg(long = "tenant")]
         tenants: Vec<String>,
+    },
+}
+
+/// `pm-server client ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Send requests (ClientFrame bodies in the proto3 JSON mapping), given as arguments or one
+    /// per line on standard input, e.g. '{"query": {"listProjects": {}}}'. Prints each
+    /// Response as a JSON line; exits 1 if any was an error, 2 on connection or input errors.
+    Send {
+        /// The requests; none: read standard input.
+        requests: Vec<String>,
+    },
+    /// Subscribe and print events as JSON lines until interrupted (reconnects and resumes).
+    Watch {
+        /// Only these projects (repeatable).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Only these entity types, e.g. work_item (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Start after this change number (default: only new changes).
+        #[arg(long)]
+        from_seq: Option<u64>,
     },
 }
 

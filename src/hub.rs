@@ -5,10 +5,13 @@
 //! subscriber whose queue is full is cut off (`SLOW_CONSUMER`): the writer and the other
 //! subscribers never wait for it, and it can resume from the log.
 //!
-//! Resume without gap or duplicate: a new subscriber registers first, at the hub's current
-//! position `H`, in a catching-up state where live events are buffered; the session sends the
-//! logged events in `(from_seq, H]`, then [`Hub::go_live`] flushes the buffer (events after `H`)
-//! and switches to live delivery. Events are processed under one lock, in seq order.
+//! Resume without gap or duplicate: a new subscriber registers first, in a catching-up state
+//! where every committed group is buffered as it is (permissions are not known yet). The
+//! session then reads the user's memberships and the head `D` in one read transaction, sends
+//! the logged events in `(from_seq, D]`, and [`Hub::go_live`] hands over the memberships as of
+//! `D`: buffered events up to `D` are dropped (already sent), later ones are filtered, with
+//! membership changes applied in order, and delivery is live from then on. Events are processed
+//! under one lock, in seq order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -71,14 +74,14 @@ pub struct Filter {
 struct Subscriber {
     user: UserId,
     filter: Filter,
-    /// Projects the user is a member of; kept current from membership events.
+    /// Projects the user is a member of; kept current from membership events once live.
     allowed: HashSet<String>,
     /// Events at or below this seq were or will be sent from the log.
     skip_until: u64,
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
-    /// `Some`: catching up, live events wait here, one entry per committed group.
-    buffer: Option<Vec<Vec<(u64, Bytes)>>>,
+    /// `Some`: catching up; committed groups wait here unfiltered.
+    buffer: Option<Vec<Arc<[CommittedEvent]>>>,
     /// Groups buffered while catching up before the subscriber counts as slow.
     capacity: usize,
 }
@@ -101,8 +104,6 @@ impl Subscriber {
 pub struct Registration {
     hub: Arc<Hub>,
     id: u64,
-    /// The hub's position when the subscriber registered.
-    pub head: u64,
 }
 
 impl Drop for Registration {
@@ -145,26 +146,24 @@ impl Hub {
         hub
     }
 
-    /// Registers a subscriber, catching up from the hub's current position.
+    /// Registers a subscriber in the catching-up state: from now on every committed group is
+    /// kept for it until [`Hub::go_live`].
     pub fn register(
         self: &Arc<Self>,
         user: UserId,
         filter: Filter,
-        allowed: HashSet<String>,
-        from_seq: u64,
         channels: Channels,
     ) -> Registration {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
         let id = state.next_id;
         state.next_id += 1;
-        let head = state.last_seq;
         state.subscribers.insert(
             id,
             Subscriber {
                 user,
                 filter,
-                allowed,
-                skip_until: from_seq.max(head),
+                allowed: HashSet::new(),
+                skip_until: 0,
                 out: channels.out,
                 close: channels.close,
                 buffer: Some(Vec::new()),
@@ -174,32 +173,34 @@ impl Hub {
         Registration {
             hub: self.clone(),
             id,
-            head,
         }
     }
 
-    /// Ends catching up: queues the buffered live events and delivers live from now on.
-    /// False if the subscriber was cut off meanwhile.
-    pub fn go_live(&self, registration: &Registration) -> bool {
+    /// Ends catching up. `allowed` are the user's projects as of change `replayed_until`, up to
+    /// which the session sent the log: later buffered events are filtered (membership changes
+    /// applied in order) and queued, and delivery is live from now on. False if the subscriber
+    /// was cut off meanwhile.
+    pub fn go_live(
+        &self,
+        registration: &Registration,
+        allowed: HashSet<String>,
+        replayed_until: u64,
+    ) -> bool {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
         let Some(sub) = state.subscribers.get_mut(&registration.id) else {
             return false;
         };
+        sub.allowed = allowed;
+        sub.skip_until = replayed_until;
         let buffered = sub.buffer.take().unwrap_or_default();
-        let kept = buffered.into_iter().all(|group| self.deliver(sub, group));
+        let kept = buffered.iter().all(|group| {
+            let wanted = select(sub, group.iter());
+            wanted.is_empty() || self.deliver(sub, wanted)
+        });
         if !kept {
             state.subscribers.remove(&registration.id);
         }
         kept
-    }
-
-    /// The projects a catching-up subscriber may see now (for its replay).
-    pub fn allowed(&self, registration: &Registration) -> Option<HashSet<String>> {
-        let state = self.state.lock().expect("hub lock is never poisoned");
-        state
-            .subscribers
-            .get(&registration.id)
-            .map(|s| s.allowed.clone())
     }
 
     /// The tenant.
@@ -228,44 +229,20 @@ impl Hub {
         }
     }
 
-    /// Delivers a committed group in seq order, keeping memberships current: each subscriber
-    /// gets the events it wants as one queue item.
-    fn publish(&self, events: &[CommittedEvent]) {
+    /// Delivers a committed group: live subscribers get the events they want as one queue
+    /// item; catching-up ones keep the whole group for [`Hub::go_live`].
+    fn publish(&self, events: &Arc<[CommittedEvent]>) {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
         let last_seq = state.last_seq;
-        let fresh: Vec<&CommittedEvent> = events.iter().filter(|e| e.seq > last_seq).collect();
-        let Some(newest) = fresh.last() else { return };
-        state.last_seq = newest.seq;
+        let Some(newest) = events.last().map(|e| e.seq).filter(|seq| *seq > last_seq) else {
+            return;
+        };
+        state.last_seq = newest;
         let mut gone = Vec::new();
         for (id, sub) in state.subscribers.iter_mut() {
-            let mut wanted = Vec::new();
-            for event in &fresh {
-                let member_change =
-                    (event.kind == EntityKind::ProjectMember).then_some(event.action);
-                let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
-                // A new member sees the event of their own addition.
-                if concerns_user && member_change == Some(ChangeAction::Created) {
-                    sub.allowed.insert(event.project_id.clone());
-                }
-                if sub.wants(event) {
-                    wanted.push((event.seq, event.frame.clone()));
-                }
-                // A removed member, or anyone once the project is deleted, sees nothing more
-                // of it (after this event).
-                let project_deleted =
-                    event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
-                if (concerns_user && member_change == Some(ChangeAction::Deleted))
-                    || project_deleted
-                {
-                    sub.allowed.remove(&event.project_id);
-                }
-            }
-            if wanted.is_empty() {
-                continue;
-            }
             let kept = match &mut sub.buffer {
                 Some(buffer) if buffer.len() < sub.capacity => {
-                    buffer.push(wanted);
+                    buffer.push(events.clone());
                     true
                 }
                 Some(_) => {
@@ -275,7 +252,10 @@ impl Hub {
                     let _ = sub.close.try_send(Close::SlowConsumer);
                     false
                 }
-                None => self.deliver(sub, wanted),
+                None => {
+                    let wanted = select(sub, events.iter().filter(|e| e.seq > last_seq));
+                    wanted.is_empty() || self.deliver(sub, wanted)
+                }
             };
             if !kept {
                 gone.push(*id);
@@ -308,7 +288,8 @@ impl Hub {
             if events.is_empty() {
                 return;
             }
-            let committed: Result<Vec<_>, _> = events.iter().map(|e| e.to_committed()).collect();
+            let committed: Result<Arc<[CommittedEvent]>, _> =
+                events.iter().map(|e| e.to_committed()).collect();
             match committed {
                 Ok(committed) => self.publish(&committed),
                 Err(error) => {
@@ -333,4 +314,33 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// The events of one group that `sub` wants, in order, keeping its memberships current: a new
+/// member sees the event of their own addition; a removed member (or anyone, once the project
+/// is deleted) sees that event and nothing more of the project.
+fn select<'a>(
+    sub: &mut Subscriber,
+    events: impl Iterator<Item = &'a CommittedEvent>,
+) -> Vec<(u64, Bytes)> {
+    let mut wanted = Vec::new();
+    for event in events {
+        if event.seq <= sub.skip_until {
+            continue;
+        }
+        let member_change = (event.kind == EntityKind::ProjectMember).then_some(event.action);
+        let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
+        if concerns_user && member_change == Some(ChangeAction::Created) {
+            sub.allowed.insert(event.project_id.clone());
+        }
+        if sub.wants(event) {
+            wanted.push((event.seq, event.frame.clone()));
+        }
+        let project_deleted =
+            event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
+        if (concerns_user && member_change == Some(ChangeAction::Deleted)) || project_deleted {
+            sub.allowed.remove(&event.project_id);
+        }
+    }
+    wanted
 }

@@ -16,11 +16,13 @@
 //! - [`limits`]: token buckets and connection counts.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - [`config`]: settings from a TOML file, `PM_*` variables and flags.
+//! - [`client_cli`]: `pm-server client send|watch`, JSON in, JSON lines out.
 //! - [`cli`]: the `pm-server` command line; [`migrate`]: schema upgrades of tenant databases;
 //!   [`tenants`]: `tenants list|stats`.
 
 pub mod auth;
 pub mod cli;
+pub mod client_cli;
 pub mod config;
 pub mod http;
 pub mod hub;

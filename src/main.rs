@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pm_core::{TenantId, UserId};
-use pm_server::cli::{self, Cli, Command, TenantsCommand};
+use pm_server::cli::{self, Cli, ClientCommand, Command, TenantsCommand};
 use pm_server::config::Settings;
 use pm_server::{auth, server};
 
@@ -65,6 +65,16 @@ async fn main() -> ExitCode {
                 Err(e) => fail(e.to_string()),
             }
         }
+        Command::Client { url, token, what } => match what {
+            ClientCommand::Send { requests } => {
+                pm_server::client_cli::send(&url, &token, requests).await
+            }
+            ClientCommand::Watch {
+                projects,
+                types,
+                from_seq,
+            } => pm_server::client_cli::watch(&url, &token, projects, types, from_seq).await,
+        },
         Command::Migrate { data_dir, tenants } => migrate(&data_dir, &tenants).await,
         Command::Tenants { what } => match what {
             TenantsCommand::List { data_dir, json } => {
@@ -151,6 +161,12 @@ async fn serve(config: Option<std::path::PathBuf>, overrides: Vec<String>, dev: 
                 println!("  data directory: {}", data_dir.display());
                 println!("  WebSocket:      ws://{address}/ws");
                 println!("  token (tenant dev, user dev-user, 24 h):\n    {token}");
+                println!("  try it:         export PM_URL=ws://{address}/ws PM_TOKEN={token}");
+                println!(
+                    r#"                  pm-server client send '{{"command": {{"createProject": {{"key": "PM", "name": "Board"}}}}}}'"#
+                );
+                println!("                  pm-server client watch --from-seq 0");
+                println!("                  (from a checkout: cargo run --release -- client ...)");
                 println!(
                     "  more tokens:    pm-server token --dev-data-dir {} --tenant dev --user alice",
                     data_dir.display()

@@ -625,12 +625,6 @@ impl Session {
             })
             .collect::<Result<Vec<EntityKind>, _>>()
             .map_err(|e| pm_db::Error::from(e).to_wire())?;
-        let memberships = self
-            .tenant
-            .memberships(&user)
-            .await
-            .map_err(|e| self.wire(e))?;
-        let allowed: HashSet<String> = memberships.into_iter().map(|(p, _)| p).collect();
         let projects = if s.project_ids.is_empty() {
             None
         } else {
@@ -639,13 +633,6 @@ impl Session {
                 let id = EntityId::parse("project_ids", raw)
                     .map_err(|e| pm_db::Error::from(e).to_wire())?
                     .to_text();
-                if !allowed.contains(&id) {
-                    return Err(error(
-                        v1::ErrorCode::NotFound,
-                        "project not found",
-                        "project_ids",
-                    ));
-                }
                 projects.insert(id);
             }
             Some(projects)
@@ -666,23 +653,38 @@ impl Session {
             }
             Err(e) => return Err(self.wire(e)),
         }
+        // Register first: from here on the hub keeps every committed group for us. Then read
+        // the memberships and the head in one snapshot: everything up to the head is sent from
+        // the log, everything after it from the hub's buffer, with permissions as of the head.
         let hub = self.app.hubs.get(&self.tenant, &self.app.metrics);
-        let filter = Filter {
-            projects: projects.clone(),
-            kinds: kinds.clone(),
-        };
         let registration = hub.register(
-            user,
-            filter,
-            allowed,
-            s.from_seq,
+            user.clone(),
+            Filter {
+                projects: projects.clone(),
+                kinds: kinds.clone(),
+            },
             Channels {
                 out: self.out.clone(),
                 close: self.close.clone(),
                 capacity: self.app.settings.limits.outgoing_queue,
             },
         );
-        let head = registration.head.max(s.from_seq);
+        let (memberships, head) = self
+            .tenant
+            .memberships(&user)
+            .await
+            .map_err(|e| self.wire(e))?;
+        let allowed: HashSet<String> = memberships.into_iter().map(|(p, _)| p).collect();
+        if let Some(projects) = &projects {
+            if !projects.iter().all(|p| allowed.contains(p)) {
+                return Err(error(
+                    v1::ErrorCode::NotFound,
+                    "project not found",
+                    "project_ids",
+                ));
+            }
+        }
+        let head = head.max(s.from_seq);
         let _ = self
             .out
             .send(response(
@@ -691,29 +693,21 @@ impl Session {
             ))
             .await;
 
-        // Replay (from_seq, head] with the permissions as they are now, a page at a time.
+        // Replay (from_seq, head] with the permissions as of the head, a page at a time.
         const PAGE: u32 = 1_000;
+        let project_ids: Vec<String> = match &projects {
+            Some(p) => p.iter().cloned().collect(),
+            None => allowed.iter().cloned().collect(),
+        };
         let mut after = s.from_seq;
-        while after < registration.head {
-            let visible = hub.allowed(&registration).unwrap_or_default();
-            let project_ids: Vec<String> = match &projects {
-                Some(p) => p
-                    .iter()
-                    .filter(|id| visible.contains(*id))
-                    .cloned()
-                    .collect(),
-                None => visible.into_iter().collect(),
-            };
-            if project_ids.is_empty() {
-                break;
-            }
+        while after < head && !project_ids.is_empty() {
             let filter = EventFilter {
-                project_ids,
+                project_ids: project_ids.clone(),
                 kinds: kinds.clone(),
             };
             let events = match self
                 .tenant
-                .read_events(after, Some(registration.head), PAGE, &filter)
+                .read_events(after, Some(head), PAGE, &filter)
                 .await
             {
                 Ok(events) => events,
@@ -744,7 +738,7 @@ impl Session {
                 break;
             }
         }
-        if hub.go_live(&registration) {
+        if hub.go_live(&registration, allowed, head) {
             *slot = Some(registration);
         }
         Ok(())

@@ -96,43 +96,76 @@ fn version_carries_the_build_stamp() {
     assert!(text.starts_with(&format!("pm-server {version}")), "{text}");
 }
 
-#[test]
-fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// A `serve --dev` child on a free port: the process, its address and its printed token.
+struct DevServer {
+    child: std::process::Child,
+    address: String,
+    token: String,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("PM_LOG", "error")
-        .env_remove("PM_JWT_SECRET")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("pm-server starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut address = None;
-    let mut token = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(url) = line.trim().strip_prefix("WebSocket:") {
-            address = Some(
-                url.trim()
-                    .trim_start_matches("ws://")
-                    .trim_end_matches("/ws")
-                    .to_owned(),
-            );
+impl DevServer {
+    fn start(data_dir: &Path) -> DevServer {
+        use std::io::{BufRead, BufReader};
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("PM_LOG", "error")
+            .env_remove("PM_JWT_SECRET")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("pm-server starts");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut address = None;
+        let mut token = None;
+        for line in lines {
+            let line = line.unwrap();
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("WebSocket:") {
+                address = Some(
+                    url.trim()
+                        .trim_start_matches("ws://")
+                        .trim_end_matches("/ws")
+                        .to_owned(),
+                );
+            }
+            if line.starts_with("eyJ") {
+                token = Some(line.to_owned());
+            }
+            if line.starts_with("health:") {
+                break;
+            }
         }
-        if line.trim().starts_with("eyJ") {
-            token = Some(line.trim().to_owned());
-        }
-        if line.trim().starts_with("health:") {
-            break;
+        DevServer {
+            child,
+            address: address.expect("the WebSocket address is printed"),
+            token: token.expect("a token is printed"),
         }
     }
-    let address = address.expect("the WebSocket address is printed");
-    let token = token.expect("a token is printed");
 
-    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.address)
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.child.wait().unwrap().code()
+    }
+}
+
+#[test]
+fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(dir.path());
+
+    let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -148,7 +181,7 @@ fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
         ..Default::default()
     })
     .unwrap();
-    let identity = verifier.verify(&token).unwrap();
+    let identity = verifier.verify(&server.token).unwrap();
     assert_eq!(identity.tenant.as_str(), "dev");
     assert_eq!(identity.user.as_str(), "dev-user");
     #[cfg(unix)]
@@ -160,14 +193,105 @@ fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
         );
         assert_eq!(mode & 0o777, 0o600, "the development secret is private");
     }
+    assert_eq!(server.stop(), Some(0), "SIGTERM is a clean shutdown");
+}
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+fn client(server: &DevServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(["client", "--url", &server.url(), "--token", &server.token])
+        .args(args)
+        .env("PM_LOG", "error")
+        .output()
+        .expect("pm-server client runs")
+}
+
+#[test]
+fn the_client_sends_json_requests_and_watches_events_as_json_lines() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(dir.path());
+
+    // The watcher starts from the beginning and sees what the sender does.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args([
+            "client",
+            "--url",
+            &server.url(),
+            "--token",
+            &server.token,
+            "watch",
+            "--from-seq",
+            "0",
+        ])
+        .env("PM_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean shutdown");
+
+    let output = client(
+        &server,
+        &[
+            "send",
+            r#"{"command": {"createProject": {"key": "PM", "name": "Board"}}}"#,
+            r#"{"query": {"listProjects": {}}}"#,
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["requestId"], "1");
+    assert_eq!(lines[0]["commandResult"]["seq"], "2");
+    assert_eq!(lines[0]["commandResult"]["entity"]["project"]["key"], "PM");
+    assert_eq!(lines[1]["requestId"], "2");
+    let projects = &lines[1]["queryResult"]["listProjectsResult"]["items"];
+    assert_eq!(projects.as_array().unwrap().len(), 1);
+    assert_eq!(
+        lines[1]["queryResult"]["listProjectsResult"]["asOfSeq"],
+        "2"
+    );
+
+    // An answered error: printed, exit 1.
+    let output = client(
+        &server,
+        &[
+            "send",
+            r#"{"command": {"createProject": {"key": "pm", "name": "x"}}}"#,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let line: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(line["error"]["code"], "INVALID_ARGUMENT");
+    assert_eq!(line["error"]["field"], "key");
+
+    // Input that is not a request: exit 2, nothing sent.
+    let output = client(&server, &["send", r#"{"comand": {}}"#]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("request 1: not a ClientFrame"));
+
+    // The watcher printed the admin membership and the project, in seq order.
+    let mut events = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&events.next().unwrap().unwrap()).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&events.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["seq"].as_str(), first["entityType"].as_str()),
+        (Some("1"), Some("ENTITY_TYPE_PROJECT_MEMBER"))
+    );
+    assert_eq!(
+        (second["seq"].as_str(), second["entityType"].as_str()),
+        (Some("2"), Some("ENTITY_TYPE_PROJECT"))
+    );
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    assert_eq!(server.stop(), Some(0));
 }
 
 /// A tenant with one project (its admin too), two work items (one deleted) and a comment.

@@ -584,3 +584,28 @@ async fn metrics_count_delivered_events_and_ok_commands() {
     );
     assert_eq!(sample(&body, "pm_slow_consumer_disconnects_total"), 0);
 }
+
+/// Subscribing while a project of one's own is being created: whichever side wins, the
+/// subscriber gets the membership and the project, once each, in order (the subscription
+/// takes its permissions in the same snapshot as the position it replays up to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_while_ones_own_project_is_created_misses_nothing() {
+    let app = spawn_app().await;
+    for round in 0..20 {
+        let tenant = format!("race-{round}");
+        let (mut writer, _) = app.client(&tenant, "alice").await;
+        let (mut watcher, _) = app.client(&tenant, "alice").await;
+        let create = tokio::spawn(async move { writer.create_project("PM").await });
+        watcher.subscribe(0).await.unwrap();
+        let project = create.await.unwrap();
+        let first = watcher.event().await;
+        let second = watcher.event().await;
+        assert_eq!((first.seq, second.seq), (1, 2), "round {round}");
+        assert_eq!(first.entity_type, v1::EntityType::ProjectMember as i32);
+        assert_eq!(second.entity_id, project.id);
+        // And the subscription stays live for the project afterwards.
+        let (mut writer, _) = app.client(&tenant, "alice").await;
+        let (_, seq) = writer.create_item(&project.id, "after").await;
+        assert_eq!(watcher.event().await.seq, seq, "round {round}");
+    }
+}

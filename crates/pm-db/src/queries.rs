@@ -211,8 +211,17 @@ pub(crate) async fn run(
     })
 }
 
-/// The live projects `user` is a member of, with its role in each.
-pub(crate) async fn memberships(pool: &SqlitePool, user: &UserId) -> Result<Vec<(String, Role)>> {
+/// The live projects `user` is a member of, with its role in each, and the change number
+/// they are as of (read in one transaction).
+pub(crate) async fn memberships(
+    pool: &SqlitePool,
+    user: &UserId,
+) -> Result<(Vec<(String, Role)>, u64)> {
+    // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
+    // make callers' futures fail to prove `Send`.
+    let mut conn = pool.acquire().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let head = changelog::head_seq(&mut *tx).await?;
     let rows = sqlx::query(
         r#"
         SELECT m.project_id, m.role
@@ -222,18 +231,19 @@ pub(crate) async fn memberships(pool: &SqlitePool, user: &UserId) -> Result<Vec<
         "#,
     )
     .bind(user.as_str())
-    // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
-    // make callers' futures fail to prove `Send`.
-    .fetch_all(&mut *pool.acquire().await?)
+    .fetch_all(&mut *tx)
     .await?;
-    rows.iter()
+    tx.rollback().await?;
+    let memberships = rows
+        .iter()
         .map(|row| {
             let role: String = row.try_get("role")?;
             let role =
                 Role::parse("role", &role).map_err(|_| Error::Corrupt("unknown role".into()))?;
             Ok((row.try_get("project_id")?, role))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((memberships, head))
 }
 
 struct Reader<'a> {

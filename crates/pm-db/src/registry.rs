@@ -388,8 +388,12 @@ impl Tenant {
         self.events.subscribe()
     }
 
-    /// The live projects `user` is a member of, with its role in each.
-    pub async fn memberships(&self, user: &UserId) -> Result<Vec<(String, pm_core::kinds::Role)>> {
+    /// The live projects `user` is a member of, with its role in each, and the change number
+    /// they are as of (one read transaction).
+    pub async fn memberships(
+        &self,
+        user: &UserId,
+    ) -> Result<(Vec<(String, pm_core::kinds::Role)>, u64)> {
         queries::memberships(&self.read_pool, user).await
     }
 

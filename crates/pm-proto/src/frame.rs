@@ -90,3 +90,41 @@ mod tests {
         assert_eq!(decoded.body, Some(v1::server_frame::Body::Event(event)));
     }
 }
+
+#[cfg(test)]
+mod json_tests {
+    use crate::v1;
+
+    #[test]
+    fn frames_use_the_proto3_json_mapping() {
+        let frame: v1::ClientFrame = serde_json::from_str(
+            r#"{"requestId": "7", "command": {"idempotencyKey": "k1",
+                "createWorkItem": {"projectId": "p", "itemType": "WORK_ITEM_TYPE_TASK", "title": "Fix"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(frame.request_id, 7);
+        let Some(v1::client_frame::Body::Command(command)) = frame.body else {
+            panic!("a command")
+        };
+        assert_eq!(command.idempotency_key, "k1");
+        let Some(v1::command::Kind::CreateWorkItem(create)) = command.kind else {
+            panic!("CreateWorkItem")
+        };
+        assert_eq!(create.item_type, v1::WorkItemType::Task as i32);
+        assert_eq!(create.title, "Fix");
+
+        let response = v1::Response {
+            request_id: 7,
+            result: Some(v1::response::Result::CommandResult(v1::CommandResult {
+                seq: 3,
+                entity: None,
+                replayed: true,
+            })),
+        };
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            serde_json::json!({"requestId": "7", "commandResult": {"seq": "3", "replayed": true}})
+        );
+        assert!(serde_json::from_str::<v1::ClientFrame>(r#"{"nope": 1}"#).is_err());
+    }
+}

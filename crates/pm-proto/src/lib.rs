@@ -2,7 +2,8 @@
 //! conversions between wire values and the domain vocabulary of `pm-core`, in one place.
 //!
 //! # Layout
-//! - [`v1`]: generated messages (`ClientFrame`, `ServerFrame`, entities, commands, queries).
+//! - [`v1`]: generated messages (`ClientFrame`, `ServerFrame`, entities, commands, queries),
+//!   with serde implementations of the proto3 JSON mapping.
 //! - [`convert`]: wire enum <-> domain enum, with field-level errors for unknown values.
 //! - [`frame`]: helpers to build and encode frames once.
 
@@ -18,6 +19,7 @@ pub mod frame;
 )]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/pm.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/pm.v1.serde.rs"));
 }
 
 /// The protocol version this crate speaks (`Welcome.protocol_version`).
