@@ -80,6 +80,9 @@ pub enum Command {
         /// Only these tenants (repeatable). Without it: every tenant found in the data dir.
         #[arg(long = "tenant")]
         tenants: Vec<String>,
+        /// Tenants migrated at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
     },
 }
 

@@ -75,7 +75,11 @@ async fn main() -> ExitCode {
                 from_seq,
             } => pm_server::client_cli::watch(&url, &token, projects, types, from_seq).await,
         },
-        Command::Migrate { data_dir, tenants } => migrate(&data_dir, &tenants).await,
+        Command::Migrate {
+            data_dir,
+            tenants,
+            parallel,
+        } => migrate(&data_dir, &tenants, parallel).await,
         Command::Tenants { what } => match what {
             TenantsCommand::List { data_dir, json } => {
                 match pm_server::tenants::list(&pm_db::RegistryConfig::new(data_dir), json).await {
@@ -204,25 +208,38 @@ async fn shutdown_signal() {
     }
 }
 
-async fn migrate(data_dir: &std::path::Path, tenants: &[String]) -> ExitCode {
-    let reports = match pm_server::migrate::run(data_dir, tenants).await {
+async fn migrate(data_dir: &std::path::Path, tenants: &[String], parallel: usize) -> ExitCode {
+    use pm_server::migrate::Outcome;
+
+    let reports = match pm_server::migrate::run(data_dir, tenants, parallel).await {
         Ok(reports) => reports,
         Err(e) => return fail(format!("cannot read {}: {e}", data_dir.display())),
     };
-    let mut failed = 0;
+    let (mut created, mut migrated, mut current, mut failed) = (0, 0, 0, 0);
     for report in &reports {
-        match &report.outcome {
-            Ok(head) => println!("{:<40} ok      head_seq={head}", report.tenant),
-            Err(e) => {
-                failed += 1;
-                println!("{:<40} FAILED  {e}", report.tenant);
+        let what = match &report.outcome {
+            Outcome::Created => {
+                created += 1;
+                format!("created     head_seq={}", report.head_seq)
             }
-        }
+            Outcome::Migrated { from, to } => {
+                migrated += 1;
+                format!("migrated    {from} -> {to}, head_seq={}", report.head_seq)
+            }
+            Outcome::Current => {
+                current += 1;
+                format!("current     head_seq={}", report.head_seq)
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                format!("FAILED      {e}")
+            }
+        };
+        println!("{:<40} {what}", report.tenant);
     }
     println!(
-        "{} tenant(s): {} migrated or current, {failed} failed",
-        reports.len(),
-        reports.len() - failed
+        "{} tenant(s): {created} created, {migrated} migrated, {current} already current, {failed} failed",
+        reports.len()
     );
     if failed == 0 {
         ExitCode::SUCCESS

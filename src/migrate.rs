@@ -1,61 +1,124 @@
-//! `pm-server migrate`: opens each tenant, which applies pending migrations, and reports it.
+//! `pm-server migrate`: brings tenant databases to the current schema, several at a time, and
+//! reports each as created, migrated, already current or failed. One failing tenant does not
+//! stop the others.
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+use futures::StreamExt;
 use pm_core::TenantId;
+use pm_db::inspect;
 use pm_db::{RegistryConfig, TenantRegistry};
 
-/// One tenant's outcome.
+/// What happened to one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It had no database; one was created at the current schema.
+    Created,
+    /// Pending migrations were applied.
+    Migrated {
+        /// Schema version before.
+        from: i64,
+        /// Schema version after.
+        to: i64,
+    },
+    /// Nothing to do.
+    Current,
+    /// It could not be opened or migrated.
+    Failed(String),
+}
+
+/// One tenant's report.
 #[derive(Debug)]
 pub struct Report {
     /// The tenant, as named or as found on disk.
     pub tenant: String,
-    /// Its head seq after migrating, or why it failed.
-    pub outcome: Result<u64, String>,
+    /// What happened, and its head seq afterwards (0 on failure).
+    pub outcome: Outcome,
+    /// The latest change number after migrating.
+    pub head_seq: u64,
 }
 
-/// Migrates `tenants`, or every tenant directory under `data_dir` if empty. One failing tenant
-/// does not stop the others.
-pub async fn run(data_dir: &Path, tenants: &[String]) -> Result<Vec<Report>, std::io::Error> {
-    let names = if tenants.is_empty() {
-        existing_tenants(data_dir)?
+/// Migrates `tenants`, or every tenant directory under `data_dir` if empty, `parallel` at a
+/// time. Reports come back sorted by tenant.
+pub async fn run(
+    data_dir: &Path,
+    tenants: &[String],
+    parallel: usize,
+) -> Result<Vec<Report>, std::io::Error> {
+    let config = RegistryConfig::new(data_dir);
+    let names: Vec<String> = if tenants.is_empty() {
+        inspect::list_tenants(&config)?
+            .into_iter()
+            .map(|t| t.map(|id| id.to_string()).unwrap_or_else(|name| name))
+            .collect()
     } else {
         tenants.to_vec()
     };
-    let registry = TenantRegistry::new(RegistryConfig::new(data_dir));
-    let mut reports = Vec::with_capacity(names.len());
-    for name in names {
-        let outcome = match TenantId::parse(&name) {
-            Err(e) => Err(e.to_string()),
-            Ok(id) => match registry.open(&id).await {
-                Ok(tenant) => Ok(tenant.head_seq()),
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        registry.close_idle().await;
-        reports.push(Report {
-            tenant: name,
-            outcome,
-        });
+    let total = names.len();
+    let registry = TenantRegistry::new(config);
+    let progress = std::io::stderr().is_terminal() && total > 1;
+    let mut done = 0;
+    let mut reports: Vec<Report> = futures::stream::iter(names)
+        .map(|name| migrate_one(&registry, name))
+        .buffer_unordered(parallel.max(1))
+        .inspect(|_| {
+            done += 1;
+            if progress {
+                let _ = write!(std::io::stderr(), "\rmigrating: {done}/{total}");
+            }
+        })
+        .collect()
+        .await;
+    if progress {
+        let _ = writeln!(std::io::stderr());
     }
+    registry.close_idle().await;
+    reports.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(reports)
 }
 
-/// Names of the directories under `<data_dir>/tenants`, sorted.
-fn existing_tenants(data_dir: &Path) -> Result<Vec<String>, std::io::Error> {
-    let root = data_dir.join("tenants");
-    let entries = match std::fs::read_dir(&root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+async fn migrate_one(registry: &TenantRegistry, name: String) -> Report {
+    let failed = |tenant: String, why: String| Report {
+        tenant,
+        outcome: Outcome::Failed(why),
+        head_seq: 0,
     };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+    let id = match TenantId::parse(&name) {
+        Ok(id) => id,
+        Err(e) => return failed(name, e.to_string()),
+    };
+    let config = registry.config();
+    let before = if config
+        .tenant_dir(&id)
+        .join(pm_db::registry::DB_FILE)
+        .is_file()
+    {
+        match inspect::tenant_stats(config, &id).await {
+            Ok(stats) => Some(stats.schema_version),
+            Err(e) => return failed(name, e.to_string()),
         }
+    } else {
+        None
+    };
+    let opened = registry.open(&id).await;
+    let head_seq = match &opened {
+        Ok(tenant) => tenant.head_seq(),
+        Err(e) => return failed(name, e.to_string()),
+    };
+    drop(opened);
+    let after = match inspect::tenant_stats(config, &id).await {
+        Ok(stats) => stats.schema_version,
+        Err(e) => return failed(name, e.to_string()),
+    };
+    let outcome = match before {
+        None => Outcome::Created,
+        Some(from) if from < after => Outcome::Migrated { from, to: after },
+        Some(_) => Outcome::Current,
+    };
+    Report {
+        tenant: name,
+        outcome,
+        head_seq,
     }
-    names.sort();
-    Ok(names)
 }

@@ -30,13 +30,25 @@ fn migrate_creates_named_tenants_and_refuses_bad_ids() {
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert!(lines[0].starts_with("acme ") && lines[0].ends_with("ok      head_seq=0"));
+    // Sorted by name.
     assert!(
-        lines[1].starts_with("../etc ")
-            && lines[1].contains("FAILED  tenant_id: must start with a lower-case letter or digit")
+        lines[0].starts_with("../etc ")
+            && lines[0]
+                .ends_with("FAILED      tenant_id: must start with a lower-case letter or digit"),
+        "{text}"
     );
-    assert!(lines[2].starts_with("globex ") && lines[2].ends_with("ok      head_seq=0"));
-    assert_eq!(lines[3], "3 tenant(s): 2 migrated or current, 1 failed");
+    assert!(
+        lines[1].starts_with("acme ") && lines[1].ends_with("created     head_seq=0"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("globex ") && lines[2].ends_with("created     head_seq=0"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[3],
+        "3 tenant(s): 2 created, 0 migrated, 0 already current, 1 failed"
+    );
 
     assert!(dir.path().join("tenants/acme/tenant.db").is_file());
     assert!(dir.path().join("tenants/globex/tenant.db").is_file());
@@ -70,7 +82,10 @@ fn migrate_without_names_migrates_every_tenant_found() {
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("a-tenant "), "sorted by name: {text}");
     assert!(lines[1].starts_with("b-tenant "), "sorted by name: {text}");
-    assert_eq!(lines[2], "2 tenant(s): 2 migrated or current, 0 failed");
+    assert_eq!(
+        lines[2],
+        "2 tenant(s): 0 created, 0 migrated, 2 already current, 0 failed"
+    );
 }
 
 #[test]
@@ -80,7 +95,7 @@ fn migrate_on_an_empty_data_dir_does_nothing() {
     assert!(output.status.success());
     assert_eq!(
         stdout(&output),
-        "0 tenant(s): 0 migrated or current, 0 failed\n"
+        "0 tenant(s): 0 created, 0 migrated, 0 already current, 0 failed\n"
     );
     assert!(!dir.path().join("tenants").exists());
 }
@@ -421,5 +436,51 @@ fn tenants_list_and_stats_report_what_is_on_disk() {
     assert!(
         !dir.path().join("tenants/nobody").exists(),
         "stats never creates a tenant"
+    );
+}
+
+#[test]
+fn migrate_reports_a_corrupt_tenant_and_still_migrates_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(pm_server(&["migrate", "--tenant", "good"], dir.path())
+        .status
+        .success());
+    std::fs::create_dir_all(dir.path().join("tenants/broken")).unwrap();
+    std::fs::write(
+        dir.path().join("tenants/broken/tenant.db"),
+        b"this is not a database at all",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("tenants/new-one")).unwrap();
+
+    let output = pm_server(&["migrate", "--parallel", "2"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "one tenant failed");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("broken ") && lines[0].contains("FAILED"),
+        "{text}"
+    );
+    assert!(
+        !lines[0].contains(&dir.path().display().to_string()),
+        "no paths in reports: {text}"
+    );
+    assert!(
+        lines[1].starts_with("good ") && lines[1].ends_with("current     head_seq=0"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("new-one ") && lines[2].ends_with("created     head_seq=0"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[3],
+        "3 tenant(s): 1 created, 0 migrated, 1 already current, 1 failed"
+    );
+    // The broken file is left as it was for the operator to inspect.
+    assert_eq!(
+        std::fs::read(dir.path().join("tenants/broken/tenant.db")).unwrap(),
+        b"this is not a database at all"
     );
 }
