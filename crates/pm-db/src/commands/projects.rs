@@ -1,7 +1,7 @@
 //! Projects and their members.
 
 use pm_core::kinds::{ChangeAction, Role};
-use pm_core::{rules, text, EntityId, UserId};
+use pm_core::{text, EntityId, UserId};
 use pm_proto::{convert, v1};
 
 use super::{check_version, conflict, on_unique, parse_id, require, Applied, Cx, ProjectInfo};
@@ -144,13 +144,37 @@ async fn find_member(
     row.as_ref().map(v1::ProjectMember::from_row).transpose()
 }
 
-async fn admin_count(cx: &mut Cx<'_>, project_id: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+/// The member about to be changed, at the version the caller expects.
+async fn load_member(
+    cx: &mut Cx<'_>,
+    project_id: &str,
+    user: &UserId,
+    expected_version: u64,
+) -> Result<v1::ProjectMember> {
+    let member = find_member(cx, project_id, user.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound("member not found".into()))?;
+    check_version(&member, expected_version)?;
+    Ok(member)
+}
+
+/// Refuses to demote or remove `member` if it is the project's last admin.
+async fn keep_an_admin(cx: &mut Cx<'_>, member: &v1::ProjectMember) -> Result<()> {
+    if member.role != v1::ProjectRole::Admin as i32 {
+        return Ok(());
+    }
+    let admins: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM project_members WHERE project_id = ?1 AND role = 'admin'",
     )
-    .bind(project_id)
+    .bind(&member.project_id)
     .fetch_one(&mut *cx.conn)
-    .await?)
+    .await?;
+    if admins <= 1 {
+        return Err(Error::FailedPrecondition(
+            "a project must keep at least one admin".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Adds a member (admins only).
@@ -186,20 +210,9 @@ pub(super) async fn update_member(cx: &mut Cx<'_>, c: &v1::UpdateMember) -> Resu
     let role = member_role("role", c.role)?;
     let (caller, _) = cx.member_role(&project_id, "project", false).await?;
     require(caller, Role::Admin)?;
-    let member = find_member(cx, &project_id, user.as_str())
-        .await?
-        .ok_or_else(|| Error::NotFound("member not found".into()))?;
-    rules::check_expected_version(c.expected_version)?;
-    if member.version != c.expected_version {
-        return Err(conflict(member));
-    }
-    if member.role == v1::ProjectRole::Admin as i32
-        && role != Role::Admin
-        && admin_count(cx, &project_id).await? <= 1
-    {
-        return Err(Error::FailedPrecondition(
-            "a project must keep at least one admin".into(),
-        ));
+    let member = load_member(cx, &project_id, &user, c.expected_version).await?;
+    if role != Role::Admin {
+        keep_an_admin(cx, &member).await?;
     }
     let mut after = member.clone();
     after.role = v1::ProjectRole::from(role).into();
@@ -240,18 +253,8 @@ pub(super) async fn remove_member(cx: &mut Cx<'_>, c: &v1::RemoveMember) -> Resu
     if user != *cx.actor {
         require(caller, Role::Admin)?;
     }
-    let member = find_member(cx, &project_id, user.as_str())
-        .await?
-        .ok_or_else(|| Error::NotFound("member not found".into()))?;
-    rules::check_expected_version(c.expected_version)?;
-    if member.version != c.expected_version {
-        return Err(conflict(member));
-    }
-    if member.role == v1::ProjectRole::Admin as i32 && admin_count(cx, &project_id).await? <= 1 {
-        return Err(Error::FailedPrecondition(
-            "a project must keep at least one admin".into(),
-        ));
-    }
+    let member = load_member(cx, &project_id, &user, c.expected_version).await?;
+    keep_an_admin(cx, &member).await?;
     let done = sqlx::query(
         "DELETE FROM project_members WHERE project_id = ?1 AND user_id = ?2 AND version = ?3",
     )
