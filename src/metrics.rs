@@ -144,6 +144,14 @@ impl Metrics {
             "counter",
             tenants.jobs,
         );
+        if let Some(rss) = resident_memory_bytes() {
+            gauge(
+                "process_resident_memory_bytes",
+                "Resident memory of the server process.",
+                "gauge",
+                rss,
+            );
+        }
         let _ = writeln!(out, "# HELP pm_requests_total Requests answered, by kind and outcome.\n# TYPE pm_requests_total counter");
         for (k, kind) in KINDS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
@@ -187,4 +195,19 @@ pub struct TenantFigures {
     pub groups: u64,
     /// Committed write jobs of the open tenants.
     pub jobs: u64,
+}
+
+/// The process's resident set size, from `VmRSS` in `/proc/self/status` (Linux; `None`
+/// elsewhere).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

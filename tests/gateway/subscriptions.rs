@@ -583,6 +583,8 @@ async fn metrics_count_delivered_events_and_ok_commands() {
         SUBSCRIBERS
     );
     assert_eq!(sample(&body, "pm_slow_consumer_disconnects_total"), 0);
+    // Read from /proc/self/status: a running server is bigger than a mebibyte.
+    assert!(sample(&body, "process_resident_memory_bytes") > 1 << 20);
 }
 
 /// Subscribing while a project of one's own is being created: whichever side wins, the

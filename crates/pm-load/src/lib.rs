@@ -1,0 +1,43 @@
+//! pm-load: measures a running pm-server over real WebSockets.
+//!
+//! Every scenario is bounded in count and time, talks to loopback by default, and returns a
+//! [`Report`] with HDR-histogram percentiles that prints as a table or as JSON.
+//!
+//! # Layout
+//! - [`target`]: where the server is, how tokens are minted, and the setup every scenario
+//!   shares (a fresh tenant, a project, members).
+//! - [`raw`]: a bare protobuf WebSocket for clients that must be cheap (thousands of idle
+//!   sockets) or misbehave (stall, drop); writers use the `pm-client` library.
+//! - [`report`]: percentiles, figures and checks, printed as text or JSON.
+//! - [`progress`]: the progress bar on a terminal.
+//! - One module per scenario: [`write`], [`fanout`], [`idle`], [`storm`], [`slow`].
+
+pub mod fanout;
+pub mod idle;
+pub mod progress;
+pub mod raw;
+pub mod report;
+pub mod slow;
+pub mod storm;
+pub mod target;
+pub mod write;
+
+pub use report::Report;
+pub use target::Target;
+
+/// Why a scenario could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad options, or the server refused the setup (creating tenants, projects, members).
+    #[error("{0}")]
+    Setup(String),
+    /// A request through `pm-client` failed.
+    #[error(transparent)]
+    Client(#[from] pm_client::ClientError),
+    /// A raw WebSocket failed or the server answered something unexpected.
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

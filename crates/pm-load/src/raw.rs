@@ -1,0 +1,264 @@
+//! A bare protobuf WebSocket: one socket, no tasks, no queues.
+//!
+//! Scenarios that hold thousands of sockets, stall on purpose or drop them abruptly use this
+//! rather than `pm-client`, whose reconnect and pipelining would get in the way. Events are
+//! decoded into [`EventHead`] (seq and commit time only): prost skips the entity, so the
+//! load generator spends its share of the two cores on reading, not on decoding.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pm_proto::v1::{self, client_frame::Body as In};
+use prost::Message as _;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::target::Target;
+use crate::{Error, Result};
+
+/// Upper bound for the handshake (TCP, upgrade, `Hello`/`Welcome`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The two fields of an event the scenarios use.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EventHead {
+    /// The change's seq.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// Commit time, Unix milliseconds.
+    #[prost(int64, tag = "2")]
+    pub at: i64,
+}
+
+/// `ServerFrame` with its oneof read as plain optional fields (the same wire format), and the
+/// event read as an [`EventHead`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct FrameHead {
+    #[prost(message, optional, tag = "1")]
+    welcome: Option<v1::Welcome>,
+    #[prost(message, optional, tag = "2")]
+    response: Option<v1::Response>,
+    #[prost(message, optional, tag = "3")]
+    event: Option<EventHead>,
+    #[prost(message, optional, tag = "4")]
+    pong: Option<v1::Pong>,
+    #[prost(message, optional, tag = "5")]
+    goodbye: Option<v1::Goodbye>,
+}
+
+/// What arrived on a [`RawConn`].
+#[derive(Debug)]
+pub enum Incoming {
+    /// `Welcome` (only during the handshake).
+    Welcome(v1::Welcome),
+    /// The answer to a request (boxed: it can carry a whole query result).
+    Response(Box<v1::Response>),
+    /// A committed change.
+    Event(EventHead),
+    /// The answer to a `Ping`.
+    Pong,
+    /// The server is about to close the connection.
+    Goodbye(v1::Goodbye),
+    /// The connection closed, with the close code if the server sent one.
+    Closed(Option<u16>),
+}
+
+/// One WebSocket to the server, after `Welcome`.
+#[derive(Debug)]
+pub struct RawConn {
+    ws: WebSocketStream<TcpStream>,
+    next_request: u64,
+}
+
+impl RawConn {
+    /// Connects `user` to `tenant`. `recv_buffer` shrinks the socket's receive buffer, so a
+    /// client that stops reading backs the server up quickly.
+    pub async fn open(
+        target: &Target,
+        tenant: &str,
+        user: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<(RawConn, v1::Welcome)> {
+        let token = target.token(tenant, user);
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::handshake(target, token, recv_buffer))
+            .await
+            .map_err(|_| Error::Connection(format!("no Welcome within {CONNECT_TIMEOUT:?}")))?
+    }
+
+    async fn handshake(
+        target: &Target,
+        token: String,
+        recv_buffer: Option<u32>,
+    ) -> Result<(RawConn, v1::Welcome)> {
+        let authority = target
+            .url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| {
+                Error::Setup(format!("only ws:// URLs are supported: {}", target.url))
+            })?;
+        let address = tokio::net::lookup_host(authority)
+            .await
+            .map_err(|e| Error::Connection(format!("resolving {authority}: {e}")))?
+            .next()
+            .ok_or_else(|| Error::Connection(format!("{authority} resolves to nothing")))?;
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(io)?;
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).map_err(io)?;
+        }
+        socket.set_nodelay(true).map_err(io)?;
+        let stream = socket.connect(address).await.map_err(io)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .max_message_size(Some(16 << 20));
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(target.url.as_str(), stream, Some(config))
+                .await
+                .map_err(|e| Error::Connection(format!("upgrade: {e}")))?;
+        let mut conn = RawConn {
+            ws,
+            next_request: 1,
+        };
+        let hello = In::Hello(v1::Hello {
+            token,
+            client_name: concat!("pm-load/", env!("CARGO_PKG_VERSION")).into(),
+            protocol_version: pm_proto::PROTOCOL_VERSION,
+        });
+        conn.send(0, hello).await?;
+        match conn.next().await? {
+            Incoming::Welcome(welcome) => Ok((conn, welcome)),
+            Incoming::Goodbye(goodbye) => Err(Error::Connection(format!(
+                "refused: {:?} {}",
+                v1::CloseReason::try_from(goodbye.reason),
+                goodbye.message
+            ))),
+            other => Err(Error::Connection(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends one request frame.
+    pub async fn send(&mut self, request_id: u64, body: In) -> Result<()> {
+        let frame = v1::ClientFrame {
+            request_id,
+            body: Some(body),
+        };
+        self.ws
+            .send(Message::Binary(frame.encode_to_vec().into()))
+            .await
+            .map_err(|e| Error::Connection(format!("send: {e}")))
+    }
+
+    /// Subscribes to everything visible from `from_seq`; the head seq from the ack. Events
+    /// follow the ack.
+    pub async fn subscribe(&mut self, from_seq: u64) -> Result<u64> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let subscribe = In::Subscribe(v1::Subscribe {
+            project_ids: vec![],
+            entity_types: vec![],
+            from_seq,
+        });
+        self.send(id, subscribe).await?;
+        loop {
+            match self.next().await? {
+                Incoming::Response(r) if r.request_id == id => {
+                    return match r.result {
+                        Some(v1::response::Result::SubscribeResult(ack)) => Ok(ack.head_seq),
+                        other => Err(Error::Connection(format!("Subscribe answered {other:?}"))),
+                    }
+                }
+                Incoming::Pong | Incoming::Response(_) => {}
+                other => {
+                    return Err(Error::Connection(format!(
+                        "expected the Subscribe ack, got {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next frame. WebSocket pings are answered by the library while reading.
+    pub async fn next(&mut self) -> Result<Incoming> {
+        loop {
+            let message = match self.ws.next().await {
+                None => return Ok(Incoming::Closed(None)),
+                Some(Err(e)) => return Err(Error::Connection(format!("read: {e}"))),
+                Some(Ok(message)) => message,
+            };
+            let bytes = match message {
+                Message::Binary(bytes) => bytes,
+                Message::Close(frame) => {
+                    return Ok(Incoming::Closed(frame.map(|f| u16::from(f.code))))
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Text(_) => {
+                    return Err(Error::Connection("the server sent a text frame".into()))
+                }
+            };
+            let frame = FrameHead::decode(bytes)
+                .map_err(|e| Error::Connection(format!("undecodable ServerFrame: {e}")))?;
+            return Ok(if let Some(event) = frame.event {
+                Incoming::Event(event)
+            } else if let Some(response) = frame.response {
+                Incoming::Response(Box::new(response))
+            } else if let Some(goodbye) = frame.goodbye {
+                Incoming::Goodbye(goodbye)
+            } else if let Some(welcome) = frame.welcome {
+                Incoming::Welcome(welcome)
+            } else if frame.pong.is_some() {
+                Incoming::Pong
+            } else {
+                return Err(Error::Connection("an empty ServerFrame".into()));
+            });
+        }
+    }
+
+    /// Reads until the close; every event on the way, the `Goodbye` if one came, and the
+    /// close code. For clients that stopped reading and now collect what the server left.
+    pub async fn drain(mut self, limit: Duration) -> Result<Drained> {
+        let mut drained = Drained::default();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .map_err(|_| Error::Connection(format!("still open after {limit:?}")))?;
+            match next {
+                Ok(Incoming::Event(e)) => drained.events.push(e.seq),
+                Ok(Incoming::Goodbye(g)) => drained.goodbye = Some(g),
+                Ok(Incoming::Closed(code)) => {
+                    drained.close_code = code;
+                    return Ok(drained);
+                }
+                Ok(_) => {}
+                // A reset after the close frame was lost: what was read still counts.
+                Err(_) if drained.goodbye.is_some() => return Ok(drained),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// What [`RawConn::drain`] found.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Seqs of the events read, in order.
+    pub events: Vec<u64>,
+    /// The `Goodbye`, if the server said why it closed.
+    pub goodbye: Option<v1::Goodbye>,
+    /// The WebSocket close code.
+    pub close_code: Option<u16>,
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Connection(e.to_string())
+}

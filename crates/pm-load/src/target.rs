@@ -1,0 +1,254 @@
+//! The server under test: its URL, how tokens are minted for it, and shared setup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pm_client::{Client, ClientOptions};
+use pm_proto::v1;
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// How long minted tokens last: longer than any bounded run.
+const TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// Most commands per `Batch` (the server's default `storage.max_batch_commands` is 100).
+const BATCH: usize = 50;
+
+/// The server under test.
+#[derive(Clone)]
+pub struct Target {
+    /// WebSocket URL, e.g. `ws://127.0.0.1:7400/ws`.
+    pub url: String,
+    /// Process id of the server, for reading its memory from `/proc/<pid>/status`.
+    pub server_pid: Option<u32>,
+    key: EncodingKey,
+    /// Makes the tenant names of one run distinct from every earlier run's.
+    run_id: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never printed.
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("server_pid", &self.server_pid)
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    tid: &'a str,
+    exp: u64,
+}
+
+impl Target {
+    /// A target at `url` whose tokens are signed with the server's HS256 `secret`.
+    pub fn new(url: impl Into<String>, secret: &str) -> Result<Self> {
+        if secret.len() < 32 {
+            return Err(Error::Setup(
+                "the HS256 secret must be at least 32 bytes (the server refuses shorter ones)"
+                    .into(),
+            ));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        Ok(Target {
+            url: url.into(),
+            server_pid: None,
+            key: EncodingKey::from_secret(secret.as_bytes()),
+            run_id: base36(now.as_millis() as u64 % 36u64.pow(8)),
+        })
+    }
+
+    /// The server's `/metrics` URL, on the same host and port as the WebSocket.
+    pub fn metrics_url(&self) -> Option<String> {
+        let rest = self.url.strip_prefix("ws://")?;
+        let host = rest.split('/').next()?;
+        Some(format!("http://{host}/metrics"))
+    }
+
+    /// A token for `user` in `tenant`.
+    pub fn token(&self, tenant: &str, user: &str) -> String {
+        let claims = Claims {
+            sub: user,
+            tid: tenant,
+            exp: unix_now().as_secs() + TOKEN_TTL.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// A tenant id no earlier run used: `load-<scenario>-<run>-<n>`.
+    pub fn tenant(&self, scenario: &str, n: usize) -> String {
+        format!("load-{scenario}-{}-{n}", self.run_id)
+    }
+
+    /// Connects `user` to `tenant` with the client library.
+    pub async fn client(&self, tenant: &str, user: &str) -> Result<Client> {
+        let options = ClientOptions {
+            client_name: concat!("pm-load/", env!("CARGO_PKG_VERSION")).into(),
+            event_buffer: 64 * 1024,
+            send_buffer: 4096,
+            ..ClientOptions::default()
+        };
+        let (client, _) = Client::connect(&self.url, self.token(tenant, user), options).await?;
+        Ok(client)
+    }
+
+    /// Creates a project in `tenant` as [`ADMIN`] and adds `members` with `role`; the
+    /// admin's client and the project id.
+    pub async fn project_with_members(
+        &self,
+        tenant: &str,
+        members: &[String],
+        role: v1::ProjectRole,
+    ) -> Result<(Client, String)> {
+        let admin = self.client(tenant, ADMIN).await?;
+        let project = create_project(&admin).await?;
+        for chunk in members.chunks(BATCH) {
+            let commands = chunk
+                .iter()
+                .map(|user| v1::Command {
+                    idempotency_key: String::new(),
+                    kind: Some(v1::command::Kind::AddMember(v1::AddMember {
+                        project_id: project.clone(),
+                        user_id: user.clone(),
+                        role: role.into(),
+                    })),
+                })
+                .collect();
+            admin.batch(commands, true).await?;
+        }
+        Ok((admin, project))
+    }
+}
+
+/// The user that creates each scenario's project.
+pub const ADMIN: &str = "load-admin";
+
+/// A `CreateWorkItem` in `project`.
+pub fn create_item(project: &str, n: u64) -> v1::command::Kind {
+    v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
+        project_id: project.to_owned(),
+        item_type: v1::WorkItemType::Task.into(),
+        title: format!("load item {n}"),
+        ..Default::default()
+    })
+}
+
+async fn create_project(admin: &Client) -> Result<String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let salt = unix_now().as_nanos() as u64;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Keys are upper-case letters; a random one keeps reruns against one tenant apart.
+    let key = format!(
+        "L{}",
+        letters((salt ^ n.wrapping_mul(0x9E37_79B9)) % 26u64.pow(6))
+    );
+    let result = admin
+        .command(v1::command::Kind::CreateProject(v1::CreateProject {
+            key: key.clone(),
+            name: format!("pm-load {key}"),
+            description: "created by pm-load".into(),
+        }))
+        .await?;
+    match result.entity.and_then(|e| e.kind) {
+        Some(v1::entity::Kind::Project(project)) => Ok(project.id),
+        other => Err(Error::Setup(format!(
+            "CreateProject answered {other:?} instead of a project"
+        ))),
+    }
+}
+
+/// Time since the Unix epoch.
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+}
+
+fn base36(mut n: u64) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+fn letters(mut n: u64) -> String {
+    let mut out = String::new();
+    for _ in 0..6 {
+        out.push(char::from(b'A' + (n % 26) as u8));
+        n /= 26;
+    }
+    out
+}
+
+/// Reads the server's resident memory: from `/proc/<pid>/status` when the pid is known,
+/// otherwise from `process_resident_memory_bytes` on `/metrics`.
+pub async fn server_rss(target: &Target) -> Result<u64> {
+    if let Some(pid) = target.server_pid {
+        let status = tokio::fs::read_to_string(format!("/proc/{pid}/status"))
+            .await
+            .map_err(|e| Error::Setup(format!("cannot read /proc/{pid}/status: {e}")))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| Error::Setup(format!("no VmRSS in /proc/{pid}/status")))?;
+        return Ok(kib * 1024);
+    }
+    let text = metrics(target).await?;
+    metric(&text, "process_resident_memory_bytes")
+        .map(|v| v as u64)
+        .ok_or_else(|| {
+            Error::Setup(
+                "the server's /metrics has no process_resident_memory_bytes; pass --server-pid"
+                    .into(),
+            )
+        })
+}
+
+/// Fetches the server's `/metrics` text (plain HTTP/1.1 on loopback).
+pub async fn metrics(target: &Target) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = target
+        .metrics_url()
+        .ok_or_else(|| Error::Setup(format!("cannot derive /metrics from {}", target.url)))?;
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let fail = |e: std::io::Error| Error::Setup(format!("GET {url}: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(fail)?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(fail)?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.map_err(fail)?;
+    match body.split_once("\r\n\r\n") {
+        Some((head, rest)) if head.starts_with("HTTP/1.1 200") => Ok(rest.to_owned()),
+        _ => Err(Error::Setup(format!(
+            "GET {url} answered {}",
+            body.lines().next().unwrap_or("nothing")
+        ))),
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,228 @@
+//! `write`: T tenants × C connections sending `CreateWorkItem` as fast as they are
+//! acknowledged (closed loop, `pipeline` requests in flight per connection), or at a fixed
+//! total rate (open loop, latency measured from each command's scheduled send time, so a
+//! stalled server is not hidden by a stalled generator).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use pm_client::{Client, ClientError};
+use pm_proto::v1;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::progress::Progress;
+use crate::report::{histogram, record, Report};
+use crate::target::{create_item, Target};
+use crate::{Error, Result};
+
+/// Options of the `write` scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteOptions {
+    /// Tenants, each with its own database and writer.
+    pub tenants: usize,
+    /// Connections per tenant.
+    pub connections: usize,
+    /// Requests in flight per connection (closed loop); the cap on them at a fixed rate.
+    pub pipeline: usize,
+    /// Commands per second over all connections; `None` sends as fast as acknowledged.
+    pub rate: Option<f64>,
+    /// How long to send.
+    pub duration: Duration,
+    /// Stop after this many commands, if sooner.
+    pub count: Option<u64>,
+}
+
+/// What one sending task saw.
+pub(crate) struct Tally {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Tally {
+        Tally {
+            latency: histogram(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Tally) {
+        self.latency.add(&other.latency).expect("same bounds");
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+    }
+
+    fn outcome(&mut self, result: std::result::Result<v1::CommandResult, ClientError>, us: u64) {
+        match result {
+            Ok(_) => record(&mut self.latency, us),
+            Err(e) => {
+                let code = match e.code() {
+                    Some(code) => code.as_str_name().to_owned(),
+                    None => e.to_string(),
+                };
+                *self.errors.entry(code).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Runs the scenario.
+pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Result<Report> {
+    if options.tenants == 0 || options.connections == 0 || options.pipeline == 0 {
+        return Err(Error::Setup(
+            "tenants, connections and pipeline must be at least 1".into(),
+        ));
+    }
+    if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Error::Setup("--rate must be a positive number".into()));
+    }
+    // Set up every tenant before the clock starts.
+    let mut writers: Vec<(Client, String)> = Vec::new();
+    for t in 0..options.tenants {
+        let tenant = target.tenant("write", t);
+        let users: Vec<String> = (0..options.connections)
+            .map(|c| format!("load-writer-{c}"))
+            .collect();
+        let (admin, project) = target
+            .project_with_members(&tenant, &users, v1::ProjectRole::Editor)
+            .await?;
+        admin.close().await;
+        for user in &users {
+            writers.push((target.client(&tenant, user).await?, project.clone()));
+        }
+    }
+
+    let budget = Arc::new(AtomicU64::new(options.count.unwrap_or(u64::MAX)));
+    let acked = Arc::new(AtomicU64::new(0));
+    let _bar = Progress::start(progress, "write", "acked", options.duration, acked.clone());
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + options.duration;
+    let mut tasks = JoinSet::new();
+    let per_connection = options.rate.map(|r| r / writers.len() as f64);
+    for (client, project) in &writers {
+        let shared = (
+            client.clone(),
+            project.clone(),
+            budget.clone(),
+            acked.clone(),
+        );
+        match per_connection {
+            None => {
+                for _ in 0..options.pipeline {
+                    tasks.spawn(closed_loop(shared.clone(), deadline));
+                }
+            }
+            Some(rate) => {
+                tasks.spawn(open_loop(shared, deadline, rate, options.pipeline));
+            }
+        }
+    }
+    let mut tally = Tally::new();
+    while let Some(done) = tasks.join_next().await {
+        tally.merge(done.map_err(|e| Error::Setup(format!("a sender panicked: {e}")))?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for (client, _) in &writers {
+        client.close().await;
+    }
+
+    let ok = tally.latency.len();
+    let failed: u64 = tally.errors.values().sum();
+    let mut report = Report::new("write", &target.url, options);
+    report.figure("acked commands", ok as f64, "");
+    report.figure("acked commands/s", ok as f64 / elapsed, "cmd/s");
+    report.figure("failed commands", failed as f64, "");
+    report.figure("connections", writers.len() as f64, "");
+    report.latency("round trip (send to ack)", &tally.latency);
+    let errors: Vec<String> = tally
+        .errors
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    report.check(
+        "every command acknowledged",
+        failed == 0 && ok > 0,
+        if errors.is_empty() {
+            format!("{ok} acknowledged")
+        } else {
+            errors.join(", ")
+        },
+    );
+    Ok(report.finish(elapsed))
+}
+
+pub(crate) type Shared = (Client, String, Arc<AtomicU64>, Arc<AtomicU64>);
+
+/// Takes one command from the budget; false once it is spent.
+fn take(budget: &AtomicU64) -> bool {
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+pub(crate) async fn closed_loop(shared: Shared, deadline: tokio::time::Instant) -> Tally {
+    let (client, project, budget, acked) = shared;
+    let mut tally = Tally::new();
+    let mut n = 0u64;
+    while tokio::time::Instant::now() < deadline && take(&budget) {
+        let sent = Instant::now();
+        let result = client.command(create_item(&project, n)).await;
+        let us = sent.elapsed().as_micros() as u64;
+        if result.is_ok() {
+            acked.fetch_add(1, Ordering::Relaxed);
+        }
+        tally.outcome(result, us);
+        n += 1;
+    }
+    tally
+}
+
+pub(crate) async fn open_loop(
+    shared: Shared,
+    deadline: tokio::time::Instant,
+    rate: f64,
+    in_flight: usize,
+) -> Tally {
+    let (client, project, budget, acked) = shared;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut requests = JoinSet::new();
+    let mut tally = Tally::new();
+    let mut scheduled = tokio::time::Instant::now();
+    let mut n = 0u64;
+    while scheduled < deadline && take(&budget) {
+        tokio::time::sleep_until(scheduled).await;
+        // Waiting for a permit counts: latency runs from the scheduled time.
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (client, kind, acked) = (client.clone(), create_item(&project, n), acked.clone());
+        let at = scheduled;
+        requests.spawn(async move {
+            let result = client.command(kind).await;
+            drop(permit);
+            if result.is_ok() {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            (result, at.elapsed().as_micros() as u64)
+        });
+        while let Some(done) = requests.try_join_next() {
+            let (result, us) = done.expect("request tasks do not panic");
+            tally.outcome(result, us);
+        }
+        scheduled += interval;
+        n += 1;
+    }
+    while let Some(done) = requests.join_next().await {
+        let (result, us) = done.expect("request tasks do not panic");
+        tally.outcome(result, us);
+    }
+    tally
+}
