@@ -5,6 +5,10 @@ mod support;
 // from becoming a test binary of its own.
 #[path = "storage/real_data.rs"]
 mod real_data;
+#[path = "storage/online_migration.rs"]
+mod online_migration;
+#[path = "storage/retention.rs"]
+mod retention;
 #[path = "storage/review.rs"]
 mod review;
 
