@@ -28,8 +28,8 @@ pub mod registry;
 pub mod writer;
 
 pub use changelog::{CommittedEvent, EventFilter, Retention, StoredEvent};
-pub use migrations::{RolloutReport, SchemaChange, SchemaStatus};
 pub use error::{Error, Result};
+pub use migrations::{RolloutReport, SchemaChange, SchemaStatus};
 pub use registry::{RegistryConfig, Tenant, TenantRegistry};
 pub use writer::{WriterConfig, WriterStats};
 

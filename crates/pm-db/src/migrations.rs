@@ -62,7 +62,10 @@ pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
 
 /// Applies the pending migrations of `migrator` on `conn` in one transaction: all of them,
 /// or (on any failure) none.
-pub(crate) async fn apply(conn: &mut SqliteConnection, migrator: &Migrator) -> Result<SchemaChange> {
+pub(crate) async fn apply(
+    conn: &mut SqliteConnection,
+    migrator: &Migrator,
+) -> Result<SchemaChange> {
     let from = schema_version(conn).await?;
     let mut tx = conn.begin().await?;
     // Inside this transaction sqlx runs each migration in a savepoint.
@@ -129,7 +132,10 @@ pub fn load_dir(dir: &Path, base: &[Migration]) -> Result<Vec<Migration>> {
     migrations.sort_by_key(|m| m.version);
     for pair in migrations.windows(2) {
         if pair[0].version == pair[1].version {
-            return Err(invalid(format!("version {} appears twice", pair[0].version)));
+            return Err(invalid(format!(
+                "version {} appears twice",
+                pair[0].version
+            )));
         }
     }
     for known in base {
@@ -376,7 +382,12 @@ impl Schema {
     pub(crate) fn status(&self) -> SchemaStatus {
         let state = self.state();
         SchemaStatus {
-            target_version: state.migrations.iter().map(|m| m.version).max().unwrap_or(0),
+            target_version: state
+                .migrations
+                .iter()
+                .map(|m| m.version)
+                .max()
+                .unwrap_or(0),
             rollout_running: state.running,
             applied: self.applied.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),

@@ -39,11 +39,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::changelog::{self, CommittedEvent, PendingEvent, Retention};
-use crate::migrations::{self, SchemaChange};
 use crate::checkpoint::WalProgress;
 use crate::commands::{self, Applied, Cache, Cx, Pending};
 use crate::error::{Error, Result};
 use crate::idempotency;
+use crate::migrations::{self, SchemaChange};
 use crate::records::{self, Record};
 
 /// Writer tuning.

@@ -132,12 +132,79 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
 
     // A second rollout finds nothing to do.
     let again = env.registry.migrate_online().await.unwrap();
-    let unchanged = SchemaChange { from: NEXT, to: NEXT };
+    let unchanged = SchemaChange {
+        from: NEXT,
+        to: NEXT,
+    };
     assert_eq!(
         again.migrated,
         vec![("a".to_owned(), unchanged), ("b".to_owned(), unchanged)]
     );
     assert_eq!(env.registry.schema_status().applied, 2);
+}
+
+#[tokio::test]
+async fn commands_wait_in_a_full_queue_while_a_migration_drains_the_writer() {
+    let migrations = migrations_copy();
+    let dir = migrations.path().to_owned();
+    let env = TestEnv::with(move |c| {
+        c.migrations_dir = Some(dir);
+        // Far fewer places than the commands sent below.
+        c.writer.queue_capacity = 2;
+    });
+    let tenant = env.tenant("a").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    // A migration that takes a while: 200,000 rows.
+    add_migration(
+        migrations.path(),
+        NEXT,
+        "CREATE TABLE filler (n INTEGER NOT NULL) STRICT;\n\
+         WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000)\n\
+         INSERT INTO filler SELECT n FROM c;\n",
+    );
+    let registry = Arc::new(env);
+    let rollout = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.registry.migrate_online().await })
+    };
+    // Once the migration is queued or running, send 50 commands at once.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tenant.writes_in_flight() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the migration never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let commands: Vec<_> = (0..50)
+        .map(|i| {
+            let tenant = tenant.clone();
+            let project_id = project.id.clone();
+            tokio::spawn(async move {
+                exec(
+                    &tenant,
+                    &ALICE,
+                    new_item(&project_id, v1::WorkItemType::Task, &format!("t{i}"), None),
+                )
+                .await
+                .map(|r| r.seq)
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for command in commands {
+        seqs.push(
+            command
+                .await
+                .unwrap()
+                .expect("no command fails during a migration"),
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (3..=52).collect::<Vec<_>>());
+    let report = rollout.await.unwrap().unwrap();
+    assert_eq!(report.migrated.len(), 1);
+    assert_eq!(schema_version(&registry.registry, "a").await, NEXT);
 }
 
 #[tokio::test]
@@ -148,10 +215,14 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     let b = env.tenant("b").await;
     let c = env.tenant("c").await;
     for tenant in [&a, &b, &c] {
-        exec(tenant, &ALICE, project_named("PM", "Board")).await.unwrap();
+        exec(tenant, &ALICE, project_named("PM", "Board"))
+            .await
+            .unwrap();
     }
     // Only `b` has two projects of the same name: the unique index fails there alone.
-    exec(&b, &ALICE, project_named("QA", "Board")).await.unwrap();
+    exec(&b, &ALICE, project_named("QA", "Board"))
+        .await
+        .unwrap();
     add_migration(
         migrations.path(),
         NEXT,
@@ -190,7 +261,9 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     .unwrap();
     assert_eq!(marker, 0);
     // ...and still serving.
-    let result = exec(&b, &ALICE, project_named("OPS", "Other")).await.unwrap();
+    let result = exec(&b, &ALICE, project_named("OPS", "Other"))
+        .await
+        .unwrap();
     assert_eq!(result.seq, 6);
 
     let status = env.registry.schema_status();
@@ -198,7 +271,10 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
         (status.applied, status.failed, status.open_pending),
         (1, 1, 0)
     );
-    assert_eq!(status.target_version, INITIAL, "opens went back to the old set");
+    assert_eq!(
+        status.target_version, INITIAL,
+        "opens went back to the old set"
+    );
     assert!(
         status
             .last_failure
@@ -234,7 +310,11 @@ async fn a_directory_that_changes_an_applied_migration_is_refused() {
     let mut sql = std::fs::read_to_string(&initial).unwrap();
     sql.push_str("\n-- edited\n");
     std::fs::write(&initial, sql).unwrap();
-    add_migration(migrations.path(), NEXT, "CREATE TABLE t (x INTEGER) STRICT;");
+    add_migration(
+        migrations.path(),
+        NEXT,
+        "CREATE TABLE t (x INTEGER) STRICT;",
+    );
 
     let error = env.registry.migrate_online().await.unwrap_err();
     assert!(

@@ -86,7 +86,10 @@ async fn a_count_limit_keeps_exactly_the_newest_events_across_several_chunks() {
     assert_eq!(head, 2_502);
     assert_eq!(tenant.prune_changelog(now_ms()).await.unwrap(), 2_002);
     assert_eq!(tenant.oldest_seq().await.unwrap(), Some(2_003));
-    assert_eq!(logged_seqs(&tenant).await, (2_003..=2_502).collect::<Vec<_>>());
+    assert_eq!(
+        logged_seqs(&tenant).await,
+        (2_003..=2_502).collect::<Vec<_>>()
+    );
     assert_eq!(
         tenant
             .writer_stats()
@@ -115,7 +118,10 @@ async fn a_count_limit_keeps_exactly_the_newest_events_across_several_chunks() {
         .read_events(0, None, 10, &EventFilter::default())
         .await
         .unwrap_err();
-    assert!(matches!(error, pm_db::Error::ResyncRequired(0)), "{error:?}");
+    assert!(
+        matches!(error, pm_db::Error::ResyncRequired(0)),
+        "{error:?}"
+    );
 
     // Nothing more to do until new events arrive; then exactly the overflow goes.
     assert_eq!(tenant.prune_changelog(now_ms()).await.unwrap(), 0);
@@ -194,14 +200,20 @@ async fn an_age_limit_removes_only_events_older_than_it() {
     let (_, second_at) = ats[1];
     let now = second_at + 86_400_000 + 1;
     let expected_gone = all.iter().filter(|(_, at)| *at <= second_at).count() as u64;
-    assert_eq!(expected_gone, 12, "the project, its member and the first two rounds");
+    assert_eq!(
+        expected_gone, 12,
+        "the project, its member and the first two rounds"
+    );
     assert_eq!(tenant.prune_changelog(now).await.unwrap(), 12);
     assert_eq!(logged_seqs(&tenant).await, (13..=17).collect::<Vec<_>>());
 
     // The last round was one group, stamped once. Exactly one day old is still covered...
     let (_, third_at) = ats[2];
     assert!(all[12..].iter().all(|(_, at)| *at == third_at));
-    assert_eq!(tenant.prune_changelog(third_at + 86_400_000).await.unwrap(), 0);
+    assert_eq!(
+        tenant.prune_changelog(third_at + 86_400_000).await.unwrap(),
+        0
+    );
     // ...one millisecond more is not, except the newest event.
     assert_eq!(
         tenant
@@ -265,6 +277,13 @@ async fn the_writer_prunes_by_itself_every_interval() {
         7
     );
     // Commands keep their seqs while the writer prunes.
-    let (_, seq) = create_item(&tenant, &ALICE, &project.id, v1::WorkItemType::Task, "after").await;
+    let (_, seq) = create_item(
+        &tenant,
+        &ALICE,
+        &project.id,
+        v1::WorkItemType::Task,
+        "after",
+    )
+    .await;
     assert_eq!(seq, 11);
 }
