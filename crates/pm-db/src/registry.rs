@@ -225,7 +225,11 @@ impl TenantRegistry {
         let open = self.open_tenants();
         let open_ids: HashSet<TenantId> = open.iter().map(|t| t.id.clone()).collect();
         let mut closed = HashSet::new();
-        for id in crate::inspect::list_tenants(&self.config)?
+        let on_disk = crate::inspect::list_tenants(&self.config).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list the tenants on disk; closed ones are not counted");
+            Vec::new()
+        });
+        for id in on_disk
             .into_iter()
             .flatten()
             .filter(|id| !open_ids.contains(id))

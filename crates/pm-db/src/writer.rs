@@ -23,7 +23,7 @@
 //! committed (the drain) and before anything queued after it (which waits in the queue). A
 //! schema migration runs this way (see `migrations`), and so does change-log pruning, which
 //! the writer also starts by itself every `retention.interval`, one bounded chunk between
-//! groups at a time.
+//! groups at a time until nothing is left.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -414,7 +414,10 @@ impl Writer {
         let mut jobs = Vec::with_capacity(self.config.max_group);
         let retention = self.config.retention.clone();
         let mut tick = (!retention.keeps_everything()).then(|| {
-            let mut tick = tokio::time::interval(retention.interval.max(MIN_PRUNE_INTERVAL));
+            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
+            // The first pass one period after the tenant opened, not at once: opening many
+            // tenants does not start as many pruning passes.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             tick
         });
