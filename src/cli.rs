@@ -83,6 +83,9 @@ pub enum Command {
         /// Tenants migrated at once.
         #[arg(long, default_value_t = 4)]
         parallel: usize,
+        /// Migrations directory to apply instead of the embedded migrations (a superset of them).
+        #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
+        migrations_dir: Option<PathBuf>,
     },
 }
 
@@ -133,6 +136,9 @@ pub enum TenantsCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Migrations directory the schema versions are compared with (default: embedded).
+        #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
+        migrations_dir: Option<PathBuf>,
     },
 }
 

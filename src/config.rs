@@ -23,6 +23,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Storage tuning.
     pub storage: StorageSettings,
+    /// How much of the change log is kept.
+    pub changelog: ChangelogSettings,
 }
 
 /// Listener and storage location.
@@ -97,6 +99,33 @@ pub struct StorageSettings {
     pub max_group: usize,
     /// Most commands in one batch.
     pub max_batch_commands: usize,
+    /// Migrations directory: a superset of the embedded migrations plus newer ones. Tenants
+    /// are brought to it when opened, and SIGHUP applies its new migrations to the open
+    /// tenants while serving. Unset: the embedded migrations only.
+    pub migrations_dir: Option<PathBuf>,
+}
+
+/// Change-log retention. An event is pruned once it is outside any limit set here; 0 means
+/// no limit, and with no limit everything is kept. The newest event is always kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangelogSettings {
+    /// Keep at most this many of the newest events (0: no count limit).
+    pub retain_events: u64,
+    /// Keep events younger than this many days (0: no age limit).
+    pub retain_days: u64,
+    /// How often each open tenant looks for events to prune, seconds.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for ChangelogSettings {
+    fn default() -> Self {
+        ChangelogSettings {
+            retain_events: 0,
+            retain_days: 0,
+            prune_interval_secs: 60,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -149,6 +178,7 @@ impl Default for StorageSettings {
             writer_queue: writer.queue_capacity,
             max_group: writer.max_group,
             max_batch_commands: writer.max_batch_commands,
+            migrations_dir: None,
         }
     }
 }
@@ -168,6 +198,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// The longest age limit of the change log (a century).
+const MAX_RETAIN_DAYS: u64 = 36_500;
 
 /// Short environment names for common settings.
 const ALIASES: &[(&str, &str, &str)] = &[
@@ -208,6 +241,7 @@ impl Settings {
         for optional in ["public_key_file", "issuer", "audience"] {
             keys.push(("auth".into(), optional.into()));
         }
+        keys.push(("storage".into(), "migrations_dir".into()));
         for (section, key) in &keys {
             let name = format!("PM_{}_{}", section.to_uppercase(), key.to_uppercase());
             if let Some(raw) = env(&name) {
@@ -274,7 +308,31 @@ impl Settings {
                 "limits.heartbeat_interval_ms and hello_timeout_ms must be at least 100".into(),
             );
         }
+        let c = &self.changelog;
+        if c.prune_interval_secs == 0 {
+            return invalid("changelog.prune_interval_secs must be at least 1".into());
+        }
+        if c.retain_days > MAX_RETAIN_DAYS {
+            return invalid(format!(
+                "changelog.retain_days must be at most {MAX_RETAIN_DAYS} (0 keeps everything)"
+            ));
+        }
+        if let Some(dir) = &self.storage.migrations_dir {
+            if let Err(e) = pm_db::migrations::newest_version(Some(dir)) {
+                return invalid(format!("storage.migrations_dir: {e}"));
+            }
+        }
         Ok(())
+    }
+
+    /// The change-log retention these settings describe.
+    pub fn retention(&self) -> pm_db::Retention {
+        let c = &self.changelog;
+        pm_db::Retention {
+            max_events: (c.retain_events > 0).then_some(c.retain_events),
+            max_age: (c.retain_days > 0).then(|| Duration::from_secs(c.retain_days * 86_400)),
+            interval: Duration::from_secs(c.prune_interval_secs),
+        }
     }
 
     /// The storage configuration these settings describe.
@@ -285,6 +343,8 @@ impl Settings {
         config.writer.queue_capacity = self.storage.writer_queue;
         config.writer.max_group = self.storage.max_group;
         config.writer.max_batch_commands = self.storage.max_batch_commands;
+        config.writer.retention = self.retention();
+        config.migrations_dir = self.storage.migrations_dir.clone();
         config
     }
 
@@ -406,6 +466,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "limits.max_connections must be at least 1");
+    }
+
+    #[test]
+    fn changelog_retention_and_migrations_dir_reach_the_storage_config() {
+        let defaults = Settings::load(None, env(&[]), &[])
+            .unwrap()
+            .registry_config();
+        assert!(defaults.writer.retention.keeps_everything());
+        assert_eq!(defaults.migrations_dir, None);
+
+        let migrations = tempfile::tempdir().unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for entry in std::fs::read_dir(source).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), migrations.path().join(entry.file_name())).unwrap();
+        }
+        let dir = migrations.path().display().to_string();
+        let settings = Settings::load(
+            None,
+            env(&[
+                ("PM_CHANGELOG_RETAIN_EVENTS", "100000"),
+                ("PM_STORAGE_MIGRATIONS_DIR", &dir),
+            ]),
+            &[
+                "changelog.retain_days=30".into(),
+                "changelog.prune_interval_secs=5".into(),
+            ],
+        )
+        .unwrap();
+        let config = settings.registry_config();
+        assert_eq!(
+            config.writer.retention,
+            pm_db::Retention {
+                max_events: Some(100_000),
+                max_age: Some(Duration::from_secs(30 * 86_400)),
+                interval: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(config.migrations_dir, Some(migrations.path().to_owned()));
+    }
+
+    #[test]
+    fn nonsense_retention_and_migrations_dirs_are_refused() {
+        let error = Settings::load(None, env(&[]), &["changelog.prune_interval_secs=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "changelog.prune_interval_secs must be at least 1");
+        let error = Settings::load(None, env(&[]), &["changelog.retain_days=99999".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "changelog.retain_days must be at most 36500 (0 keeps everything)"
+        );
+        let error = Settings::load(None, env(&[("PM_CHANGELOG_RETAIN_EVENTS", "-1")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("retain_events"), "{error}");
+        let empty = tempfile::tempdir().unwrap();
+        let error = Settings::load(
+            None,
+            env(&[]),
+            &[format!("storage.migrations_dir={}", empty.path().display())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("storage.migrations_dir: invalid migrations directory ")
+                && error.ends_with(": migration 20261121000001 (initial) is missing"),
+            "{error}"
+        );
     }
 
     #[test]

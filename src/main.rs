@@ -79,7 +79,8 @@ async fn main() -> ExitCode {
             data_dir,
             tenants,
             parallel,
-        } => migrate(&data_dir, &tenants, parallel).await,
+            migrations_dir,
+        } => migrate(&data_dir, &tenants, parallel, migrations_dir).await,
         Command::Tenants { what } => match what {
             TenantsCommand::List { data_dir, json } => {
                 match pm_server::tenants::list(&pm_db::RegistryConfig::new(data_dir), json).await {
@@ -97,8 +98,10 @@ async fn main() -> ExitCode {
                 data_dir,
                 tenants,
                 json,
+                migrations_dir,
             } => {
-                let config = pm_db::RegistryConfig::new(data_dir);
+                let mut config = pm_db::RegistryConfig::new(data_dir);
+                config.migrations_dir = migrations_dir;
                 match pm_server::tenants::stats(&config, &tenants, json).await {
                     Ok((text, failed)) => {
                         print!("{text}");
@@ -180,7 +183,11 @@ async fn serve(config: Option<std::path::PathBuf>, overrides: Vec<String>, dev: 
             Err(e) => return fail(e.to_string()),
         }
     }
-    match server::serve(listener, app, shutdown_signal()).await {
+    // SIGHUP: apply new migrations of `storage.migrations_dir` while serving.
+    let migrations = tokio::spawn(server::migrate_online_on_sighup(app.clone()));
+    let served = server::serve(listener, app, shutdown_signal()).await;
+    migrations.abort();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string()),
     }
@@ -208,12 +215,17 @@ async fn shutdown_signal() {
     }
 }
 
-async fn migrate(data_dir: &std::path::Path, tenants: &[String], parallel: usize) -> ExitCode {
+async fn migrate(
+    data_dir: &std::path::Path,
+    tenants: &[String],
+    parallel: usize,
+    migrations_dir: Option<std::path::PathBuf>,
+) -> ExitCode {
     use pm_server::migrate::Outcome;
 
-    let reports = match pm_server::migrate::run(data_dir, tenants, parallel).await {
+    let reports = match pm_server::migrate::run(data_dir, tenants, parallel, migrations_dir).await {
         Ok(reports) => reports,
-        Err(e) => return fail(format!("cannot read {}: {e}", data_dir.display())),
+        Err(e) => return fail(e),
     };
     let (mut created, mut migrated, mut current, mut failed) = (0, 0, 0, 0);
     for report in &reports {

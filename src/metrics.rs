@@ -152,6 +152,42 @@ impl Metrics {
                 rss,
             );
         }
+        gauge(
+            "pm_changelog_pruned_events_total",
+            "Change-log events deleted by retention (open tenants).",
+            "counter",
+            tenants.pruned_events,
+        );
+        let schema = &tenants.schema;
+        gauge(
+            "pm_schema_target_version",
+            "The newest migration tenants are brought to.",
+            "gauge",
+            u64::try_from(schema.target_version).unwrap_or(0),
+        );
+        gauge(
+            "pm_schema_rollout_running",
+            "1 while an online schema migration is being rolled out.",
+            "gauge",
+            u64::from(schema.rollout_running),
+        );
+        gauge(
+            "pm_schema_migrations_applied_total",
+            "Tenants migrated to a newer schema while serving.",
+            "counter",
+            schema.applied,
+        );
+        gauge(
+            "pm_schema_migrations_failed_total",
+            "Tenant migrations that failed and were rolled back (the tenant kept its schema).",
+            "counter",
+            schema.failed,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pm_schema_migration_pending_tenants Tenants below the target schema: open ones the running rollout has not reached, closed ones migrated when next opened.\n# TYPE pm_schema_migration_pending_tenants gauge\npm_schema_migration_pending_tenants{{state=\"open\"}} {}\npm_schema_migration_pending_tenants{{state=\"closed\"}} {}",
+            schema.open_pending, schema.closed_pending
+        );
         let _ = writeln!(out, "# HELP pm_requests_total Requests answered, by kind and outcome.\n# TYPE pm_requests_total counter");
         for (k, kind) in KINDS.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
@@ -195,6 +231,10 @@ pub struct TenantFigures {
     pub groups: u64,
     /// Committed write jobs of the open tenants.
     pub jobs: u64,
+    /// Change-log events pruned by the open tenants.
+    pub pruned_events: u64,
+    /// Schema migrations and rollouts.
+    pub schema: pm_db::SchemaStatus,
 }
 
 /// The process's resident set size, from `VmRSS` in `/proc/self/status` (Linux; `None`

@@ -3,7 +3,7 @@
 //! stop the others.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use pm_core::TenantId;
@@ -40,15 +40,23 @@ pub struct Report {
 }
 
 /// Migrates `tenants`, or every tenant directory under `data_dir` if empty, `parallel` at a
-/// time. Reports come back sorted by tenant.
+/// time, to the migrations of `migrations_dir` (default: the embedded ones). Reports come
+/// back sorted by tenant. An unreadable data directory or an unusable migrations directory
+/// is an error before anything is touched.
 pub async fn run(
     data_dir: &Path,
     tenants: &[String],
     parallel: usize,
-) -> Result<Vec<Report>, std::io::Error> {
-    let config = RegistryConfig::new(data_dir);
+    migrations_dir: Option<PathBuf>,
+) -> Result<Vec<Report>, String> {
+    if let Some(dir) = &migrations_dir {
+        pm_db::migrations::newest_version(Some(dir)).map_err(|e| e.to_string())?;
+    }
+    let mut config = RegistryConfig::new(data_dir);
+    config.migrations_dir = migrations_dir;
     let names: Vec<String> = if tenants.is_empty() {
-        inspect::list_tenants(&config)?
+        inspect::list_tenants(&config)
+            .map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?
             .into_iter()
             .map(|t| t.map(|id| id.to_string()).unwrap_or_else(|name| name))
             .collect()

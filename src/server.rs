@@ -231,5 +231,56 @@ fn tenant_figures(app: &App) -> TenantFigures {
         open: app.registry.open_count() as u64,
         groups: stats.0,
         jobs: stats.1,
+        pruned_events: app.registry.pruned_events_total(),
+        schema: app.registry.schema_status(),
+    }
+}
+
+/// Rolls out the migrations directory to the open tenants (see
+/// [`TenantRegistry::migrate_online`]) and logs the outcome: what SIGHUP does.
+pub async fn migrate_online(app: &App) -> pm_db::Result<pm_db::RolloutReport> {
+    let report = app.registry.migrate_online().await.inspect_err(|error| {
+        tracing::error!(%error, "online schema migration refused; nothing was changed");
+    })?;
+    match &report.failed {
+        None => tracing::info!(
+            target_version = report.target_version,
+            tenants = report.migrated.len(),
+            closed_pending = report.closed_pending,
+            "online schema migration done"
+        ),
+        Some((tenant, error)) => tracing::error!(
+            target_version = report.target_version,
+            %tenant,
+            %error,
+            migrated = report.migrated.len(),
+            skipped = report.skipped.len(),
+            "online schema migration FAILED; stopped the rollout"
+        ),
+    }
+    Ok(report)
+}
+
+/// Runs [`migrate_online`] on every SIGHUP, until the returned future is dropped.
+pub async fn migrate_online_on_sighup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; online migrations are off");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the migrations directory");
+            let _ = migrate_online(&app).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = app;
+        std::future::pending::<()>().await;
     }
 }

@@ -647,7 +647,8 @@ impl Session {
             Err(pm_db::Error::ResyncRequired(_)) => {
                 return Err(error(
                     v1::ErrorCode::ResyncRequired,
-                    "from_seq is older than the retained change log; take a fresh snapshot",
+                    "from_seq is older than the retained change log: take a fresh snapshot \
+                     (List*, which answers as_of_seq) and subscribe again from its as_of_seq",
                     "from_seq",
                 ));
             }

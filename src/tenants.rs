@@ -73,6 +73,7 @@ pub async fn stats(
                     "schema_version": s.schema_version,
                     "migration_pending": s.migration_pending,
                     "head_seq": s.head_seq,
+                    "oldest_seq": s.oldest_seq,
                     "last_activity": s.last_activity,
                     "counts": s.counts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 }),

@@ -120,11 +120,17 @@ struct DevServer {
 
 impl DevServer {
     fn start(data_dir: &Path) -> DevServer {
+        DevServer::start_with(data_dir, &[])
+    }
+
+    /// Started with extra `--set section.key=value` settings.
+    fn start_with(data_dir: &Path, settings: &[String]) -> DevServer {
         use std::io::{BufRead, BufReader};
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
             .env("PM_LOG", "error")
             .env_remove("PM_JWT_SECRET")
             .stdout(std::process::Stdio::piped())
@@ -483,4 +489,120 @@ fn migrate_reports_a_corrupt_tenant_and_still_migrates_the_others() {
         std::fs::read(dir.path().join("tenants/broken/tenant.db")).unwrap(),
         b"this is not a database at all"
     );
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn sighup_rolls_out_a_new_migration_and_migrate_and_stats_use_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = tempfile::tempdir().unwrap();
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap()
+    {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), migrations.path().join(entry.file_name())).unwrap();
+    }
+    let migrations_dir = migrations.path().display().to_string();
+    assert!(pm_server(&["migrate", "--tenant", "closed"], dir.path())
+        .status
+        .success());
+    let server = DevServer::start_with(
+        dir.path(),
+        &[format!("storage.migrations_dir={migrations_dir}")],
+    );
+    // Opens tenant `dev` in the server.
+    let output = client(
+        &server,
+        &[
+            "send",
+            r#"{"command": {"createProject": {"key": "PM", "name": "Board"}}}"#,
+        ],
+    );
+    assert!(output.status.success(), "{}", stdout(&output));
+
+    std::fs::write(
+        migrations.path().join("20270101000000_work_item_color.sql"),
+        "ALTER TABLE work_items ADD COLUMN color TEXT NOT NULL DEFAULT 'none';",
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = http_get(&server.address, "/metrics");
+        if metrics.contains("\npm_schema_migrations_applied_total 1\n") {
+            assert!(
+                metrics.contains("\npm_schema_target_version 20270101000000\n")
+                    && metrics
+                        .contains("\npm_schema_migration_pending_tenants{state=\"closed\"} 1\n"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rollout after SIGHUP: {metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let output = pm_server(
+        &[
+            "tenants",
+            "stats",
+            "--json",
+            "--migrations-dir",
+            &migrations_dir,
+        ],
+        dir.path(),
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats[0]["tenant"], "closed");
+    assert_eq!(
+        (&stats[0]["schema_version"], &stats[0]["migration_pending"]),
+        (
+            &serde_json::json!(20261121000001i64),
+            &serde_json::json!(true)
+        )
+    );
+    assert_eq!(stats[1]["tenant"], "dev");
+    assert_eq!(
+        (&stats[1]["schema_version"], &stats[1]["migration_pending"]),
+        (
+            &serde_json::json!(20270101000000i64),
+            &serde_json::json!(false)
+        )
+    );
+
+    // The closed tenant, offline.
+    let output = pm_server(
+        &[
+            "migrate",
+            "--tenant",
+            "closed",
+            "--migrations-dir",
+            &migrations_dir,
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("migrated    20261121000001 -> 20270101000000, head_seq=0"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(server.stop(), Some(0));
 }

@@ -1,7 +1,11 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
+#[path = "gateway/online_migration.rs"]
+mod online_migration;
 #[path = "gateway/requests_auth.rs"]
 mod requests_auth;
+#[path = "gateway/retention.rs"]
+mod retention;
 #[path = "gateway/session_limits.rs"]
 mod session_limits;
 #[path = "gateway/subscriptions.rs"]

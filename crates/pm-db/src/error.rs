@@ -46,6 +46,10 @@ pub enum Error {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The migrations directory cannot be used (unreadable, or it changes or lacks a
+    /// migration already in use).
+    #[error("invalid migrations directory {0}")]
+    InvalidMigrations(String),
     /// A file-system operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -81,7 +85,11 @@ impl Error {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Corrupt(_)
+            Error::Database(_)
+                | Error::Migrate(_)
+                | Error::InvalidMigrations(_)
+                | Error::Io(_)
+                | Error::Corrupt(_)
         )
     }
 
@@ -97,9 +105,11 @@ impl Error {
             Error::TooLarge(_) => C::TooLarge,
             Error::Unavailable(_) => C::Unavailable,
             Error::ResyncRequired(_) => C::ResyncRequired,
-            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Corrupt(_) => {
-                C::Internal
-            }
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::InvalidMigrations(_)
+            | Error::Io(_)
+            | Error::Corrupt(_) => C::Internal,
         }
     }
 

@@ -19,10 +19,14 @@ pub struct TenantStats {
     pub size_bytes: u64,
     /// The newest applied migration (0: none).
     pub schema_version: i64,
-    /// Whether migrations newer than the database's exist (`pm-server migrate` applies them).
+    /// Whether migrations newer than the database's exist (in the configured migrations
+    /// directory, or embedded): `pm-server migrate`, an online migration or the next open
+    /// applies them.
     pub migration_pending: bool,
     /// The latest change number.
     pub head_seq: u64,
+    /// The oldest change still in the log (`None`: empty); older ones were pruned.
+    pub oldest_seq: Option<u64>,
     /// Time of the latest change, Unix milliseconds.
     pub last_activity: Option<i64>,
     /// Live (not deleted) rows per entity kind, in a fixed order.
@@ -67,6 +71,22 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// The schema version of one tenant's database, read-only (`None`: it has no database).
+pub async fn schema_version(config: &RegistryConfig, id: &TenantId) -> Result<Option<i64>> {
+    let db = config.tenant_dir(id).join(DB_FILE);
+    if !db.is_file() {
+        return Ok(None);
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&db)
+        .read_only(true)
+        .connect()
+        .await?;
+    let version = crate::migrations::schema_version(&mut conn).await?;
+    conn.close().await?;
+    Ok(Some(version))
+}
+
 /// Counts entities and reads the change log of one tenant, read-only.
 pub async fn tenant_stats(config: &RegistryConfig, id: &TenantId) -> Result<TenantStats> {
     let dir = config.tenant_dir(id);
@@ -80,25 +100,15 @@ pub async fn tenant_stats(config: &RegistryConfig, id: &TenantId) -> Result<Tena
         .read_only(true)
         .connect()
         .await?;
-    let migrated: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    let schema_version: i64 = if migrated {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut conn)
-            .await?
-    } else {
-        0
-    };
-    let newest = crate::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let schema_version = crate::migrations::schema_version(&mut conn).await?;
+    let newest = crate::migrations::newest_version(config.migrations_dir.as_deref())?;
     let mut stats = TenantStats {
         tenant: id.to_string(),
         size_bytes,
         schema_version,
         migration_pending: schema_version < newest,
         head_seq: 0,
+        oldest_seq: None,
         last_activity: None,
         counts: Vec::new(),
     };
@@ -106,10 +116,13 @@ pub async fn tenant_stats(config: &RegistryConfig, id: &TenantId) -> Result<Tena
         conn.close().await?;
         return Ok(stats);
     }
-    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS head, MAX(at) AS last FROM change_log")
-        .fetch_one(&mut conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT COALESCE(MAX(seq), 0) AS head, MIN(seq) AS oldest, MAX(at) AS last FROM change_log",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     stats.head_seq = row.try_get::<i64, _>("head")? as u64;
+    stats.oldest_seq = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
     stats.last_activity = row.try_get("last")?;
     let row = sqlx::query(
         r#"

@@ -8,7 +8,9 @@
 //! - `commands`: applying each command inside the writer's transaction (one module per
 //!   command group); `records`: the entity rows.
 //! - [`queries`]: reads through the tenant's read pool, with `as_of_seq`.
-//! - [`changelog`]: the numbered change log (append, range reads for resume).
+//! - [`changelog`]: the numbered change log (append, range reads for resume, retention).
+//! - [`migrations`]: schema migrations, atomic per tenant, and online rollouts of a
+//!   migrations directory.
 //! - `idempotency`: answers to commands sent with an idempotency key.
 //! - [`inspect`]: read-only statistics of tenant databases, for operators.
 //! - [`error`]: the storage error and its wire form.
@@ -19,13 +21,15 @@ mod commands;
 pub mod error;
 mod idempotency;
 pub mod inspect;
+pub mod migrations;
 pub mod queries;
 mod records;
 pub mod registry;
 pub mod writer;
 
-pub use changelog::{CommittedEvent, EventFilter, StoredEvent};
+pub use changelog::{CommittedEvent, EventFilter, Retention, StoredEvent};
 pub use error::{Error, Result};
+pub use migrations::{RolloutReport, SchemaChange, SchemaStatus};
 pub use registry::{RegistryConfig, Tenant, TenantRegistry};
 pub use writer::{WriterConfig, WriterStats};
 

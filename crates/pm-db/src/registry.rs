@@ -1,8 +1,9 @@
 //! The tenant registry: tenant id -> `<data_dir>/tenants/<id>/tenant.db`, opened on first
 //! use (created and migrated as needed), closed again when it is the least recently used of
-//! too many open tenants and nobody holds it.
+//! too many open tenants and nobody holds it. It also rolls out new migrations to the open
+//! tenants while serving ([`TenantRegistry::migrate_online`], see `migrations`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,9 @@ use tokio::task::JoinHandle;
 use crate::changelog::{self, CommittedEvent, EventFilter, StoredEvent};
 use crate::checkpoint;
 use crate::error::{Error, Result};
+use crate::migrations::{self, RolloutReport, Schema, SchemaChange, SchemaStatus};
 use crate::queries;
 use crate::writer::{self, Answer, Shared, Work, WriterConfig, WriterHandle, WriterStats};
-use crate::MIGRATOR;
 
 /// Storage settings.
 #[derive(Debug, Clone)]
@@ -39,8 +40,12 @@ pub struct RegistryConfig {
     pub cache_size_kib: u32,
     /// Memory-mapped I/O per connection, bytes.
     pub mmap_size: u64,
-    /// The writer of each tenant.
+    /// The writer of each tenant (including change-log retention).
     pub writer: WriterConfig,
+    /// Migrations to bring tenants to instead of the embedded ones: a superset of them
+    /// (same versions, same checksums) plus newer ones, reloaded by
+    /// [`TenantRegistry::migrate_online`].
+    pub migrations_dir: Option<PathBuf>,
 }
 
 impl RegistryConfig {
@@ -54,6 +59,7 @@ impl RegistryConfig {
             cache_size_kib: 8 * 1024,
             mmap_size: 256 * 1024 * 1024,
             writer: WriterConfig::default(),
+            migrations_dir: None,
         }
     }
 
@@ -87,6 +93,7 @@ pub struct TenantRegistry {
     config: RegistryConfig,
     slots: Mutex<HashMap<TenantId, Slot>>,
     clock: AtomicU64,
+    schema: Schema,
 }
 
 #[derive(Debug)]
@@ -96,9 +103,12 @@ struct Slot {
 }
 
 impl TenantRegistry {
-    /// A registry over `config.data_dir`; nothing is opened yet.
+    /// A registry over `config.data_dir`; nothing is opened yet. Tenants are brought to the
+    /// migrations of `config.migrations_dir`, or to the embedded ones without it (or if it
+    /// cannot be used: that is logged and shown in [`TenantRegistry::schema_status`]).
     pub fn new(config: RegistryConfig) -> Self {
         TenantRegistry {
+            schema: Schema::new(config.migrations_dir.clone()),
             config,
             slots: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
@@ -153,19 +163,164 @@ impl TenantRegistry {
             tenant.close().await;
         }
         let opened = cell
-            .get_or_try_init(|| Tenant::open(id.clone(), &self.config))
+            .get_or_try_init(|| Tenant::open(id.clone(), &self.config, &self.schema))
             .await
             .cloned();
-        if opened.is_err() {
-            let mut slots = self.slots.lock().expect("registry lock is never poisoned");
-            if slots
-                .get(id)
-                .is_some_and(|slot| Arc::ptr_eq(&slot.tenant, &cell) && slot.tenant.get().is_none())
-            {
-                slots.remove(id);
+        match &opened {
+            Ok(tenant) => {
+                self.schema.opened(id);
+                if tenant.schema_generation() < self.schema.generation() {
+                    // Opened with the migrations of before a rollout that started meanwhile
+                    // and may have missed it: catch up now. A failure is counted and logged
+                    // there, and the tenant serves on its old schema.
+                    let _ = self.migrate_tenant(tenant).await;
+                }
+            }
+            Err(_) => {
+                let mut slots = self.slots.lock().expect("registry lock is never poisoned");
+                if slots.get(id).is_some_and(|slot| {
+                    Arc::ptr_eq(&slot.tenant, &cell) && slot.tenant.get().is_none()
+                }) {
+                    slots.remove(id);
+                }
             }
         }
         opened
+    }
+
+    /// Brings `tenant` to the current migrations through its writer; a failure is counted
+    /// and logged, and the tenant stays on its old schema.
+    async fn migrate_tenant(&self, tenant: &Tenant) -> Result<SchemaChange> {
+        let (migrator, generation) = self.schema.current();
+        match tenant.migrate(migrator, generation).await {
+            Ok(change) => {
+                self.schema.applied(&change);
+                if change.changed() {
+                    tracing::info!(tenant = %tenant.id, from = change.from, to = change.to, "tenant migrated online");
+                }
+                Ok(change)
+            }
+            Err(error) => {
+                self.schema.failed(&tenant.id, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Reloads the migrations directory and applies its new migrations to every open tenant,
+    /// one tenant at a time, while serving: each tenant's writer finishes what was queued
+    /// before, applies the pending migrations in one transaction, and goes on with the
+    /// commands that waited meanwhile. Tenants that are not open are migrated when next
+    /// opened.
+    ///
+    /// The rollout stops at the first tenant whose migration fails: that tenant is rolled
+    /// back and keeps serving on its old schema (logged at ERROR, counted in
+    /// [`SchemaStatus::failed`]), the remaining tenants are left untouched, and opening
+    /// tenants goes back to the previous migrations. An unusable directory changes nothing
+    /// and is an error.
+    pub async fn migrate_online(&self) -> Result<RolloutReport> {
+        let _one_at_a_time = self.schema.rollout.lock().await;
+        let (previous, target_version, generation) = self.schema.begin_rollout()?;
+        tracing::info!(target_version, "online schema migration started");
+        let open = self.open_tenants();
+        let open_ids: HashSet<TenantId> = open.iter().map(|t| t.id.clone()).collect();
+        let mut closed = HashSet::new();
+        let on_disk = crate::inspect::list_tenants(&self.config).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list the tenants on disk; closed ones are not counted");
+            Vec::new()
+        });
+        for id in on_disk
+            .into_iter()
+            .flatten()
+            .filter(|id| !open_ids.contains(id))
+        {
+            match crate::inspect::schema_version(&self.config, &id).await {
+                Ok(Some(version)) if version < target_version => {
+                    closed.insert(id);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(tenant = %id, %error, "cannot read the schema version of a closed tenant")
+                }
+            }
+        }
+        self.schema.pending(open.len() as u64, closed);
+        let mut report = RolloutReport {
+            target_version,
+            ..RolloutReport::default()
+        };
+        let mut queue: VecDeque<Arc<Tenant>> = open.into();
+        loop {
+            while let Some(tenant) = queue.pop_front() {
+                match self.migrate_tenant(&tenant).await {
+                    Ok(change) => {
+                        self.schema.tenant_done();
+                        report.migrated.push((tenant.id.to_string(), change));
+                    }
+                    Err(error) => {
+                        let why = match migrations::failed_version(&error) {
+                            Some(version) => format!("migration {version}: {error}"),
+                            None => error.to_string(),
+                        };
+                        report.failed = Some((tenant.id.to_string(), why));
+                        report.skipped = queue.iter().map(|t| t.id.to_string()).collect();
+                        self.schema.abandon(previous);
+                        tracing::error!(
+                            tenant = %tenant.id,
+                            skipped = report.skipped.len(),
+                            "online schema migration stopped at a failure; the remaining tenants keep their schema"
+                        );
+                        return Ok(report);
+                    }
+                }
+            }
+            // Tenants opened while the rollout began may have been migrated with the previous
+            // set; they are at an older generation.
+            let stale: Vec<Arc<Tenant>> = self
+                .open_tenants()
+                .into_iter()
+                .filter(|t| t.schema_generation() < generation)
+                .collect();
+            if stale.is_empty() {
+                break;
+            }
+            self.schema.more_open(stale.len() as u64);
+            queue.extend(stale);
+        }
+        report.closed_pending = self.schema.finish();
+        tracing::info!(
+            target_version,
+            tenants = report.migrated.len(),
+            closed_pending = report.closed_pending,
+            "online schema migration finished"
+        );
+        Ok(report)
+    }
+
+    /// Figures of schema migrations and rollouts.
+    pub fn schema_status(&self) -> SchemaStatus {
+        self.schema.status()
+    }
+
+    /// The open tenants, sorted by id.
+    fn open_tenants(&self) -> Vec<Arc<Tenant>> {
+        let slots = self.slots.lock().expect("registry lock is never poisoned");
+        let mut open: Vec<Arc<Tenant>> = slots
+            .values()
+            .filter_map(|slot| slot.tenant.get().cloned())
+            .collect();
+        open.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        open
+    }
+
+    /// Change-log events pruned by retention, summed over the open tenants.
+    pub fn pruned_events_total(&self) -> u64 {
+        let slots = self.slots.lock().expect("registry lock is never poisoned");
+        slots
+            .values()
+            .filter_map(|slot| slot.tenant.get())
+            .map(|tenant| tenant.writer_stats().pruned_events.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Committed groups and jobs summed over the open tenants.
@@ -234,10 +389,13 @@ pub struct Tenant {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    /// The registry's migrations generation this tenant was last brought to.
+    generation: AtomicU64,
+    retention: changelog::Retention,
 }
 
 impl Tenant {
-    async fn open(id: TenantId, config: &RegistryConfig) -> Result<Arc<Tenant>> {
+    async fn open(id: TenantId, config: &RegistryConfig, schema: &Schema) -> Result<Arc<Tenant>> {
         let dir = config.tenant_dir(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let options = config.connect_options(&dir.join(DB_FILE));
@@ -250,9 +408,17 @@ impl Tenant {
             .pragma("wal_autocheckpoint", "0")
             .connect()
             .await?;
-        // `run_direct`, not `run`: the latter's generic `Acquire` bound keeps callers' futures
-        // from proving `Send`.
-        MIGRATOR.run_direct(&mut conn).await?;
+        let (migrator, generation) = schema.current();
+        match migrations::apply(&mut conn, &migrator).await {
+            Ok(change) => schema.applied(&change),
+            Err(error) if schema.beyond_embedded() => {
+                // A migration from the directory failed (and was rolled back): serve on the
+                // schema this binary needs rather than not at all.
+                schema.failed(&id, &error);
+                migrations::apply(&mut conn, &migrations::baseline()).await?;
+            }
+            Err(error) => return Err(error),
+        }
         let head = changelog::head_seq(&mut conn).await?;
         let checkpoint_conn = options.clone().connect().await?;
         let read_pool = SqlitePoolOptions::new()
@@ -288,7 +454,45 @@ impl Tenant {
             tasks: Mutex::new(vec![task, checkpointer]),
             shared,
             events,
+            generation: AtomicU64::new(generation),
+            retention: config.writer.retention.clone(),
         }))
+    }
+
+    /// The registry's migrations generation this tenant was last brought to.
+    fn schema_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Drains the writer and applies `migrator`'s pending migrations (all or nothing).
+    async fn migrate(
+        &self,
+        migrator: Arc<sqlx::migrate::Migrator>,
+        generation: u64,
+    ) -> Result<SchemaChange> {
+        let change = self.writer.migrate(migrator).await?;
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+        Ok(change)
+    }
+
+    /// Runs a full retention pass over the change log as of `now` (Unix ms), through the
+    /// writer, one bounded chunk at a time; returns how many events were deleted. The writer
+    /// also does this by itself every `retention.interval`.
+    pub async fn prune_changelog(&self, now: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = self.writer.prune(self.retention.clone(), now).await?;
+            total += deleted;
+            if deleted < changelog::PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The oldest change still in the log (`None`: the log is empty). A resume from before
+    /// `oldest - 1` is `RESYNC_REQUIRED`.
+    pub async fn oldest_seq(&self) -> Result<Option<u64>> {
+        changelog::oldest_seq(&self.read_pool).await
     }
 
     /// Whether only the registry holds it and its writer has nothing to do. Under the

@@ -17,6 +17,13 @@
 //! rolled back and replayed once with a savepoint around every command, so only the command
 //! that caused it fails. `savepoint_per_command` makes that the normal mode (slower; kept to
 //! measure the difference).
+//!
+//! Maintenance goes through the same queue as [`Control`] jobs, so it never competes with the
+//! writer for SQLite's write lock: a control job runs after the group queued before it has
+//! committed (the drain) and before anything queued after it (which waits in the queue). A
+//! schema migration runs this way (see `migrations`), and so does change-log pruning, which
+//! the writer also starts by itself every `retention.interval`, one bounded chunk between
+//! groups at a time until nothing is left.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,15 +32,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use pm_core::text;
 use pm_core::UserId;
 use pm_proto::v1;
+use sqlx::migrate::Migrator;
 use sqlx::SqliteConnection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::changelog::{self, CommittedEvent, PendingEvent};
+use crate::changelog::{self, CommittedEvent, PendingEvent, Retention};
 use crate::checkpoint::WalProgress;
 use crate::commands::{self, Applied, Cache, Cx, Pending};
 use crate::error::{Error, Result};
 use crate::idempotency;
+use crate::migrations::{self, SchemaChange};
 use crate::records::{self, Record};
 
 /// Writer tuning.
@@ -49,6 +59,8 @@ pub struct WriterConfig {
     pub savepoint_per_command: bool,
     /// Committed groups buffered for the event publisher before it must catch up from the log.
     pub event_buffer: usize,
+    /// How much of the change log is kept (default: everything).
+    pub retention: Retention,
 }
 
 impl Default for WriterConfig {
@@ -59,6 +71,7 @@ impl Default for WriterConfig {
             max_batch_commands: 100,
             savepoint_per_command: false,
             event_buffer: 1_024,
+            retention: Retention::default(),
         }
     }
 }
@@ -79,6 +92,8 @@ pub struct WriterStats {
     /// Time spent in the end-of-group script (deferred inserts, change log, commit),
     /// microseconds.
     pub commit_micros: AtomicU64,
+    /// Change-log events deleted by retention.
+    pub pruned_events: AtomicU64,
 }
 
 /// State the writer shares with readers of the tenant.
@@ -88,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) head: AtomicU64,
     /// Jobs submitted and not yet answered (queued or being applied).
     pub(crate) in_flight: AtomicU64,
+    /// Migrations queued or running: while there are any, a full queue makes callers wait
+    /// for room instead of answering `UNAVAILABLE`.
+    pub(crate) migrations: AtomicU64,
     pub(crate) stats: WriterStats,
 }
 
@@ -112,35 +130,106 @@ struct Job {
     reply: oneshot::Sender<Answer>,
 }
 
+/// Maintenance run by the writer between groups, in queue order.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Delete at most one chunk of the change log that `retention` no longer covers, as of
+    /// `now` (Unix ms); answers how many events were deleted.
+    Prune {
+        retention: Retention,
+        now: i64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// Apply the pending migrations of `migrator` in one transaction (all or nothing).
+    Migrate {
+        migrator: Arc<Migrator>,
+        reply: oneshot::Sender<Result<SchemaChange>>,
+    },
+}
+
+#[derive(Debug)]
+enum Queued {
+    Write(Job),
+    Control(Control),
+}
+
 /// The sending side of a writer's queue.
 #[derive(Debug, Clone)]
 pub(crate) struct WriterHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
 impl WriterHandle {
-    /// Queues `work` and waits for its answer. A full queue is `UNAVAILABLE` at once.
+    /// Queues `work` and waits for its answer. A full queue is `UNAVAILABLE` at once, unless a
+    /// migration is draining the writer: then the caller waits for room (its session's
+    /// in-flight limit bounds how many wait), so that a migration never fails a command.
     pub(crate) async fn submit(&self, actor: UserId, work: Work) -> Result<Answer> {
         let (reply, answer) = oneshot::channel();
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.tx
-            .try_send(Job { actor, work, reply })
-            .inspect_err(|_| {
-                // Not queued: not in flight either.
-                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    Error::Unavailable("the tenant's write queue is full; retry shortly".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::Unavailable("the tenant is closing; retry".into())
-                }
-            })?;
+        let queued = match self.tx.try_send(Queued::Write(Job { actor, work, reply })) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(job))
+                if self.shared.migrations.load(Ordering::Acquire) > 0 =>
+            {
+                self.tx
+                    .send(job)
+                    .await
+                    .map_err(|_| Error::Unavailable("the tenant is closing; retry".into()))
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::Unavailable(
+                "the tenant's write queue is full; retry shortly".into(),
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(Error::Unavailable("the tenant is closing; retry".into()))
+            }
+        };
+        // Not queued: not in flight either.
+        queued.inspect_err(|_| {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        })?;
         answer
             .await
             .map_err(|_| Error::Unavailable("the tenant's writer stopped; retry".into()))
+    }
+
+    /// Queues a control job, waiting for room if the queue is full. It counts as in flight
+    /// (the tenant is not idle) until the writer has run it.
+    async fn control(&self, control: Control) -> Result<()> {
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(Queued::Control(control)).await.map_err(|_| {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            Error::Unavailable("the tenant is closing".into())
+        })
+    }
+
+    /// Deletes at most one chunk of the change log that `retention` no longer covers.
+    pub(crate) async fn prune(&self, retention: Retention, now: i64) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::Prune {
+            retention,
+            now,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped".into()))?
+    }
+
+    /// Drains the writer and applies the pending migrations of `migrator` in one
+    /// transaction; commands sent meanwhile wait in the queue.
+    pub(crate) async fn migrate(&self, migrator: Arc<Migrator>) -> Result<SchemaChange> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.migrations.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.control(Control::Migrate { migrator, reply }).await {
+            self.shared.migrations.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        // The writer lowers `migrations` once it has run the job.
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped".into()))?
     }
 
     /// Jobs submitted and not yet answered.
@@ -180,7 +269,7 @@ pub(crate) fn spawn(
 
 struct Writer {
     conn: SqliteConnection,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Queued>,
     cache: Cache,
     head: u64,
     shared: Arc<Shared>,
@@ -193,6 +282,18 @@ struct Writer {
 
 /// How often expired idempotency answers are deleted, in milliseconds.
 const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
+/// The shortest change-log pruning interval (a zero interval would spin).
+const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The next tick of the pruning timer; never, without one.
+async fn next_tick(tick: &mut Option<Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// A group's uncommitted output.
 struct Group {
@@ -309,17 +410,107 @@ async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<()> {
 
 impl Writer {
     async fn run(mut self) {
+        let mut queued = Vec::with_capacity(self.config.max_group);
         let mut jobs = Vec::with_capacity(self.config.max_group);
-        while self.rx.recv_many(&mut jobs, self.config.max_group).await > 0 {
-            self.process(&mut jobs).await;
-            jobs.clear();
-            // Let the callers just answered run and queue their next command before the
-            // queue is drained again: larger groups, fewer commits per command.
-            tokio::task::yield_now().await;
+        let retention = self.config.retention.clone();
+        let mut tick = (!retention.keeps_everything()).then(|| {
+            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
+            // The first pass one period after the tenant opened, not at once: opening many
+            // tenants does not start as many pruning passes.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
+        // Events are due for pruning: one chunk between groups until none is left.
+        let mut prune_due = false;
+        loop {
+            if prune_due {
+                prune_due = match self.prune(&retention, now_ms()).await {
+                    Ok(deleted) => deleted == changelog::PRUNE_CHUNK,
+                    Err(error) => {
+                        tracing::warn!(%error, "pruning the change log failed");
+                        false
+                    }
+                };
+            }
+            tokio::select! {
+                biased;
+                received = self.rx.recv_many(&mut queued, self.config.max_group) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.handle(&mut queued, &mut jobs).await;
+                    // Let the callers just answered run and queue their next command before
+                    // the queue is drained again: larger groups, fewer commits per command.
+                    tokio::task::yield_now().await;
+                }
+                () = next_tick(&mut tick), if !prune_due => prune_due = true,
+                () = std::future::ready(()), if prune_due => {}
+            }
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");
         }
+    }
+
+    /// Commits the write jobs in `queued` in groups, and runs each control job after the
+    /// jobs before it have committed and before those after it.
+    async fn handle(&mut self, queued: &mut Vec<Queued>, jobs: &mut Vec<Job>) {
+        for item in queued.drain(..) {
+            match item {
+                Queued::Write(job) => jobs.push(job),
+                Queued::Control(control) => {
+                    if !jobs.is_empty() {
+                        self.process(jobs).await;
+                        jobs.clear();
+                    }
+                    self.control(control).await;
+                    self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            self.process(jobs).await;
+            jobs.clear();
+        }
+    }
+
+    async fn control(&mut self, control: Control) {
+        match control {
+            Control::Prune {
+                retention,
+                now,
+                reply,
+            } => {
+                let _ = reply.send(self.prune(&retention, now).await);
+            }
+            Control::Migrate { migrator, reply } => {
+                let result = migrations::apply(&mut self.conn, &migrator).await;
+                // A new schema may change what the cached reads would return.
+                self.cache.clear();
+                self.shared.migrations.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn prune(&mut self, retention: &Retention, now: i64) -> Result<u64> {
+        let deleted = changelog::prune(
+            &mut self.conn,
+            retention,
+            self.head,
+            now,
+            changelog::PRUNE_CHUNK,
+        )
+        .await?;
+        if deleted > 0 {
+            tracing::debug!(deleted, "change-log events pruned");
+            self.shared
+                .stats
+                .pruned_events
+                .fetch_add(deleted, Ordering::Relaxed);
+        }
+        Ok(deleted)
     }
 
     async fn process(&mut self, jobs: &mut Vec<Job>) {

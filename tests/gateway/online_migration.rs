@@ -1,0 +1,308 @@
+//! Online schema migration with clients writing and subscribing: no failed command, no event
+//! missed or repeated; a failing migration leaves the tenant serving on its old schema.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pm_proto::v1;
+use pm_proto::v1::client_frame::Body as In;
+use pm_proto::v1::server_frame::Body;
+use tokio::sync::watch;
+
+use crate::support::*;
+
+const INITIAL: i64 = 20261121000001;
+const NEXT: i64 = 20270101000000;
+/// Requests each writer keeps in flight.
+const WINDOW: usize = 8;
+
+fn migrations_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+async fn spawn_with_migrations(dir: &Path) -> TestApp {
+    let dir = dir.to_owned();
+    spawn_app_with(move |s| {
+        s.storage.migrations_dir = Some(dir);
+        // The writers below send as fast as they can.
+        s.limits.requests_per_second = 1_000_000;
+        s.limits.request_burst = 1_000_000;
+    })
+    .await
+}
+
+/// What one pipelined writer saw.
+#[derive(Debug, Default)]
+struct Written {
+    ok: u64,
+    failed: Vec<v1::Error>,
+    /// (window started, window took).
+    windows: Vec<(Instant, Duration)>,
+}
+
+/// Creates work items with `WINDOW` requests in flight until `stop` is set.
+async fn pipelined_writer(
+    mut client: Client,
+    project_id: String,
+    total: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+) -> Written {
+    let mut written = Written::default();
+    let mut next_id = 1_000u64;
+    while !*stop.borrow() {
+        let started = Instant::now();
+        for _ in 0..WINDOW {
+            next_id += 1;
+            client
+                .send(
+                    next_id,
+                    In::Command(v1::Command {
+                        idempotency_key: String::new(),
+                        kind: Some(v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
+                            project_id: project_id.clone(),
+                            item_type: v1::WorkItemType::Task.into(),
+                            title: format!("item {next_id}"),
+                            ..Default::default()
+                        })),
+                    }),
+                )
+                .await;
+        }
+        let mut answered = 0;
+        while answered < WINDOW {
+            match client.frame().await {
+                Body::Response(response) => {
+                    answered += 1;
+                    match response.result.expect("a result") {
+                        v1::response::Result::CommandResult(_) => {
+                            written.ok += 1;
+                            total.fetch_add(1, Ordering::Relaxed);
+                        }
+                        v1::response::Result::Error(error) => written.failed.push(error),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                Body::Event(_) | Body::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        written.windows.push((started, started.elapsed()));
+    }
+    written
+}
+
+/// Collects event seqs until one reaches the value `until` is set to.
+async fn tail(mut client: Client, mut until: watch::Receiver<u64>) -> Vec<u64> {
+    let mut seqs: Vec<u64> = Vec::new();
+    loop {
+        if seqs.last().is_some_and(|last| *last >= *until.borrow()) {
+            return seqs;
+        }
+        tokio::select! {
+            frame = client.frame() => match frame {
+                Body::Event(event) => seqs.push(event.seq),
+                other => panic!("the subscriber got {other:?}"),
+            },
+            changed = until.changed() => changed.unwrap(),
+        }
+    }
+}
+
+/// Waits until `counter` reaches `target` (at most a minute).
+async fn wait_for(counter: &AtomicU64, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "writers stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn stats_json(app: &TestApp, migrations: &Path) -> serde_json::Value {
+    let mut config = app.app.settings.registry_config();
+    config.migrations_dir = Some(migrations.to_owned());
+    let (text, failed) = pm_server::tenants::stats(&config, &["acme".into()], true)
+        .await
+        .unwrap();
+    assert!(!failed, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_keep_writing_and_subscribing_through_an_online_migration() {
+    let migrations = migrations_copy();
+    let app = spawn_with_migrations(migrations.path()).await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+
+    let (mut subscriber, _) = app.client("acme", "alice").await;
+    assert_eq!(subscriber.subscribe(2).await.unwrap(), 2);
+    let (until_tx, until_rx) = watch::channel(u64::MAX);
+    let tailer = tokio::spawn(tail(subscriber, until_rx));
+
+    let total = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut writers = Vec::new();
+    for _ in 0..3 {
+        let (client, _) = app.client("acme", "alice").await;
+        writers.push(tokio::spawn(pipelined_writer(
+            client,
+            project.id.clone(),
+            total.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    wait_for(&total, 600).await;
+
+    add_migration(migrations.path());
+    let before = total.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let report = pm_server::server::migrate_online(&app.app).await.unwrap();
+    let ended = Instant::now();
+    let during = total.load(Ordering::Relaxed) - before;
+    wait_for(&total, total.load(Ordering::Relaxed) + 600).await;
+    stop_tx.send(true).unwrap();
+
+    let mut ok = 0;
+    let mut overlapping = 0;
+    let mut failed = Vec::new();
+    let (mut slowest_before, mut slowest_during) = (Duration::ZERO, Duration::ZERO);
+    for writer in writers {
+        let written = writer.await.unwrap();
+        ok += written.ok;
+        failed.extend(written.failed);
+        for (at, took) in written.windows {
+            if at + took < started {
+                slowest_before = slowest_before.max(took);
+            } else if at <= ended {
+                slowest_during = slowest_during.max(took);
+                overlapping += 1;
+            }
+        }
+    }
+    assert_eq!(failed, vec![], "no command failed");
+    assert!(
+        overlapping >= 1,
+        "writers were busy while the migration ran"
+    );
+    assert!(ok >= 1_200, "{ok} commands");
+    let head = 2 + ok;
+    until_tx.send(head).unwrap();
+    let seqs = tailer.await.unwrap();
+    assert_eq!(
+        seqs,
+        (3..=head).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
+    eprintln!(
+        "online migration: {ok} commands, {during} answered while it ran ({:?}); slowest window \
+         of {WINDOW} before: {slowest_before:?}, overlapping the migration: {slowest_during:?}",
+        ended - started
+    );
+
+    assert_eq!(report.target_version, NEXT);
+    assert_eq!(
+        report.migrated,
+        vec![(
+            "acme".to_owned(),
+            pm_db::SchemaChange {
+                from: INITIAL,
+                to: NEXT
+            }
+        )]
+    );
+    assert_eq!(report.failed, None);
+    let stats = stats_json(&app, migrations.path()).await;
+    assert_eq!(
+        (&stats["schema_version"], &stats["migration_pending"]),
+        (&serde_json::json!(NEXT), &serde_json::json!(false))
+    );
+    assert_eq!(stats["head_seq"], head);
+
+    let (_, metrics) = app.http_get("/metrics").await;
+    for line in [
+        "\npm_schema_target_version 20270101000000\n",
+        "\npm_schema_rollout_running 0\n",
+        "\npm_schema_migrations_applied_total 1\n",
+        "\npm_schema_migrations_failed_total 0\n",
+        "\npm_schema_migration_pending_tenants{state=\"open\"} 0\n",
+        "\npm_schema_migration_pending_tenants{state=\"closed\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} in {metrics}");
+    }
+    assert!(!metrics.contains("outcome=\"UNAVAILABLE\""), "{metrics}");
+    // The new column is there for the next release's code, with its default.
+    let tenant = app
+        .app
+        .registry
+        .open(&pm_core::TenantId::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let colors = sqlx_colors(&tenant).await;
+    assert_eq!(colors, ["none"]);
+}
+
+fn add_migration(dir: &Path) {
+    std::fs::write(
+        dir.join(format!("{NEXT}_work_item_color.sql")),
+        "ALTER TABLE work_items ADD COLUMN color TEXT NOT NULL DEFAULT 'none';\n\
+         CREATE INDEX work_items_by_color ON work_items (color);\n\
+         CREATE INDEX change_log_by_time ON change_log (at);\n",
+    )
+    .unwrap();
+}
+
+async fn sqlx_colors(tenant: &pm_db::Tenant) -> Vec<String> {
+    sqlx::query_scalar("SELECT DISTINCT color FROM work_items")
+        .fetch_all(tenant.read_pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_online_migration_leaves_the_tenant_serving_on_its_old_schema() {
+    let migrations = migrations_copy();
+    let app = spawn_with_migrations(migrations.path()).await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (mut watcher, _) = app.client("acme", "alice").await;
+    assert_eq!(watcher.subscribe(2).await.unwrap(), 2);
+    std::fs::write(
+        migrations.path().join(format!("{NEXT}_broken.sql")),
+        "ALTER TABLE work_items ADD COLUMN color TEXT NOT NULL DEFAULT 'none';\n\
+         CREATE TABLE oops (;\n",
+    )
+    .unwrap();
+
+    let report = pm_server::server::migrate_online(&app.app).await.unwrap();
+    assert_eq!(report.migrated, vec![]);
+    let (tenant, why) = report.failed.expect("the migration failed");
+    assert_eq!(tenant, "acme");
+    assert!(why.starts_with(&format!("migration {NEXT}: ")), "{why}");
+
+    // Same connections, same schema, still serving and still streaming.
+    let (_, seq) = alice.create_item(&project.id, "after the failure").await;
+    assert_eq!(seq, 3);
+    assert_eq!(watcher.event().await.seq, 3);
+    let stats = stats_json(&app, migrations.path()).await;
+    assert_eq!(
+        (&stats["schema_version"], &stats["migration_pending"]),
+        (&serde_json::json!(INITIAL), &serde_json::json!(true))
+    );
+    let (_, metrics) = app.http_get("/metrics").await;
+    for line in [
+        "\npm_schema_target_version 20261121000001\n",
+        "\npm_schema_migrations_applied_total 0\n",
+        "\npm_schema_migrations_failed_total 1\n",
+        "\npm_schema_migration_pending_tenants{state=\"open\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} in {metrics}");
+    }
+}
