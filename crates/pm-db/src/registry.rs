@@ -234,12 +234,16 @@ pub struct Tenant {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    /// Tells `pm-server restore` and `import` in other processes that the tenant is open;
+    /// `close` keeps it until the writer and checkpointer have ended.
+    lock: Mutex<Option<crate::lock::TenantLock>>,
 }
 
 impl Tenant {
     async fn open(id: TenantId, config: &RegistryConfig) -> Result<Arc<Tenant>> {
         let dir = config.tenant_dir(&id);
         tokio::fs::create_dir_all(&dir).await?;
+        let lock = crate::lock::TenantLock::shared(&dir)?;
         let options = config.connect_options(&dir.join(DB_FILE));
         // Multi-row inserts come in one shape per group size: keep them all prepared.
         let mut conn = options
@@ -288,6 +292,7 @@ impl Tenant {
             tasks: Mutex::new(vec![task, checkpointer]),
             shared,
             events,
+            lock: Mutex::new(Some(lock)),
         }))
     }
 
@@ -304,6 +309,7 @@ impl Tenant {
         match Arc::try_unwrap(self) {
             Ok(tenant) => {
                 let pool = tenant.read_pool.clone();
+                let lock = tenant.lock.lock().expect("lock is never poisoned").take();
                 // Dropping the tenant drops the writer's queue: the writer finishes and ends,
                 // and then the checkpointer.
                 drop(tenant);
@@ -313,6 +319,7 @@ impl Tenant {
                     }
                 }
                 pool.close().await;
+                drop(lock);
             }
             Err(tenant) => {
                 // Not idle after all: leave it working; it closes when the last user drops it.
