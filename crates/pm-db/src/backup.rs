@@ -121,10 +121,7 @@ async fn copy_and_verify(source: &Path, partial: &Path) -> Result<Verified> {
 /// journal so that it stays one file, then checks integrity, foreign keys, the schema
 /// version and that the change log has no gap.
 async fn verify_own_copy(file: &Path) -> Result<Verified> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(file)
-        .connect()
-        .await?;
+    let mut conn = SqliteConnectOptions::new().filename(file).connect().await?;
     let verified = verify_connection(&mut conn).await;
     conn.close().await?;
     verified
@@ -171,10 +168,11 @@ async fn verify_connection(conn: &mut SqliteConnection) -> Result<Verified> {
             "schema version {schema_version} is newer than this pm-server knows ({newest})"
         )));
     }
-    let (count, first, head): (i64, i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM change_log")
-            .fetch_one(&mut *conn)
-            .await?;
+    let (count, first, head): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM change_log",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if count > 0 && head - first + 1 != count {
         return Err(Error::Corrupt(format!(
             "the change log has gaps: {count} changes between seq {first} and {head}"

@@ -157,10 +157,19 @@ async fn export_snapshot<W: Write + Send>(
         (KINDS[2], rows::<v1::Sprint, _>(&mut tx, "id", out).await?),
         (KINDS[3], rows::<v1::WorkItem, _>(&mut tx, "id", out).await?),
         (KINDS[4], rows::<v1::Comment, _>(&mut tx, "id", out).await?),
-        (KINDS[5], rows::<v1::TimeEntry, _>(&mut tx, "id", out).await?),
-        (KINDS[6], rows::<v1::Dependency, _>(&mut tx, "id", out).await?),
+        (
+            KINDS[5],
+            rows::<v1::TimeEntry, _>(&mut tx, "id", out).await?,
+        ),
+        (
+            KINDS[6],
+            rows::<v1::Dependency, _>(&mut tx, "id", out).await?,
+        ),
         (KINDS[7], rows::<v1::SwimLane, _>(&mut tx, "id", out).await?),
-        (KINDS[8], rows::<v1::LlmContext, _>(&mut tx, "id", out).await?),
+        (
+            KINDS[8],
+            rows::<v1::LlmContext, _>(&mut tx, "id", out).await?,
+        ),
         (CHANGE, changes(&mut tx, out).await?),
     ];
     tx.rollback().await?;
@@ -193,7 +202,8 @@ async fn rows<R: Record + Serialize, W: Write + Send>(
 }
 
 async fn changes<W: Write + Send>(conn: &mut SqliteConnection, out: &mut W) -> Result<u64> {
-    let mut stream = sqlx::query("SELECT seq, event FROM change_log ORDER BY seq").fetch(&mut *conn);
+    let mut stream =
+        sqlx::query("SELECT seq, event FROM change_log ORDER BY seq").fetch(&mut *conn);
     let mut count = 0;
     while let Some(row) = stream.try_next().await? {
         let seq: i64 = row.try_get("seq")?;
@@ -467,7 +477,9 @@ impl Dataset {
             })?;
             let kind = raw.kind.as_str();
             match kind {
-                "project" => data.projects.push((line, parse_data(line, kind, raw.data)?)),
+                "project" => data
+                    .projects
+                    .push((line, parse_data(line, kind, raw.data)?)),
                 "project_member" => data.members.push((line, parse_data(line, kind, raw.data)?)),
                 "sprint" => data.sprints.push((line, parse_data(line, kind, raw.data)?)),
                 "work_item" => {
@@ -476,7 +488,9 @@ impl Dataset {
                     item.display_key.clear();
                     data.items.push((line, item));
                 }
-                "comment" => data.comments.push((line, parse_data(line, kind, raw.data)?)),
+                "comment" => data
+                    .comments
+                    .push((line, parse_data(line, kind, raw.data)?)),
                 "time_entry" => data
                     .time_entries
                     .push((line, parse_data(line, kind, raw.data)?)),
@@ -484,7 +498,9 @@ impl Dataset {
                     .dependencies
                     .push((line, parse_data(line, kind, raw.data)?)),
                 "swim_lane" => data.lanes.push((line, parse_data(line, kind, raw.data)?)),
-                "llm_context" => data.contexts.push((line, parse_data(line, kind, raw.data)?)),
+                "llm_context" => data
+                    .contexts
+                    .push((line, parse_data(line, kind, raw.data)?)),
                 CHANGE => data.changes.push((line, parse_data(line, kind, raw.data)?)),
                 other => {
                     return Err(at_line(
@@ -502,7 +518,9 @@ impl Dataset {
     }
 
     fn header(&self) -> &Header {
-        self.header.as_ref().expect("read() refuses input without a header")
+        self.header
+            .as_ref()
+            .expect("read() refuses input without a header")
     }
 
     fn counts(&self) -> Counts {
@@ -563,8 +581,8 @@ impl Dataset {
             let at = |e: Error| at_line(*line, "project_member", e);
             project("project_id", &m.project_id).map_err(at)?;
             UserId::parse("user_id", &m.user_id).map_err(|e| at(e.into()))?;
-            let role =
-                convert::required("role", convert::role("role", m.role)).map_err(|e| at(e.into()))?;
+            let role = convert::required("role", convert::role("role", m.role))
+                .map_err(|e| at(e.into()))?;
             if m.deleted_at.is_some() {
                 return Err(at(Error::invalid(
                     "deleted_at",
@@ -630,9 +648,13 @@ impl Dataset {
                 return Err(at(Error::invalid("number", "must be at least 1")));
             }
             if let Some(parent) = &w.parent_id {
-                let (parent_project, parent_type) = items
-                    .get(parent.as_str())
-                    .ok_or_else(|| at(Error::invalid("parent_id", "is not a work item of this export")))?;
+                let (parent_project, parent_type) =
+                    items.get(parent.as_str()).ok_or_else(|| {
+                        at(Error::invalid(
+                            "parent_id",
+                            "is not a work item of this export",
+                        ))
+                    })?;
                 if *parent_project != w.project_id {
                     return Err(at(Error::invalid(
                         "parent_id",
@@ -823,7 +845,10 @@ impl Dataset {
             Some((line, _)) => Err(at_line(
                 *line,
                 "dependency",
-                Error::invalid("blocked_item_id", "is part of a cycle of blocking work items"),
+                Error::invalid(
+                    "blocked_item_id",
+                    "is part of a cycle of blocking work items",
+                ),
             )),
             None => Ok(()),
         }
@@ -891,7 +916,8 @@ impl Dataset {
             .changes
             .iter()
             .map(|(line, e)| {
-                let (kind, action) = change_columns(e).map_err(|err| at_line(*line, CHANGE, err))?;
+                let (kind, action) =
+                    change_columns(e).map_err(|err| at_line(*line, CHANGE, err))?;
                 Ok(PendingEvent {
                     seq: e.seq,
                     at: e.at,
@@ -932,14 +958,16 @@ impl Dataset {
 
 async fn insert_rows<R: Record>(conn: &mut SqliteConnection, rows: &[(usize, R)]) -> Result<()> {
     for (line, row) in rows {
-        records::insert(conn, row).await.map_err(|e| match e.as_database_error() {
-            Some(db) => at_line(
-                *line,
-                R::KIND.as_str(),
-                Error::invalid("", format!("refused by the database: {}", db.message())),
-            ),
-            None => Error::Database(e),
-        })?;
+        records::insert(conn, row)
+            .await
+            .map_err(|e| match e.as_database_error() {
+                Some(db) => at_line(
+                    *line,
+                    R::KIND.as_str(),
+                    Error::invalid("", format!("refused by the database: {}", db.message())),
+                ),
+                None => Error::Database(e),
+            })?;
     }
     Ok(())
 }
@@ -1011,4 +1039,14 @@ macro_rules! audit {
     };
 }
 
-audit!(Project, ProjectMember, Sprint, WorkItem, Comment, TimeEntry, Dependency, SwimLane, LlmContext);
+audit!(
+    Project,
+    ProjectMember,
+    Sprint,
+    WorkItem,
+    Comment,
+    TimeEntry,
+    Dependency,
+    SwimLane,
+    LlmContext
+);

@@ -3,6 +3,8 @@
 mod support;
 // The crate root of a test binary looks for modules beside it; `storage/` keeps this one
 // from becoming a test binary of its own.
+#[path = "storage/backup_export.rs"]
+mod backup_export;
 #[path = "storage/real_data.rs"]
 mod real_data;
 #[path = "storage/review.rs"]
