@@ -44,7 +44,7 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
                 n += 1;
                 let (item, _) =
                     create_item(&tenant, &ALICE, &project_id, v1::WorkItemType::Task, "item").await;
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     exec(
                         &tenant,
                         &ALICE,
