@@ -87,6 +87,70 @@ pub enum Command {
         #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
         migrations_dir: Option<PathBuf>,
     },
+    /// Consistent online copies of tenant databases into `<to>/<tenant>.db`, each verified
+    /// with `PRAGMA integrity_check`; safe while a server is serving them.
+    Backup {
+        #[command(flatten)]
+        data: DataDir,
+        /// Backup directory (created if missing); an older backup of a tenant is replaced.
+        #[arg(long)]
+        to: PathBuf,
+        /// Only these tenants (repeatable). Without it: every tenant in the data dir.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+    },
+    /// Replace tenant databases with verified backups from `<from>/<tenant>.db`. A tenant a
+    /// running server has open is always refused.
+    Restore {
+        #[command(flatten)]
+        data: DataDir,
+        /// Backup directory, as written by `backup --to`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Only these tenants (repeatable). Without it: every backup in the directory.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Replace a tenant that already has a database (never one a server has open).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write one tenant as JSON Lines (header line, then one row per line, change log
+    /// included); safe while a server is serving it.
+    Export {
+        #[command(flatten)]
+        data: DataDir,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Output file (written whole or not at all); standard output by default.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Load a JSON Lines export into one tenant: every row validated, one transaction. Refuses
+    /// a tenant with content (unless --replace) and one a running server has open.
+    Import {
+        #[command(flatten)]
+        data: DataDir,
+        /// The tenant to import into.
+        #[arg(long)]
+        tenant: String,
+        /// The export file; standard input when absent.
+        file: Option<PathBuf>,
+        /// Validate and report counts; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace the content of a tenant that has some (merging is not supported).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// `pm-server backup|restore|export|import` (data directory operations).
+#[derive(Debug, clap::Args)]
+pub struct DataDir {
+    /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
+    #[arg(long, env = "PM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 /// `pm-server client ...`.

@@ -18,9 +18,10 @@
 //! - [`config`]: settings from a TOML file, `PM_*` variables and flags.
 //! - [`client_cli`]: `pm-server client send|watch`, JSON in, JSON lines out.
 //! - [`cli`]: the `pm-server` command line; [`migrate`]: schema upgrades of tenant databases;
-//!   [`tenants`]: `tenants list|stats`.
+//!   [`tenants`]: `tenants list|stats`; [`backup`]: `backup`, `restore`, `export`, `import`.
 
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod client_cli;
 pub mod config;

@@ -81,6 +81,46 @@ async fn main() -> ExitCode {
             parallel,
             migrations_dir,
         } => migrate(&data_dir, &tenants, parallel, migrations_dir).await,
+        Command::Backup { data, to, tenants } => {
+            let config = pm_db::RegistryConfig::new(data.data_dir);
+            report(pm_server::backup::backup(&config, &tenants, &to).await)
+        }
+        Command::Restore {
+            data,
+            from,
+            tenants,
+            force,
+        } => {
+            let config = pm_db::RegistryConfig::new(data.data_dir);
+            report(pm_server::backup::restore(&config, &tenants, &from, force).await)
+        }
+        Command::Export { data, tenant, out } => {
+            let config = pm_db::RegistryConfig::new(data.data_dir);
+            match pm_server::backup::export(&config, &tenant, out.as_deref()).await {
+                Ok(summary) => {
+                    eprintln!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Import {
+            data,
+            tenant,
+            file,
+            dry_run,
+            replace,
+        } => {
+            let config = pm_db::RegistryConfig::new(data.data_dir);
+            let options = pm_db::export::ImportOptions { dry_run, replace };
+            match pm_server::backup::import(&config, &tenant, file.as_deref(), options).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Tenants { what } => match what {
             TenantsCommand::List { data_dir, json } => {
                 match pm_server::tenants::list(&pm_db::RegistryConfig::new(data_dir), json).await {
@@ -118,6 +158,21 @@ async fn main() -> ExitCode {
                 }
             }
         },
+    }
+}
+
+/// Prints a per-tenant report; exit 1 if any tenant failed.
+fn report(result: Result<(String, bool), String>) -> ExitCode {
+    match result {
+        Ok((text, failed)) => {
+            print!("{text}");
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(e),
     }
 }
 

@@ -606,3 +606,233 @@ fn sighup_rolls_out_a_new_migration_and_migrate_and_stats_use_the_directory() {
     );
     assert_eq!(server.stop(), Some(0));
 }
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn backup_and_restore_while_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let server = DevServer::start(dir.path());
+    let output = client(
+        &server,
+        &[
+            "send",
+            r#"{"command": {"createProject": {"key": "PM", "name": "Board ✓"}}}"#,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    // The tenant is open in the server: the backup is taken anyway.
+    let output = pm_server(
+        &["backup", "--to", backups.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("dev "), "{text}");
+    assert!(
+        lines[0].contains(" ok ") && lines[0].contains("head_seq=2, schema="),
+        "{text}"
+    );
+    assert_eq!(lines[1], "1 tenant(s): 1 backed up, 0 failed");
+    assert!(backups.path().join("dev.db").is_file());
+
+    // Restoring over the tenant the server has open is refused, --force or not.
+    let output = pm_server(
+        &[
+            "restore",
+            "--from",
+            backups.path().to_str().unwrap(),
+            "--force",
+        ],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("tenant dev is open in a running server"),
+        "{}",
+        stdout(&output)
+    );
+    // So is an import into it.
+    let export = dir.path().join("dev.jsonl");
+    let output = pm_server(
+        &[
+            "export",
+            "--tenant",
+            "dev",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = pm_server(
+        &[
+            "import",
+            "--tenant",
+            "dev",
+            "--replace",
+            export.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("is open in a running server"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(server.stop(), Some(0));
+
+    // Into a fresh data directory: the same head seq and counts.
+    let fresh = tempfile::tempdir().unwrap();
+    let output = pm_server(
+        &["restore", "--from", backups.path().to_str().unwrap()],
+        fresh.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "{:<24} restored  head_seq=2, schema=20261121000001\n1 tenant(s): 1 restored, 0 failed\n",
+            "dev"
+        )
+    );
+    let output = pm_server(&["tenants", "stats", "--json"], fresh.path());
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats[0]["tenant"], "dev");
+    assert_eq!(stats[0]["head_seq"], 2);
+    assert_eq!(stats[0]["counts"]["projects"], 1);
+    assert_eq!(stats[0]["counts"]["members"], 1);
+    // A second restore without --force is refused; with it, the tenant is replaced.
+    let from = backups.path().to_str().unwrap();
+    let output = pm_server(
+        &["restore", "--from", from, "--tenant", "dev"],
+        fresh.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("already has a database; use --force"));
+    let output = pm_server(
+        &["restore", "--from", from, "--tenant", "dev", "--force"],
+        fresh.path(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout(&output).starts_with(&format!("{:<24} replaced  head_seq=2", "dev")));
+}
+
+#[test]
+fn export_import_round_trip_dry_run_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(seed_tenant(dir.path(), "acme"));
+    let first = dir.path().join("first.jsonl");
+    let output = pm_server(
+        &["export", "--tenant", "acme", "-o", first.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim(),
+        "exported tenant acme: head_seq=6, project=1 project_member=1 sprint=0 work_item=2 \
+         comment=1 time_entry=0 dependency=0 swim_lane=0 llm_context=0 change=6"
+    );
+    let exported = std::fs::read_to_string(&first).unwrap();
+    assert_eq!(exported.lines().count(), 1 + 5 + 6);
+
+    // A dry run reports and writes nothing.
+    let target = tempfile::tempdir().unwrap();
+    let output = pm_server(
+        &[
+            "import",
+            "--tenant",
+            "acme",
+            "--dry-run",
+            first.to_str().unwrap(),
+        ],
+        target.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output).trim(),
+        "dry run, nothing written: would import into tenant acme from tenant acme (head_seq=6): \
+         project=1 project_member=1 sprint=0 work_item=2 comment=1 time_entry=0 dependency=0 \
+         swim_lane=0 llm_context=0 change=6"
+    );
+    assert!(!target.path().join("tenants").exists());
+
+    // One bad row: refused with its line, nothing created.
+    let bad: String = exported
+        .lines()
+        .map(|l| {
+            if l.contains(r#""content":"hello""#) {
+                l.replace(r#""content":"hello""#, r#""content":"""#)
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let bad_file = dir.path().join("bad.jsonl");
+    std::fs::write(&bad_file, bad).unwrap();
+    let output = pm_server(
+        &["import", "--tenant", "acme", bad_file.to_str().unwrap()],
+        target.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: line 6 (comment) content: must not be blank"
+    );
+    assert!(!target.path().join("tenants/acme").exists());
+
+    // The real import, then export again: identical.
+    let output = pm_server(
+        &["import", "--tenant", "acme", first.to_str().unwrap()],
+        target.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("imported into tenant acme from tenant acme (head_seq=6)"));
+    let output = pm_server(&["export", "--tenant", "acme"], target.path());
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout(&output),
+        exported,
+        "export -> import -> export is lossless"
+    );
+
+    // Now it is not empty: refused without --replace.
+    let output = pm_server(
+        &["import", "--tenant", "acme", first.to_str().unwrap()],
+        target.path(),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .contains("tenant acme is not empty (1 project(s), head seq 6); use --replace"),
+        "{}",
+        stderr(&output)
+    );
+    let output = pm_server(
+        &[
+            "import",
+            "--tenant",
+            "acme",
+            "--replace",
+            first.to_str().unwrap(),
+        ],
+        target.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("imported into tenant acme (replacing its content)"));
+
+    // Bad tenant ids never reach a path.
+    let output = pm_server(&["export", "--tenant", "../etc"], target.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!target.path().join("etc").exists());
+}

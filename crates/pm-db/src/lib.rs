@@ -13,15 +13,21 @@
 //!   migrations directory.
 //! - `idempotency`: answers to commands sent with an idempotency key.
 //! - [`inspect`]: read-only statistics of tenant databases, for operators.
+//! - [`backup`]: online backup (`VACUUM INTO`, verified) and restore of tenant databases.
+//! - [`export`]: export and import of a tenant as JSON Lines (validated, all or nothing).
+//! - [`lock`]: the lock file that tells other processes a tenant is open.
 //! - [`error`]: the storage error and its wire form.
 
+pub mod backup;
 pub mod changelog;
 mod checkpoint;
 mod commands;
 pub mod error;
+pub mod export;
 mod idempotency;
 pub mod inspect;
 pub mod migrations;
+pub mod lock;
 pub mod queries;
 mod records;
 pub mod registry;

@@ -392,12 +392,16 @@ pub struct Tenant {
     /// The registry's migrations generation this tenant was last brought to.
     generation: AtomicU64,
     retention: changelog::Retention,
+    /// Tells `pm-server restore` and `import` in other processes that the tenant is open;
+    /// `close` keeps it until the writer and checkpointer have ended.
+    lock: Mutex<Option<crate::lock::TenantLock>>,
 }
 
 impl Tenant {
     async fn open(id: TenantId, config: &RegistryConfig, schema: &Schema) -> Result<Arc<Tenant>> {
         let dir = config.tenant_dir(&id);
         tokio::fs::create_dir_all(&dir).await?;
+        let lock = crate::lock::TenantLock::shared(&dir)?;
         let options = config.connect_options(&dir.join(DB_FILE));
         // Multi-row inserts come in one shape per group size: keep them all prepared.
         let mut conn = options
@@ -456,6 +460,7 @@ impl Tenant {
             events,
             generation: AtomicU64::new(generation),
             retention: config.writer.retention.clone(),
+            lock: Mutex::new(Some(lock)),
         }))
     }
 
@@ -508,6 +513,7 @@ impl Tenant {
         match Arc::try_unwrap(self) {
             Ok(tenant) => {
                 let pool = tenant.read_pool.clone();
+                let lock = tenant.lock.lock().expect("lock is never poisoned").take();
                 // Dropping the tenant drops the writer's queue: the writer finishes and ends,
                 // and then the checkpointer.
                 drop(tenant);
@@ -517,6 +523,7 @@ impl Tenant {
                     }
                 }
                 pool.close().await;
+                drop(lock);
             }
             Err(tenant) => {
                 // Not idle after all: leave it working; it closes when the last user drops it.

@@ -5,6 +5,8 @@ mod support;
 // from becoming a test binary of its own.
 #[path = "storage/online_migration.rs"]
 mod online_migration;
+#[path = "storage/backup_export.rs"]
+mod backup_export;
 #[path = "storage/real_data.rs"]
 mod real_data;
 #[path = "storage/retention.rs"]

@@ -18,44 +18,44 @@ use crate::support::*;
 
 /// The one dependency of the export whose blocked item is not in the export (the source
 /// server deleted the item and kept the link): it cannot be recreated and is left out.
-const DANGLING_DEPENDENCY: &str = "cba538cf-4eaf-4ed8-a585-9ab5e749daeb";
+pub(crate) const DANGLING_DEPENDENCY: &str = "cba538cf-4eaf-4ed8-a585-9ab5e749daeb";
 
 fn export_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/agile-board-export.json")
 }
 
-struct ExportItem {
-    id: String,
-    number: u64,
-    item_type: v1::WorkItemType,
-    parent_id: Option<String>,
-    title: String,
-    description: String,
-    status: v1::WorkItemStatus,
-    priority: v1::Priority,
+pub(crate) struct ExportItem {
+    pub(crate) id: String,
+    pub(crate) number: u64,
+    pub(crate) item_type: v1::WorkItemType,
+    pub(crate) parent_id: Option<String>,
+    pub(crate) title: String,
+    pub(crate) description: String,
+    pub(crate) status: v1::WorkItemStatus,
+    pub(crate) priority: v1::Priority,
 }
 
-struct ExportDependency {
-    id: String,
-    blocking: String,
-    blocked: String,
+pub(crate) struct ExportDependency {
+    pub(crate) id: String,
+    pub(crate) blocking: String,
+    pub(crate) blocked: String,
 }
 
-struct ExportComment {
-    id: String,
-    work_item_id: String,
-    content: String,
-    created_at: i64,
+pub(crate) struct ExportComment {
+    pub(crate) id: String,
+    pub(crate) work_item_id: String,
+    pub(crate) content: String,
+    pub(crate) created_at: i64,
 }
 
-struct Export {
-    key: String,
-    name: String,
-    description: String,
-    items: Vec<ExportItem>,
-    dependencies: Vec<ExportDependency>,
+pub(crate) struct Export {
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) items: Vec<ExportItem>,
+    pub(crate) dependencies: Vec<ExportDependency>,
     /// Oldest first, the order in which they are recreated.
-    comments: Vec<ExportComment>,
+    pub(crate) comments: Vec<ExportComment>,
 }
 
 fn text(value: &Value, field: &str) -> String {
@@ -83,7 +83,7 @@ fn wire_name(prefix: &str, name: &str) -> String {
 }
 
 impl Export {
-    fn load() -> Export {
+    pub(crate) fn load() -> Export {
         let path = export_path();
         let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
@@ -158,7 +158,7 @@ impl Export {
         }
     }
 
-    fn item(&self, id: &str) -> Option<&ExportItem> {
+    pub(crate) fn item(&self, id: &str) -> Option<&ExportItem> {
         self.items.iter().find(|i| i.id == id)
     }
 }
