@@ -62,6 +62,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use pm_client::v1::client_frame::Body as In;
+use pm_client::v1::response::Result as Out;
 use pm_client::v1::{self, command::Kind as Cmd};
 use pm_client::{Client, ClientError, ClientOptions};
 use pm_core::{TenantId, UserId};
@@ -610,12 +612,8 @@ struct Writer {
     figures: WriterFigures,
 }
 
-enum Answer {
-    Command(pm_client::Result<v1::CommandResult>),
-    Batch(pm_client::Result<v1::BatchResult>),
-}
-
-type InFlight = Pin<Box<dyn Future<Output = (u64, Answer)> + Send>>;
+/// A request on its way: its number and, in the end, its answer.
+type InFlight = Pin<Box<dyn Future<Output = (u64, pm_client::Result<Out>)> + Send>>;
 
 impl Writer {
     async fn run(mut self) -> WriterFigures {
@@ -694,59 +692,51 @@ impl Writer {
         }
         drop(tenant);
 
-        let client = self.client.clone();
-        match pending {
-            Pending::Create { title } => Box::pin(async move {
-                let answer = client
-                    .command_with_key(title.clone(), create(&project, &title))
-                    .await;
-                (request, Answer::Command(answer))
+        let body = match pending {
+            Pending::Create { title } => In::Command(v1::Command {
+                idempotency_key: title.clone(),
+                kind: Some(create(&project, &title)),
             }),
             Pending::Update {
                 id,
                 from,
                 title,
                 points,
-            } => Box::pin(async move {
-                let answer = client.command(update(&id, from, &title, points)).await;
-                (request, Answer::Command(answer))
-            }),
-            Pending::Delete { id, from } => Box::pin(async move {
-                let answer = client
-                    .command(Cmd::DeleteWorkItem(v1::DeleteWorkItem {
-                        id,
-                        expected_version: from,
-                    }))
-                    .await;
-                (request, Answer::Command(answer))
-            }),
-            Pending::Batch { marker, update: u } => Box::pin(async move {
+            } => In::Command(command(update(&id, from, &title, points))),
+            Pending::Delete { id, from } => {
+                In::Command(command(Cmd::DeleteWorkItem(v1::DeleteWorkItem {
+                    id,
+                    expected_version: from,
+                })))
+            }
+            Pending::Batch { marker, update: u } => {
                 let mut commands: Vec<v1::Command> = (0..BATCH_CREATES)
                     .map(|i| command(create(&project, &format!("{marker}{i}"))))
                     .collect();
                 if let Some((id, from, title)) = u {
                     commands.push(command(update(&id, from, &title, 1)));
                 }
-                (request, Answer::Batch(client.batch(commands, true).await))
-            }),
-            Pending::Doomed { marker } => Box::pin(async move {
-                let commands = vec![
+                In::Batch(v1::Batch {
+                    commands,
+                    atomic: true,
+                })
+            }
+            Pending::Doomed { marker } => In::Batch(v1::Batch {
+                commands: vec![
                     command(create(&project, &format!("{marker}0"))),
                     command(create(&project, &format!("{marker}1"))),
                     command(create(&project, "")),
-                ];
-                (request, Answer::Batch(client.batch(commands, true).await))
+                ],
+                atomic: true,
             }),
-        }
+        };
+        let client = self.client.clone();
+        Box::pin(async move { (request, client.request(body).await) })
     }
 
     /// Records an answer; false when the connection is gone (the request stays pending).
-    fn settle(&mut self, request: u64, answer: Answer) -> bool {
-        let error = match &answer {
-            Answer::Command(Err(e)) | Answer::Batch(Err(e)) => Some(e),
-            _ => None,
-        };
-        if let Some(ClientError::Disconnected | ClientError::Closed) = error {
+    fn settle(&mut self, request: u64, answer: pm_client::Result<Out>) -> bool {
+        if let Err(ClientError::Disconnected | ClientError::Closed) = answer {
             return false;
         }
         if self.ignored.remove(&request) {
@@ -760,7 +750,7 @@ impl Writer {
             .remove(&request)
             .expect("every request is pending until answered");
         match (pending, answer) {
-            (Pending::Create { title }, Answer::Command(Ok(result))) => {
+            (Pending::Create { title }, Ok(Out::CommandResult(result))) => {
                 let item = work_item(&result);
                 assert_eq!((item.title.as_str(), item.version), (title.as_str(), 1));
                 assert!(!result.replayed, "{name}: {title} was sent once");
@@ -775,7 +765,7 @@ impl Writer {
                     title,
                     points,
                 },
-                Answer::Command(Ok(result)),
+                Ok(Out::CommandResult(result)),
             ) => {
                 let item = work_item(&result);
                 assert_eq!(
@@ -786,7 +776,7 @@ impl Writer {
                 self.busy.remove(&id);
                 self.figures.acked_writes += 1;
             }
-            (Pending::Delete { id, from }, Answer::Command(Ok(result))) => {
+            (Pending::Delete { id, from }, Ok(Out::CommandResult(result))) => {
                 let item = work_item(&result);
                 assert_eq!((&item.id, item.version), (&id, from + 1));
                 assert!(item.deleted_at.is_some(), "{name}: {id} deleted");
@@ -795,7 +785,7 @@ impl Writer {
                 self.owned.retain(|owned| *owned != id);
                 self.figures.acked_writes += 1;
             }
-            (Pending::Batch { marker, update }, Answer::Batch(Ok(result))) => {
+            (Pending::Batch { marker, update }, Ok(Out::BatchResult(result))) => {
                 let commands = BATCH_CREATES + usize::from(update.is_some());
                 assert_eq!(result.outcomes.len(), commands, "{name}: {marker}");
                 let results: Vec<&v1::CommandResult> = result
@@ -826,7 +816,7 @@ impl Writer {
                 self.figures.acked_writes += commands as u64;
                 self.figures.batches_acked += 1;
             }
-            (Pending::Doomed { marker }, Answer::Batch(Err(e))) => {
+            (Pending::Doomed { marker }, Err(e)) => {
                 match &e {
                     ClientError::Server { code, field, .. }
                         if *code == v1::ErrorCode::InvalidArgument
@@ -840,7 +830,7 @@ impl Writer {
                 self.figures.acked_requests += 1;
                 return true;
             }
-            (pending, Answer::Command(Err(e)) | Answer::Batch(Err(e))) => {
+            (pending, Err(e)) => {
                 panic!("{name}: {pending:?} answered with {e}")
             }
             (pending, _) => panic!("{name}: {pending:?}: an answer of the wrong kind"),
@@ -908,159 +898,161 @@ async fn verify(
             .expect("a listed item was logged")
     };
 
-    let mut model = lock(tenant);
-    // Every acknowledged change is in the log, exactly as acknowledged.
-    for (seq, acked) in &model.acked {
-        let event = log
-            .get(*seq as usize - 1)
-            .unwrap_or_else(|| panic!("{name}: acknowledged seq {seq} is lost (head {head})"));
-        assert_eq!(event.entity_id, acked.entity_id, "{name}: seq {seq}");
-        if let Some(item) = &acked.item {
-            assert_eq!(
-                event.change,
-                Some(v1::event::Change::WorkItem(item.clone())),
-                "{name}: seq {seq}"
-            );
-        }
-    }
-
-    // Each pending request: wholly applied or not at all.
     let mut retries = Vec::new();
-    let pending: Vec<Pending> = model.pending.drain().map(|(_, p)| p).collect();
-    for request in pending {
-        let applied = match &request {
-            Pending::Create { title } => {
-                let found = by_title.get(title.as_str()).copied();
-                if let Some(item) = found {
-                    assert_eq!(item.version, 1, "{name}: {title}");
-                    model.items.insert(item.id.clone(), item.clone());
-                }
-                retries.push((title.clone(), found.map(|i| i.id.clone())));
-                found.is_some()
-            }
-            Pending::Update {
-                id,
-                from,
-                title,
-                points,
-            } => {
-                let now = &listed[id];
-                let applied = now.version != *from;
-                if applied {
-                    assert_eq!(
-                        (now.version, &now.title, now.story_points),
-                        (from + 1, title, Some(*points)),
-                        "{name}: an update is applied whole"
-                    );
-                    model.items.insert(id.clone(), now.clone());
-                }
-                applied
-            }
-            Pending::Delete { id, from } => {
-                let now = &listed[id];
-                let applied = now.version != *from;
-                if applied {
-                    assert_eq!(now.version, from + 1, "{name}: {id}");
-                    assert!(now.deleted_at.is_some(), "{name}: {id} deleted");
-                    model.items.insert(id.clone(), now.clone());
-                }
-                applied
-            }
-            Pending::Batch { marker, update } => {
-                figures.pending_batches += 1;
-                let found: Vec<&v1::WorkItem> = (0..BATCH_CREATES)
-                    .filter_map(|i| by_title.get(format!("{marker}{i}").as_str()).copied())
-                    .collect();
-                assert!(
-                    found.is_empty() || found.len() == BATCH_CREATES,
-                    "{name}: atomic batch {marker} half applied: {} of {BATCH_CREATES} items",
-                    found.len()
+    {
+        let mut model = lock(tenant);
+        // Every acknowledged change is in the log, exactly as acknowledged.
+        for (seq, acked) in &model.acked {
+            let event = log
+                .get(*seq as usize - 1)
+                .unwrap_or_else(|| panic!("{name}: acknowledged seq {seq} is lost (head {head})"));
+            assert_eq!(event.entity_id, acked.entity_id, "{name}: seq {seq}");
+            if let Some(item) = &acked.item {
+                assert_eq!(
+                    event.change,
+                    Some(v1::event::Change::WorkItem(item.clone())),
+                    "{name}: seq {seq}"
                 );
-                let applied = !found.is_empty();
-                let mut seqs: Vec<u64> = found.iter().map(|i| seq_of(&i.id)).collect();
-                for item in found {
-                    assert_eq!(item.version, 1, "{name}: {marker}");
-                    model.items.insert(item.id.clone(), item.clone());
+            }
+        }
+
+        // Each pending request: wholly applied or not at all.
+        let pending: Vec<Pending> = model.pending.drain().map(|(_, p)| p).collect();
+        for request in pending {
+            let applied = match &request {
+                Pending::Create { title } => {
+                    let found = by_title.get(title.as_str()).copied();
+                    if let Some(item) = found {
+                        assert_eq!(item.version, 1, "{name}: {title}");
+                        model.items.insert(item.id.clone(), item.clone());
+                    }
+                    retries.push((title.clone(), found.map(|i| i.id.clone())));
+                    found.is_some()
                 }
-                if let Some((id, from, title)) = update {
+                Pending::Update {
+                    id,
+                    from,
+                    title,
+                    points,
+                } => {
                     let now = &listed[id];
+                    let applied = now.version != *from;
                     if applied {
                         assert_eq!(
-                            (now.version, &now.title),
-                            (from + 1, title),
-                            "{name}: atomic batch {marker} has its update"
+                            (now.version, &now.title, now.story_points),
+                            (from + 1, title, Some(*points)),
+                            "{name}: an update is applied whole"
                         );
                         model.items.insert(id.clone(), now.clone());
-                        let last = log
-                            .iter()
-                            .rev()
-                            .find(|e| e.entity_id == *id)
-                            .expect("the update was logged");
-                        seqs.push(last.seq);
-                    } else {
-                        assert_eq!(now.version, *from, "{name}: {marker}: no update alone");
                     }
+                    applied
                 }
-                if applied {
-                    let first = seqs[0];
-                    let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
-                    assert_eq!(seqs, expected, "{name}: {marker}: one transaction");
+                Pending::Delete { id, from } => {
+                    let now = &listed[id];
+                    let applied = now.version != *from;
+                    if applied {
+                        assert_eq!(now.version, from + 1, "{name}: {id}");
+                        assert!(now.deleted_at.is_some(), "{name}: {id} deleted");
+                        model.items.insert(id.clone(), now.clone());
+                    }
+                    applied
                 }
-                applied
-            }
-            Pending::Doomed { marker } => {
-                for i in 0..2 {
-                    let title = format!("{marker}{i}");
+                Pending::Batch { marker, update } => {
+                    figures.pending_batches += 1;
+                    let found: Vec<&v1::WorkItem> = (0..BATCH_CREATES)
+                        .filter_map(|i| by_title.get(format!("{marker}{i}").as_str()).copied())
+                        .collect();
                     assert!(
-                        !by_title.contains_key(title.as_str()),
-                        "{name}: the doomed batch {marker} left {title}"
+                        found.is_empty() || found.len() == BATCH_CREATES,
+                        "{name}: atomic batch {marker} half applied: {} of {BATCH_CREATES} items",
+                        found.len()
                     );
+                    let applied = !found.is_empty();
+                    let mut seqs: Vec<u64> = found.iter().map(|i| seq_of(&i.id)).collect();
+                    for item in found {
+                        assert_eq!(item.version, 1, "{name}: {marker}");
+                        model.items.insert(item.id.clone(), item.clone());
+                    }
+                    if let Some((id, from, title)) = update {
+                        let now = &listed[id];
+                        if applied {
+                            assert_eq!(
+                                (now.version, &now.title),
+                                (from + 1, title),
+                                "{name}: atomic batch {marker} has its update"
+                            );
+                            model.items.insert(id.clone(), now.clone());
+                            let last = log
+                                .iter()
+                                .rev()
+                                .find(|e| e.entity_id == *id)
+                                .expect("the update was logged");
+                            seqs.push(last.seq);
+                        } else {
+                            assert_eq!(now.version, *from, "{name}: {marker}: no update alone");
+                        }
+                    }
+                    if applied {
+                        let first = seqs[0];
+                        let expected: Vec<u64> = (first..first + seqs.len() as u64).collect();
+                        assert_eq!(seqs, expected, "{name}: {marker}: one transaction");
+                    }
+                    applied
                 }
-                false
-            }
-        };
-        figures.pending_applied += u64::from(applied);
-    }
-    for marker in &model.rejected {
+                Pending::Doomed { marker } => {
+                    for i in 0..2 {
+                        let title = format!("{marker}{i}");
+                        assert!(
+                            !by_title.contains_key(title.as_str()),
+                            "{name}: the doomed batch {marker} left {title}"
+                        );
+                    }
+                    false
+                }
+            };
+            figures.pending_applied += u64::from(applied);
+        }
+        for marker in &model.rejected {
+            assert!(
+                !by_title.contains_key(format!("{marker}0").as_str()),
+                "{name}: the rejected batch {marker} left an item"
+            );
+        }
+
+        // The server's state is exactly the model: nothing lost, nothing extra.
+        let missing: Vec<&String> = model
+            .items
+            .keys()
+            .filter(|id| !listed.contains_key(*id))
+            .collect();
+        let extra: Vec<&str> = listed
+            .values()
+            .filter(|item| !model.items.contains_key(&item.id))
+            .map(|item| item.title.as_str())
+            .collect();
+        let differing: Vec<(&v1::WorkItem, &v1::WorkItem)> = model
+            .items
+            .values()
+            .filter_map(|item| listed.get(&item.id).map(|now| (item, now)))
+            .filter(|(item, now)| item != now)
+            .collect();
         assert!(
-            !by_title.contains_key(format!("{marker}0").as_str()),
-            "{name}: the rejected batch {marker} left an item"
+            missing.is_empty() && extra.is_empty() && differing.is_empty(),
+            "{name}: missing {missing:?}, extra {extra:?}, differing {differing:?}"
+        );
+        // ... and the log's last word on every item is that state.
+        let mut from_log: BTreeMap<&str, &v1::WorkItem> = BTreeMap::new();
+        for event in log {
+            if let Some(v1::event::Change::WorkItem(item)) = &event.change {
+                from_log.insert(&event.entity_id, item);
+            }
+        }
+        assert!(
+            from_log.len() == listed.len()
+                && from_log.iter().all(|(id, item)| listed[*id] == **item),
+            "{name}: the log replays to the listed state"
         );
     }
-
-    // The server's state is exactly the model: nothing lost, nothing extra.
-    let missing: Vec<&String> = model
-        .items
-        .keys()
-        .filter(|id| !listed.contains_key(*id))
-        .collect();
-    let extra: Vec<&str> = listed
-        .values()
-        .filter(|item| !model.items.contains_key(&item.id))
-        .map(|item| item.title.as_str())
-        .collect();
-    let differing: Vec<(&v1::WorkItem, &v1::WorkItem)> = model
-        .items
-        .values()
-        .filter_map(|item| listed.get(&item.id).map(|now| (item, now)))
-        .filter(|(item, now)| item != now)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && differing.is_empty(),
-        "{name}: missing {missing:?}, extra {extra:?}, differing {differing:?}"
-    );
-    // ... and the log's last word on every item is that state.
-    let mut from_log: BTreeMap<&str, &v1::WorkItem> = BTreeMap::new();
-    for event in log {
-        if let Some(v1::event::Change::WorkItem(item)) = &event.change {
-            from_log.insert(&event.entity_id, item);
-        }
-    }
-    assert!(
-        from_log.len() == listed.len() && from_log.iter().all(|(id, item)| listed[*id] == **item),
-        "{name}: the log replays to the listed state"
-    );
-    drop(model);
 
     // Resume from several positions.
     let mut positions = BTreeSet::from([0, head, lock(tenant).checked_head.min(head)]);
@@ -1097,10 +1089,8 @@ async fn verify(
         );
         subscriber.close().await;
     }
-    let mut model = lock(tenant);
-    model.ack(probe.seq, &probe_item);
+    lock(tenant).ack(probe.seq, &probe_item);
     figures.acked_writes += 1;
-    drop(model);
 
     // Pending creates again, with their idempotency keys.
     for (title, found) in retries {
@@ -1129,9 +1119,10 @@ async fn verify(
             }
         }
     }
-    let mut model = lock(tenant);
-    model.checked_head = model.acked.keys().next_back().copied().unwrap_or(0);
-    drop(model);
+    {
+        let mut model = lock(tenant);
+        model.checked_head = model.acked.keys().next_back().copied().unwrap_or(0);
+    }
     client.close().await;
 }
 
