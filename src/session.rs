@@ -637,26 +637,11 @@ impl Session {
             }
             Some(projects)
         };
-        // Position checks before the ack, so that a request gets exactly one answer.
-        match self
-            .tenant
-            .read_events(s.from_seq, Some(s.from_seq), 1, &EventFilter::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(pm_db::Error::ResyncRequired(_)) => {
-                return Err(error(
-                    v1::ErrorCode::ResyncRequired,
-                    "from_seq is older than the retained change log: take a fresh snapshot \
-                     (List*, which answers as_of_seq) and subscribe again from its as_of_seq",
-                    "from_seq",
-                ));
-            }
-            Err(e) => return Err(self.wire(e)),
-        }
         // Register first: from here on the hub keeps every committed group for us. Then read
-        // the memberships and the head in one snapshot: everything up to the head is sent from
-        // the log, everything after it from the hub's buffer, with permissions as of the head.
+        // the memberships, the head and the oldest retained seq in one snapshot: everything up
+        // to the head is sent from the log, everything after it from the hub's buffer, with
+        // permissions as of the head. Position checks come before the ack, so that a request
+        // gets exactly one answer.
         let hub = self.app.hubs.get(&self.tenant, &self.app.metrics);
         let registration = hub.register(
             user.clone(),
@@ -670,11 +655,27 @@ impl Session {
                 capacity: self.app.settings.limits.outgoing_queue,
             },
         );
-        let (memberships, head) = self
+        let snapshot = self
             .tenant
-            .memberships(&user)
+            .subscription_snapshot(&user)
             .await
             .map_err(|e| self.wire(e))?;
+        if s.from_seq > snapshot.head {
+            return Err(error(
+                v1::ErrorCode::InvalidArgument,
+                "from_seq is after the latest change",
+                "from_seq",
+            ));
+        }
+        if snapshot.oldest.is_some_and(|oldest| oldest > s.from_seq.saturating_add(1)) {
+            return Err(error(
+                v1::ErrorCode::ResyncRequired,
+                "from_seq is older than the retained change log: take a fresh snapshot \
+                 (List*, which answers as_of_seq) and subscribe again from its as_of_seq",
+                "from_seq",
+            ));
+        }
+        let (memberships, head) = (snapshot.memberships, snapshot.head);
         let allowed: HashSet<String> = memberships.into_iter().map(|(p, _)| p).collect();
         if let Some(projects) = &projects {
             if !projects.iter().all(|p| allowed.contains(p)) {
@@ -685,7 +686,6 @@ impl Session {
                 ));
             }
         }
-        let head = head.max(s.from_seq);
         let _ = self
             .out
             .send(response(

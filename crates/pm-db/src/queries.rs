@@ -211,39 +211,63 @@ pub(crate) async fn run(
     })
 }
 
-/// The live projects `user` is a member of, with its role in each, and the change number
-/// they are as of (read in one transaction).
-pub(crate) async fn memberships(
+/// What a subscription starts from: the live projects `user` is a member of (with its role
+/// in each), the head seq, and the oldest seq still in the log (`None` when it is empty).
+#[derive(Debug, Clone)]
+pub struct SubscriptionSnapshot {
+    /// Project id and role, one per live project the user belongs to.
+    pub memberships: Vec<(String, Role)>,
+    /// The latest change the memberships are as of.
+    pub head: u64,
+    /// The oldest change retention has kept.
+    pub oldest: Option<u64>,
+}
+
+/// Reads a [`SubscriptionSnapshot`] in ONE statement: a single SELECT reads one snapshot,
+/// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
+/// thread instead of four (BEGIN, head, members, ROLLBACK).
+pub(crate) async fn subscription_snapshot(
     pool: &SqlitePool,
     user: &UserId,
-) -> Result<(Vec<(String, Role)>, u64)> {
+) -> Result<SubscriptionSnapshot> {
     // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
     // make callers' futures fail to prove `Send`.
     let mut conn = pool.acquire().await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let head = changelog::head_seq(&mut *tx).await?;
     let rows = sqlx::query(
         r#"
-        SELECT m.project_id, m.role
+        SELECT NULL AS project_id, NULL AS role,
+               (SELECT MIN(seq) FROM change_log) AS oldest,
+               (SELECT COALESCE(MAX(seq), 0) FROM change_log) AS head
+        UNION ALL
+        SELECT m.project_id, m.role, NULL, NULL
         FROM project_members AS m
         JOIN projects AS p ON p.id = m.project_id
-        WHERE m.user_id = ?1 AND p.deleted_at IS NULL
+        WHERE m.user_id = ? AND p.deleted_at IS NULL
         "#,
     )
     .bind(user.as_str())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
-    tx.rollback().await?;
-    let memberships = rows
-        .iter()
-        .map(|row| {
-            let role: String = row.try_get("role")?;
-            let role =
-                Role::parse("role", &role).map_err(|_| Error::Corrupt("unknown role".into()))?;
-            Ok((row.try_get("project_id")?, role))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((memberships, head))
+    let mut snapshot = SubscriptionSnapshot {
+        memberships: Vec::with_capacity(rows.len().saturating_sub(1)),
+        head: 0,
+        oldest: None,
+    };
+    for row in &rows {
+        match row.try_get::<Option<String>, _>("project_id")? {
+            None => {
+                snapshot.head = row.try_get::<i64, _>("head")? as u64;
+                snapshot.oldest = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
+            }
+            Some(project) => {
+                let role: String = row.try_get("role")?;
+                let role = Role::parse("role", &role)
+                    .map_err(|_| Error::Corrupt("unknown role".into()))?;
+                snapshot.memberships.push((project, role));
+            }
+        }
+    }
+    Ok(snapshot)
 }
 
 struct Reader<'a> {

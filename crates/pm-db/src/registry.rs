@@ -599,13 +599,13 @@ impl Tenant {
         self.events.subscribe()
     }
 
-    /// The live projects `user` is a member of, with its role in each, and the change number
-    /// they are as of (one read transaction).
-    pub async fn memberships(
+    /// The live projects `user` is a member of (with its role in each), the head seq they are
+    /// as of and the oldest retained seq, all from one snapshot.
+    pub async fn subscription_snapshot(
         &self,
         user: &UserId,
-    ) -> Result<(Vec<(String, pm_core::kinds::Role)>, u64)> {
-        queries::memberships(&self.read_pool, user).await
+    ) -> Result<queries::SubscriptionSnapshot> {
+        queries::subscription_snapshot(&self.read_pool, user).await
     }
 
     /// Up to `limit` logged events with `after < seq <= until`, in seq order.
