@@ -61,10 +61,12 @@ impl App {
 
     fn websocket_config(&self) -> WebSocketConfig {
         let max = self.settings.limits.max_frame_bytes;
-        // A small read buffer keeps idle connections cheap (~9 KiB instead of ~130 KiB).
+        // A small read buffer keeps idle connections cheap (~9 KiB instead of ~130 KiB). The
+        // write buffer gathers what one flush sends (a burst of events) into few writes; with
+        // 0, tungstenite writes every frame with its own syscall.
         WebSocketConfig::default()
             .read_buffer_size(4 * 1024)
-            .write_buffer_size(0)
+            .write_buffer_size(8 * 1024)
             .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
             .max_message_size(Some(max))
             .max_frame_size(Some(max))

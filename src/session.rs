@@ -161,6 +161,9 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
 }
 
 /// The writer task: queue to socket, `feed` then one `flush` per burst.
+/// Queue items written before a flush at most, so that a steady stream still gets flushed.
+const MAX_BURST: usize = 256;
+
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut queue: mpsc::Receiver<Outbound>,
@@ -184,26 +187,31 @@ async fn write_loop(
                 let mut next = Some(item);
                 let mut burst = 0;
                 while let Some(item) = next.take() {
-                    let messages = match item {
-                        Outbound::Frame(frame) => vec![Message::Binary(frame)],
+                    let fed = match item {
+                        Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await,
                         Outbound::Event { seq, frame } => {
                             newest_event = Some(seq);
-                            vec![Message::Binary(frame)]
+                            sink.feed(Message::Binary(frame)).await
                         }
                         Outbound::Events(events) => {
                             newest_event = events.last().map(|(seq, _)| *seq).or(newest_event);
-                            events.into_iter().map(|(_, frame)| Message::Binary(frame)).collect()
+                            let mut fed = Ok(());
+                            for (_, frame) in events {
+                                fed = sink.feed(Message::Binary(frame)).await;
+                                if fed.is_err() {
+                                    break;
+                                }
+                            }
+                            fed
                         }
-                        Outbound::Ping => vec![Message::Ping(Bytes::new())],
+                        Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await,
                     };
-                    for message in messages {
-                        if sink.feed(message).await.is_err() {
-                            return;
-                        }
+                    if fed.is_err() {
+                        return;
                     }
                     burst += 1;
                     // Bound a burst so that a steady stream still gets flushed.
-                    if burst < 256 {
+                    if burst < MAX_BURST {
                         next = queue.try_recv().ok();
                     }
                 }
@@ -667,7 +675,10 @@ impl Session {
                 "from_seq",
             ));
         }
-        if snapshot.oldest.is_some_and(|oldest| oldest > s.from_seq.saturating_add(1)) {
+        if snapshot
+            .oldest
+            .is_some_and(|oldest| oldest > s.from_seq.saturating_add(1))
+        {
             return Err(error(
                 v1::ErrorCode::ResyncRequired,
                 "from_seq is older than the retained change log: take a fresh snapshot \

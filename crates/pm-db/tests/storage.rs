@@ -3,10 +3,10 @@
 mod support;
 // The crate root of a test binary looks for modules beside it; `storage/` keeps this one
 // from becoming a test binary of its own.
-#[path = "storage/online_migration.rs"]
-mod online_migration;
 #[path = "storage/backup_export.rs"]
 mod backup_export;
+#[path = "storage/online_migration.rs"]
+mod online_migration;
 #[path = "storage/real_data.rs"]
 mod real_data;
 #[path = "storage/retention.rs"]
