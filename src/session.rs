@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthError, Identity};
 use crate::hub::{Channels, Filter, Registration};
-use crate::limits::{Refused, TokenBucket};
+use crate::limits::Refused;
 use crate::server::App;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -268,7 +268,7 @@ struct Session {
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
     subscription: tokio::sync::Mutex<Option<Registration>>,
-    _slot: crate::limits::ConnectionSlot,
+    slot: crate::limits::ConnectionSlot,
 }
 
 fn unauthenticated(message: &str) -> Close {
@@ -366,7 +366,7 @@ async fn hello(
         out: out.clone(),
         close,
         subscription: tokio::sync::Mutex::new(None),
-        _slot: slot,
+        slot,
     };
     Ok((session, close_rx))
 }
@@ -394,7 +394,11 @@ impl Session {
         let limits = session.app.settings.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
-        let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst);
+        // Reconnecting does not refill the budget: it continues where the user's last
+        // connection left it.
+        let mut bucket = session
+            .slot
+            .bucket(limits.requests_per_second, limits.request_burst);
         let mut strikes = 0u32;
         let mut garbage = 0u32;
         let heartbeat = session.app.settings.heartbeat();
@@ -487,6 +491,7 @@ impl Session {
             }
         };
         requests.abort_all();
+        session.slot.park(bucket);
         // Leave the hub before the writer is told to stop.
         session.subscription.lock().await.take();
         close

@@ -2,6 +2,8 @@
 
 #[path = "gateway/requests_auth.rs"]
 mod requests_auth;
+#[path = "gateway/security.rs"]
+mod security;
 #[path = "gateway/session_limits.rs"]
 mod session_limits;
 #[path = "gateway/subscriptions.rs"]
