@@ -120,7 +120,15 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
         let (out_tx, out_rx) = mpsc::channel(limits.outgoing_queue);
         let (goodbye_tx, goodbye_rx) = oneshot::channel();
         let last_event = Arc::new(AtomicU64::new(0));
-        let writer = tokio::spawn(write_loop(sink, out_rx, goodbye_rx, last_event.clone()));
+        // A peer that takes no bytes for as long as a silent one may stay is gone.
+        let grace = app.settings.heartbeat() * 3;
+        let writer = tokio::spawn(write_loop(
+            sink,
+            out_rx,
+            goodbye_rx,
+            last_event.clone(),
+            grace,
+        ));
 
         let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
             Err(close) => Some(close),
@@ -161,83 +169,118 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
 }
 
 /// The writer task: queue to socket, `feed` then one `flush` per burst.
+///
+/// A client that stops reading blocks the socket, and with it a burst in progress: the
+/// goodbye is therefore watched during bursts too, and the goodbye itself gets `grace` to go
+/// out (the peer may start reading again) before the socket is dropped without it. Without
+/// that bound a peer that keeps its connection open but never reads again would hold the
+/// connection, its queue and its task forever.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut queue: mpsc::Receiver<Outbound>,
     mut goodbye: oneshot::Receiver<Close>,
     last_event: Arc<AtomicU64>,
+    grace: Duration,
 ) {
     loop {
-        tokio::select! {
+        let item = tokio::select! {
             biased;
             close = &mut goodbye => {
-                finish(sink, close.ok(), &last_event).await;
+                finish(sink, close.ok(), &last_event, grace).await;
                 return;
             }
-            item = queue.recv() => {
-                let Some(item) = item else {
-                    // The session is over; it may still have a goodbye to send.
-                    finish(sink, goodbye.await.ok(), &last_event).await;
-                    return;
-                };
-                let mut newest_event = None;
-                let mut next = Some(item);
-                let mut burst = 0;
-                while let Some(item) = next.take() {
-                    let messages = match item {
-                        Outbound::Frame(frame) => vec![Message::Binary(frame)],
-                        Outbound::Event { seq, frame } => {
-                            newest_event = Some(seq);
-                            vec![Message::Binary(frame)]
-                        }
-                        Outbound::Events(events) => {
-                            newest_event = events.last().map(|(seq, _)| *seq).or(newest_event);
-                            events.into_iter().map(|(_, frame)| Message::Binary(frame)).collect()
-                        }
-                        Outbound::Ping => vec![Message::Ping(Bytes::new())],
-                    };
-                    for message in messages {
-                        if sink.feed(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    burst += 1;
-                    // Bound a burst so that a steady stream still gets flushed.
-                    if burst < 256 {
-                        next = queue.try_recv().ok();
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                if let Some(seq) = newest_event {
-                    last_event.store(seq, Ordering::Release);
-                }
+            item = queue.recv() => item,
+        };
+        let Some(item) = item else {
+            // The session is over; it may still have a goodbye to send.
+            let close = goodbye.await.ok();
+            finish(sink, close, &last_event, grace).await;
+            return;
+        };
+        let written = tokio::select! {
+            biased;
+            close = &mut goodbye => Err(close.ok()),
+            written = write_burst(&mut sink, item, &mut queue, &last_event) => Ok(written),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(close) => {
+                finish(sink, close, &last_event, grace).await;
+                return;
             }
         }
     }
 }
 
-/// Ends the socket: with `Goodbye` (the last event seq actually written) and the close code,
-/// or with a plain close when the client left first. Whatever is still queued is dropped.
-async fn finish(mut sink: SplitSink<Ws, Message>, close: Option<Close>, last_event: &AtomicU64) {
-    if let Some(close) = close {
-        let (reason, message, code) = close.parts();
-        let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
-            reason: reason.into(),
-            message: message.clone(),
-            resume_from_seq: last_event.load(Ordering::Acquire),
-        }));
-        let _ = sink.feed(Message::Binary(goodbye)).await;
-        let _ = sink
-            .feed(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: message.into(),
-            })))
-            .await;
-        let _ = sink.flush().await;
+/// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
+/// the socket failed. `last_event` follows every event handed to the sink: those are written
+/// before anything fed after them, the goodbye included.
+async fn write_burst(
+    sink: &mut SplitSink<Ws, Message>,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+    last_event: &AtomicU64,
+) -> bool {
+    let mut next = Some(first);
+    let mut burst = 0;
+    while let Some(item) = next.take() {
+        let messages = match item {
+            Outbound::Frame(frame) => vec![(None, Message::Binary(frame))],
+            Outbound::Event { seq, frame } => vec![(Some(seq), Message::Binary(frame))],
+            Outbound::Events(events) => events
+                .into_iter()
+                .map(|(seq, frame)| (Some(seq), Message::Binary(frame)))
+                .collect(),
+            Outbound::Ping => vec![(None, Message::Ping(Bytes::new()))],
+        };
+        for (seq, message) in messages {
+            if sink.feed(message).await.is_err() {
+                return false;
+            }
+            if let Some(seq) = seq {
+                last_event.store(seq, Ordering::Release);
+            }
+        }
+        burst += 1;
+        // Bound a burst so that a steady stream still gets flushed.
+        if burst < 256 {
+            next = queue.try_recv().ok();
+        }
     }
-    let _ = sink.close().await;
+    sink.flush().await.is_ok()
+}
+
+/// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
+/// code, or with a plain close when the client left first. Whatever is still queued is
+/// dropped. A peer that takes nothing for `grace` does not get the goodbye: the socket is
+/// dropped instead.
+async fn finish(
+    mut sink: SplitSink<Ws, Message>,
+    close: Option<Close>,
+    last_event: &AtomicU64,
+    grace: Duration,
+) {
+    let _ = tokio::time::timeout(grace, async {
+        if let Some(close) = close {
+            let (reason, message, code) = close.parts();
+            let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
+                reason: reason.into(),
+                message: message.clone(),
+                resume_from_seq: last_event.load(Ordering::Acquire),
+            }));
+            let _ = sink.feed(Message::Binary(goodbye)).await;
+            let _ = sink
+                .feed(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: message.into(),
+                })))
+                .await;
+            let _ = sink.flush().await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
 }
 
 fn frame(body: Body) -> Outbound {
@@ -412,9 +455,18 @@ impl Session {
         let token_expiry = tokio::time::sleep_until(expiry);
         tokio::pin!(token_expiry);
 
+        // The next request's place among those in flight, taken before its frame is read: a
+        // client at the limit is not read from (backpressure), while closes, heartbeats and
+        // shutdown are still acted on. (Waiting for the place after reading the frame once
+        // left a client that pipelined without reading its answers holding the connection
+        // forever, deaf to the slow-consumer close.)
+        let mut place: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let close = loop {
             tokio::select! {
-                message = stream.next() => {
+                acquired = permits.clone().acquire_owned(), if place.is_none() => {
+                    place = Some(acquired.expect("the semaphore is never closed"));
+                }
+                message = stream.next(), if place.is_some() => {
                     let message = match message {
                         None => break None,
                         Some(Err(WsError::Capacity(_))) => break Some(Close::Protocol(1009, format!("frames are limited to {} bytes", limits.max_frame_bytes))),
@@ -459,7 +511,7 @@ impl Session {
                         let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
                         continue;
                     }
-                    let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                    let permit = place.take().expect("the branch runs only with a place");
                     let session = session.clone();
                     requests.spawn(async move {
                         let _permit = permit;
