@@ -1,5 +1,7 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
+#[path = "gateway/live_fuzz.rs"]
+mod live_fuzz;
 #[path = "gateway/overload.rs"]
 mod overload;
 #[path = "gateway/requests_auth.rs"]
