@@ -67,8 +67,8 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
     const STALLED: usize = 12;
     const HEALTHY: usize = 3;
     // Writes after every stalled subscriber has been cut off. Had the server kept buffering
-    // for the stalled ones, they would hold STALLED x AFTER x ~20 KB = about 360 MB.
-    const AFTER: usize = 1_500;
+    // for the stalled ones, they would hold STALLED x AFTER x ~20 KB = about 240 MB.
+    const AFTER: usize = 1_000;
     let app = spawn_app_with(|s| {
         s.limits.outgoing_queue = 16;
         s.limits.requests_per_second = 1_000_000;
@@ -146,17 +146,23 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
         STALLED as u64
     );
     let grown = rss_bytes().saturating_sub(rss_before);
-    // The database (~40 MB, memory-mapped), page caches and allocator slack account for the
-    // growth; a generous bound far below what buffering for the stalled readers would take.
+    eprintln!(
+        "{written} writes until {STALLED} were cut off, {AFTER} after; RSS grew by {} MiB",
+        grown / (1024 * 1024)
+    );
+    // The database (~25 MB, memory-mapped), page caches and allocator slack account for the
+    // growth (2 to 12 MiB when measured, though other tests share the process): a generous
+    // bound, and still far below what buffering for the stalled readers would take.
     assert!(
-        grown < 256 * 1024 * 1024,
+        grown < 128 * 1024 * 1024,
         "RSS grew by {} MiB",
         grown / (1024 * 1024)
     );
 
     // Each stalled subscriber gets what was in its socket and queue, then the goodbye with the
-    // last seq it received, then 4008; resuming from there gives the rest, exactly.
-    for mut client in stalled {
+    // last seq it received, then 4008; resuming from there gives the rest, exactly (checked
+    // for every fourth one: each resume replays some 20 MB).
+    for (i, mut client) in stalled.into_iter().enumerate() {
         let mut received = Vec::new();
         let goodbye = loop {
             match client.frame().await {
@@ -179,6 +185,9 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
                 resume_from_seq: resume,
             }
         );
+        if i % 4 != 0 {
+            continue;
+        }
         let (mut back, _) = app.client("acme", "alice").await;
         assert_eq!(back.subscribe(resume).await, Ok(last));
         for expected in resume + 1..=last {
