@@ -58,6 +58,9 @@ fn raw_token(header: &Value, claims: &Value, signature: &str) -> String {
     )
 }
 
+/// A goodbye and the close code that followed it.
+type Refusal = (v1::Goodbye, Option<u16>);
+
 /// Connects, sends `Hello{token}` and returns the goodbye and close code it gets.
 async fn refused(app: &TestApp, token: &str) -> (v1::Goodbye, Option<u16>) {
     let mut client = Client::connect(app.addr).await;
@@ -237,7 +240,7 @@ async fn forged_and_stale_hs256_tokens_are_refused_with_4001() {
     let bad_signature = "invalid token: bad signature";
     let malformed = "invalid token: malformed token";
     let now = unix_now();
-    let attacks: Vec<(&str, String, (v1::Goodbye, Option<u16>))> = vec![
+    let attacks: Vec<(&str, String, Refusal)> = vec![
         (
             "alg none, no signature",
             raw_token(&json!({"alg": "none", "typ": "JWT"}), &good, ""),
@@ -1139,11 +1142,9 @@ fn encoded(request_id: u64, body: In) -> Vec<u8> {
 /// Sends raw frame bytes and returns the response to `request_id`.
 async fn answer_to(client: &mut Client, request_id: u64, bytes: Vec<u8>) -> Out {
     client.send_raw(Message::Binary(bytes.into())).await;
-    loop {
-        match client.frame().await {
-            Body::Response(r) if r.request_id == request_id => return r.result.expect("a result"),
-            other => panic!("expected the response to {request_id}, got {other:?}"),
-        }
+    match client.frame().await {
+        Body::Response(r) if r.request_id == request_id => r.result.expect("a result"),
+        other => panic!("expected the response to {request_id}, got {other:?}"),
     }
 }
 
