@@ -28,16 +28,26 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+    }
+
+    /// Whether the bucket has refilled completely by now.
+    fn is_full(&mut self) -> bool {
+        self.refill();
+        self.tokens >= self.burst
     }
 }
 
@@ -51,7 +61,15 @@ pub struct ConnectionCounts {
 struct Counts {
     tenants: HashMap<TenantId, usize>,
     users: HashMap<(TenantId, UserId), usize>,
+    /// Request budgets that closed connections left unspent, per user, until they have
+    /// refilled: a new connection takes one over, so reconnecting does not refill a budget
+    /// faster than its rate. Each closed connection parks one and each new one takes one, so
+    /// a user never has more parked than the per-user connection limit.
+    parked: HashMap<(TenantId, UserId), Vec<TokenBucket>>,
 }
+
+/// Users with parked budgets beyond which refilled ones are swept out.
+const PARKED_SWEEP: usize = 4_096;
 
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +120,50 @@ impl ConnectionCounts {
     }
 }
 
+impl ConnectionSlot {
+    /// This connection's request budget: one that a closed connection of the same user left
+    /// and that has not refilled yet, or a full one.
+    pub fn bucket(&self, rate: u32, burst: u32) -> TokenBucket {
+        let mut c = self
+            .counts
+            .counts
+            .lock()
+            .expect("connection counts lock is never poisoned");
+        let key = (self.tenant.clone(), self.user.clone());
+        let Some(parked) = c.parked.get_mut(&key) else {
+            return TokenBucket::new(rate, burst);
+        };
+        parked.retain_mut(|bucket| !bucket.is_full());
+        let bucket = parked.pop();
+        if parked.is_empty() {
+            c.parked.remove(&key);
+        }
+        bucket.unwrap_or_else(|| TokenBucket::new(rate, burst))
+    }
+
+    /// Leaves what this connection did not spend of its budget to the user's next connection.
+    pub fn park(&self, mut bucket: TokenBucket) {
+        if bucket.is_full() {
+            return;
+        }
+        let mut c = self
+            .counts
+            .counts
+            .lock()
+            .expect("connection counts lock is never poisoned");
+        if c.parked.len() >= PARKED_SWEEP {
+            c.parked.retain(|_, parked| {
+                parked.retain_mut(|bucket| !bucket.is_full());
+                !parked.is_empty()
+            });
+        }
+        c.parked
+            .entry((self.tenant.clone(), self.user.clone()))
+            .or_default()
+            .push(bucket);
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut c = self
@@ -138,6 +200,38 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_millis(100)).await;
         assert!(bucket.take());
         assert!(!bucket.take());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_takes_over_the_budget_a_closed_one_left_until_it_refills() {
+        let counts = Arc::new(ConnectionCounts::default());
+        let t = TenantId::parse("acme").unwrap();
+        let a = UserId::parse("sub", "a").unwrap();
+        let b = UserId::parse("sub", "b").unwrap();
+        let first = counts.admit(&t, &a, 10, 10).unwrap();
+        let mut spent = first.bucket(10, 2);
+        assert!(spent.take() && spent.take() && !spent.take());
+        first.park(spent);
+        drop(first);
+
+        let second = counts.admit(&t, &a, 10, 10).unwrap();
+        let mut inherited = second.bucket(10, 2);
+        assert!(!inherited.take(), "reconnecting refilled nothing");
+        // Another user, and the next connection after this one took the parked budget, start
+        // full.
+        let other = counts.admit(&t, &b, 10, 10).unwrap();
+        assert!(other.bucket(10, 2).take());
+        let third = counts.admit(&t, &a, 10, 10).unwrap();
+        let mut fresh = third.bucket(10, 2);
+        assert!(fresh.take() && fresh.take());
+        second.park(inherited);
+
+        // Once refilled, a parked budget is dropped rather than handed on.
+        tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        let fourth = counts.admit(&t, &a, 10, 10).unwrap();
+        let mut refilled = fourth.bucket(10, 2);
+        assert!(refilled.take() && refilled.take() && !refilled.take());
+        assert!(counts.counts.lock().unwrap().parked.is_empty());
     }
 
     #[test]

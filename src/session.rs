@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthError, Identity};
 use crate::hub::{Channels, Filter, Registration};
-use crate::limits::{Refused, TokenBucket};
+use crate::limits::Refused;
 use crate::server::App;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -120,7 +120,15 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
         let (out_tx, out_rx) = mpsc::channel(limits.outgoing_queue);
         let (goodbye_tx, goodbye_rx) = oneshot::channel();
         let last_event = Arc::new(AtomicU64::new(0));
-        let writer = tokio::spawn(write_loop(sink, out_rx, goodbye_rx, last_event.clone()));
+        // A peer that takes no bytes for as long as a silent one may stay is gone.
+        let grace = app.settings.heartbeat() * 3;
+        let writer = tokio::spawn(write_loop(
+            sink,
+            out_rx,
+            goodbye_rx,
+            last_event.clone(),
+            grace,
+        ));
 
         let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
             Err(close) => Some(close),
@@ -161,91 +169,136 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
 }
 
 /// The writer task: queue to socket, `feed` then one `flush` per burst.
-/// Queue items written before a flush at most, so that a steady stream still gets flushed.
-const MAX_BURST: usize = 256;
-
+///
+/// A client that stops reading blocks the socket, and with it a burst in progress: the
+/// goodbye is therefore watched during bursts too, and the goodbye itself gets `grace` to go
+/// out (the peer may start reading again) before the socket is dropped without it. Without
+/// that bound a peer that keeps its connection open but never reads again would hold the
+/// connection, its queue and its task forever.
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut queue: mpsc::Receiver<Outbound>,
     mut goodbye: oneshot::Receiver<Close>,
     last_event: Arc<AtomicU64>,
+    grace: Duration,
 ) {
     loop {
-        tokio::select! {
+        let item = tokio::select! {
             biased;
             close = &mut goodbye => {
-                finish(sink, close.ok(), &last_event).await;
+                finish(sink, close.ok(), &last_event, grace).await;
                 return;
             }
-            item = queue.recv() => {
-                let Some(item) = item else {
-                    // The session is over; it may still have a goodbye to send.
-                    finish(sink, goodbye.await.ok(), &last_event).await;
-                    return;
-                };
-                let mut newest_event = None;
-                let mut next = Some(item);
-                let mut burst = 0;
-                while let Some(item) = next.take() {
-                    let fed = match item {
-                        Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await,
-                        Outbound::Event { seq, frame } => {
-                            newest_event = Some(seq);
-                            sink.feed(Message::Binary(frame)).await
-                        }
-                        Outbound::Events(events) => {
-                            newest_event = events.last().map(|(seq, _)| *seq).or(newest_event);
-                            let mut fed = Ok(());
-                            for (_, frame) in events {
-                                fed = sink.feed(Message::Binary(frame)).await;
-                                if fed.is_err() {
-                                    break;
-                                }
-                            }
-                            fed
-                        }
-                        Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await,
-                    };
-                    if fed.is_err() {
-                        return;
-                    }
-                    burst += 1;
-                    // Bound a burst so that a steady stream still gets flushed.
-                    if burst < MAX_BURST {
-                        next = queue.try_recv().ok();
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                if let Some(seq) = newest_event {
-                    last_event.store(seq, Ordering::Release);
-                }
+            item = queue.recv() => item,
+        };
+        let Some(item) = item else {
+            // The session is over; it may still have a goodbye to send.
+            let close = goodbye.await.ok();
+            finish(sink, close, &last_event, grace).await;
+            return;
+        };
+        let written = tokio::select! {
+            biased;
+            close = &mut goodbye => Err(close.ok()),
+            written = write_burst(&mut sink, item, &mut queue, &last_event) => Ok(written),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(close) => {
+                finish(sink, close, &last_event, grace).await;
+                return;
             }
         }
     }
 }
 
-/// Ends the socket: with `Goodbye` (the last event seq actually written) and the close code,
-/// or with a plain close when the client left first. Whatever is still queued is dropped.
-async fn finish(mut sink: SplitSink<Ws, Message>, close: Option<Close>, last_event: &AtomicU64) {
-    if let Some(close) = close {
-        let (reason, message, code) = close.parts();
-        let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
-            reason: reason.into(),
-            message: message.clone(),
-            resume_from_seq: last_event.load(Ordering::Acquire),
-        }));
-        let _ = sink.feed(Message::Binary(goodbye)).await;
-        let _ = sink
-            .feed(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: message.into(),
-            })))
-            .await;
-        let _ = sink.flush().await;
+/// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
+/// the socket failed. `last_event` follows every event handed to the sink: those are written
+/// before anything fed after them, the goodbye included.
+async fn write_burst(
+    sink: &mut SplitSink<Ws, Message>,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+    last_event: &AtomicU64,
+) -> bool {
+    let mut next = Some(first);
+    let mut burst = 0;
+    while let Some(item) = next.take() {
+        let fed = match item {
+            Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await.is_ok(),
+            Outbound::Event { seq, frame } => feed_event(sink, seq, frame, last_event).await,
+            Outbound::Events(events) => {
+                let mut fed = true;
+                for (seq, frame) in events {
+                    fed = feed_event(sink, seq, frame, last_event).await;
+                    if !fed {
+                        break;
+                    }
+                }
+                fed
+            }
+            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.is_ok(),
+        };
+        if !fed {
+            return false;
+        }
+        burst += 1;
+        // Bound a burst so that a steady stream still gets flushed.
+        if burst < MAX_BURST {
+            next = queue.try_recv().ok();
+        }
     }
-    let _ = sink.close().await;
+    sink.flush().await.is_ok()
+}
+
+/// Queue items written before a flush at most, so that a steady stream still gets flushed.
+const MAX_BURST: usize = 256;
+
+/// Hands one event to the socket and records it as the last one a resume may start after.
+async fn feed_event(
+    sink: &mut SplitSink<Ws, Message>,
+    seq: u64,
+    frame: Bytes,
+    last_event: &AtomicU64,
+) -> bool {
+    let fed = sink.feed(Message::Binary(frame)).await.is_ok();
+    if fed {
+        last_event.store(seq, Ordering::Release);
+    }
+    fed
+}
+
+/// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
+/// code, or with a plain close when the client left first. Whatever is still queued is
+/// dropped. A peer that takes nothing for `grace` does not get the goodbye: the socket is
+/// dropped instead.
+async fn finish(
+    mut sink: SplitSink<Ws, Message>,
+    close: Option<Close>,
+    last_event: &AtomicU64,
+    grace: Duration,
+) {
+    let _ = tokio::time::timeout(grace, async {
+        if let Some(close) = close {
+            let (reason, message, code) = close.parts();
+            let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
+                reason: reason.into(),
+                message: message.clone(),
+                resume_from_seq: last_event.load(Ordering::Acquire),
+            }));
+            let _ = sink.feed(Message::Binary(goodbye)).await;
+            let _ = sink
+                .feed(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: message.into(),
+                })))
+                .await;
+            let _ = sink.flush().await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
 }
 
 fn frame(body: Body) -> Outbound {
@@ -276,7 +329,7 @@ struct Session {
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
     subscription: tokio::sync::Mutex<Option<Registration>>,
-    _slot: crate::limits::ConnectionSlot,
+    slot: crate::limits::ConnectionSlot,
 }
 
 fn unauthenticated(message: &str) -> Close {
@@ -374,7 +427,7 @@ async fn hello(
         out: out.clone(),
         close,
         subscription: tokio::sync::Mutex::new(None),
-        _slot: slot,
+        slot,
     };
     Ok((session, close_rx))
 }
@@ -402,7 +455,11 @@ impl Session {
         let limits = session.app.settings.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
-        let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst);
+        // Reconnecting does not refill the budget: it continues where the user's last
+        // connection left it.
+        let mut bucket = session
+            .slot
+            .bucket(limits.requests_per_second, limits.request_burst);
         let mut strikes = 0u32;
         let mut garbage = 0u32;
         let heartbeat = session.app.settings.heartbeat();
@@ -416,9 +473,18 @@ impl Session {
         let token_expiry = tokio::time::sleep_until(expiry);
         tokio::pin!(token_expiry);
 
+        // The next request's place among those in flight, taken before its frame is read: a
+        // client at the limit is not read from (backpressure), while closes, heartbeats and
+        // shutdown are still acted on. (Waiting for the place after reading the frame once
+        // left a client that pipelined without reading its answers holding the connection
+        // forever, deaf to the slow-consumer close.)
+        let mut place: Option<tokio::sync::OwnedSemaphorePermit> = None;
         let close = loop {
             tokio::select! {
-                message = stream.next() => {
+                acquired = permits.clone().acquire_owned(), if place.is_none() => {
+                    place = Some(acquired.expect("the semaphore is never closed"));
+                }
+                message = stream.next(), if place.is_some() => {
                     let message = match message {
                         None => break None,
                         Some(Err(WsError::Capacity(_))) => break Some(Close::Protocol(1009, format!("frames are limited to {} bytes", limits.max_frame_bytes))),
@@ -463,7 +529,7 @@ impl Session {
                         let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
                         continue;
                     }
-                    let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                    let permit = place.take().expect("the branch runs only with a place");
                     let session = session.clone();
                     requests.spawn(async move {
                         let _permit = permit;
@@ -495,6 +561,7 @@ impl Session {
             }
         };
         requests.abort_all();
+        session.slot.park(bucket);
         // Leave the hub before the writer is told to stop.
         session.subscription.lock().await.take();
         close

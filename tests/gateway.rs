@@ -1,11 +1,17 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
+#[path = "gateway/live_fuzz.rs"]
+mod live_fuzz;
 #[path = "gateway/online_migration.rs"]
 mod online_migration;
+#[path = "gateway/overload.rs"]
+mod overload;
 #[path = "gateway/requests_auth.rs"]
 mod requests_auth;
 #[path = "gateway/retention.rs"]
 mod retention;
+#[path = "gateway/security.rs"]
+mod security;
 #[path = "gateway/session_limits.rs"]
 mod session_limits;
 #[path = "gateway/subscriptions.rs"]

@@ -142,6 +142,21 @@ impl Client {
         Client { ws, next_id: 0 }
     }
 
+    /// A client whose socket receive buffer is `bytes` (the kernel may round it up): it
+    /// stalls sooner when it stops reading.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}/ws"),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .unwrap();
+        Client { ws, next_id: 0 }
+    }
+
     pub async fn send(&mut self, request_id: u64, body: In) {
         let frame = v1::ClientFrame {
             request_id,
