@@ -32,14 +32,28 @@ pub async fn backup(
 ) -> Result<(String, bool), String> {
     let ids = resolve(names, || inspect::list_tenants(config))
         .map_err(|e| format!("cannot read the data directory: {e}"))?;
+    Ok(each_tenant(&ids, "backed up", async |id: &TenantId| {
+        let report = backup::backup_tenant(config, id, dest).await?;
+        Ok(backup_line(id, &report))
+    })
+    .await)
+}
+
+/// Runs `run` for each tenant in turn, one report line each (its own line, or `FAILED` and
+/// the reason), then a summary counting the ones `done` and the failures; whether any failed.
+async fn each_tenant(
+    ids: &[Result<TenantId, String>],
+    done: &str,
+    mut run: impl AsyncFnMut(&TenantId) -> pm_db::Result<String>,
+) -> (String, bool) {
     let mut out = String::new();
     let (mut ok, mut failed) = (0, 0);
-    for id in &ids {
+    for id in ids {
         let line = match id {
-            Ok(id) => match backup::backup_tenant(config, id, dest).await {
-                Ok(report) => {
+            Ok(id) => match run(id).await {
+                Ok(line) => {
                     ok += 1;
-                    backup_line(id, &report)
+                    line
                 }
                 Err(e) => {
                     failed += 1;
@@ -55,10 +69,10 @@ pub async fn backup(
         out.push('\n');
     }
     out.push_str(&format!(
-        "{} tenant(s): {ok} backed up, {failed} failed\n",
+        "{} tenant(s): {ok} {done}, {failed} failed\n",
         ids.len()
     ));
-    Ok((out, failed > 0))
+    (out, failed > 0)
 }
 
 fn backup_line(id: &TenantId, report: &BackupReport) -> String {
@@ -82,36 +96,12 @@ pub async fn restore(
 ) -> Result<(String, bool), String> {
     let ids = resolve(names, || backup::list_backups(from))
         .map_err(|e| format!("cannot read the backup directory: {e}"))?;
-    let mut out = String::new();
-    let (mut ok, mut failed) = (0, 0);
-    for id in &ids {
-        let line = match id {
-            Ok(id) => {
-                let file = from.join(backup::backup_file_name(id));
-                match backup::restore_tenant(config, id, &file, force).await {
-                    Ok(report) => {
-                        ok += 1;
-                        restore_line(id, &report)
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        format!("{:<24} FAILED  {}", id.as_str(), safe(&e))
-                    }
-                }
-            }
-            Err(name) => {
-                failed += 1;
-                format!("{name:<24} FAILED  not a valid tenant id")
-            }
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "{} tenant(s): {ok} restored, {failed} failed\n",
-        ids.len()
-    ));
-    Ok((out, failed > 0))
+    Ok(each_tenant(&ids, "restored", async |id: &TenantId| {
+        let file = from.join(backup::backup_file_name(id));
+        let report = backup::restore_tenant(config, id, &file, force).await?;
+        Ok(restore_line(id, &report))
+    })
+    .await)
 }
 
 fn restore_line(id: &TenantId, report: &RestoreReport) -> String {

@@ -66,12 +66,7 @@ async fn pipelined_writer(
                     next_id,
                     In::Command(v1::Command {
                         idempotency_key: String::new(),
-                        kind: Some(v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
-                            project_id: project_id.clone(),
-                            item_type: v1::WorkItemType::Task.into(),
-                            title: format!("item {next_id}"),
-                            ..Default::default()
-                        })),
+                        kind: Some(create_item(&project_id, &format!("item {next_id}"))),
                     }),
                 )
                 .await;

@@ -292,12 +292,11 @@ async fn a_full_writer_queue_answers_unavailable_instead_of_growing() {
     .await;
     let (mut alice, _) = app.client("acme", "alice").await;
     let project = alice.create_project("PM").await;
-    let unavailable = v1::Error {
-        code: v1::ErrorCode::Unavailable.into(),
-        message: "the tenant's write queue is full; retry shortly".into(),
-        field: String::new(),
-        current: None,
-    };
+    let unavailable = error(
+        v1::ErrorCode::Unavailable,
+        "the tenant's write queue is full; retry shortly",
+        "",
+    );
     let mut committed = Vec::new();
     let mut refused = 0u64;
     let mut next_id = 10_000u64;

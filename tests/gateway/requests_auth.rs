@@ -15,15 +15,6 @@ use crate::support::*;
 
 // --- Helpers local to this module (kept here so they cannot clash with other modules'). ---
 
-fn create_item(project_id: &str, title: &str) -> Cmd {
-    Cmd::CreateWorkItem(v1::CreateWorkItem {
-        project_id: project_id.into(),
-        item_type: v1::WorkItemType::Task.into(),
-        title: title.into(),
-        ..Default::default()
-    })
-}
-
 fn work_item(result: &v1::CommandResult) -> v1::WorkItem {
     match result.entity.clone().and_then(|e| e.kind) {
         Some(v1::entity::Kind::WorkItem(w)) => w,

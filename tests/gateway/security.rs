@@ -89,15 +89,6 @@ fn auth_failed(message: &str) -> (v1::Goodbye, Option<u16>) {
     (goodbye(v1::CloseReason::AuthFailed, message), Some(4001))
 }
 
-fn error(code: v1::ErrorCode, message: &str, field: &str) -> v1::Error {
-    v1::Error {
-        code: code.into(),
-        message: message.into(),
-        field: field.into(),
-        current: None,
-    }
-}
-
 /// Every file and directory under `dir`, relative to it, sorted.
 fn tree(dir: &std::path::Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -118,15 +109,6 @@ fn tree(dir: &std::path::Path) -> Vec<String> {
     }
     found.sort();
     found
-}
-
-fn create_item(project_id: &str, title: &str) -> Cmd {
-    Cmd::CreateWorkItem(v1::CreateWorkItem {
-        project_id: project_id.into(),
-        item_type: v1::WorkItemType::Task.into(),
-        title: title.into(),
-        ..Default::default()
-    })
 }
 
 /// A fresh UUIDv7 that names nothing.

@@ -73,15 +73,6 @@ fn no_projects() -> Out {
     })
 }
 
-fn error(code: v1::ErrorCode, message: &str, field: &str) -> v1::Error {
-    v1::Error {
-        code: code.into(),
-        message: message.into(),
-        field: field.into(),
-        current: None,
-    }
-}
-
 fn error_response(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> Body {
     Body::Response(v1::Response {
         request_id,

@@ -407,12 +407,11 @@ async fn subscribing_after_the_head_is_invalid_and_delivers_nothing() {
     for from_seq in [head + 10, u64::MAX] {
         assert_eq!(
             watcher.subscribe_to(&[], &[], from_seq).await,
-            Err(v1::Error {
-                code: v1::ErrorCode::InvalidArgument.into(),
-                message: "from_seq is after the latest change".into(),
-                field: "from_seq".into(),
-                current: None,
-            })
+            Err(error(
+                v1::ErrorCode::InvalidArgument,
+                "from_seq is after the latest change",
+                "from_seq"
+            ))
         );
     }
     let (mut barrier, _) = app.client("acme", "alice").await;

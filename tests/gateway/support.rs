@@ -300,12 +300,7 @@ impl Client {
 
     pub async fn create_item(&mut self, project_id: &str, title: &str) -> (v1::WorkItem, u64) {
         let result = self
-            .command(v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
-                project_id: project_id.into(),
-                item_type: v1::WorkItemType::Task.into(),
-                title: title.into(),
-                ..Default::default()
-            }))
+            .command(create_item(project_id, title))
             .await
             .expect("item created");
         match result.entity.and_then(|e| e.kind) {
@@ -388,5 +383,25 @@ impl Client {
             Body::Pong(pong) => assert_eq!(pong.client_time, tag),
             other => panic!("expected only the Pong, got {other:?}"),
         }
+    }
+}
+
+/// A `CreateWorkItem` (a task) in `project_id`.
+pub fn create_item(project_id: &str, title: &str) -> v1::command::Kind {
+    v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
+        project_id: project_id.into(),
+        item_type: v1::WorkItemType::Task.into(),
+        title: title.into(),
+        ..Default::default()
+    })
+}
+
+/// The `Error` a test expects: `code`, exact `message` and `field`.
+pub fn error(code: v1::ErrorCode, message: &str, field: &str) -> v1::Error {
+    v1::Error {
+        code: code.into(),
+        message: message.into(),
+        field: field.into(),
+        current: None,
     }
 }

@@ -143,14 +143,15 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
     let (stop_tx, stop_rx) = watch::channel(u64::MAX);
     let delivered = Arc::new(AtomicU64::new(0));
     let mut readers = JoinSet::new();
+    // Fanout has one phase: every latency goes to the first histogram.
+    let phase = Arc::new(AtomicUsize::new(0));
     for conn in conns {
-        let phase = Arc::new(AtomicUsize::new(0));
         readers.spawn(follow(
             conn,
             head,
             stop_rx.clone(),
             delivered.clone(),
-            phase,
+            phase.clone(),
         ));
     }
     let _bar = Progress::start(

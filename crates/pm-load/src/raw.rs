@@ -223,6 +223,28 @@ impl RawConn {
         }
     }
 
+    /// Reads events until seq `last`, after a subscription from `from`; whether they came
+    /// exactly as `from + 1 ..= last`, one each, in order.
+    pub async fn read_through(&mut self, from: u64, last: u64) -> Result<bool> {
+        let mut expected = from + 1;
+        let mut exact = true;
+        while expected <= last {
+            match self.next().await? {
+                Incoming::Event(event) => {
+                    exact &= event.seq == expected;
+                    expected = event.seq + 1;
+                }
+                Incoming::Pong | Incoming::Response(_) => {}
+                other => {
+                    return Err(Error::Connection(format!(
+                        "expected events up to {last}, got {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(exact)
+    }
+
     /// Reads until the close; every event on the way, the `Goodbye` if one came, and the
     /// close code. For clients that stopped reading and now collect what the server left.
     pub async fn drain(mut self, limit: Duration) -> Result<Drained> {

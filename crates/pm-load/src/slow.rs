@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::fanout::{follow, subscribers};
 use crate::progress::Progress;
-use crate::raw::{Incoming, RawConn};
+use crate::raw::RawConn;
 use crate::report::{histogram, Report};
 use crate::target::{create_item, metric, metrics, Target};
 use crate::write::{open_loop, Tally};
@@ -258,18 +258,7 @@ async fn resume_stalled(
     });
     let (mut conn, _) = RawConn::open(target, tenant, user, None).await?;
     conn.subscribe(goodbye.resume_from_seq).await?;
-    let mut expected = goodbye.resume_from_seq + 1;
-    let mut in_order = true;
-    while expected <= last {
-        match conn.next().await? {
-            Incoming::Event(e) => {
-                in_order &= e.seq == expected;
-                expected = e.seq + 1;
-            }
-            Incoming::Pong | Incoming::Response(_) => {}
-            other => return Err(Error::Connection(format!("resuming: {other:?}"))),
-        }
-    }
+    let in_order = conn.read_through(goodbye.resume_from_seq, last).await?;
     let resumed_without_loss = contiguous && in_order;
     if !resumed_without_loss && note.is_none() {
         note = Some(format!(

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::fanout::subscribers;
 use crate::idle::PER_TENANT;
 use crate::progress::Progress;
-use crate::raw::{Incoming, RawConn};
+use crate::raw::RawConn;
 use crate::report::{histogram, record, Report};
 use crate::target::{create_item, Target};
 use crate::{Error, Result};
@@ -166,18 +166,7 @@ async fn come_back(target: &Target, tenant: &Tenant, user: &str, storm: Instant)
     let (mut conn, _) = RawConn::open(target, &tenant.id, user, None).await?;
     conn.subscribe(tenant.resume_from).await?;
     let resubscribed_us = storm.elapsed().as_micros() as u64;
-    let mut expected = tenant.resume_from + 1;
-    let mut exact = true;
-    while expected <= tenant.head {
-        match conn.next().await? {
-            Incoming::Event(event) => {
-                exact &= event.seq == expected;
-                expected = event.seq + 1;
-            }
-            Incoming::Pong | Incoming::Response(_) => {}
-            other => return Err(Error::Connection(format!("while catching up: {other:?}"))),
-        }
-    }
+    let exact = conn.read_through(tenant.resume_from, tenant.head).await?;
     Ok(Return {
         resubscribed_us,
         caught_up_us: storm.elapsed().as_micros() as u64,
