@@ -197,7 +197,7 @@ fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
 
     // The printed token is accepted by the server that printed it.
     let secret = std::fs::read_to_string(dir.path().join("dev-secret")).unwrap();
-    let verifier = pm_server::auth::Verifier::new(&pm_server::config::AuthSettings {
+    let verifier = pm_gateway::auth::Verifier::new(&pm_gateway::settings::AuthSettings {
         secret,
         ..Default::default()
     })

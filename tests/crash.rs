@@ -317,7 +317,7 @@ impl Server {
     }
 
     async fn connect(&self, tenant: &str, event_buffer: usize) -> Client {
-        let token = pm_server::auth::mint_hs256(
+        let token = pm_gateway::auth::mint_hs256(
             SECRET,
             &TenantId::parse(tenant).expect("a valid tenant id"),
             &UserId::parse("sub", USER).expect("a valid user id"),

@@ -1,45 +1,29 @@
 //! The client against the real server (in-process, port 0, a fresh data directory per test),
 //! plus a fake peer where the real server cannot misbehave on demand.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pm_client::v1::{self, command::Kind as Cmd};
 use pm_client::{Backoff, Client, ClientError, ClientOptions, ConnectionState};
-use pm_core::{TenantId, UserId};
-use pm_server::config::Settings;
-use pm_server::server::{self, App};
+use pm_gateway::testing::{TestServer, SECRET};
+use pm_gateway::Settings;
 use prost::Message as _;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite::Message;
-
-const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
 /// How long a test waits for anything before failing (a safety net, not a synchronization).
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A running server.
-struct TestApp {
-    addr: SocketAddr,
-    app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
+/// A running server (the gateway's own test server).
+type TestApp = TestServer;
 
 async fn spawn_app(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .try_init();
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    serve_on(listener, data_dir, configure)
+    TestServer::spawn_in(data_dir, configure).await
 }
 
 fn serve_on(
@@ -47,70 +31,25 @@ fn serve_on(
     data_dir: &Path,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let mut settings = Settings::default();
-    settings.server.data_dir = data_dir.to_owned();
-    settings.auth.secret = SECRET.into();
-    settings.server.drain_timeout_ms = 2_000;
-    configure(&mut settings);
-    let addr = listener.local_addr().unwrap();
-    let app = App::new(settings).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(listener, app.clone(), async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        app,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    TestServer::serve_on(listener, data_dir, configure)
 }
 
-impl TestApp {
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-
-    async fn connect(&self, user: &str, options: ClientOptions) -> (Client, v1::Welcome) {
-        within(Client::connect(self.url(), token(user, None), options))
-            .await
-            .expect("connected")
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Connects `user` of tenant `acme`.
+async fn connect(app: &TestApp, user: &str, options: ClientOptions) -> (Client, v1::Welcome) {
+    within(Client::connect(app.url(), token(user, None), options))
+        .await
+        .expect("connected")
 }
 
 /// An HS256 token for tenant `acme`, valid for an hour, with an optional issuer.
 fn token(user: &str, issuer: Option<&str>) -> String {
     let Some(issuer) = issuer else {
-        return pm_server::auth::mint_hs256(
-            SECRET,
-            &TenantId::parse("acme").unwrap(),
-            &UserId::parse("sub", user).unwrap(),
-            None,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+        return pm_gateway::testing::token("acme", user);
     };
-    let claims = pm_server::auth::Claims {
+    let claims = pm_gateway::auth::Claims {
         sub: user.into(),
         tid: "acme".into(),
-        exp: pm_server::auth::unix_now() + 3600,
+        exp: pm_gateway::auth::unix_now() + 3600,
         name: None,
         nbf: None,
         iss: Some(issuer.into()),
@@ -188,7 +127,7 @@ fn reconnecting() -> ClientOptions {
 async fn connects_and_is_welcomed() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path(), |_| {}).await;
-    let (client, welcome) = app.connect("alice", ClientOptions::default()).await;
+    let (client, welcome) = connect(&app, "alice", ClientOptions::default()).await;
     assert_eq!(welcome.user_id, "alice");
     assert_eq!(welcome.tenant_id, "acme");
     assert_eq!(welcome.protocol_version, 1);
@@ -243,7 +182,7 @@ async fn a_bad_token_is_rejected_with_the_reason_and_close_code() {
 async fn fifty_pipelined_commands_from_clones_all_commit_with_consecutive_seqs() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path(), |_| {}).await;
-    let (client, _) = app.connect("alice", ClientOptions::default()).await;
+    let (client, _) = connect(&app, "alice", ClientOptions::default()).await;
     let (project, project_seq) = create_project(&client, "PM").await;
     assert_eq!(
         project_seq, 2,
@@ -270,7 +209,7 @@ async fn fifty_pipelined_commands_from_clones_all_commit_with_consecutive_seqs()
 async fn server_errors_carry_code_message_field_and_current_entity() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path(), |_| {}).await;
-    let (client, _) = app.connect("alice", ClientOptions::default()).await;
+    let (client, _) = connect(&app, "alice", ClientOptions::default()).await;
     let (project, _) = create_project(&client, "PM").await;
     let updated = client
         .command(Cmd::UpdateProject(v1::UpdateProject {
@@ -326,7 +265,7 @@ async fn server_errors_carry_code_message_field_and_current_entity() {
 async fn queries_batches_and_idempotency_keys() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path(), |_| {}).await;
-    let (client, _) = app.connect("alice", ClientOptions::default()).await;
+    let (client, _) = connect(&app, "alice", ClientOptions::default()).await;
     let (project, _) = create_project(&client, "PM").await;
 
     let first = client
@@ -374,9 +313,9 @@ async fn queries_batches_and_idempotency_keys() {
 async fn events_arrive_in_seq_order() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path(), |_| {}).await;
-    let (writer, _) = app.connect("alice", ClientOptions::default()).await;
+    let (writer, _) = connect(&app, "alice", ClientOptions::default()).await;
     let (project, head) = create_project(&writer, "PM").await;
-    let (watcher, _) = app.connect("alice", ClientOptions::default()).await;
+    let (watcher, _) = connect(&app, "alice", ClientOptions::default()).await;
     let mut events = watcher.events().expect("the stream");
     assert!(watcher.events().is_none(), "one stream per client");
     // From 0: the two project events come from the log, the rest live.
@@ -488,14 +427,14 @@ async fn a_slow_consumer_is_cut_off_reconnects_and_resumes_without_gap_or_duplic
         s.limits.request_burst = 1_000_000;
     })
     .await;
-    let (writer, _) = app.connect("alice", ClientOptions::default()).await;
+    let (writer, _) = connect(&app, "alice", ClientOptions::default()).await;
     let (project, head) = create_project(&writer, "PM").await;
 
     let options = ClientOptions {
         event_buffer: 8,
         ..reconnecting()
     };
-    let (watcher, welcome) = app.connect("alice", options).await;
+    let (watcher, welcome) = connect(&app, "alice", options).await;
     let mut events = watcher.events().unwrap();
     assert_eq!(watcher.subscribe(vec![], vec![], head).await.unwrap(), head);
 
@@ -552,7 +491,7 @@ async fn a_slow_consumer_is_cut_off_reconnects_and_resumes_without_gap_or_duplic
 async fn a_refreshed_token_survives_a_server_restart_and_the_stream_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = spawn_app(dir.path(), |_| {}).await;
-    let (writer, _) = first.connect("alice", ClientOptions::default()).await;
+    let (writer, _) = connect(&first, "alice", ClientOptions::default()).await;
     let (project, head) = create_project(&writer, "PM").await;
     // The watcher starts with a token from issuer `old`; the restarted server requires `pm`.
     let (watcher, welcome) = within(Client::connect(
@@ -569,7 +508,7 @@ async fn a_refreshed_token_survives_a_server_restart_and_the_stream_resumes() {
         .refresh_token(token("alice", Some("pm")))
         .await
         .unwrap();
-    let now_ms = pm_server::auth::unix_now() as i64 * 1000;
+    let now_ms = pm_gateway::auth::unix_now() as i64 * 1000;
     assert!((now_ms + 3_500_000..=now_ms + 3_700_000).contains(&expires_at));
     let error = watcher
         .refresh_token(token("bob", None))

@@ -3,65 +3,38 @@
 //! figures are consistent with the run. No timing thresholds: these runs are seconds long on
 //! a shared machine.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use pm_gateway::testing::{TestServer, SECRET};
+use pm_gateway::Settings;
 use pm_load::fanout::FanoutOptions;
 use pm_load::idle::IdleOptions;
 use pm_load::slow::SlowOptions;
 use pm_load::storm::StormOptions;
 use pm_load::write::WriteOptions;
 use pm_load::{Report, Target};
-use pm_server::config::Settings;
-use pm_server::server::{self, App};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const SECRET: &str = "load-test-secret-that-is-at-least-32-bytes";
-
-struct TestApp {
-    addr: SocketAddr,
-    _app: Arc<App>,
-    _data: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
+/// The gateway's test server, with the request rate limit out of the way of the load.
+struct TestApp(TestServer);
 
 impl TestApp {
     async fn spawn(configure: impl FnOnce(&mut Settings)) -> TestApp {
-        let data = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut settings = Settings::default();
-        settings.server.data_dir = data.path().to_owned();
-        settings.auth.secret = SECRET.into();
-        settings.server.drain_timeout_ms = 2_000;
-        settings.limits.requests_per_second = 100_000;
-        settings.limits.request_burst = 100_000;
-        configure(&mut settings);
-        let addr = listener.local_addr().unwrap();
-        let app = App::new(settings).unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, app.clone(), async {
-            let _ = stopped.await;
-        }));
-        TestApp {
-            addr,
-            _app: app,
-            _data: data,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestApp(
+            TestServer::spawn_with(|settings| {
+                settings.limits.requests_per_second = 100_000;
+                settings.limits.request_burst = 100_000;
+                configure(settings);
+            })
+            .await,
+        )
     }
 
     fn target(&self) -> Target {
-        Target::new(format!("ws://{}/ws", self.addr), SECRET).unwrap()
+        Target::new(self.0.url(), SECRET).unwrap()
     }
 
     async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+        self.0.shutdown().await;
     }
 }
 
@@ -221,7 +194,7 @@ async fn slow_subscribers_are_cut_off_and_resume_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_prints_a_json_report() {
     let app = TestApp::spawn(|_| {}).await;
-    let url = format!("ws://{}/ws", app.addr);
+    let url = app.0.url();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pm-load"))
         .args([
             "--url",

@@ -20,6 +20,18 @@ pub fn server_frame_from_event_bytes(event: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+impl v1::Error {
+    /// An error answer without a current entity.
+    pub fn new(code: v1::ErrorCode, message: impl Into<String>, field: impl Into<String>) -> Self {
+        v1::Error {
+            code: code.into(),
+            message: message.into(),
+            field: field.into(),
+            current: None,
+        }
+    }
+}
+
 impl v1::Entity {
     /// Wraps one entity.
     pub fn of(kind: v1::entity::Kind) -> Self {

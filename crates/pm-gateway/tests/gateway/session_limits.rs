@@ -14,11 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::response::Result as Out;
 use pm_proto::v1::server_frame::Body;
-use pm_server::auth::unix_now;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -210,7 +210,7 @@ async fn a_token_whose_tenant_id_is_a_path_is_refused() {
         )
     );
     // Nothing was created for it next to the tenants.
-    assert!(!app.dir.path().join("etc").exists());
+    assert!(!app.data_dir().join("etc").exists());
 }
 
 #[tokio::test]

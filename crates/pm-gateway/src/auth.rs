@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use pm_core::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::config::AuthSettings;
+use crate::settings::AuthSettings;
 
 /// Shortest HS256 secret accepted.
 pub const MIN_SECRET_BYTES: usize = 32;

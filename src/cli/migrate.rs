@@ -10,6 +10,69 @@ use pm_core::TenantId;
 use pm_db::inspect;
 use pm_db::{RegistryConfig, TenantRegistry};
 
+use super::{Failure, Report};
+
+/// `pm-server migrate [--tenant T]... [--parallel N] [--migrations-dir DIR]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
+    #[arg(long, env = "PM_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Only these tenants (repeatable). Without it: every tenant found in the data dir.
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// Tenants migrated at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Migrations directory to apply instead of the embedded migrations (a superset of them).
+    #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
+    migrations_dir: Option<PathBuf>,
+}
+
+/// Migrates and reports one line per tenant, then a summary; exit code 1 if any failed.
+pub async fn run(args: Args) -> Result<Report, Failure> {
+    let reports = migrate(
+        &args.data_dir,
+        &args.tenants,
+        args.parallel,
+        args.migrations_dir,
+    )
+    .await
+    .map_err(Failure)?;
+    let (mut created, mut migrated, mut current, mut failed) = (0, 0, 0, 0);
+    let mut out = String::new();
+    for report in &reports {
+        let what = match &report.outcome {
+            Outcome::Created => {
+                created += 1;
+                format!("created     head_seq={}", report.head_seq)
+            }
+            Outcome::Migrated { from, to } => {
+                migrated += 1;
+                format!("migrated    {from} -> {to}, head_seq={}", report.head_seq)
+            }
+            Outcome::Current => {
+                current += 1;
+                format!("current     head_seq={}", report.head_seq)
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                format!("FAILED      {e}")
+            }
+        };
+        out.push_str(&format!("{:<40} {what}\n", report.tenant));
+    }
+    out.push_str(&format!(
+        "{} tenant(s): {created} created, {migrated} migrated, {current} already current, {failed} failed\n",
+        reports.len()
+    ));
+    Ok(Report {
+        stdout: out,
+        stderr: String::new(),
+        failed: failed > 0,
+    })
+}
+
 /// What happened to one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -30,7 +93,7 @@ pub enum Outcome {
 
 /// One tenant's report.
 #[derive(Debug)]
-pub struct Report {
+pub struct TenantReport {
     /// The tenant, as named or as found on disk.
     pub tenant: String,
     /// What happened, and its head seq afterwards (0 on failure).
@@ -43,12 +106,12 @@ pub struct Report {
 /// time, to the migrations of `migrations_dir` (default: the embedded ones). Reports come
 /// back sorted by tenant. An unreadable data directory or an unusable migrations directory
 /// is an error before anything is touched.
-pub async fn run(
+pub async fn migrate(
     data_dir: &Path,
     tenants: &[String],
     parallel: usize,
     migrations_dir: Option<PathBuf>,
-) -> Result<Vec<Report>, String> {
+) -> Result<Vec<TenantReport>, String> {
     if let Some(dir) = &migrations_dir {
         pm_db::migrations::newest_version(Some(dir)).map_err(|e| e.to_string())?;
     }
@@ -67,7 +130,7 @@ pub async fn run(
     let registry = TenantRegistry::new(config);
     let progress = std::io::stderr().is_terminal() && total > 1;
     let mut done = 0;
-    let mut reports: Vec<Report> = futures::stream::iter(names)
+    let mut reports: Vec<TenantReport> = futures::stream::iter(names)
         .map(|name| migrate_one(&registry, name))
         .buffer_unordered(parallel.max(1))
         .inspect(|_| {
@@ -86,8 +149,8 @@ pub async fn run(
     Ok(reports)
 }
 
-async fn migrate_one(registry: &TenantRegistry, name: String) -> Report {
-    let failed = |tenant: String, why: String| Report {
+async fn migrate_one(registry: &TenantRegistry, name: String) -> TenantReport {
+    let failed = |tenant: String, why: String| TenantReport {
         tenant,
         outcome: Outcome::Failed(why),
         head_seq: 0,
@@ -124,7 +187,7 @@ async fn migrate_one(registry: &TenantRegistry, name: String) -> Report {
         Some(from) if from < after => Outcome::Migrated { from, to: after },
         Some(_) => Outcome::Current,
     };
-    Report {
+    TenantReport {
         tenant: name,
         outcome,
         head_seq,

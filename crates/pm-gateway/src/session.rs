@@ -1,117 +1,44 @@
 //! One WebSocket connection: `Hello` and authentication, then pipelined requests, a
 //! subscription, heartbeats and an orderly close.
 //!
-//! The socket is split: this task reads and dispatches; a writer task owns the sink and drains
-//! the connection's bounded outgoing queue with `feed`, flushing once when the queue is empty.
-//! Requests run concurrently (up to `max_in_flight_requests`) and answer by `request_id`.
-//! Closing on purpose goes through [`Close`]: the writer drops what is queued, sends `Goodbye`
-//! with the last event seq it actually wrote, then the close frame.
+//! The socket is split: this task reads and dispatches; a writer task
+//! ([`connection`](crate::connection)) owns the sink and drains the connection's bounded
+//! outgoing queue. Requests run concurrently (up to `max_in_flight_requests`) and answer by
+//! `request_id`. Closing on purpose goes through [`Close`]: the writer drops what is queued,
+//! sends `Goodbye` with the last event seq it actually wrote, then the close frame.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use pm_core::kinds::EntityKind;
-use pm_core::EntityId;
-use pm_db::{EventFilter, Tenant};
-use pm_proto::frame::encode_server_frame;
+use futures::stream::SplitStream;
+use futures::StreamExt;
+use pm_db::Tenant;
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
 use prost::Message as _;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::auth::{AuthError, Identity};
-use crate::hub::{Channels, Filter, Registration};
+use crate::connection::{self, write_loop, Close, Outbound, Ws};
+use crate::hub::{Channels, Registration};
 use crate::limits::Refused;
-use crate::server::App;
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// Something for the connection's writer to send.
-#[derive(Debug)]
-pub enum Outbound {
-    /// An encoded `ServerFrame` (response, welcome, pong).
-    Frame(Bytes),
-    /// An encoded `ServerFrame{event}` and its seq.
-    Event {
-        /// The event's change number.
-        seq: u64,
-        /// The shared encoded frame.
-        frame: Bytes,
-    },
-    /// The events of one committed group that this connection wants, in seq order: one queue
-    /// slot per group, so a large group does not overflow a healthy subscriber.
-    Events(Vec<(u64, Bytes)>),
-    /// A WebSocket ping.
-    Ping,
-}
-
-/// Why the server closes a connection on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Close {
-    /// The outgoing queue overflowed.
-    SlowConsumer,
-    /// The server is shutting down.
-    Shutdown,
-    /// Token problems.
-    Unauthenticated(v1::CloseReason, String),
-    /// Repeated rate-limit violations.
-    RateLimitAbuse,
-    /// No traffic for three heartbeat intervals.
-    HeartbeatTimeout,
-    /// A connection limit.
-    TooManyConnections(String),
-    /// A text frame (1003) or repeated garbage (1007).
-    Protocol(u16, String),
-    /// The server failed in a way the connection cannot recover from (1011).
-    Internal,
-}
-
-impl Close {
-    fn parts(&self) -> (v1::CloseReason, String, u16) {
-        use v1::CloseReason as R;
-        match self {
-            Close::SlowConsumer => (
-                R::SlowConsumer,
-                "the connection did not keep up with its events; resume from resume_from_seq"
-                    .into(),
-                4008,
-            ),
-            Close::Shutdown => (R::Shutdown, "the server is shutting down".into(), 1001),
-            Close::Unauthenticated(reason, message) => (*reason, message.clone(), 4001),
-            Close::RateLimitAbuse => (R::RateLimitAbuse, "too many requests".into(), 4029),
-            Close::HeartbeatTimeout => (
-                R::HeartbeatTimeout,
-                "no traffic for three heartbeat intervals".into(),
-                1001,
-            ),
-            Close::TooManyConnections(message) => (R::TooManyConnections, message.clone(), 1013),
-            Close::Protocol(code, message) => (R::ProtocolViolation, message.clone(), *code),
-            Close::Internal => (
-                R::Unspecified,
-                "internal error; reconnect and resume".into(),
-                1011,
-            ),
-        }
-    }
-}
+use crate::resume::{self, Interest};
 
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// Runs one upgraded connection to its end.
-pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    app: Arc<App>,
+    ws: Ws,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let connection_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("connection", id = %connection_id, %peer, tenant = tracing::field::Empty, user = tracing::field::Empty);
     async move {
@@ -166,159 +93,6 @@ pub async fn run(app: Arc<App>, ws: Ws, peer: SocketAddr, mut shutdown: watch::R
     }
     .instrument(span)
     .await
-}
-
-/// The writer task: queue to socket, `feed` then one `flush` per burst.
-///
-/// A client that stops reading blocks the socket, and with it a burst in progress: the
-/// goodbye is therefore watched during bursts too, and the goodbye itself gets `grace` to go
-/// out (the peer may start reading again) before the socket is dropped without it. Without
-/// that bound a peer that keeps its connection open but never reads again would hold the
-/// connection, its queue and its task forever.
-async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-    mut goodbye: oneshot::Receiver<Close>,
-    last_event: Arc<AtomicU64>,
-    grace: Duration,
-) {
-    loop {
-        let item = tokio::select! {
-            biased;
-            close = &mut goodbye => {
-                finish(sink, close.ok(), &last_event, grace).await;
-                return;
-            }
-            item = queue.recv() => item,
-        };
-        let Some(item) = item else {
-            // The session is over; it may still have a goodbye to send.
-            let close = goodbye.await.ok();
-            finish(sink, close, &last_event, grace).await;
-            return;
-        };
-        let written = tokio::select! {
-            biased;
-            close = &mut goodbye => Err(close.ok()),
-            written = write_burst(&mut sink, item, &mut queue, &last_event) => Ok(written),
-        };
-        match written {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(close) => {
-                finish(sink, close, &last_event, grace).await;
-                return;
-            }
-        }
-    }
-}
-
-/// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
-/// the socket failed. `last_event` follows every event handed to the sink: those are written
-/// before anything fed after them, the goodbye included.
-async fn write_burst(
-    sink: &mut SplitSink<Ws, Message>,
-    first: Outbound,
-    queue: &mut mpsc::Receiver<Outbound>,
-    last_event: &AtomicU64,
-) -> bool {
-    let mut next = Some(first);
-    let mut burst = 0;
-    while let Some(item) = next.take() {
-        let fed = match item {
-            Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await.is_ok(),
-            Outbound::Event { seq, frame } => feed_event(sink, seq, frame, last_event).await,
-            Outbound::Events(events) => {
-                let mut fed = true;
-                for (seq, frame) in events {
-                    fed = feed_event(sink, seq, frame, last_event).await;
-                    if !fed {
-                        break;
-                    }
-                }
-                fed
-            }
-            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.is_ok(),
-        };
-        if !fed {
-            return false;
-        }
-        burst += 1;
-        // Bound a burst so that a steady stream still gets flushed.
-        if burst < MAX_BURST {
-            next = queue.try_recv().ok();
-        }
-    }
-    sink.flush().await.is_ok()
-}
-
-/// Queue items written before a flush at most, so that a steady stream still gets flushed.
-const MAX_BURST: usize = 256;
-
-/// Hands one event to the socket and records it as the last one a resume may start after.
-async fn feed_event(
-    sink: &mut SplitSink<Ws, Message>,
-    seq: u64,
-    frame: Bytes,
-    last_event: &AtomicU64,
-) -> bool {
-    let fed = sink.feed(Message::Binary(frame)).await.is_ok();
-    if fed {
-        last_event.store(seq, Ordering::Release);
-    }
-    fed
-}
-
-/// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
-/// code, or with a plain close when the client left first. Whatever is still queued is
-/// dropped. A peer that takes nothing for `grace` does not get the goodbye: the socket is
-/// dropped instead.
-async fn finish(
-    mut sink: SplitSink<Ws, Message>,
-    close: Option<Close>,
-    last_event: &AtomicU64,
-    grace: Duration,
-) {
-    let _ = tokio::time::timeout(grace, async {
-        if let Some(close) = close {
-            let (reason, message, code) = close.parts();
-            let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
-                reason: reason.into(),
-                message: message.clone(),
-                resume_from_seq: last_event.load(Ordering::Acquire),
-            }));
-            let _ = sink.feed(Message::Binary(goodbye)).await;
-            let _ = sink
-                .feed(Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: message.into(),
-                })))
-                .await;
-            let _ = sink.flush().await;
-        }
-        let _ = sink.close().await;
-    })
-    .await;
-}
-
-fn frame(body: Body) -> Outbound {
-    Outbound::Frame(encode_server_frame(body))
-}
-
-fn response(request_id: u64, result: Out) -> Outbound {
-    frame(Body::Response(v1::Response {
-        request_id,
-        result: Some(result),
-    }))
-}
-
-fn error(code: v1::ErrorCode, message: impl Into<String>, field: &str) -> v1::Error {
-    v1::Error {
-        code: code.into(),
-        message: message.into(),
-        field: field.into(),
-        current: None,
-    }
 }
 
 /// An authenticated connection.
@@ -405,11 +179,11 @@ async fn hello(
         tracing::warn!(error = %e, "opening the tenant failed");
         Close::TooManyConnections("the tenant cannot be opened now; retry".into())
     })?;
-    let welcome = frame(Body::Welcome(v1::Welcome {
+    let welcome = connection::frame(Body::Welcome(v1::Welcome {
         connection_id: connection_id.to_owned(),
         user_id: identity.user.as_str().to_owned(),
         tenant_id: identity.tenant.as_str().to_owned(),
-        server_version: crate::BUILD_VERSION.to_owned(),
+        server_version: app.server_version.clone(),
         protocol_version: pm_proto::PROTOCOL_VERSION,
         head_seq: tenant.head_seq(),
         heartbeat_interval_ms: u32::try_from(limits.heartbeat_interval_ms).unwrap_or(u32::MAX),
@@ -506,18 +280,18 @@ impl Session {
                         if garbage >= GARBAGE_LIMIT {
                             break Some(Close::Protocol(1007, "too many undecodable frames".into()));
                         }
-                        let _ = out.send(response(0, Out::Error(error(v1::ErrorCode::InvalidArgument, "the frame is not a valid ClientFrame", "")))).await;
+                        let _ = out.send(connection::response(0, Out::Error(v1::Error::new(v1::ErrorCode::InvalidArgument, "the frame is not a valid ClientFrame", "")))).await;
                         continue;
                     };
                     garbage = 0;
                     let request_id = client_frame.request_id;
                     let Some(body) = client_frame.body else {
-                        let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::InvalidArgument, "the frame has no body", "body")))).await;
+                        let _ = out.send(connection::response(request_id, Out::Error(v1::Error::new(v1::ErrorCode::InvalidArgument, "the frame has no body", "body")))).await;
                         continue;
                     };
                     if let In::Ping(ping) = body {
                         let pong = v1::Pong { client_time: ping.client_time, server_time: now_ms() };
-                        let _ = out.send(frame(Body::Pong(pong))).await;
+                        let _ = out.send(connection::frame(Body::Pong(pong))).await;
                         continue;
                     }
                     if !bucket.take() {
@@ -526,7 +300,7 @@ impl Session {
                         if strikes > limits.rate_limit_strikes {
                             break Some(Close::RateLimitAbuse);
                         }
-                        let _ = out.send(response(request_id, Out::Error(error(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
+                        let _ = out.send(connection::response(request_id, Out::Error(v1::Error::new(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
                         continue;
                     }
                     let permit = place.take().expect("the branch runs only with a place");
@@ -589,7 +363,7 @@ impl Session {
         // `Ok(None)`: the handler answered by itself (subscribe answers before its replay).
         let result: Result<Option<Out>, v1::Error> = async {
             if request_id == 0 {
-                return Err(error(
+                return Err(v1::Error::new(
                     v1::ErrorCode::InvalidArgument,
                     "request_id must be non-zero",
                     "request_id",
@@ -602,19 +376,19 @@ impl Session {
                     .execute(&user, command)
                     .await
                     .map(Out::CommandResult)
-                    .map_err(|e| self.wire(e)),
+                    .map_err(connection::storage_error),
                 In::Query(query) => self
                     .tenant
                     .query(&user, query)
                     .await
                     .map(Out::QueryResult)
-                    .map_err(|e| self.wire(e)),
+                    .map_err(connection::storage_error),
                 In::Batch(batch) => self
                     .tenant
                     .batch(&user, batch)
                     .await
                     .map(Out::BatchResult)
-                    .map_err(|e| self.wire(e)),
+                    .map_err(connection::storage_error),
                 In::Subscribe(subscribe) => {
                     return self.subscribe(request_id, subscribe).await.map(|()| None)
                 }
@@ -623,7 +397,7 @@ impl Session {
                     Ok(Out::UnsubscribeResult(v1::UnsubscribeResult {}))
                 }
                 In::RefreshToken(refresh) => self.refresh(refresh),
-                In::Hello(_) => Err(error(
+                In::Hello(_) => Err(v1::Error::new(
                     v1::ErrorCode::InvalidArgument,
                     "already authenticated",
                     "hello",
@@ -645,28 +419,23 @@ impl Session {
             Ok(Some(out)) => out,
             Err(e) => Out::Error(e),
         };
-        let _ = self.out.send(response(request_id, answer)).await;
-    }
-
-    fn wire(&self, error: pm_db::Error) -> v1::Error {
-        if error.is_internal() {
-            tracing::error!(%error, "request failed");
-        }
-        error.to_wire()
+        let _ = self
+            .out
+            .send(connection::response(request_id, answer))
+            .await;
     }
 
     fn refresh(&self, refresh: v1::RefreshToken) -> Result<Out, v1::Error> {
-        let identity = self
-            .app
-            .verifier
-            .verify(&refresh.token)
-            .map_err(|e| error(v1::ErrorCode::Unauthenticated, e.to_string(), "token"))?;
+        let identity =
+            self.app.verifier.verify(&refresh.token).map_err(|e| {
+                v1::Error::new(v1::ErrorCode::Unauthenticated, e.to_string(), "token")
+            })?;
         let mut current = self
             .identity
             .lock()
             .expect("identity lock is never poisoned");
         if identity.tenant != current.tenant || identity.user != current.user {
-            return Err(error(
+            return Err(v1::Error::new(
                 v1::ErrorCode::PermissionDenied,
                 "the token is for another tenant or user",
                 "token",
@@ -679,147 +448,32 @@ impl Session {
         }))
     }
 
-    /// Registers the subscription, answers, replays `(from_seq, head]` from the log, then
-    /// goes live. A new subscription replaces the previous one.
+    /// Subscribes (see [`resume`](crate::resume)); a new subscription replaces the previous
+    /// one.
     async fn subscribe(
         self: &Arc<Self>,
         request_id: u64,
-        s: v1::Subscribe,
+        request: v1::Subscribe,
     ) -> Result<(), v1::Error> {
         let mut slot = self.subscription.lock().await;
         slot.take();
-        let user = self.identity().user;
-        let kinds = s
-            .entity_types
-            .iter()
-            .map(|raw| {
-                pm_proto::convert::required(
-                    "entity_types",
-                    pm_proto::convert::entity_type("entity_types", *raw),
-                )
-            })
-            .collect::<Result<Vec<EntityKind>, _>>()
-            .map_err(|e| pm_db::Error::from(e).to_wire())?;
-        let projects = if s.project_ids.is_empty() {
-            None
-        } else {
-            let mut projects = HashSet::new();
-            for raw in &s.project_ids {
-                let id = EntityId::parse("project_ids", raw)
-                    .map_err(|e| pm_db::Error::from(e).to_wire())?
-                    .to_text();
-                projects.insert(id);
-            }
-            Some(projects)
-        };
-        // Register first: from here on the hub keeps every committed group for us. Then read
-        // the memberships, the head and the oldest retained seq in one snapshot: everything up
-        // to the head is sent from the log, everything after it from the hub's buffer, with
-        // permissions as of the head. Position checks come before the ack, so that a request
-        // gets exactly one answer.
+        let interest = Interest::parse(&request)?;
         let hub = self.app.hubs.get(&self.tenant, &self.app.metrics);
-        let registration = hub.register(
-            user.clone(),
-            Filter {
-                projects: projects.clone(),
-                kinds: kinds.clone(),
-            },
-            Channels {
-                out: self.out.clone(),
-                close: self.close.clone(),
-                capacity: self.app.settings.limits.outgoing_queue,
-            },
-        );
-        let snapshot = self
-            .tenant
-            .subscription_snapshot(&user)
-            .await
-            .map_err(|e| self.wire(e))?;
-        if s.from_seq > snapshot.head {
-            return Err(error(
-                v1::ErrorCode::InvalidArgument,
-                "from_seq is after the latest change",
-                "from_seq",
-            ));
-        }
-        if snapshot
-            .oldest
-            .is_some_and(|oldest| oldest > s.from_seq.saturating_add(1))
-        {
-            return Err(error(
-                v1::ErrorCode::ResyncRequired,
-                "from_seq is older than the retained change log: take a fresh snapshot \
-                 (List*, which answers as_of_seq) and subscribe again from its as_of_seq",
-                "from_seq",
-            ));
-        }
-        let (memberships, head) = (snapshot.memberships, snapshot.head);
-        let allowed: HashSet<String> = memberships.into_iter().map(|(p, _)| p).collect();
-        if let Some(projects) = &projects {
-            if !projects.iter().all(|p| allowed.contains(p)) {
-                return Err(error(
-                    v1::ErrorCode::NotFound,
-                    "project not found",
-                    "project_ids",
-                ));
-            }
-        }
-        let _ = self
-            .out
-            .send(response(
-                request_id,
-                Out::SubscribeResult(v1::SubscribeResult { head_seq: head }),
-            ))
-            .await;
-
-        // Replay (from_seq, head] with the permissions as of the head, a page at a time.
-        const PAGE: u32 = 1_000;
-        let project_ids: Vec<String> = match &projects {
-            Some(p) => p.iter().cloned().collect(),
-            None => allowed.iter().cloned().collect(),
+        let channels = Channels {
+            out: self.out.clone(),
+            close: self.close.clone(),
+            capacity: self.app.settings.limits.outgoing_queue,
         };
-        let mut after = s.from_seq;
-        while after < head && !project_ids.is_empty() {
-            let filter = EventFilter {
-                project_ids: project_ids.clone(),
-                kinds: kinds.clone(),
-            };
-            let events = match self
-                .tenant
-                .read_events(after, Some(head), PAGE, &filter)
-                .await
-            {
-                Ok(events) => events,
-                Err(e) => {
-                    // Already answered: the stream would have a hole, so end the connection;
-                    // the client resumes from what it received.
-                    self.wire(e);
-                    let _ = self.close.try_send(Close::Internal);
-                    return Ok(());
-                }
-            };
-            let full_page = events.len() == PAGE as usize;
-            self.app
-                .metrics
-                .events_delivered
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-            for event in events {
-                after = event.seq;
-                let item = Outbound::Event {
-                    seq: event.seq,
-                    frame: event.frame(),
-                };
-                if self.out.send(item).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if !full_page {
-                break;
-            }
-        }
-        if hub.go_live(&registration, allowed, head) {
-            *slot = Some(registration);
-        }
+        let user = self.identity().user;
+        *slot = resume::subscribe(
+            &hub,
+            &user,
+            interest,
+            request_id,
+            channels,
+            &self.app.metrics,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -1,22 +1,13 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
-#[path = "gateway/live_fuzz.rs"]
 mod live_fuzz;
-#[path = "gateway/online_migration.rs"]
 mod online_migration;
-#[path = "gateway/overload.rs"]
 mod overload;
-#[path = "gateway/requests_auth.rs"]
 mod requests_auth;
-#[path = "gateway/retention.rs"]
 mod retention;
-#[path = "gateway/security.rs"]
 mod security;
-#[path = "gateway/session_limits.rs"]
 mod session_limits;
-#[path = "gateway/subscriptions.rs"]
 mod subscriptions;
-#[path = "gateway/support.rs"]
 mod support;
 
 use pm_proto::v1;
@@ -33,7 +24,7 @@ async fn hello_gets_a_welcome_with_every_field() {
     assert_eq!(welcome.head_seq, 0);
     assert_eq!(welcome.heartbeat_interval_ms, 15_000);
     assert_eq!(welcome.max_frame_bytes, 1024 * 1024);
-    assert_eq!(welcome.server_version, pm_server::BUILD_VERSION);
+    assert_eq!(welcome.server_version, pm_gateway::testing::TEST_VERSION);
     assert_eq!(welcome.connection_id.len(), 36);
 }
 

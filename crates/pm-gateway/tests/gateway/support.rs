@@ -3,100 +3,50 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use pm_core::{TenantId, UserId};
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::server_frame::Body;
-use pm_server::config::Settings;
-use pm_server::server::{self, App};
 use prost::Message as _;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
-
-/// A running server.
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub app: Arc<App>,
-    pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    pub task: Option<JoinHandle<std::io::Result<()>>>,
-}
+pub use pm_gateway::testing::{TestServer as TestApp, SECRET};
+pub use pm_gateway::Settings;
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    TestApp::spawn().await
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .try_init();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.server.data_dir = dir.path().to_owned();
-    settings.auth.secret = SECRET.into();
-    settings.server.drain_timeout_ms = 2_000;
-    configure(&mut settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = App::new(settings).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(listener, app.clone(), async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        app,
-        dir,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    TestApp::spawn_with(configure).await
 }
 
-impl TestApp {
-    /// Starts the shutdown and waits for the server to return.
-    pub async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-
-    pub fn token(&self, tenant: &str, user: &str) -> String {
-        pm_server::auth::mint_hs256(
-            SECRET,
-            &TenantId::parse(tenant).unwrap(),
-            &UserId::parse("sub", user).unwrap(),
-            None,
-            Duration::from_secs(3600),
-        )
-        .unwrap()
-    }
-
+/// The gateway tests' own steps on a test server.
+pub(crate) trait TestAppExt {
     /// A connected, welcomed client.
-    pub async fn client(&self, tenant: &str, user: &str) -> (Client, v1::Welcome) {
+    async fn client(&self, tenant: &str, user: &str) -> (Client, v1::Welcome);
+    /// `GET path` over a fresh connection: the status and the body.
+    async fn http_get(&self, path: &str) -> (u16, String);
+}
+
+impl TestAppExt for TestApp {
+    async fn client(&self, tenant: &str, user: &str) -> (Client, v1::Welcome) {
         let mut client = Client::connect(self.addr).await;
         let welcome = client.hello(&self.token(tenant, user)).await;
         (client, welcome)
     }
 
-    pub async fn http_get(&self, path: &str) -> (u16, String) {
+    async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
             .await
             .unwrap();
         let mut text = String::new();
@@ -107,14 +57,6 @@ impl TestApp {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

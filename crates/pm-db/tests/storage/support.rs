@@ -1,10 +1,10 @@
 //! Helpers shared by the storage tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(unreachable_pub)]
 
 use std::sync::{Arc, LazyLock};
 
-use pm_core::{TenantId, UserId};
-use pm_db::{RegistryConfig, Tenant, TenantRegistry};
+use pm_core::{EntityId, TenantId, UserId};
+use pm_db::{EventFilter, RegistryConfig, Tenant, TenantRegistry};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 use pm_proto::v1::query::Kind as Q;
@@ -351,4 +351,71 @@ pub async fn add_member(
     )
     .await
     .0
+}
+
+/// Asserts that `got` is the seq right after `*last`, and advances `*last`.
+pub fn next_seq(last: &mut u64, got: u64) {
+    *last += 1;
+    assert_eq!(got, *last, "seqs of consecutive commands are consecutive");
+}
+
+/// Runs a `List*` query (page size 500) that must succeed and returns its items.
+macro_rules! list {
+    ($tenant:expr, $actor:expr, $q:ident { $($body:tt)* } => $r:ident) => {
+        match query($tenant, $actor, Q::$q(v1::$q { page: page500(), $($body)* }))
+            .await
+            .expect("list query")
+        {
+            R::$r(r) => {
+                assert_eq!(r.next_page_token, "", "everything fits in one page");
+                r.items
+            }
+            other => panic!("unexpected result {other:?}"),
+        }
+    };
+}
+pub(crate) use list;
+
+/// A fresh entity id, in text form: an id that names nothing.
+pub fn a_uuid() -> String {
+    EntityId::new().to_text()
+}
+
+/// The titles of the work items that `ListWorkItems.text` finds for `text` (as ALICE).
+pub async fn search(
+    tenant: &pm_db::Tenant,
+    project_id: &str,
+    text: &str,
+) -> pm_db::Result<Vec<String>> {
+    match query(
+        tenant,
+        &ALICE,
+        Q::ListWorkItems(v1::ListWorkItems {
+            project_id: project_id.into(),
+            page: page500(),
+            text: text.into(),
+            ..Default::default()
+        }),
+    )
+    .await?
+    {
+        R::ListWorkItemsResult(r) => Ok(r.items.into_iter().map(|i| i.title).collect()),
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+/// The id of the tenant `acme`.
+pub fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// Every stored event of a tenant, in seq order: (seq, encoded event).
+pub async fn events(tenant: &Tenant) -> Vec<(u64, Vec<u8>)> {
+    tenant
+        .read_events(0, None, u32::MAX, &EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.event.to_vec()))
+        .collect()
 }

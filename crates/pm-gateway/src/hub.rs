@@ -5,13 +5,10 @@
 //! subscriber whose queue is full is cut off (`SLOW_CONSUMER`): the writer and the other
 //! subscribers never wait for it, and it can resume from the log.
 //!
-//! Resume without gap or duplicate: a new subscriber registers first, in a catching-up state
-//! where every committed group is buffered as it is (permissions are not known yet). The
-//! session then reads the user's memberships and the head `D` in one read transaction, sends
-//! the logged events in `(from_seq, D]`, and [`Hub::go_live`] hands over the memberships as of
-//! `D`: buffered events up to `D` are dropped (already sent), later ones are filtered, with
-//! membership changes applied in order, and delivery is live from then on. Events are processed
-//! under one lock, in seq order.
+//! A new subscriber starts catching up: every committed group is buffered for it as it is
+//! (permissions are not known yet) until [`Hub::go_live`] hands over its memberships as of the
+//! position it replayed the log to; the handshake around it is in [`resume`](crate::resume).
+//! Events are processed under one lock, in seq order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,18 +19,18 @@ use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, EventFilter, Tenant};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::connection::{Close, Outbound};
 use crate::metrics::Metrics;
-use crate::session::{Close, Outbound};
 
 /// The hubs of all tenants with subscribers.
 #[derive(Debug, Default)]
-pub struct Hubs {
+pub(crate) struct Hubs {
     hubs: Mutex<HashMap<TenantId, Weak<Hub>>>,
 }
 
 impl Hubs {
     /// The hub of `tenant`, started if it has none.
-    pub fn get(&self, tenant: &Arc<Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
+    pub(crate) fn get(&self, tenant: &Arc<Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().expect("hubs lock is never poisoned");
         if let Some(hub) = hubs.get(tenant.id()).and_then(Weak::upgrade) {
             return hub;
@@ -47,7 +44,7 @@ impl Hubs {
 
 /// One tenant's subscribers.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     tenant: Arc<Tenant>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -63,11 +60,11 @@ struct State {
 
 /// What a subscriber asked for.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Only these projects (`None`: every project the user may see).
-    pub projects: Option<HashSet<String>>,
+    pub(crate) projects: Option<HashSet<String>>,
     /// Only these kinds (empty: all).
-    pub kinds: Vec<EntityKind>,
+    pub(crate) kinds: Vec<EntityKind>,
 }
 
 #[derive(Debug)]
@@ -101,7 +98,7 @@ impl Subscriber {
 
 /// A subscriber's place in the hub; leaving it (drop) unsubscribes.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     hub: Arc<Hub>,
     id: u64,
 }
@@ -119,13 +116,13 @@ impl Drop for Registration {
 
 /// How a subscriber is reached.
 #[derive(Debug)]
-pub struct Channels {
+pub(crate) struct Channels {
     /// Its connection's outgoing queue.
-    pub out: mpsc::Sender<Outbound>,
+    pub(crate) out: mpsc::Sender<Outbound>,
     /// Its connection's close requests.
-    pub close: mpsc::Sender<Close>,
+    pub(crate) close: mpsc::Sender<Close>,
     /// Groups buffered while catching up before it counts as slow.
-    pub capacity: usize,
+    pub(crate) capacity: usize,
 }
 
 impl Hub {
@@ -148,7 +145,7 @@ impl Hub {
 
     /// Registers a subscriber in the catching-up state: from now on every committed group is
     /// kept for it until [`Hub::go_live`].
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         user: UserId,
         filter: Filter,
@@ -180,7 +177,7 @@ impl Hub {
     /// which the session sent the log: later buffered events are filtered (membership changes
     /// applied in order) and queued, and delivery is live from now on. False if the subscriber
     /// was cut off meanwhile.
-    pub fn go_live(
+    pub(crate) fn go_live(
         &self,
         registration: &Registration,
         allowed: HashSet<String>,
@@ -204,7 +201,7 @@ impl Hub {
     }
 
     /// The tenant.
-    pub fn tenant(&self) -> &Arc<Tenant> {
+    pub(crate) fn tenant(&self) -> &Arc<Tenant> {
         &self.tenant
     }
 

@@ -7,11 +7,11 @@
 //! are the rows of these tables plus the single-attack tests.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::response::Result as Out;
 use pm_proto::v1::server_frame::Body;
-use pm_server::auth::unix_now;
 use prost::Message as _;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -168,11 +168,11 @@ async fn tenant_ids_that_are_paths_or_look_alikes_are_refused_before_any_path_is
     }
     assert_eq!(count, 27);
     // Nothing was created anywhere under the data directory, let alone beside it.
-    assert_eq!(tree(app.dir.path()), Vec::<String>::new());
+    assert_eq!(tree(app.data_dir()), Vec::<String>::new());
     // A valid tenant id still works, and creates exactly its own directory.
     let (_client, welcome) = app.client("acme", "alice").await;
     assert_eq!(welcome.tenant_id, "acme");
-    let created = tree(app.dir.path());
+    let created = tree(app.data_dir());
     assert!(created.starts_with(&["tenants".into(), "tenants/acme".into()]));
     assert!(
         created.iter().all(|p| p.starts_with("tenants")),

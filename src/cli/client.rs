@@ -14,6 +14,55 @@ use std::process::ExitCode;
 use pm_client::{Client, ClientError, ClientOptions};
 use pm_proto::v1;
 
+/// `pm-server client [--url URL] [--token T] send|watch`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// WebSocket URL of the server.
+    #[arg(long, env = "PM_URL", default_value = "ws://127.0.0.1:7400/ws")]
+    url: String,
+    /// Token to connect with.
+    #[arg(long, env = "PM_TOKEN", hide_env_values = true)]
+    token: String,
+    /// `send` or `watch`.
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Send requests (ClientFrame bodies in the proto3 JSON mapping), given as arguments or one
+    /// per line on standard input, e.g. '{"query": {"listProjects": {}}}'. Prints each
+    /// Response as a JSON line; exits 1 if any was an error, 2 on connection or input errors.
+    Send {
+        /// The requests; none: read standard input.
+        requests: Vec<String>,
+    },
+    /// Subscribe and print events as JSON lines until interrupted (reconnects and resumes).
+    Watch {
+        /// Only these projects (repeatable).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Only these entity types, e.g. work_item (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Start after this change number (default: only new changes).
+        #[arg(long)]
+        from_seq: Option<u64>,
+    },
+}
+
+/// Sends or watches; the exit code says how it went (see the module documentation).
+pub async fn run(args: Args) -> ExitCode {
+    match args.what {
+        What::Send { requests } => send(&args.url, &args.token, requests).await,
+        What::Watch {
+            projects,
+            types,
+            from_seq,
+        } => watch(&args.url, &args.token, projects, types, from_seq).await,
+    }
+}
+
 /// Exit code: every request succeeded.
 const OK: u8 = 0;
 /// Exit code: a request was answered with an error.
@@ -48,7 +97,7 @@ fn parse(line: &str) -> Result<v1::client_frame::Body, String> {
 }
 
 /// Sends each request in order and prints each `Response` as a JSON line.
-pub async fn send(url: &str, token: &str, requests: Vec<String>) -> ExitCode {
+async fn send(url: &str, token: &str, requests: Vec<String>) -> ExitCode {
     let lines: Vec<String> = if requests.is_empty() {
         let stdin = std::io::stdin();
         let mut lines = Vec::new();
@@ -121,7 +170,7 @@ pub async fn send(url: &str, token: &str, requests: Vec<String>) -> ExitCode {
 }
 
 /// Subscribes and prints every event as a JSON line until interrupted or disconnected.
-pub async fn watch(
+async fn watch(
     url: &str,
     token: &str,
     project_ids: Vec<String>,

@@ -1,13 +1,72 @@
 //! `pm-server tenants list|stats`: what is in a data directory, as a table or JSON.
 
+use std::path::PathBuf;
+
 use pm_db::inspect::{self, TenantStats};
 use pm_db::RegistryConfig;
 use serde_json::json;
 
+use super::{operator_text, resolve_tenants, DataDir, Failure, Outcome, Report};
+
+/// `pm-server tenants list|stats`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// `list` or `stats`.
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Tenant ids and their size on disk.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per tenant: size, schema version, head seq, last activity, entity counts.
+    Stats {
+        #[command(flatten)]
+        data: DataDir,
+        /// Only these tenants (repeatable); all by default.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Migrations directory the schema versions are compared with (default: embedded).
+        #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
+        migrations_dir: Option<PathBuf>,
+    },
+}
+
+/// Lists the tenants or reports their statistics.
+pub async fn run(args: Args) -> Outcome {
+    let (mut report, json) = match args.what {
+        What::List { data, json } => (list(&data.registry_config(), json)?, json),
+        What::Stats {
+            data,
+            tenants,
+            json,
+            migrations_dir,
+        } => {
+            let mut config = data.registry_config();
+            config.migrations_dir = migrations_dir;
+            (stats(&config, &tenants, json).await?, json)
+        }
+    };
+    if json {
+        report.stdout.push('\n');
+    }
+    Ok(report)
+}
+
 /// One line per tenant directory: the id and its size, or why the name is not a tenant.
-pub async fn list(config: &RegistryConfig, as_json: bool) -> Result<String, String> {
+fn list(config: &RegistryConfig, as_json: bool) -> Outcome {
     let tenants = inspect::list_tenants(config)
-        .map_err(|e| format!("cannot read the data directory: {e}"))?;
+        .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
     let rows: Vec<(String, Option<u64>)> = tenants
         .into_iter()
         .map(|t| match t {
@@ -23,7 +82,9 @@ pub async fn list(config: &RegistryConfig, as_json: bool) -> Result<String, Stri
                 None => json!({"tenant": name, "error": "not a valid tenant id"}),
             })
             .collect();
-        return Ok(serde_json::to_string_pretty(&items).expect("JSON values serialize"));
+        return Ok(Report::ok(
+            serde_json::to_string_pretty(&items).expect("JSON values serialize"),
+        ));
     }
     let mut out = format!("{:<40} {:>10}\n", "TENANT", "SIZE");
     for (name, size) in &rows {
@@ -36,29 +97,19 @@ pub async fn list(config: &RegistryConfig, as_json: bool) -> Result<String, Stri
         "{} tenant(s)\n",
         rows.iter().filter(|(_, s)| s.is_some()).count()
     ));
-    Ok(out)
+    Ok(Report::ok(out))
 }
 
 /// Statistics of the named tenants (all when empty). Failures are reported per tenant.
-pub async fn stats(
-    config: &RegistryConfig,
-    names: &[String],
-    as_json: bool,
-) -> Result<(String, bool), String> {
-    let ids: Vec<Result<pm_core::TenantId, String>> = if names.is_empty() {
-        inspect::list_tenants(config).map_err(|e| format!("cannot read the data directory: {e}"))?
-    } else {
-        names
-            .iter()
-            .map(|n| pm_core::TenantId::parse(n).map_err(|_| n.clone()))
-            .collect()
-    };
+async fn stats(config: &RegistryConfig, names: &[String], as_json: bool) -> Outcome {
+    let ids = resolve_tenants(names, || inspect::list_tenants(config))
+        .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
     let mut results: Vec<Result<TenantStats, (String, String)>> = Vec::new();
     for id in ids {
         results.push(match id {
             Ok(id) => inspect::tenant_stats(config, &id)
                 .await
-                .map_err(|e| (id.to_string(), safe(&e))),
+                .map_err(|e| (id.to_string(), operator_text(&e))),
             Err(name) => Err((name, "not a valid tenant id".into())),
         });
     }
@@ -80,10 +131,11 @@ pub async fn stats(
                 Err((name, error)) => json!({"tenant": name, "error": error}),
             })
             .collect();
-        return Ok((
-            serde_json::to_string_pretty(&items).expect("JSON values serialize"),
+        return Ok(Report {
+            stdout: serde_json::to_string_pretty(&items).expect("JSON values serialize"),
+            stderr: String::new(),
             failed,
-        ));
+        });
     }
     let mut out = format!(
         "{:<24} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
@@ -125,19 +177,11 @@ pub async fn stats(
             Err((name, error)) => out.push_str(&format!("{name:<24} FAILED: {error}\n")),
         }
     }
-    Ok((out, failed))
-}
-
-/// Storage errors for the operator, without SQL.
-fn safe(error: &pm_db::Error) -> String {
-    match error {
-        pm_db::Error::Database(e) => format!(
-            "cannot read the database: {}",
-            e.as_database_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-        ),
-        other => other.to_string(),
-    }
+    Ok(Report {
+        stdout: out,
+        stderr: String::new(),
+        failed,
+    })
 }
 
 fn human_size(bytes: u64) -> String {

@@ -477,7 +477,7 @@ mod tests {
         assert_eq!(defaults.migrations_dir, None);
 
         let migrations = tempfile::tempdir().unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
         for entry in std::fs::read_dir(source).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), migrations.path().join(entry.file_name())).unwrap();

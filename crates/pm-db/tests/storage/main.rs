@@ -1,0 +1,50 @@
+//! Storage tests on real SQLite files: one temporary data directory per test.
+//!
+//! # Layout
+//!
+//! - `support`: the per-test environment (`TestEnv`, `setup`) and helpers that run commands
+//!   and queries and check their answers.
+//! - `crud`: create, read, update, soft delete and restore of projects, members and work items;
+//!   moving work items; display keys.
+//! - `crud_planning`: the same for sprints, dependencies and swim lanes.
+//! - `crud_records`: the same for comments, time entries (and the timer) and LLM context.
+//! - `conflicts`: versions; stale `expected_version`s and concurrent updates of one row.
+//! - `rules`: the rules commands enforce: hierarchy, dependency cycles, sprint transitions, one
+//!   running timer per user, timestamps in range.
+//! - `permissions`: roles and membership: the last admin, viewers, non-members, archived and
+//!   deleted projects, removed members.
+//! - `pagination`: keyset pages under concurrent inserts; malformed page requests.
+//! - `search`: full-text search over titles, descriptions and live comments.
+//! - `idempotency`: keyed commands replay their first answer.
+//! - `batches`: atomic batches commit all or nothing.
+//! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
+//! - `writer`: gapless seqs, connection pragmas, a full queue, group commit of mixed commands.
+//! - `events`: committed events in seq order, the activity feed, resume positions.
+//! - `retention`: change-log pruning by count and age, and what it never removes.
+//! - `migrations`: online schema migrations rolled out to open tenants through their writers.
+//! - `backup`: online backup while writes continue, and restore.
+//! - `export`: JSON Lines export and validated, all-or-nothing import (its source tenant is
+//!   built in `export::fixture`).
+//! - `real_data`: the real shared export (`../shared/data/`) replayed through commands and
+//!   read back.
+
+mod support;
+
+mod backup;
+mod batches;
+mod conflicts;
+mod crud;
+mod crud_planning;
+mod crud_records;
+mod events;
+mod export;
+mod idempotency;
+mod migrations;
+mod pagination;
+mod permissions;
+mod real_data;
+mod retention;
+mod rules;
+mod search;
+mod tenants;
+mod writer;

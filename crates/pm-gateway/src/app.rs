@@ -1,0 +1,143 @@
+//! The state every connection shares: settings, storage, token verification, the hubs, the
+//! limits and the metrics; and the operator actions on it (the online schema rollout that
+//! SIGHUP starts).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pm_db::TenantRegistry;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::{AuthConfigError, Verifier};
+use crate::hub::Hubs;
+use crate::limits::ConnectionCounts;
+use crate::metrics::{Metrics, TenantFigures};
+use crate::settings::Settings;
+
+/// Everything connections share.
+#[derive(Debug)]
+pub struct App {
+    /// The settings in force.
+    pub settings: Settings,
+    /// Open tenants.
+    pub registry: TenantRegistry,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Fan-out per tenant.
+    pub(crate) hubs: Hubs,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Connections per tenant and user.
+    pub counts: Arc<ConnectionCounts>,
+    /// What `Welcome.server_version` says: the build of the binary serving.
+    pub server_version: String,
+    connections: Arc<Semaphore>,
+    ready: AtomicBool,
+}
+
+impl App {
+    /// Builds the shared state from settings; `server_version` identifies the build.
+    pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, AuthConfigError> {
+        let verifier = Verifier::new(&settings.auth)?;
+        Ok(Arc::new(App {
+            registry: TenantRegistry::new(settings.registry_config()),
+            verifier,
+            hubs: Hubs::default(),
+            metrics: Arc::new(Metrics::default()),
+            counts: Arc::new(ConnectionCounts::default()),
+            server_version: server_version.to_owned(),
+            connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            ready: AtomicBool::new(false),
+            settings,
+        }))
+    }
+
+    /// The WebSocket settings of every connection.
+    pub(crate) fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.settings.limits.max_frame_bytes;
+        // A small read buffer keeps idle connections cheap (~9 KiB instead of ~130 KiB). The
+        // write buffer gathers what one flush sends (a burst of events) into few writes; with
+        // 0, tungstenite writes every frame with its own syscall.
+        WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(8 * 1024)
+            .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+
+    /// A place among `limits.max_connections`, if one is free.
+    pub(crate) fn connection_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether new connections are taken (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// The Prometheus exposition of `/metrics`.
+    pub(crate) fn render_metrics(&self) -> String {
+        let (groups, jobs) = self.registry.writer_totals();
+        self.metrics.render(&TenantFigures {
+            open: self.registry.open_count() as u64,
+            groups,
+            jobs,
+            pruned_events: self.registry.pruned_events_total(),
+            schema: self.registry.schema_status(),
+        })
+    }
+
+    /// Rolls out the migrations directory to the open tenants (see
+    /// [`TenantRegistry::migrate_online`]) and logs the outcome: what SIGHUP does.
+    pub async fn migrate_online(&self) -> pm_db::Result<pm_db::RolloutReport> {
+        let report = self.registry.migrate_online().await.inspect_err(|error| {
+            tracing::error!(%error, "online schema migration refused; nothing was changed");
+        })?;
+        match &report.failed {
+            None => tracing::info!(
+                target_version = report.target_version,
+                tenants = report.migrated.len(),
+                closed_pending = report.closed_pending,
+                "online schema migration done"
+            ),
+            Some((tenant, error)) => tracing::error!(
+                target_version = report.target_version,
+                %tenant,
+                %error,
+                migrated = report.migrated.len(),
+                skipped = report.skipped.len(),
+                "online schema migration FAILED; stopped the rollout"
+            ),
+        }
+        Ok(report)
+    }
+
+    /// Runs [`App::migrate_online`] on every SIGHUP, until the returned future is dropped.
+    pub async fn migrate_online_on_sighup(self: Arc<Self>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hangup = match signal(SignalKind::hangup()) {
+                Ok(hangup) => hangup,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGHUP; online migrations are off");
+                    return;
+                }
+            };
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the migrations directory");
+                let _ = self.migrate_online().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! A connection's outgoing side: what may be queued for a client ([`Outbound`]), why the
+//! server closes a connection on purpose ([`Close`]), and the writer task that owns the
+//! socket's sink.
+//!
+//! The writer drains the connection's bounded queue with `feed` and flushes once per burst
+//! (about ten times the frames per second of a flush per frame). Closing on purpose goes
+//! through a separate channel: the writer drops what is still queued and sends `Goodbye`
+//! whose `resume_from_seq` is the last event it actually handed to the socket, then the close
+//! frame. This module depends on nothing else of the gateway, so the session and the hub can
+//! both use it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::SplitSink;
+use futures::SinkExt;
+use pm_proto::frame::encode_server_frame;
+use pm_proto::v1::{self, server_frame::Body};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The upgraded socket of a connection.
+pub(crate) type Ws = WebSocketStream<tokio::net::TcpStream>;
+
+/// Something for the connection's writer to send.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// An encoded `ServerFrame` (response, welcome, pong).
+    Frame(Bytes),
+    /// An encoded `ServerFrame{event}` and its seq.
+    Event {
+        /// The event's change number.
+        seq: u64,
+        /// The shared encoded frame.
+        frame: Bytes,
+    },
+    /// The events of one committed group that this connection wants, in seq order: one queue
+    /// slot per group, so a large group does not overflow a healthy subscriber.
+    Events(Vec<(u64, Bytes)>),
+    /// A WebSocket ping.
+    Ping,
+}
+
+/// Why the server closes a connection on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// The outgoing queue overflowed.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+    /// Token problems.
+    Unauthenticated(v1::CloseReason, String),
+    /// Repeated rate-limit violations.
+    RateLimitAbuse,
+    /// No traffic for three heartbeat intervals.
+    HeartbeatTimeout,
+    /// A connection limit.
+    TooManyConnections(String),
+    /// A text frame (1003) or repeated garbage (1007).
+    Protocol(u16, String),
+    /// The server failed in a way the connection cannot recover from (1011).
+    Internal,
+}
+
+impl Close {
+    /// The goodbye reason, its text and the close code.
+    pub(crate) fn parts(&self) -> (v1::CloseReason, String, u16) {
+        use v1::CloseReason as R;
+        match self {
+            Close::SlowConsumer => (
+                R::SlowConsumer,
+                "the connection did not keep up with its events; resume from resume_from_seq"
+                    .into(),
+                4008,
+            ),
+            Close::Shutdown => (R::Shutdown, "the server is shutting down".into(), 1001),
+            Close::Unauthenticated(reason, message) => (*reason, message.clone(), 4001),
+            Close::RateLimitAbuse => (R::RateLimitAbuse, "too many requests".into(), 4029),
+            Close::HeartbeatTimeout => (
+                R::HeartbeatTimeout,
+                "no traffic for three heartbeat intervals".into(),
+                1001,
+            ),
+            Close::TooManyConnections(message) => (R::TooManyConnections, message.clone(), 1013),
+            Close::Protocol(code, message) => (R::ProtocolViolation, message.clone(), *code),
+            Close::Internal => (
+                R::Unspecified,
+                "internal error; reconnect and resume".into(),
+                1011,
+            ),
+        }
+    }
+}
+
+/// The writer task: queue to socket, `feed` then one `flush` per burst.
+///
+/// A client that stops reading blocks the socket, and with it a burst in progress: the
+/// goodbye is therefore watched during bursts too, and the goodbye itself gets `grace` to go
+/// out (the peer may start reading again) before the socket is dropped without it. Without
+/// that bound a peer that keeps its connection open but never reads again would hold the
+/// connection, its queue and its task forever.
+pub(crate) async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    mut goodbye: oneshot::Receiver<Close>,
+    last_event: Arc<AtomicU64>,
+    grace: Duration,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            close = &mut goodbye => {
+                finish(sink, close.ok(), &last_event, grace).await;
+                return;
+            }
+            item = queue.recv() => item,
+        };
+        let Some(item) = item else {
+            // The session is over; it may still have a goodbye to send.
+            let close = goodbye.await.ok();
+            finish(sink, close, &last_event, grace).await;
+            return;
+        };
+        let written = tokio::select! {
+            biased;
+            close = &mut goodbye => Err(close.ok()),
+            written = write_burst(&mut sink, item, &mut queue, &last_event) => Ok(written),
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(close) => {
+                finish(sink, close, &last_event, grace).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
+/// the socket failed. `last_event` follows every event handed to the sink: those are written
+/// before anything fed after them, the goodbye included.
+async fn write_burst(
+    sink: &mut SplitSink<Ws, Message>,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+    last_event: &AtomicU64,
+) -> bool {
+    let mut next = Some(first);
+    let mut burst = 0;
+    while let Some(item) = next.take() {
+        let fed = match item {
+            Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await.is_ok(),
+            Outbound::Event { seq, frame } => feed_event(sink, seq, frame, last_event).await,
+            Outbound::Events(events) => {
+                let mut fed = true;
+                for (seq, frame) in events {
+                    fed = feed_event(sink, seq, frame, last_event).await;
+                    if !fed {
+                        break;
+                    }
+                }
+                fed
+            }
+            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.is_ok(),
+        };
+        if !fed {
+            return false;
+        }
+        burst += 1;
+        // Bound a burst so that a steady stream still gets flushed.
+        if burst < MAX_BURST {
+            next = queue.try_recv().ok();
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
+/// Queue items written before a flush at most, so that a steady stream still gets flushed.
+const MAX_BURST: usize = 256;
+
+/// Hands one event to the socket and records it as the last one a resume may start after.
+async fn feed_event(
+    sink: &mut SplitSink<Ws, Message>,
+    seq: u64,
+    frame: Bytes,
+    last_event: &AtomicU64,
+) -> bool {
+    let fed = sink.feed(Message::Binary(frame)).await.is_ok();
+    if fed {
+        last_event.store(seq, Ordering::Release);
+    }
+    fed
+}
+
+/// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
+/// code, or with a plain close when the client left first. Whatever is still queued is
+/// dropped. A peer that takes nothing for `grace` does not get the goodbye: the socket is
+/// dropped instead.
+async fn finish(
+    mut sink: SplitSink<Ws, Message>,
+    close: Option<Close>,
+    last_event: &AtomicU64,
+    grace: Duration,
+) {
+    let _ = tokio::time::timeout(grace, async {
+        if let Some(close) = close {
+            let (reason, message, code) = close.parts();
+            let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
+                reason: reason.into(),
+                message: message.clone(),
+                resume_from_seq: last_event.load(Ordering::Acquire),
+            }));
+            let _ = sink.feed(Message::Binary(goodbye)).await;
+            let _ = sink
+                .feed(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: message.into(),
+                })))
+                .await;
+            let _ = sink.flush().await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// An encoded frame to send.
+pub(crate) fn frame(body: Body) -> Outbound {
+    Outbound::Frame(encode_server_frame(body))
+}
+
+/// The encoded answer to request `request_id`.
+pub(crate) fn response(request_id: u64, result: v1::response::Result) -> Outbound {
+    frame(Body::Response(v1::Response {
+        request_id,
+        result: Some(result),
+    }))
+}
+
+/// A storage failure as the client is told about it; unexpected ones (which the client only
+/// sees as `INTERNAL`) are logged here, once.
+pub(crate) fn storage_error(error: pm_db::Error) -> v1::Error {
+    if error.is_internal() {
+        tracing::error!(%error, "request failed");
+    }
+    error.to_wire()
+}

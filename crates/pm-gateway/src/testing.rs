@@ -1,0 +1,139 @@
+//! A real server for tests (feature `test-util`): bound to port 0, on a fresh data directory
+//! (or one the test names, to restart on the same data), with a known HS256 secret to mint
+//! tokens with. Every crate's tests use this one; logs stay silent unless `TEST_LOG` is set.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pm_core::{TenantId, UserId};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::settings::Settings;
+
+/// The HS256 secret every test server verifies tokens with.
+pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+/// What test servers report as their build.
+pub const TEST_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test)");
+
+/// A running server; dropping it starts its shutdown.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state (settings, registry, metrics).
+    pub app: Arc<App>,
+    data_dir: PathBuf,
+    /// The data directory when the server made its own.
+    _owned_dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server with default settings on a fresh data directory.
+    pub async fn spawn() -> TestServer {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server on a fresh data directory, with settings changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestServer {
+        let dir = tempfile::tempdir().expect("a temporary data directory");
+        let mut server = Self::spawn_in(dir.path(), configure).await;
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    /// A server on `data_dir` (which outlives it), port 0.
+    pub async fn spawn_in(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port on the loopback interface");
+        Self::serve_on(listener, data_dir, configure)
+    }
+
+    /// A server on an already bound `listener`: a restart at the same address.
+    pub fn serve_on(
+        listener: TcpListener,
+        data_dir: &Path,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_test_writer()
+                .try_init();
+        }
+        let mut settings = Settings::default();
+        settings.server.data_dir = data_dir.to_owned();
+        settings.auth.secret = SECRET.into();
+        settings.server.drain_timeout_ms = 2_000;
+        configure(&mut settings);
+        let addr = listener.local_addr().expect("a bound listener");
+        let app = App::new(settings, TEST_VERSION).expect("test settings are valid");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(crate::server::serve(listener, app.clone(), async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            app,
+            data_dir: data_dir.to_owned(),
+            _owned_dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The WebSocket URL, `ws://127.0.0.1:PORT/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A token for `user` of `tenant`, valid for an hour.
+    pub fn token(&self, tenant: &str, user: &str) -> String {
+        token(tenant, user)
+    }
+
+    /// Starts the shutdown and waits until the server has returned.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("the server task did not panic")
+                .expect("the server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A token signed with [`SECRET`] for `user` of `tenant`, valid for an hour.
+pub fn token(tenant: &str, user: &str) -> String {
+    crate::auth::mint_hs256(
+        SECRET,
+        &TenantId::parse(tenant).expect("a valid tenant id"),
+        &UserId::parse("sub", user).expect("a valid user id"),
+        None,
+        Duration::from_secs(3600),
+    )
+    .expect("the test secret is long enough")
+}

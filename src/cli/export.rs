@@ -1,0 +1,78 @@
+//! `pm-server export`: one tenant as JSON Lines (format in `pm_db::export`).
+
+use std::path::{Path, PathBuf};
+
+use pm_core::TenantId;
+use pm_db::export::{self, Counts, ExportSummary};
+use pm_db::RegistryConfig;
+
+use super::{DataDir, Failure, Outcome, Report};
+
+/// `pm-server export --tenant T [-o FILE]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataDir,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Output file (written whole or not at all); standard output by default.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+/// Exports the tenant; the summary line goes to standard error, next to the data.
+pub async fn run(args: Args) -> Outcome {
+    let config = args.data.registry_config();
+    let id = TenantId::parse(&args.tenant).map_err(|e| Failure(e.to_string()))?;
+    let summary = match &args.out {
+        None => {
+            let mut stdout = std::io::BufWriter::new(std::io::stdout());
+            export::export_tenant(&config, &id, &mut stdout).await
+        }
+        Some(path) => to_file(&config, &id, path).await?,
+    }
+    .map_err(|e| Failure::from(&e))?;
+    Ok(Report {
+        stderr: format!(
+            "exported tenant {id}: head_seq={}, {}\n",
+            summary.header.head_seq,
+            counts(&summary.counts)
+        ),
+        ..Report::default()
+    })
+}
+
+/// Writes the export beside `path` and renames it into place once complete and synced.
+async fn to_file(
+    config: &RegistryConfig,
+    id: &TenantId,
+    path: &Path,
+) -> Result<pm_db::Result<ExportSummary>, Failure> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", partial.display())))?;
+    let mut file = std::io::BufWriter::new(file);
+    let written = export::export_tenant(config, id, &mut file).await;
+    let finished = written.and_then(|summary| {
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)?;
+        Ok(summary)
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    Ok(finished)
+}
+
+/// `kind=N` for every kind of line, in file order.
+pub(crate) fn counts(counts: &Counts) -> String {
+    counts
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

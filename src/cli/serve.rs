@@ -1,0 +1,136 @@
+//! `pm-server serve`: the gateway on one port until SIGINT or SIGTERM, with online schema
+//! migrations on SIGHUP; `--dev` adds a development secret and prints a ready-to-use token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pm_core::{TenantId, UserId};
+use pm_gateway::{auth, App, Settings};
+
+use super::token::dev_secret;
+use super::Failure;
+
+/// `pm-server serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--set K=V]... [--dev]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Settings file (TOML); `PM_*` variables and flags override it.
+    #[arg(long, env = "PM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:7400 (overrides `server.listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides `server.data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Any setting, as `section.key=value` (repeatable), e.g. `limits.max_connections=500`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Development mode: a generated secret kept in the data directory, and a ready-to-use
+    /// token printed at start.
+    #[arg(long)]
+    dev: bool,
+}
+
+/// Serves until SIGINT or SIGTERM; exit code 0 after an orderly shutdown.
+pub async fn run(args: Args) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.print(),
+    }
+}
+
+async fn serve(args: Args) -> Result<(), Failure> {
+    let mut overrides = args.set;
+    if let Some(listen) = args.listen {
+        overrides.push(format!("server.listen={listen}"));
+    }
+    if let Some(dir) = args.data_dir {
+        overrides.push(format!("server.data_dir={}", dir.display()));
+    }
+    let mut settings = Settings::load(
+        args.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        &overrides,
+    )
+    .map_err(|e| Failure(e.to_string()))?;
+    if args.dev && settings.auth.secret.is_empty() {
+        settings.auth.secret = dev_secret(&settings.server.data_dir)
+            .map_err(|e| Failure(format!("cannot create the development secret: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
+        .await
+        .map_err(|e| Failure(format!("cannot listen on {}: {e}", settings.server.listen)))?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let secret = settings.auth.secret.clone();
+    let data_dir = settings.server.data_dir.clone();
+    let app = App::new(settings, crate::BUILD_VERSION).map_err(|e| Failure(e.to_string()))?;
+    tracing::info!(%address, version = crate::BUILD_VERSION, "serving");
+    if args.dev {
+        print_dev_banner(&secret, &address, &data_dir)?;
+    }
+    // SIGHUP: apply new migrations of `storage.migrations_dir` while serving.
+    let migrations = tokio::spawn(app.clone().migrate_online_on_sighup());
+    let served = pm_gateway::serve(listener, app, shutdown_signal()).await;
+    migrations.abort();
+    served.map_err(|e| Failure(e.to_string()))
+}
+
+/// What `--dev` prints: where the server is, a token for tenant `dev`, and how to use it.
+fn print_dev_banner(
+    secret: &str,
+    address: &str,
+    data_dir: &std::path::Path,
+) -> Result<(), Failure> {
+    let tenant = TenantId::parse("dev").expect("a valid tenant id");
+    let user = UserId::parse("sub", "dev-user").expect("a valid user id");
+    let token = auth::mint_hs256(
+        secret,
+        &tenant,
+        &user,
+        Some("Dev User"),
+        Duration::from_secs(24 * 3600),
+    )
+    .map_err(|e| Failure(e.to_string()))?;
+    println!("pm-server {} (development mode)", crate::BUILD_VERSION);
+    println!("  data directory: {}", data_dir.display());
+    println!("  WebSocket:      ws://{address}/ws");
+    println!("  token (tenant dev, user dev-user, 24 h):\n    {token}");
+    println!("  try it:         export PM_URL=ws://{address}/ws PM_TOKEN={token}");
+    println!(
+        r#"                  pm-server client send '{{"command": {{"createProject": {{"key": "PM", "name": "Board"}}}}}}'"#
+    );
+    println!("                  pm-server client watch --from-seq 0");
+    println!("                  (from a checkout: cargo run --release -- client ...)");
+    println!(
+        "  more tokens:    pm-server token --dev-data-dir {} --tenant dev --user alice",
+        data_dir.display()
+    );
+    println!("  health:         curl http://{address}/healthz");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
