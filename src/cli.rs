@@ -87,9 +87,9 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// The storage configuration of this data directory (default tuning).
-    pub fn registry_config(&self) -> pm_db::RegistryConfig {
-        pm_db::RegistryConfig::new(&self.data_dir)
+    /// The SQLite engine's configuration of this data directory (default tuning).
+    pub fn sqlite_config(&self) -> pm_db::SqliteConfig {
+        pm_db::SqliteConfig::new(&self.data_dir)
     }
 }
 

@@ -317,11 +317,12 @@ fn the_client_sends_json_requests_and_watches_events_as_json_lines() {
 
 /// A tenant with one project (its admin too), two work items (one deleted) and a comment.
 async fn seed_tenant(data_dir: &Path, id: &str) {
+    use pm_db::Engine as _;
     use pm_proto::v1::command::Kind as C;
     use pm_proto::v1::{self};
 
-    let registry = pm_db::TenantRegistry::new(pm_db::RegistryConfig::new(data_dir));
-    let tenant = registry
+    let engine = pm_db::SqliteEngine::new(pm_db::SqliteConfig::new(data_dir));
+    let tenant = engine
         .open(&pm_core::TenantId::parse(id).unwrap())
         .await
         .unwrap();
@@ -384,7 +385,7 @@ async fn seed_tenant(data_dir: &Path, id: &str) {
         .await
         .unwrap();
     drop(tenant);
-    registry.close_idle().await;
+    engine.close_idle().await;
 }
 
 #[test]

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use pm_core::TenantId;
-use pm_db::backup::{self, BackupReport};
-use pm_db::inspect;
+use pm_db::sqlite::backup::{self, BackupReport};
 
 use super::{each_tenant, resolve_tenants, DataDir, Failure, Outcome};
 
@@ -23,8 +22,8 @@ pub struct Args {
 
 /// Backs up the named tenants (all when none are named) into `--to`, one line each.
 pub async fn run(args: Args) -> Outcome {
-    let config = args.data.registry_config();
-    let ids = resolve_tenants(&args.tenants, || inspect::list_tenants(&config))
+    let config = args.data.sqlite_config();
+    let ids = resolve_tenants(&args.tenants, || config.list_tenants())
         .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
     Ok(each_tenant(&ids, "backed up", async |id: &TenantId| {
         let report = backup::backup_tenant(&config, id, &args.to).await?;

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use pm_core::TenantId;
-use pm_db::export::{self, Counts, ExportSummary};
-use pm_db::RegistryConfig;
+use pm_db::export::{Counts, ExportSummary};
+use pm_db::sqlite::transfer;
+use pm_db::SqliteConfig;
 
 use super::{DataDir, Failure, Outcome, Report};
 
@@ -23,12 +24,12 @@ pub struct Args {
 
 /// Exports the tenant; the summary line goes to standard error, next to the data.
 pub async fn run(args: Args) -> Outcome {
-    let config = args.data.registry_config();
+    let config = args.data.sqlite_config();
     let id = TenantId::parse(&args.tenant).map_err(|e| Failure(e.to_string()))?;
     let summary = match &args.out {
         None => {
             let mut stdout = std::io::BufWriter::new(std::io::stdout());
-            export::export_tenant(&config, &id, &mut stdout).await
+            transfer::export_tenant(&config, &id, &mut stdout).await
         }
         Some(path) => to_file(&config, &id, path).await?,
     }
@@ -45,7 +46,7 @@ pub async fn run(args: Args) -> Outcome {
 
 /// Writes the export beside `path` and renames it into place once complete and synced.
 async fn to_file(
-    config: &RegistryConfig,
+    config: &SqliteConfig,
     id: &TenantId,
     path: &Path,
 ) -> Result<pm_db::Result<ExportSummary>, Failure> {
@@ -55,7 +56,7 @@ async fn to_file(
     let file = std::fs::File::create(&partial)
         .map_err(|e| Failure(format!("cannot create {}: {e}", partial.display())))?;
     let mut file = std::io::BufWriter::new(file);
-    let written = export::export_tenant(config, id, &mut file).await;
+    let written = transfer::export_tenant(config, id, &mut file).await;
     let finished = written.and_then(|summary| {
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;

@@ -4,7 +4,8 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use pm_core::TenantId;
-use pm_db::export::{self, ImportOptions};
+use pm_db::export::ImportOptions;
+use pm_db::sqlite::transfer;
 
 use super::export::counts;
 use super::{DataDir, Failure, Outcome, Report};
@@ -29,18 +30,18 @@ pub struct Args {
 
 /// Imports the file (or standard input) and reports what was (or would be) imported.
 pub async fn run(args: Args) -> Outcome {
-    let config = args.data.registry_config();
+    let config = args.data.sqlite_config();
     let id = TenantId::parse(&args.tenant).map_err(|e| Failure(e.to_string()))?;
     let options = ImportOptions {
         dry_run: args.dry_run,
         replace: args.replace,
     };
     let report = match &args.file {
-        None => export::import_tenant(&config, &id, std::io::stdin().lock(), options).await,
+        None => transfer::import_tenant(&config, &id, std::io::stdin().lock(), options).await,
         Some(path) => {
             let file = std::fs::File::open(path)
                 .map_err(|e| Failure(format!("cannot open {}: {e}", path.display())))?;
-            export::import_tenant(&config, &id, BufReader::new(file), options).await
+            transfer::import_tenant(&config, &id, BufReader::new(file), options).await
         }
     }
     .map_err(|e| Failure::from(&e))?;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use pm_core::TenantId;
-use pm_db::inspect;
-use pm_db::{RegistryConfig, TenantRegistry};
+use pm_db::sqlite::{inspect, migrations};
+use pm_db::{SqliteConfig, SqliteEngine, Tenant};
 
 use super::{Failure, Report};
 
@@ -113,12 +113,13 @@ pub async fn migrate(
     migrations_dir: Option<PathBuf>,
 ) -> Result<Vec<TenantReport>, String> {
     if let Some(dir) = &migrations_dir {
-        pm_db::migrations::newest_version(Some(dir)).map_err(|e| e.to_string())?;
+        migrations::newest_version(Some(dir)).map_err(|e| e.to_string())?;
     }
-    let mut config = RegistryConfig::new(data_dir);
+    let mut config = SqliteConfig::new(data_dir);
     config.migrations_dir = migrations_dir;
     let names: Vec<String> = if tenants.is_empty() {
-        inspect::list_tenants(&config)
+        config
+            .list_tenants()
             .map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?
             .into_iter()
             .map(|t| t.map(|id| id.to_string()).unwrap_or_else(|name| name))
@@ -127,11 +128,11 @@ pub async fn migrate(
         tenants.to_vec()
     };
     let total = names.len();
-    let registry = TenantRegistry::new(config);
+    let engine = SqliteEngine::new(config);
     let progress = std::io::stderr().is_terminal() && total > 1;
     let mut done = 0;
     let mut reports: Vec<TenantReport> = futures::stream::iter(names)
-        .map(|name| migrate_one(&registry, name))
+        .map(|name| migrate_one(&engine, name))
         .buffer_unordered(parallel.max(1))
         .inspect(|_| {
             done += 1;
@@ -144,12 +145,12 @@ pub async fn migrate(
     if progress {
         let _ = writeln!(std::io::stderr());
     }
-    registry.close_idle().await;
+    engine.close_idle().await;
     reports.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(reports)
 }
 
-async fn migrate_one(registry: &TenantRegistry, name: String) -> TenantReport {
+async fn migrate_one(engine: &SqliteEngine, name: String) -> TenantReport {
     let failed = |tenant: String, why: String| TenantReport {
         tenant,
         outcome: Outcome::Failed(why),
@@ -159,27 +160,19 @@ async fn migrate_one(registry: &TenantRegistry, name: String) -> TenantReport {
         Ok(id) => id,
         Err(e) => return failed(name, e.to_string()),
     };
-    let config = registry.config();
-    let before = if config
-        .tenant_dir(&id)
-        .join(pm_db::registry::DB_FILE)
-        .is_file()
-    {
-        match inspect::tenant_stats(config, &id).await {
-            Ok(stats) => Some(stats.schema_version),
-            Err(e) => return failed(name, e.to_string()),
-        }
-    } else {
-        None
+    let config = engine.config();
+    let before = match inspect::schema_version(config, &id).await {
+        Ok(version) => version,
+        Err(e) => return failed(name, e.to_string()),
     };
-    let opened = registry.open(&id).await;
+    let opened = engine.open_tenant(&id).await;
     let head_seq = match &opened {
         Ok(tenant) => tenant.head_seq(),
         Err(e) => return failed(name, e.to_string()),
     };
     drop(opened);
-    let after = match inspect::tenant_stats(config, &id).await {
-        Ok(stats) => stats.schema_version,
+    let after = match inspect::schema_version(config, &id).await {
+        Ok(version) => version.unwrap_or(0),
         Err(e) => return failed(name, e.to_string()),
     };
     let outcome = match before {

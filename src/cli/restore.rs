@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use pm_core::TenantId;
-use pm_db::backup::{self, RestoreReport};
+use pm_db::sqlite::backup::{self, RestoreReport};
 
 use super::{each_tenant, resolve_tenants, DataDir, Failure, Outcome};
 
@@ -25,7 +25,7 @@ pub struct Args {
 
 /// Restores the named tenants (every backup in `--from` when none are named), one line each.
 pub async fn run(args: Args) -> Outcome {
-    let config = args.data.registry_config();
+    let config = args.data.sqlite_config();
     let ids = resolve_tenants(&args.tenants, || backup::list_backups(&args.from))
         .map_err(|e| Failure(format!("cannot read the backup directory: {e}")))?;
     Ok(each_tenant(&ids, "restored", async |id: &TenantId| {

@@ -54,6 +54,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
         &overrides,
     )
     .map_err(|e| Failure(e.to_string()))?;
+    let shutdown = shutdown_signal()
+        .map_err(|e| Failure(format!("cannot listen for SIGINT and SIGTERM: {e}")))?;
     if args.dev && settings.auth.secret.is_empty() {
         settings.auth.secret = dev_secret(&settings.server.data_dir)
             .map_err(|e| Failure(format!("cannot create the development secret: {e}")))?;
@@ -74,7 +76,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
     }
     // SIGHUP: apply new migrations of `storage.migrations_dir` while serving.
     let migrations = tokio::spawn(app.clone().migrate_online_on_sighup());
-    let served = pm_gateway::serve(listener, app, shutdown_signal()).await;
+    let served = pm_gateway::serve(listener, app, shutdown).await;
     migrations.abort();
     served.map_err(|e| Failure(e.to_string()))
 }
@@ -113,24 +115,26 @@ fn print_dev_banner(
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed at once (not when the future
+/// is first polled), so a signal that arrives while the server is starting is not lost to the
+/// default action, which would end the process without draining.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use pm_db::inspect::{self, TenantStats};
-use pm_db::RegistryConfig;
+use pm_db::sqlite::inspect::{self, TenantStats};
+use pm_db::SqliteConfig;
 use serde_json::json;
 
 use super::{operator_text, resolve_tenants, DataDir, Failure, Outcome, Report};
@@ -45,14 +45,14 @@ enum What {
 /// Lists the tenants or reports their statistics.
 pub async fn run(args: Args) -> Outcome {
     let (mut report, json) = match args.what {
-        What::List { data, json } => (list(&data.registry_config(), json)?, json),
+        What::List { data, json } => (list(&data.sqlite_config(), json)?, json),
         What::Stats {
             data,
             tenants,
             json,
             migrations_dir,
         } => {
-            let mut config = data.registry_config();
+            let mut config = data.sqlite_config();
             config.migrations_dir = migrations_dir;
             (stats(&config, &tenants, json).await?, json)
         }
@@ -64,13 +64,14 @@ pub async fn run(args: Args) -> Outcome {
 }
 
 /// One line per tenant directory: the id and its size, or why the name is not a tenant.
-fn list(config: &RegistryConfig, as_json: bool) -> Outcome {
-    let tenants = inspect::list_tenants(config)
+fn list(config: &SqliteConfig, as_json: bool) -> Outcome {
+    let tenants = config
+        .list_tenants()
         .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
     let rows: Vec<(String, Option<u64>)> = tenants
         .into_iter()
         .map(|t| match t {
-            Ok(id) => (id.to_string(), Some(inspect::size_on_disk(config, &id))),
+            Ok(id) => (id.to_string(), Some(config.size_on_disk(&id))),
             Err(name) => (name, None),
         })
         .collect();
@@ -101,8 +102,8 @@ fn list(config: &RegistryConfig, as_json: bool) -> Outcome {
 }
 
 /// Statistics of the named tenants (all when empty). Failures are reported per tenant.
-async fn stats(config: &RegistryConfig, names: &[String], as_json: bool) -> Outcome {
-    let ids = resolve_tenants(names, || inspect::list_tenants(config))
+async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcome {
+    let ids = resolve_tenants(names, || config.list_tenants())
         .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
     let mut results: Vec<Result<TenantStats, (String, String)>> = Vec::new();
     for id in ids {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pm_core::{TenantId, UserId};
-use pm_db::{RegistryConfig, Tenant, TenantRegistry};
+use pm_db::{SqliteConfig, SqliteEngine, SqliteTenant, Tenant as _};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind;
 
@@ -69,16 +69,16 @@ fn create_item(project_id: &str, n: u64) -> v1::Command {
 
 async fn run(options: &Options, tenant_count: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = RegistryConfig::new(dir.path());
+    let mut config = SqliteConfig::new(dir.path());
     config.max_open_tenants = tenant_count.max(1);
     config.writer.savepoint_per_command = options.savepoint_per_command;
-    let registry = TenantRegistry::new(config);
+    let engine = SqliteEngine::new(config);
     let actor = UserId::parse("sub", "bench-user").expect("valid user id");
 
-    let mut tenants: Vec<(Arc<Tenant>, String)> = Vec::with_capacity(tenant_count);
+    let mut tenants: Vec<(Arc<SqliteTenant>, String)> = Vec::with_capacity(tenant_count);
     for i in 0..tenant_count {
         let id = TenantId::parse(&format!("bench-{i}")).expect("valid tenant id");
-        let tenant = registry.open(&id).await.expect("tenant opens");
+        let tenant = engine.open_tenant(&id).await.expect("tenant opens");
         let project = tenant
             .execute(
                 &actor,

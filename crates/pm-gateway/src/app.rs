@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pm_db::TenantRegistry;
+use pm_db::{Engine, SqliteEngine};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -20,8 +20,8 @@ use crate::settings::Settings;
 pub struct App {
     /// The settings in force.
     pub settings: Settings,
-    /// Open tenants.
-    pub registry: TenantRegistry,
+    /// The storage engine: where tenants are opened.
+    pub engine: Arc<dyn Engine>,
     /// Token verification.
     pub verifier: Verifier,
     /// Fan-out per tenant.
@@ -37,11 +37,22 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the shared state from settings; `server_version` identifies the build.
+    /// Builds the shared state from settings, on the SQLite engine the settings describe;
+    /// `server_version` identifies the build.
     pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, AuthConfigError> {
+        let engine = Arc::new(SqliteEngine::new(settings.sqlite_config()));
+        Self::with_engine(settings, engine, server_version)
+    }
+
+    /// Builds the shared state on `engine`.
+    pub fn with_engine(
+        settings: Settings,
+        engine: Arc<dyn Engine>,
+        server_version: &str,
+    ) -> Result<Arc<App>, AuthConfigError> {
         let verifier = Verifier::new(&settings.auth)?;
         Ok(Arc::new(App {
-            registry: TenantRegistry::new(settings.registry_config()),
+            engine,
             verifier,
             hubs: Hubs::default(),
             metrics: Arc::new(Metrics::default()),
@@ -83,20 +94,20 @@ impl App {
 
     /// The Prometheus exposition of `/metrics`.
     pub(crate) fn render_metrics(&self) -> String {
-        let (groups, jobs) = self.registry.writer_totals();
+        let figures = self.engine.figures();
         self.metrics.render(&TenantFigures {
-            open: self.registry.open_count() as u64,
-            groups,
-            jobs,
-            pruned_events: self.registry.pruned_events_total(),
-            schema: self.registry.schema_status(),
+            open: figures.open_tenants,
+            groups: figures.committed_groups,
+            jobs: figures.committed_jobs,
+            pruned_events: figures.pruned_events,
+            schema: figures.schema,
         })
     }
 
-    /// Rolls out the migrations directory to the open tenants (see
-    /// [`TenantRegistry::migrate_online`]) and logs the outcome: what SIGHUP does.
+    /// Rolls out newly configured migrations to the open tenants (see
+    /// [`Engine::migrate_online`]) and logs the outcome: what SIGHUP does.
     pub async fn migrate_online(&self) -> pm_db::Result<pm_db::RolloutReport> {
-        let report = self.registry.migrate_online().await.inspect_err(|error| {
+        let report = self.engine.migrate_online().await.inspect_err(|error| {
             tracing::error!(%error, "online schema migration refused; nothing was changed");
         })?;
         match &report.failed {

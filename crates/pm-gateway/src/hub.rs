@@ -30,7 +30,7 @@ pub(crate) struct Hubs {
 
 impl Hubs {
     /// The hub of `tenant`, started if it has none.
-    pub(crate) fn get(&self, tenant: &Arc<Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
+    pub(crate) fn get(&self, tenant: &Arc<dyn Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().expect("hubs lock is never poisoned");
         if let Some(hub) = hubs.get(tenant.id()).and_then(Weak::upgrade) {
             return hub;
@@ -45,7 +45,7 @@ impl Hubs {
 /// One tenant's subscribers.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    tenant: Arc<Tenant>,
+    tenant: Arc<dyn Tenant>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
@@ -126,7 +126,7 @@ pub(crate) struct Channels {
 }
 
 impl Hub {
-    fn start(tenant: Arc<Tenant>, metrics: Arc<Metrics>) -> Arc<Hub> {
+    fn start(tenant: Arc<dyn Tenant>, metrics: Arc<Metrics>) -> Arc<Hub> {
         // Subscribe before reading the head: anything committed later is in the receiver,
         // anything earlier is at or below the head (and skipped by seq if in both).
         let commits = tenant.subscribe_commits();
@@ -201,7 +201,7 @@ impl Hub {
     }
 
     /// The tenant.
-    pub(crate) fn tenant(&self) -> &Arc<Tenant> {
+    pub(crate) fn tenant(&self) -> &Arc<dyn Tenant> {
         &self.tenant
     }
 

@@ -98,7 +98,7 @@ pub(crate) async fn run(
 /// An authenticated connection.
 struct Session {
     app: Arc<App>,
-    tenant: Arc<Tenant>,
+    tenant: Arc<dyn Tenant>,
     identity: Mutex<Identity>,
     out: mpsc::Sender<Outbound>,
     close: mpsc::Sender<Close>,
@@ -175,7 +175,7 @@ async fn hello(
                 Refused::User => "too many connections for this user".into(),
             })
         })?;
-    let tenant = app.registry.open(&identity.tenant).await.map_err(|e| {
+    let tenant = app.engine.open(&identity.tenant).await.map_err(|e| {
         tracing::warn!(error = %e, "opening the tenant failed");
         Close::TooManyConnections("the tenant cannot be opened now; retry".into())
     })?;

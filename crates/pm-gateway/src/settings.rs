@@ -172,7 +172,7 @@ impl Default for Limits {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        let writer = pm_db::WriterConfig::default();
+        let writer = pm_db::sqlite::WriterConfig::default();
         StorageSettings {
             read_pool_size: 4,
             writer_queue: writer.queue_capacity,
@@ -318,7 +318,7 @@ impl Settings {
             ));
         }
         if let Some(dir) = &self.storage.migrations_dir {
-            if let Err(e) = pm_db::migrations::newest_version(Some(dir)) {
+            if let Err(e) = pm_db::sqlite::migrations::newest_version(Some(dir)) {
                 return invalid(format!("storage.migrations_dir: {e}"));
             }
         }
@@ -336,8 +336,8 @@ impl Settings {
     }
 
     /// The storage configuration these settings describe.
-    pub fn registry_config(&self) -> pm_db::RegistryConfig {
-        let mut config = pm_db::RegistryConfig::new(&self.server.data_dir);
+    pub fn sqlite_config(&self) -> pm_db::SqliteConfig {
+        let mut config = pm_db::SqliteConfig::new(&self.server.data_dir);
         config.max_open_tenants = self.limits.max_open_tenants;
         config.read_pool_size = self.storage.read_pool_size;
         config.writer.queue_capacity = self.storage.writer_queue;
@@ -470,9 +470,7 @@ mod tests {
 
     #[test]
     fn changelog_retention_and_migrations_dir_reach_the_storage_config() {
-        let defaults = Settings::load(None, env(&[]), &[])
-            .unwrap()
-            .registry_config();
+        let defaults = Settings::load(None, env(&[]), &[]).unwrap().sqlite_config();
         assert!(defaults.writer.retention.keeps_everything());
         assert_eq!(defaults.migrations_dir, None);
 
@@ -495,7 +493,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let config = settings.registry_config();
+        let config = settings.sqlite_config();
         assert_eq!(
             config.writer.retention,
             pm_db::Retention {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{TenantId, UserId};
+use pm_db::SqliteEngine;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,8 +27,10 @@ pub const TEST_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test)");
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its shared state (settings, registry, metrics).
+    /// Its shared state (settings, storage, metrics).
     pub app: Arc<App>,
+    /// Its storage, as the SQLite engine it is: for tests that look inside a tenant.
+    pub sqlite: Arc<SqliteEngine>,
     data_dir: PathBuf,
     /// The data directory when the server made its own.
     _owned_dir: Option<tempfile::TempDir>,
@@ -75,7 +78,9 @@ impl TestServer {
         settings.server.drain_timeout_ms = 2_000;
         configure(&mut settings);
         let addr = listener.local_addr().expect("a bound listener");
-        let app = App::new(settings, TEST_VERSION).expect("test settings are valid");
+        let sqlite = Arc::new(SqliteEngine::new(settings.sqlite_config()));
+        let app = App::with_engine(settings, sqlite.clone(), TEST_VERSION)
+            .expect("test settings are valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::server::serve(listener, app.clone(), async {
             let _ = stopped.await;
@@ -83,6 +88,7 @@ impl TestServer {
         TestServer {
             addr,
             app,
+            sqlite,
             data_dir: data_dir.to_owned(),
             _owned_dir: None,
             stop: Some(stop),

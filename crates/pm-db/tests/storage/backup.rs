@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pm_db::backup::{backup_tenant, restore_tenant};
+use pm_db::sqlite::backup::{backup_tenant, restore_tenant};
 use pm_db::EventFilter;
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
@@ -48,7 +48,7 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
         let _ = commits.recv().await;
     }
     let backups = tempfile::tempdir().unwrap();
-    let report = backup_tenant(env.registry.config(), &acme(), backups.path())
+    let report = backup_tenant(env.engine.config(), &acme(), backups.path())
         .await
         .unwrap();
     let head = report.verified.head_seq;
@@ -74,7 +74,7 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
 
     // Restore into a fresh data directory and open it like a server would.
     let fresh = TestEnv::new();
-    let restored = restore_tenant(fresh.registry.config(), &acme(), &report.file, false)
+    let restored = restore_tenant(fresh.engine.config(), &acme(), &report.file, false)
         .await
         .unwrap();
     assert!(!restored.replaced);
@@ -112,7 +112,7 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
     }
 
     // The live tenant cannot be restored over; once closed, only with `force`.
-    let err = restore_tenant(env.registry.config(), &acme(), &report.file, true)
+    let err = restore_tenant(env.engine.config(), &acme(), &report.file, true)
         .await
         .unwrap_err();
     assert_eq!(code(&err), v1::ErrorCode::FailedPrecondition);
@@ -123,8 +123,8 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
     let live_head = tenant.head_seq();
     drop(tenant);
     drop(commits);
-    assert_eq!(env.registry.close_idle().await, 1);
-    let err = restore_tenant(env.registry.config(), &acme(), &report.file, false)
+    assert_eq!(env.engine.close_idle().await, 1);
+    let err = restore_tenant(env.engine.config(), &acme(), &report.file, false)
         .await
         .unwrap_err();
     assert_eq!(
@@ -136,12 +136,12 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
         live_head,
         "refused: unchanged"
     );
-    assert_eq!(env.registry.close_idle().await, 1);
-    let forced = restore_tenant(env.registry.config(), &acme(), &report.file, true)
+    assert_eq!(env.engine.close_idle().await, 1);
+    let forced = restore_tenant(env.engine.config(), &acme(), &report.file, true)
         .await
         .unwrap();
     assert!(forced.replaced);
-    let dir = env.registry.config().tenant_dir(&acme());
+    let dir = env.engine.config().tenant_dir(&acme());
     assert!(!dir.join("tenant.db.restoring").exists());
     let back = env.tenant("acme").await;
     assert_eq!(back.head_seq(), head, "the backup replaced the newer state");
@@ -151,10 +151,10 @@ async fn a_backup_taken_while_writes_continue_restores_a_consistent_prefix() {
 #[tokio::test]
 async fn a_tenant_being_restored_cannot_be_opened() {
     let env = TestEnv::new();
-    let dir = env.registry.config().tenant_dir(&acme());
+    let dir = env.engine.config().tenant_dir(&acme());
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = pm_db::lock::TenantLock::exclusive(&dir, "acme").unwrap();
-    let err = env.registry.open(&acme()).await.unwrap_err();
+    let lock = pm_db::sqlite::lock::TenantLock::exclusive(&dir, "acme").unwrap();
+    let err = env.engine.open_tenant(&acme()).await.unwrap_err();
     assert_eq!(code(&err), v1::ErrorCode::Unavailable);
     assert_eq!(
         err.to_string(),
@@ -170,7 +170,7 @@ async fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
     let backups = tempfile::tempdir().unwrap();
     std::fs::write(backups.path().join("acme.db"), b"not a database").unwrap();
     let err = restore_tenant(
-        env.registry.config(),
+        env.engine.config(),
         &acme(),
         &backups.path().join("acme.db"),
         true,
@@ -179,7 +179,7 @@ async fn a_damaged_backup_is_refused_and_nothing_is_replaced() {
     .unwrap_err();
     assert!(err.is_internal(), "{err}");
     assert!(
-        !env.registry.config().tenant_dir(&acme()).exists(),
+        !env.engine.config().tenant_dir(&acme()).exists(),
         "nothing is left of a tenant that did not exist"
     );
 }

@@ -5,21 +5,22 @@ mod fixture;
 use std::collections::HashMap;
 
 use pm_core::TenantId;
-use pm_db::export::{export_tenant, import_tenant, ImportOptions};
-use pm_db::{RegistryConfig, Tenant};
+use pm_db::export::ImportOptions;
+use pm_db::sqlite::transfer::{export_tenant, import_tenant};
+use pm_db::{SqliteConfig, SqliteTenant, Tenant as _};
 use pm_proto::v1;
 
 use crate::support::*;
 use fixture::{load_every_kind, load_real_data, UNICODE_TITLE};
 
-async fn export_bytes(config: &RegistryConfig, id: &TenantId) -> Vec<u8> {
+async fn export_bytes(config: &SqliteConfig, id: &TenantId) -> Vec<u8> {
     let mut out = Vec::new();
     export_tenant(config, id, &mut out).await.unwrap();
     out
 }
 
 async fn import(
-    config: &RegistryConfig,
+    config: &SqliteConfig,
     input: &[u8],
     options: ImportOptions,
 ) -> pm_db::Result<pm_db::export::ImportReport> {
@@ -33,8 +34,8 @@ async fn exported_source() -> (TestEnv, Vec<u8>) {
     load_real_data(&tenant).await;
     load_every_kind(&tenant).await;
     drop(tenant);
-    env.registry.close_idle().await;
-    let out = export_bytes(env.registry.config(), &acme()).await;
+    env.engine.close_idle().await;
+    let out = export_bytes(env.engine.config(), &acme()).await;
     (env, out)
 }
 
@@ -94,7 +95,7 @@ async fn export_then_import_into_an_empty_tenant_then_export_again_is_identical(
     );
 
     let target = TestEnv::new();
-    let report = import(target.registry.config(), &first, ImportOptions::default())
+    let report = import(target.engine.config(), &first, ImportOptions::default())
         .await
         .unwrap();
     assert!(!report.replaced && !report.dry_run);
@@ -103,7 +104,7 @@ async fn export_then_import_into_an_empty_tenant_then_export_again_is_identical(
         report.counts.iter().map(|(_, n)| *n).sum::<u64>() as usize,
         lines.len() - 1
     );
-    let again = export_bytes(target.registry.config(), &acme()).await;
+    let again = export_bytes(target.engine.config(), &acme()).await;
     assert_eq!(std::str::from_utf8(&again).unwrap(), text, "byte-identical");
 
     // The imported tenant serves like the source: same log bytes, same reads, search works.
@@ -124,7 +125,7 @@ async fn export_then_import_into_an_empty_tenant_then_export_again_is_identical(
     assert_eq!(found.len(), 1);
 }
 
-async fn project_id(tenant: &Tenant, key: &str) -> String {
+async fn project_id(tenant: &SqliteTenant, key: &str) -> String {
     use pm_proto::v1::query::Kind as Q;
     use pm_proto::v1::query_result::Result as R;
     match query(
@@ -144,7 +145,7 @@ async fn project_id(tenant: &Tenant, key: &str) -> String {
     }
 }
 
-async fn search(tenant: &Tenant, project_id: &str, text: &str) -> Vec<String> {
+async fn search(tenant: &SqliteTenant, project_id: &str, text: &str) -> Vec<String> {
     use pm_proto::v1::query::Kind as Q;
     use pm_proto::v1::query_result::Result as R;
     match query(
@@ -191,7 +192,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         l.replace("Kommentar 👍 ñ\\n> zitiert", " \\n ")
     });
     let target = TestEnv::new();
-    let err = import(target.registry.config(), &bad, ImportOptions::default())
+    let err = import(target.engine.config(), &bad, ImportOptions::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -199,7 +200,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         format!("line {} (comment) content: must not be blank", at + 1)
     );
     assert!(
-        !target.registry.config().tenant_dir(&acme()).exists(),
+        !target.engine.config().tenant_dir(&acme()).exists(),
         "a refused import into a new tenant leaves nothing"
     );
 
@@ -209,14 +210,14 @@ async fn one_bad_row_rolls_back_the_whole_import() {
     let tenant = existing.tenant("acme").await;
     create_project(&tenant, &ALICE, "KEEP").await;
     drop(tenant);
-    existing.registry.close_idle().await;
-    let before = export_bytes(existing.registry.config(), &acme()).await;
+    existing.engine.close_idle().await;
+    let before = export_bytes(existing.engine.config(), &acme()).await;
     let at = index_of(&export, r#""key":"UNI""#);
     let bad = with_line(&export, at, |l| {
         l.replace(r#""key":"UNI""#, r#""key":"PONE""#)
     });
     let err = import(
-        existing.registry.config(),
+        existing.engine.config(),
         &bad,
         ImportOptions {
             replace: true,
@@ -233,7 +234,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         )
     );
     assert_eq!(
-        export_bytes(existing.registry.config(), &acme()).await,
+        export_bytes(existing.engine.config(), &acme()).await,
         before,
         "the content to be replaced is untouched"
     );
@@ -245,7 +246,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         v["data"]["workItemId"] = "0190f0c4-0000-7000-8000-000000000000".into();
         v.to_string()
     });
-    let err = import(target.registry.config(), &bad, ImportOptions::default())
+    let err = import(target.engine.config(), &bad, ImportOptions::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -263,7 +264,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         .map(|l| format!("{l}\n"))
         .collect();
     let err = import(
-        target.registry.config(),
+        target.engine.config(),
         cut.as_bytes(),
         ImportOptions::default(),
     )
@@ -273,7 +274,7 @@ async fn one_bad_row_rolls_back_the_whole_import() {
         err.to_string().starts_with("head_seq: the header says"),
         "{err}"
     );
-    assert!(!target.registry.config().tenant_dir(&acme()).exists());
+    assert!(!target.engine.config().tenant_dir(&acme()).exists());
 }
 
 #[tokio::test]
@@ -285,22 +286,18 @@ async fn a_dry_run_writes_nothing_and_reports_the_counts() {
         dry_run: true,
         ..Default::default()
     };
-    let report = import(target.registry.config(), &export, dry)
-        .await
-        .unwrap();
+    let report = import(target.engine.config(), &export, dry).await.unwrap();
     assert!(report.dry_run);
     assert_eq!(report.counts.iter().map(|(_, n)| n).sum::<u64>(), lines - 1);
     assert_eq!(report.counts[0], ("project", 3));
-    assert!(!target.registry.config().tenant_dir(&acme()).exists());
+    assert!(!target.engine.config().tenant_dir(&acme()).exists());
 
     // Into an existing empty tenant: it stays empty.
     assert_eq!(target.tenant("acme").await.head_seq(), 0);
-    target.registry.close_idle().await;
-    let empty = export_bytes(target.registry.config(), &acme()).await;
-    import(target.registry.config(), &export, dry)
-        .await
-        .unwrap();
-    assert_eq!(export_bytes(target.registry.config(), &acme()).await, empty);
+    target.engine.close_idle().await;
+    let empty = export_bytes(target.engine.config(), &acme()).await;
+    import(target.engine.config(), &export, dry).await.unwrap();
+    assert_eq!(export_bytes(target.engine.config(), &acme()).await, empty);
     assert_eq!(std::str::from_utf8(&empty).unwrap().lines().count(), 1);
 }
 
@@ -308,7 +305,7 @@ async fn a_dry_run_writes_nothing_and_reports_the_counts() {
 async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told() {
     let (source, export) = exported_source().await;
     // The source itself is not empty.
-    let err = import(source.registry.config(), &export, ImportOptions::default())
+    let err = import(source.engine.config(), &export, ImportOptions::default())
         .await
         .unwrap_err();
     assert_eq!(code(&err), v1::ErrorCode::FailedPrecondition);
@@ -317,7 +314,7 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     let open = source.tenant("acme").await;
     for dry_run in [false, true] {
         let err = import(
-            source.registry.config(),
+            source.engine.config(),
             &export,
             ImportOptions {
                 dry_run,
@@ -333,10 +330,10 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     }
     let head = open.head_seq();
     drop(open);
-    source.registry.close_idle().await;
+    source.engine.close_idle().await;
     // Replacing with its own export changes nothing visible.
     let report = import(
-        source.registry.config(),
+        source.engine.config(),
         &export,
         ImportOptions {
             replace: true,
@@ -346,10 +343,7 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     .await
     .unwrap();
     assert!(report.replaced);
-    assert_eq!(
-        export_bytes(source.registry.config(), &acme()).await,
-        export
-    );
+    assert_eq!(export_bytes(source.engine.config(), &acme()).await, export);
     let reopened = source.tenant("acme").await;
     assert_eq!(reopened.head_seq(), head);
     // The full-text index was rebuilt, not doubled.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pm_core::TenantId;
-use pm_db::{inspect, SchemaChange, Tenant, TenantRegistry};
+use pm_db::sqlite::inspect;
+use pm_db::{SchemaChange, SqliteEngine, SqliteTenant};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 
@@ -38,8 +39,8 @@ fn env_with(migrations: &Path) -> TestEnv {
     TestEnv::with(move |c| c.migrations_dir = Some(dir))
 }
 
-async fn schema_version(registry: &TenantRegistry, id: &str) -> i64 {
-    inspect::schema_version(registry.config(), &TenantId::parse(id).unwrap())
+async fn schema_version(engine: &SqliteEngine, id: &str) -> i64 {
+    inspect::schema_version(engine.config(), &TenantId::parse(id).unwrap())
         .await
         .unwrap()
         .expect("the tenant has a database")
@@ -54,7 +55,7 @@ fn project_named(key: &str, name: &str) -> C {
 }
 
 /// Writes `count` work items one after another and returns their seqs.
-async fn write_items(tenant: Arc<Tenant>, project_id: String, count: usize) -> Vec<u64> {
+async fn write_items(tenant: Arc<SqliteTenant>, project_id: String, count: usize) -> Vec<u64> {
     let mut seqs = Vec::with_capacity(count);
     for i in 0..count {
         let (_, seq) = create_item(
@@ -78,7 +79,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     let b = env.tenant("b").await;
     let project_a = create_project(&a, &ALICE, "PM").await;
     let project_b = create_project(&b, &ALICE, "PM").await;
-    assert_eq!(env.registry.schema_status().target_version, INITIAL);
+    assert_eq!(env.engine.schema_status().target_version, INITIAL);
 
     add_migration(
         migrations.path(),
@@ -88,7 +89,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     );
     let writer_a = tokio::spawn(write_items(a.clone(), project_a.id.clone(), 200));
     let writer_b = tokio::spawn(write_items(b.clone(), project_b.id.clone(), 200));
-    let report = env.registry.migrate_online().await.unwrap();
+    let report = env.engine.migrate_online().await.unwrap();
     let seqs_a = writer_a.await.unwrap();
     let seqs_b = writer_b.await.unwrap();
 
@@ -106,10 +107,10 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     // Every command succeeded (create_item panics otherwise) with consecutive seqs.
     assert_eq!(seqs_a, (3..=202).collect::<Vec<_>>());
     assert_eq!(seqs_b, (3..=202).collect::<Vec<_>>());
-    assert_eq!(schema_version(&env.registry, "a").await, NEXT);
-    assert_eq!(schema_version(&env.registry, "b").await, NEXT);
+    assert_eq!(schema_version(&env.engine, "a").await, NEXT);
+    assert_eq!(schema_version(&env.engine, "b").await, NEXT);
 
-    let status = env.registry.schema_status();
+    let status = env.engine.schema_status();
     assert_eq!(
         (
             status.target_version,
@@ -131,7 +132,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     assert_eq!(seq, 203);
 
     // A second rollout finds nothing to do.
-    let again = env.registry.migrate_online().await.unwrap();
+    let again = env.engine.migrate_online().await.unwrap();
     let unchanged = SchemaChange {
         from: NEXT,
         to: NEXT,
@@ -140,7 +141,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
         again.migrated,
         vec![("a".to_owned(), unchanged), ("b".to_owned(), unchanged)]
     );
-    assert_eq!(env.registry.schema_status().applied, 2);
+    assert_eq!(env.engine.schema_status().applied, 2);
 }
 
 #[tokio::test]
@@ -162,10 +163,10 @@ async fn commands_wait_in_a_full_queue_while_a_migration_drains_the_writer() {
          WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000)\n\
          INSERT INTO filler SELECT n FROM c;\n",
     );
-    let registry = Arc::new(env);
+    let engine = Arc::new(env);
     let rollout = {
-        let registry = registry.clone();
-        tokio::spawn(async move { registry.registry.migrate_online().await })
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.engine.migrate_online().await })
     };
     // Once the migration is queued or running, send 50 commands at once.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -204,7 +205,7 @@ async fn commands_wait_in_a_full_queue_while_a_migration_drains_the_writer() {
     assert_eq!(seqs, (3..=52).collect::<Vec<_>>());
     let report = rollout.await.unwrap().unwrap();
     assert_eq!(report.migrated.len(), 1);
-    assert_eq!(schema_version(&registry.registry, "a").await, NEXT);
+    assert_eq!(schema_version(&engine.engine, "a").await, NEXT);
 }
 
 #[tokio::test]
@@ -230,7 +231,7 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
          CREATE UNIQUE INDEX projects_by_name ON projects (name);\n",
     );
 
-    let report = env.registry.migrate_online().await.unwrap();
+    let report = env.engine.migrate_online().await.unwrap();
     assert_eq!(
         report.migrated,
         vec![(
@@ -250,9 +251,9 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     assert_eq!(report.skipped, ["c"]);
 
     // `b` is exactly as before: old version, and not even the first statement's table.
-    assert_eq!(schema_version(&env.registry, "a").await, NEXT);
-    assert_eq!(schema_version(&env.registry, "b").await, INITIAL);
-    assert_eq!(schema_version(&env.registry, "c").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, NEXT);
+    assert_eq!(schema_version(&env.engine, "b").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "c").await, INITIAL);
     let marker: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('online_marker', 'projects_by_name')",
     )
@@ -266,7 +267,7 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
         .unwrap();
     assert_eq!(result.seq, 6);
 
-    let status = env.registry.schema_status();
+    let status = env.engine.schema_status();
     assert_eq!(
         (status.applied, status.failed, status.open_pending),
         (1, 1, 0)
@@ -287,11 +288,11 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     // After the failure, tenants reopen on what they have: `a` on the new schema, `c` on
     // the old one (the failed set is no longer applied on open).
     drop((a, b, c));
-    assert_eq!(env.registry.close_idle().await, 3);
+    assert_eq!(env.engine.close_idle().await, 3);
     let a = env.tenant("a").await;
     let c = env.tenant("c").await;
-    assert_eq!(schema_version(&env.registry, "a").await, NEXT);
-    assert_eq!(schema_version(&env.registry, "c").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, NEXT);
+    assert_eq!(schema_version(&env.engine, "c").await, INITIAL);
     exec(&a, &ALICE, project_named("XY", "Y")).await.unwrap();
     exec(&c, &ALICE, project_named("XY", "Y")).await.unwrap();
 }
@@ -316,20 +317,20 @@ async fn a_directory_that_changes_an_applied_migration_is_refused() {
         "CREATE TABLE t (x INTEGER) STRICT;",
     );
 
-    let error = env.registry.migrate_online().await.unwrap_err();
+    let error = env.engine.migrate_online().await.unwrap_err();
     assert!(
         matches!(&error, pm_db::Error::InvalidMigrations(m)
             if m.ends_with(&format!("migration {INITIAL} (initial) differs from the one already in use; applied migrations must not change"))),
         "{error}"
     );
-    assert_eq!(schema_version(&env.registry, "a").await, INITIAL);
-    assert_eq!(env.registry.schema_status().target_version, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, INITIAL);
+    assert_eq!(env.engine.schema_status().target_version, INITIAL);
     create_project(&tenant, &ALICE, "PM").await;
 
     // Without a directory there is nothing to roll out.
     let plain = TestEnv::new();
     assert!(matches!(
-        plain.registry.migrate_online().await.unwrap_err(),
+        plain.engine.migrate_online().await.unwrap_err(),
         pm_db::Error::FailedPrecondition(_)
     ));
 }
@@ -341,22 +342,22 @@ async fn closed_tenants_are_pending_until_they_are_opened() {
     for id in ["x", "y"] {
         create_project(&*env.tenant(id).await, &ALICE, "PM").await;
     }
-    assert_eq!(env.registry.close_idle().await, 2);
+    assert_eq!(env.engine.close_idle().await, 2);
     add_migration(
         migrations.path(),
         NEXT,
         "CREATE INDEX comments_by_author ON comments (created_by);",
     );
 
-    let report = env.registry.migrate_online().await.unwrap();
+    let report = env.engine.migrate_online().await.unwrap();
     assert_eq!(report.migrated, vec![]);
     assert_eq!(report.closed_pending, 2);
-    assert_eq!(env.registry.schema_status().closed_pending, 2);
-    assert_eq!(schema_version(&env.registry, "x").await, INITIAL);
+    assert_eq!(env.engine.schema_status().closed_pending, 2);
+    assert_eq!(schema_version(&env.engine, "x").await, INITIAL);
 
     let x = env.tenant("x").await;
-    assert_eq!(schema_version(&env.registry, "x").await, NEXT);
-    let status = env.registry.schema_status();
+    assert_eq!(schema_version(&env.engine, "x").await, NEXT);
+    let status = env.engine.schema_status();
     assert_eq!((status.closed_pending, status.applied), (1, 1));
     let (_, seq) = create_item(
         &x,
@@ -375,13 +376,13 @@ async fn a_tenant_whose_new_migration_fails_at_open_still_opens_on_the_old_schem
     add_migration(migrations.path(), NEXT, "CREATE TABLE broken (;");
     let env = env_with(migrations.path());
     let tenant = env.tenant("a").await;
-    assert_eq!(schema_version(&env.registry, "a").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, INITIAL);
     create_project(&tenant, &ALICE, "PM").await;
-    let status = env.registry.schema_status();
+    let status = env.engine.schema_status();
     assert_eq!((status.failed, status.applied), (1, 0));
 }
 
-async fn all_project_id(tenant: &Tenant) -> String {
+async fn all_project_id(tenant: &SqliteTenant) -> String {
     match query(
         tenant,
         &ALICE,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use pm_core::kinds::EntityKind;
-use pm_db::{EventFilter, Tenant};
+use pm_db::{EventFilter, SqliteTenant, Tenant as _};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 use pm_proto::v1::query::Kind as Q;
@@ -165,7 +165,10 @@ impl Export {
 
 /// Runs a non-atomic batch in which every command must succeed; returns each entity and
 /// seq, in command order.
-async fn batch_ok<T: EntityMsg>(tenant: &Tenant, commands: Vec<v1::Command>) -> Vec<(T, u64)> {
+async fn batch_ok<T: EntityMsg>(
+    tenant: &SqliteTenant,
+    commands: Vec<v1::Command>,
+) -> Vec<(T, u64)> {
     let count = commands.len();
     let result = tenant
         .batch(
@@ -255,7 +258,7 @@ fn expected_hits(export: &Export, ids: &HashMap<String, String>, word: &str) -> 
 }
 
 /// Server ids of the items `ListWorkItems.text` finds for `text`.
-async fn search(tenant: &Tenant, project_id: &str, text: &str) -> BTreeSet<String> {
+async fn search(tenant: &SqliteTenant, project_id: &str, text: &str) -> BTreeSet<String> {
     match query(
         tenant,
         &ALICE,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pm_db::{EventFilter, Retention, Tenant};
+use pm_db::{EventFilter, Retention, SqliteTenant, Tenant as _};
 use pm_proto::v1;
 
 use crate::support::*;
@@ -20,7 +20,7 @@ fn retention(max_events: Option<u64>, max_age: Option<Duration>) -> Retention {
 }
 
 /// `count` work items in batches of 100; returns the head afterwards.
-async fn create_items(tenant: &Tenant, project_id: &str, count: usize) -> u64 {
+async fn create_items(tenant: &SqliteTenant, project_id: &str, count: usize) -> u64 {
     let mut left = count;
     while left > 0 {
         let n = left.min(100);
@@ -44,7 +44,7 @@ async fn create_items(tenant: &Tenant, project_id: &str, count: usize) -> u64 {
 }
 
 /// Every logged seq, in order.
-async fn logged_seqs(tenant: &Tenant) -> Vec<u64> {
+async fn logged_seqs(tenant: &SqliteTenant) -> Vec<u64> {
     let oldest = tenant.oldest_seq().await.unwrap().unwrap_or(1);
     tenant
         .read_events(oldest - 1, None, u32::MAX, &EventFilter::default())
@@ -145,7 +145,7 @@ async fn the_newest_event_always_stays_so_the_head_survives_pruning_and_reopenin
     assert_eq!(tenant.head_seq(), 22);
 
     drop(tenant);
-    assert_eq!(env.registry.close_idle().await, 1);
+    assert_eq!(env.engine.close_idle().await, 1);
     let tenant = env.tenant("acme").await;
     assert_eq!(tenant.head_seq(), 22, "the head is read back from the log");
     let (_, seq) = create_item(&tenant, &ALICE, &project.id, v1::WorkItemType::Task, "next").await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use pm_core::TenantId;
-use pm_db::{EventFilter, RegistryConfig, TenantRegistry};
+use pm_db::{EventFilter, SqliteConfig, SqliteEngine};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 use pm_proto::v1::query::Kind as Q;
@@ -179,7 +179,7 @@ async fn malformed_tenant_ids_never_reach_the_file_system() {
     };
     assert_eq!(names(env.dir.path()), ["tenants"]);
     assert_eq!(names(&env.dir.path().join("tenants")), ["acme"]);
-    assert_eq!(env.registry.open_count(), 1);
+    assert_eq!(env.engine.open_count(), 1);
 }
 
 #[tokio::test]
@@ -187,7 +187,7 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
     let env = TestEnv::new();
     let id = TenantId::parse("acme").unwrap();
     let (project, item) = {
-        let tenant = env.registry.open(&id).await.unwrap();
+        let tenant = env.engine.open_tenant(&id).await.unwrap();
         let project = create_project(&tenant, &ALICE, "PM").await;
         let (item, _) = run::<v1::WorkItem>(
             &tenant,
@@ -207,12 +207,12 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
             .unwrap();
         assert_eq!(keyed_first.seq, 4);
         // A held tenant is not idle.
-        assert_eq!(env.registry.close_idle().await, 0);
+        assert_eq!(env.engine.close_idle().await, 0);
         (project, item)
     };
-    assert_eq!(env.registry.open_count(), 1);
-    assert_eq!(env.registry.close_idle().await, 1);
-    assert_eq!(env.registry.open_count(), 0);
+    assert_eq!(env.engine.open_count(), 1);
+    assert_eq!(env.engine.close_idle().await, 1);
+    assert_eq!(env.engine.open_count(), 0);
 
     let tenant = env.tenant("acme").await;
     assert_eq!(tenant.head_seq(), 4);
@@ -244,11 +244,11 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
         run::<v1::WorkItem>(&tenant, &ALICE, new_item(&project.id, T::Task, "New", None)).await;
     assert_eq!((seq, third.number), (5, 3));
     drop(tenant);
-    assert_eq!(env.registry.close_idle().await, 1);
+    assert_eq!(env.engine.close_idle().await, 1);
 
-    // Another registry over the same directory sees the same tenant.
-    let registry = TenantRegistry::new(RegistryConfig::new(env.dir.path()));
-    let tenant = registry.open(&id).await.unwrap();
+    // Another engine over the same directory sees the same tenant.
+    let engine = SqliteEngine::new(SqliteConfig::new(env.dir.path()));
+    let tenant = engine.open_tenant(&id).await.unwrap();
     assert_eq!(tenant.head_seq(), 5);
     let again = all_items(&tenant, &ALICE, &project.id, true).await;
     assert_eq!(again.len(), 3);
@@ -280,10 +280,10 @@ async fn open_tenants_are_bounded_least_recently_used_first() {
     let b = env.tenant("b").await;
     let b_weak = Arc::downgrade(&b);
     drop(b);
-    assert_eq!(env.registry.open_count(), 2);
+    assert_eq!(env.engine.open_count(), 2);
 
     let c = env.tenant("c").await;
-    assert_eq!(env.registry.open_count(), 2);
+    assert_eq!(env.engine.open_count(), 2);
     assert!(
         a_weak.upgrade().is_none(),
         "a, the least recently used, was closed"
@@ -293,7 +293,7 @@ async fn open_tenants_are_bounded_least_recently_used_first() {
 
     // Reopening a closes b (now the least recently used) and keeps a's data.
     let a = env.tenant("a").await;
-    assert_eq!(env.registry.open_count(), 2);
+    assert_eq!(env.engine.open_count(), 2);
     assert!(b_weak.upgrade().is_none(), "b was closed");
     assert_eq!(a.head_seq(), 2);
     assert_eq!(
@@ -304,12 +304,12 @@ async fn open_tenants_are_bounded_least_recently_used_first() {
     // With both open tenants in use, a third cannot open.
     let c = env.tenant("c").await;
     let err = env
-        .registry
+        .engine
         .open(&TenantId::parse("d").unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.code(), E::Unavailable);
-    assert_eq!(env.registry.open_count(), 2);
+    assert_eq!(env.engine.open_count(), 2);
     assert!(!env.dir.path().join("tenants").join("d").exists());
     // Both still work.
     assert_eq!(a.head_seq(), 2);
@@ -319,5 +319,5 @@ async fn open_tenants_are_bounded_least_recently_used_first() {
     drop(c);
     let d = env.tenant("d").await;
     assert_eq!(d.head_seq(), 0);
-    assert_eq!(env.registry.open_count(), 2);
+    assert_eq!(env.engine.open_count(), 2);
 }

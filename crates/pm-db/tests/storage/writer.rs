@@ -88,7 +88,7 @@ async fn concurrent_writers_get_gapless_seqs() {
 async fn every_pooled_connection_has_the_pragmas() {
     let env = TestEnv::new();
     let tenant = env.tenant("acme").await;
-    let size = env.registry.config().read_pool_size;
+    let size = env.engine.config().read_pool_size;
     assert_eq!(size, 4);
     let mut connections = Vec::new();
     for _ in 0..size {

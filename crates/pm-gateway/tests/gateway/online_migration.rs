@@ -121,10 +121,10 @@ async fn wait_for(counter: &AtomicU64, target: u64) {
 }
 
 /// What `pm-server tenants stats` reports for tenant `acme`, compared with `migrations`.
-async fn acme_stats(app: &TestApp, migrations: &Path) -> pm_db::inspect::TenantStats {
-    let mut config = app.app.settings.registry_config();
+async fn acme_stats(app: &TestApp, migrations: &Path) -> pm_db::sqlite::inspect::TenantStats {
+    let mut config = app.app.settings.sqlite_config();
     config.migrations_dir = Some(migrations.to_owned());
-    pm_db::inspect::tenant_stats(&config, &pm_core::TenantId::parse("acme").unwrap())
+    pm_db::sqlite::inspect::tenant_stats(&config, &pm_core::TenantId::parse("acme").unwrap())
         .await
         .unwrap()
 }
@@ -234,9 +234,8 @@ async fn clients_keep_writing_and_subscribing_through_an_online_migration() {
     assert!(!metrics.contains("outcome=\"UNAVAILABLE\""), "{metrics}");
     // The new column is there for the next release's code, with its default.
     let tenant = app
-        .app
-        .registry
-        .open(&pm_core::TenantId::parse("acme").unwrap())
+        .sqlite
+        .open_tenant(&pm_core::TenantId::parse("acme").unwrap())
         .await
         .unwrap();
     let colors = sqlx_colors(&tenant).await;
@@ -253,7 +252,7 @@ fn add_migration(dir: &Path) {
     .unwrap();
 }
 
-async fn sqlx_colors(tenant: &pm_db::Tenant) -> Vec<String> {
+async fn sqlx_colors(tenant: &pm_db::SqliteTenant) -> Vec<String> {
     sqlx::query_scalar("SELECT DISTINCT color FROM work_items")
         .fetch_all(tenant.read_pool())
         .await

@@ -375,9 +375,8 @@ async fn a_full_writer_queue_answers_unavailable_instead_of_growing() {
     );
     // Nothing is left in the writer's queue.
     assert_eq!(
-        app.app
-            .registry
-            .open(&pm_core::TenantId::parse("acme").unwrap())
+        app.sqlite
+            .open_tenant(&pm_core::TenantId::parse("acme").unwrap())
             .await
             .unwrap()
             .writes_in_flight(),

@@ -2,6 +2,7 @@
 //! resume inside it.
 
 use pm_core::TenantId;
+use pm_db::Tenant as _;
 use pm_proto::v1;
 
 use crate::support::*;
@@ -23,9 +24,8 @@ async fn a_resume_before_the_retained_log_is_resync_required_and_inside_it_is_co
     }
     // The pruning pass the writer runs every `prune_interval_secs`, run now.
     let tenant = app
-        .app
-        .registry
-        .open(&TenantId::parse("acme").unwrap())
+        .sqlite
+        .open_tenant(&TenantId::parse("acme").unwrap())
         .await
         .unwrap();
     assert_eq!(tenant.head_seq(), 12);

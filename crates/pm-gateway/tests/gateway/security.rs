@@ -116,7 +116,7 @@ fn unknown_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-// ---- 1. Tenant-id traversal in tokens ------------------------------------------------------
+// ---- 1. SqliteTenant-id traversal in tokens ------------------------------------------------------
 
 #[tokio::test]
 async fn tenant_ids_that_are_paths_or_look_alikes_are_refused_before_any_path_is_formed() {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use pm_db::Tenant;
+use pm_db::SqliteTenant;
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 
@@ -12,7 +12,7 @@ use crate::support::*;
 
 /// Loads the real export (`../shared/data`) through commands: project, work items (parents
 /// first), dependencies and comments.
-pub(super) async fn load_real_data(tenant: &Tenant) {
+pub(super) async fn load_real_data(tenant: &SqliteTenant) {
     let export = Export::load();
     let (project, _) = run::<v1::Project>(
         tenant,
@@ -88,7 +88,7 @@ pub(super) const UNICODE_TITLE: &str = "Story — 修复登录 🐛 «é» עב�
 
 /// A project with every entity kind, deleted and restored rows, a removed member, a running
 /// timer and text in many scripts; plus a deleted project.
-pub(super) async fn load_every_kind(tenant: &Tenant) {
+pub(super) async fn load_every_kind(tenant: &SqliteTenant) {
     let t = tenant;
     let (p, _) = run::<v1::Project>(
         t,

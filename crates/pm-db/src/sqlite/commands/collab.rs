@@ -1,34 +1,15 @@
 //! Comments, time entries and dependencies: what people attach to work items.
 
 use pm_core::kinds::{ChangeAction, DependencyType, Role};
-use pm_core::{rules, text, EntityId, UserId};
+use pm_core::EntityId;
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
-use super::{check_version, check_writable, on_unique, parse_id, require, restore, Applied, Cx};
-use crate::changelog::Change;
+use super::{on_unique, parse_id, restore, Applied, Cx};
+use crate::access::{self, check_version, check_writable, require};
 use crate::error::{Error, Result};
-use crate::records::{self, Record};
-
-/// Comments are edited by their author and deleted by their author or an admin.
-pub(super) fn author_or_admin(comment: &v1::Comment, actor: &UserId, role: Role) -> Result<()> {
-    if comment.created_by == actor.as_str() {
-        require(role, Role::Editor)
-    } else {
-        require(role, Role::Admin)
-    }
-}
-
-/// Time entries are changed only by the user they belong to.
-pub(super) fn owner(entry: &v1::TimeEntry, actor: &UserId, role: Role) -> Result<()> {
-    require(role, Role::Editor)?;
-    if entry.user_id != actor.as_str() {
-        return Err(Error::PermissionDenied(
-            "only the owner of a time entry may change it".into(),
-        ));
-    }
-    Ok(())
-}
+use crate::events::Change;
+use crate::sqlite::records;
 
 /// The project of a live work item the actor may change content of.
 async fn item_project(
@@ -41,7 +22,7 @@ async fn item_project(
         .bind(&id)
         .fetch_optional(&mut *cx.conn)
         .await?;
-    let not_found = || Error::NotFound("work item not found".into());
+    let not_found = || access::not_found("work item");
     let row = row.ok_or_else(not_found)?;
     if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
         return Err(not_found());
@@ -53,7 +34,6 @@ async fn item_project(
 }
 
 pub(super) async fn create_comment(cx: &mut Cx<'_>, c: &v1::CreateComment) -> Result<Applied> {
-    text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
     let (work_item_id, project_id) = item_project(cx, "work_item_id", &c.work_item_id).await?;
     let comment = cx.created(v1::Comment {
         id: EntityId::new().to_text(),
@@ -61,20 +41,14 @@ pub(super) async fn create_comment(cx: &mut Cx<'_>, c: &v1::CreateComment) -> Re
         work_item_id,
         content: c.content.clone(),
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &comment).await?;
     Ok(Applied::one(Change::created(&comment)))
 }
 
 pub(super) async fn update_comment(cx: &mut Cx<'_>, c: &v1::UpdateComment) -> Result<Applied> {
-    text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
     let (comment, role, info) = cx.load::<v1::Comment>("id", &c.id).await?;
-    require(role, Role::Editor)?;
-    if comment.created_by != cx.actor.as_str() {
-        return Err(Error::PermissionDenied(
-            "only the author of a comment may edit it".into(),
-        ));
-    }
+    access::author(&comment, cx.actor, role)?;
     check_writable(&info)?;
     check_version(&comment, c.expected_version)?;
     let mut after = comment.clone();
@@ -87,8 +61,6 @@ fn running_timer() -> Error {
 }
 
 pub(super) async fn create_time_entry(cx: &mut Cx<'_>, c: &v1::CreateTimeEntry) -> Result<Applied> {
-    rules::check_time_range("started_at", c.started_at, "ended_at", Some(c.ended_at))?;
-    text::multi_line("description", &c.description, text::MAX_TIME_ENTRY_NOTE)?;
     let (work_item_id, project_id) = item_project(cx, "work_item_id", &c.work_item_id).await?;
     let entry = new_entry(
         cx,
@@ -97,7 +69,7 @@ pub(super) async fn create_time_entry(cx: &mut Cx<'_>, c: &v1::CreateTimeEntry) 
         c.started_at,
         Some(c.ended_at),
         &c.description,
-    );
+    )?;
     records::insert(cx.conn, &entry).await?;
     Ok(Applied::one(Change::created(&entry)))
 }
@@ -109,7 +81,7 @@ fn new_entry(
     started_at: i64,
     ended_at: Option<i64>,
     description: &str,
-) -> v1::TimeEntry {
+) -> Result<v1::TimeEntry> {
     cx.created(v1::TimeEntry {
         id: EntityId::new().to_text(),
         project_id,
@@ -124,7 +96,7 @@ fn new_entry(
 
 pub(super) async fn update_time_entry(cx: &mut Cx<'_>, c: &v1::UpdateTimeEntry) -> Result<Applied> {
     let (entry, role, info) = cx.load::<v1::TimeEntry>("id", &c.id).await?;
-    owner(&entry, cx.actor, role)?;
+    access::owner(&entry, cx.actor, role)?;
     check_writable(&info)?;
     check_version(&entry, c.expected_version)?;
     let mut after = entry.clone();
@@ -135,17 +107,14 @@ pub(super) async fn update_time_entry(cx: &mut Cx<'_>, c: &v1::UpdateTimeEntry) 
         after.ended_at = Some(ended_at);
     }
     if let Some(description) = &c.description {
-        text::multi_line("description", description, text::MAX_TIME_ENTRY_NOTE)?;
         after.description = description.clone();
     }
-    rules::check_time_range("started_at", after.started_at, "ended_at", after.ended_at)?;
     cx.save(&entry, after, ChangeAction::Updated).await
 }
 
 pub(super) async fn start_timer(cx: &mut Cx<'_>, c: &v1::StartTimer) -> Result<Applied> {
-    text::multi_line("description", &c.description, text::MAX_TIME_ENTRY_NOTE)?;
     let (work_item_id, project_id) = item_project(cx, "work_item_id", &c.work_item_id).await?;
-    let entry = new_entry(cx, work_item_id, project_id, cx.now, None, &c.description);
+    let entry = new_entry(cx, work_item_id, project_id, cx.now, None, &c.description)?;
     // The partial unique index allows one running timer per user.
     records::insert(cx.conn, &entry)
         .await
@@ -155,8 +124,8 @@ pub(super) async fn start_timer(cx: &mut Cx<'_>, c: &v1::StartTimer) -> Result<A
 
 pub(super) async fn stop_timer(cx: &mut Cx<'_>) -> Result<Applied> {
     let sql = format!(
-        "SELECT {} FROM time_entries WHERE user_id = ?1 AND ended_at IS NULL AND deleted_at IS NULL",
-        v1::TimeEntry::COLUMNS.join(", ")
+        "SELECT {} FROM time_entries AS t WHERE user_id = ?1 AND ended_at IS NULL AND deleted_at IS NULL",
+        records::select_columns::<v1::TimeEntry>("t")
     );
     let row = sqlx::query(&sql)
         .bind(cx.actor.as_str())
@@ -164,7 +133,7 @@ pub(super) async fn stop_timer(cx: &mut Cx<'_>) -> Result<Applied> {
         .await?;
     let entry = row
         .as_ref()
-        .map(v1::TimeEntry::from_row)
+        .map(records::from_row::<v1::TimeEntry>)
         .transpose()?
         .ok_or_else(|| Error::FailedPrecondition("you have no running timer".into()))?;
     // A running timer belongs to its user: they may always stop it, even after leaving the
@@ -213,7 +182,7 @@ pub(super) async fn create_dependency(
 ) -> Result<Applied> {
     let blocking = parse_id("blocking_item_id", &c.blocking_item_id)?;
     let blocked = parse_id("blocked_item_id", &c.blocked_item_id)?;
-    rules::check_dependency_ends(&blocking, &blocked)?;
+    pm_core::rules::check_dependency_ends(&blocking, &blocked)?;
     let kind = convert::required(
         "dependency_type",
         convert::dependency_type("dependency_type", c.dependency_type),
@@ -236,7 +205,7 @@ pub(super) async fn create_dependency(
         blocked_item_id: blocked,
         dependency_type: v1::DependencyType::from(kind).into(),
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &dependency)
         .await
         .map_err(|e| on_unique(e, duplicate_dependency))?;
@@ -291,5 +260,5 @@ pub(super) async fn restore_dependency(
         )
         .await?;
     }
-    restore::<v1::Dependency>(cx, &c.id, c.expected_version, super::editor).await
+    restore::<v1::Dependency>(cx, &c.id, c.expected_version, access::editor).await
 }

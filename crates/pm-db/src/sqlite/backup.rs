@@ -9,7 +9,7 @@
 //! only then renamed over `<dest>/<tenant>.db`. A failed backup leaves no partial file.
 //!
 //! **Restore** replaces a tenant's database with a backup. It takes the tenant's lock
-//! exclusively (see [`lock`](crate::lock)): a tenant a running server has open is always
+//! exclusively (see [`lock`](super::lock)): a tenant a running server has open is always
 //! refused, `force` or not, because replacing a database under a live writer would lose
 //! writes and break its change numbering. Without `force` it also refuses a tenant that
 //! already has a database; `force` allows replacing it. The backup is copied into the tenant
@@ -24,9 +24,9 @@ use pm_core::TenantId;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
+use super::layout::{self, open_read_only, SqliteConfig, DB_FILE};
+use super::lock::TenantLock;
 use crate::error::{Error, Result};
-use crate::lock::TenantLock;
-use crate::registry::{RegistryConfig, DB_FILE};
 
 /// The file name of a tenant's backup inside a backup directory.
 pub fn backup_file_name(id: &TenantId) -> String {
@@ -67,12 +67,12 @@ pub struct RestoreReport {
 /// Copies one tenant into `<dest_dir>/<tenant>.db` while it may be in use; see the module
 /// documentation. An existing backup of the tenant in `dest_dir` is replaced atomically.
 pub async fn backup_tenant(
-    config: &RegistryConfig,
+    config: &SqliteConfig,
     id: &TenantId,
     dest_dir: &Path,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let source = config.tenant_dir(id).join(DB_FILE);
+    let source = config.db_file(id);
     if !source.is_file() {
         return Err(Error::NotFound(format!("tenant {id} has no database")));
     }
@@ -103,11 +103,7 @@ async fn copy_and_verify(source: &Path, partial: &Path) -> Result<Verified> {
     let target = partial
         .to_str()
         .ok_or_else(|| Error::invalid("to", "the backup directory must be a UTF-8 path"))?;
-    let mut conn = SqliteConnectOptions::new()
-        .filename(source)
-        .read_only(true)
-        .connect()
-        .await?;
+    let mut conn = open_read_only(source).await?;
     let copied = sqlx::query("VACUUM INTO ?1")
         .bind(target)
         .execute(&mut conn)
@@ -150,19 +146,11 @@ async fn verify_connection(conn: &mut SqliteConnection) -> Result<Verified> {
             dangling.len()
         )));
     }
-    let migrated: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !migrated {
+    let schema_version = layout::schema_version(&mut *conn).await?;
+    if schema_version == 0 {
         return Err(Error::Corrupt("not a tenant database (no schema)".into()));
     }
-    let schema_version: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut *conn)
-            .await?;
-    let newest = crate::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let newest = layout::embedded_version();
     if schema_version > newest {
         return Err(Error::FailedPrecondition(format!(
             "schema version {schema_version} is newer than this pm-server knows ({newest})"
@@ -187,7 +175,7 @@ async fn verify_connection(conn: &mut SqliteConnection) -> Result<Verified> {
 /// Replaces (or creates) tenant `id` from the backup file `from`; see the module
 /// documentation for what is refused and what `force` allows.
 pub async fn restore_tenant(
-    config: &RegistryConfig,
+    config: &SqliteConfig,
     id: &TenantId,
     from: &Path,
     force: bool,

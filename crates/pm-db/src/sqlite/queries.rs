@@ -10,10 +10,11 @@ use pm_proto::{convert, v1};
 use prost::Message;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use crate::changelog;
-use crate::commands::work_items_display_key as with_display_key;
+use super::pages::{bad_token, decode_token, encode_token, list, Key};
+use super::{changelog, records};
+use crate::engine::SubscriptionSnapshot;
+use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::records::{self, Record};
 
 use v1::query::Kind as Q;
 use v1::query_result::Result as R;
@@ -211,18 +212,6 @@ pub(crate) async fn run(
     })
 }
 
-/// What a subscription starts from: the live projects `user` is a member of (with its role
-/// in each), the head seq, and the oldest seq still in the log (`None` when it is empty).
-#[derive(Debug, Clone)]
-pub struct SubscriptionSnapshot {
-    /// Project id and role, one per live project the user belongs to.
-    pub memberships: Vec<(String, Role)>,
-    /// The latest change the memberships are as of.
-    pub head: u64,
-    /// The oldest change retention has kept.
-    pub oldest: Option<u64>,
-}
-
 /// Reads a [`SubscriptionSnapshot`] in ONE statement: a single SELECT reads one snapshot,
 /// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
 /// thread instead of four (BEGIN, head, members, ROLLBACK).
@@ -324,7 +313,7 @@ impl Reader<'_> {
     }
 
     /// An entity by id, deleted or not, if the caller may see its project.
-    async fn get<T: Record>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
+    async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let not_found = || Error::NotFound(format!("{} not found", T::NAME));
         let record: T = records::find(&mut *self.conn, &id)
@@ -362,7 +351,7 @@ impl Reader<'_> {
             }
         };
         let (item, key) = self.get::<v1::WorkItem>("id", &id).await?;
-        Ok(with_display_key(item, &key))
+        Ok(item.with_project_key(&key))
     }
 
     async fn list_projects(&mut self, q: v1::ListProjects) -> Result<R> {
@@ -459,7 +448,7 @@ impl Reader<'_> {
             .await?;
         let items = items
             .into_iter()
-            .map(|item| with_display_key(item, &key))
+            .map(|item| item.with_project_key(&key))
             .collect();
         Ok(R::ListWorkItemsResult(v1::ListWorkItemsResult {
             items,
@@ -576,121 +565,9 @@ pub(crate) fn fts_query(input: &str) -> Result<String> {
     Ok(terms.join(" "))
 }
 
-/// A sort key value in a page token.
-#[derive(Debug, Clone, PartialEq)]
-enum Key {
-    Int(i64),
-    Text(String),
-}
-
-const SEPARATOR: char = '\u{1f}';
-
-/// Page tokens are the sort keys of the last row, typed and hex-encoded: opaque to clients,
-/// stable across inserts (keyset pagination never skips or repeats a row).
-fn encode_token(keys: &[Key]) -> String {
-    let plain = keys
-        .iter()
-        .map(|k| match k {
-            Key::Int(v) => format!("i{v}"),
-            Key::Text(s) => format!("t{s}"),
-        })
-        .collect::<Vec<_>>()
-        .join(&SEPARATOR.to_string());
-    plain.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn bad_token() -> Error {
-    Error::invalid("page.page_token", "is not a token from this list")
-}
-
-fn decode_token(token: &str, expected: usize) -> Result<Option<Vec<Key>>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    if !token.len().is_multiple_of(2) || token.len() > 8_192 {
-        return Err(bad_token());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(token.get(i..i + 2).ok_or_else(bad_token)?, 16)
-                .map_err(|_| bad_token())
-        })
-        .collect::<Result<Vec<u8>>>()?;
-    let plain = String::from_utf8(bytes).map_err(|_| bad_token())?;
-    let keys = plain
-        .split(SEPARATOR)
-        .map(|part| match part.split_at_checked(1) {
-            Some(("i", v)) => v.parse().map(Key::Int).map_err(|_| bad_token()),
-            Some(("t", s)) => Ok(Key::Text(s.to_owned())),
-            _ => Err(bad_token()),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if keys.len() != expected {
-        return Err(bad_token());
-    }
-    Ok(Some(keys))
-}
-
-/// One keyset page of `T`, ordered by the `order` expressions (ascending, unique together).
-async fn list<T: Record>(
-    conn: &mut SqliteConnection,
-    order: &[&str],
-    page: Option<&v1::PageRequest>,
-    filters: impl FnOnce(&mut QueryBuilder<'_, Sqlite>),
-) -> Result<(Vec<T>, String)> {
-    let size = page::size(page.map_or(0, |p| p.page_size))?;
-    let cursor = decode_token(page.map_or("", |p| p.page_token.as_str()), order.len())?;
-    let keys: String = order
-        .iter()
-        .enumerate()
-        .map(|(i, expr)| format!(", {expr} AS _k{i}"))
-        .collect();
-    let mut b = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {}{keys} FROM {} AS t WHERE 1 = 1",
-        records::select_columns::<T>("t"),
-        T::TABLE
-    ));
-    filters(&mut b);
-    let order_list = order.join(", ");
-    if let Some(cursor) = cursor {
-        b.push(format_args!(" AND ({order_list}) > ("));
-        let mut values = b.separated(", ");
-        for key in cursor {
-            match key {
-                Key::Int(v) => values.push_bind(v),
-                Key::Text(s) => values.push_bind(s),
-            };
-        }
-        b.push(")");
-    }
-    b.push(format_args!(" ORDER BY {order_list} LIMIT "))
-        .push_bind(i64::from(size) + 1);
-    let mut rows = b.build().fetch_all(&mut *conn).await?;
-    let next_page_token = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        let last = rows.last().expect("a full page has a last row");
-        let keys = (0..order.len())
-            .map(|i| {
-                let column = format!("_k{i}");
-                match last.try_get::<i64, _>(column.as_str()) {
-                    Ok(v) => Ok(Key::Int(v)),
-                    Err(_) => Ok(Key::Text(last.try_get(column.as_str())?)),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        encode_token(&keys)
-    } else {
-        String::new()
-    };
-    let items = rows.iter().map(T::from_row).collect::<Result<Vec<_>>>()?;
-    Ok((items, next_page_token))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn search_text_is_quoted() {
@@ -702,26 +579,5 @@ mod tests {
         );
         assert!(fts_query(" \" * ").is_err());
         assert_eq!(fts_query("\0pay\u{7}ment").unwrap(), r#""payment""#);
-    }
-
-    proptest! {
-        #[test]
-        fn tokens_round_trip(a in any::<i64>(), s in "\\PC{0,40}") {
-            let keys = vec![Key::Int(a), Key::Text(s.replace(SEPARATOR, ""))];
-            let token = encode_token(&keys);
-            prop_assert_eq!(decode_token(&token, 2).unwrap(), Some(keys));
-        }
-
-        #[test]
-        fn garbage_tokens_are_refused_not_panicked(token in "\\PC{0,60}") {
-            let _ = decode_token(&token, 2);
-        }
-    }
-
-    #[test]
-    fn bad_tokens() {
-        assert!(decode_token("zz", 1).is_err());
-        assert!(decode_token("6", 1).is_err());
-        assert!(decode_token(&encode_token(&[Key::Int(1)]), 2).is_err());
     }
 }

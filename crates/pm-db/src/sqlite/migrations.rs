@@ -1,9 +1,9 @@
 //! Schema migrations of tenant databases, including online ones.
 //!
-//! The binary embeds the migrations of `migrations/` ([`crate::MIGRATOR`]). A registry may
-//! also be given a migrations directory (`RegistryConfig::migrations_dir`): a superset of the
+//! The binary embeds the migrations of `migrations/` ([`crate::MIGRATOR`]). The engine may
+//! also be given a migrations directory (`SqliteConfig::migrations_dir`): a superset of the
 //! embedded migrations, same versions and same checksums, plus newer ones. Its set is what
-//! tenants are brought to when they are opened, and [`TenantRegistry::migrate_online`]
+//! tenants are brought to when they are opened, and an online rollout ([`super::rollout`])
 //! reloads it while serving and rolls it out to the open tenants one at a time: each tenant's
 //! writer drains (commits what was queued before), applies the pending migrations in one
 //! transaction, and carries on with the commands that waited in its queue meanwhile.
@@ -11,8 +11,6 @@
 //! Every migration step here is all or nothing for a tenant: the pending migrations run inside
 //! one transaction (sqlx turns each migration's own transaction into a savepoint), so a
 //! failing one leaves the tenant on its old schema, still serving.
-//!
-//! [`TenantRegistry::migrate_online`]: crate::TenantRegistry::migrate_online
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,40 +23,9 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, Migrator};
 use sqlx::{Connection, SqliteConnection};
 
+use super::layout::schema_version;
+use crate::engine::{SchemaChange, SchemaStatus};
 use crate::error::{Error, Result};
-
-/// A tenant's schema version before and after a migration step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchemaChange {
-    /// The newest applied migration before (0: a new database).
-    pub from: i64,
-    /// The newest applied migration after.
-    pub to: i64,
-}
-
-impl SchemaChange {
-    /// Whether any migration was applied.
-    pub fn changed(&self) -> bool {
-        self.to != self.from
-    }
-}
-
-/// The newest successfully applied migration of the database on `conn` (0: none).
-pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
-        return Ok(0);
-    }
-    let version: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(version)
-}
 
 /// Applies the pending migrations of `migrator` on `conn` in one transaction: all of them,
 /// or (on any failure) none.
@@ -167,41 +134,6 @@ pub fn newest_version(dir: Option<&Path>) -> Result<i64> {
         None => embedded,
     };
     Ok(migrations.iter().map(|m| m.version).max().unwrap_or(0))
-}
-
-/// Figures of the schema rollouts of a registry, for metrics and operators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SchemaStatus {
-    /// The newest migration tenants are brought to.
-    pub target_version: i64,
-    /// Whether an online rollout is running.
-    pub rollout_running: bool,
-    /// Tenants migrated to a newer schema while serving (rollouts and opens).
-    pub applied: u64,
-    /// Tenant migrations that failed and were rolled back.
-    pub failed: u64,
-    /// Open tenants the running rollout has not reached yet.
-    pub open_pending: u64,
-    /// Tenants on disk, not open, below the target; migrated when next opened.
-    pub closed_pending: u64,
-    /// The last failure, for operators: tenant, migration version and error.
-    pub last_failure: Option<String>,
-}
-
-/// What one online rollout did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RolloutReport {
-    /// The newest migration of the directory.
-    pub target_version: i64,
-    /// Open tenants brought to the target (or found there), in rollout order.
-    pub migrated: Vec<(String, SchemaChange)>,
-    /// The tenant whose migration failed (rolled back, still serving), and why. The rollout
-    /// stops there.
-    pub failed: Option<(String, String)>,
-    /// Open tenants not attempted because the rollout stopped.
-    pub skipped: Vec<String>,
-    /// Tenants on disk, not open, still below the target (migrated when next opened).
-    pub closed_pending: u64,
 }
 
 /// The migrations a registry brings tenants to, and its rollout progress.

@@ -1,13 +1,14 @@
 //! Sprints, swim lanes and LLM context: the project's planning and board configuration.
 
 use pm_core::kinds::{ChangeAction, Role};
-use pm_core::{rules, text, EntityId};
+use pm_core::{rules, EntityId};
 use pm_proto::{convert, v1};
 
-use super::{check_version, check_writable, on_unique, parse_id, require, Applied, Cx};
-use crate::changelog::Change;
+use super::{on_unique, parse_id, Applied, Cx};
+use crate::access::{check_version, check_writable, require};
 use crate::error::{Error, Result};
-use crate::records;
+use crate::events::Change;
+use crate::sqlite::records;
 
 fn one_active_sprint() -> Error {
     Error::FailedPrecondition("the project already has an active sprint".into())
@@ -15,9 +16,6 @@ fn one_active_sprint() -> Error {
 
 pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Result<Applied> {
     let project_id = parse_id("project_id", &c.project_id)?;
-    text::single_line("name", &c.name, text::MAX_NAME)?;
-    text::multi_line("goal", &c.goal, text::MAX_SHORT_TEXT)?;
-    check_sprint_dates(c.start_at, c.end_at)?;
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
     let sprint = cx.created(v1::Sprint {
@@ -29,18 +27,9 @@ pub(super) async fn create_sprint(cx: &mut Cx<'_>, c: &v1::CreateSprint) -> Resu
         start_at: c.start_at,
         end_at: c.end_at,
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &sprint).await?;
     Ok(Applied::one(Change::created(&sprint)))
-}
-
-fn check_sprint_dates(start: Option<i64>, end: Option<i64>) -> Result<()> {
-    match (start, end) {
-        (Some(start), end) => rules::check_time_range("start_at", start, "end_at", end)?,
-        (None, Some(end)) => rules::check_timestamp("end_at", end)?,
-        (None, None) => {}
-    }
-    Ok(())
 }
 
 pub(super) async fn update_sprint(cx: &mut Cx<'_>, c: &v1::UpdateSprint) -> Result<Applied> {
@@ -58,11 +47,9 @@ pub(super) async fn update_sprint(cx: &mut Cx<'_>, c: &v1::UpdateSprint) -> Resu
     check_version(&sprint, c.expected_version)?;
     let mut after = sprint.clone();
     if let Some(name) = &c.name {
-        text::single_line("name", name, text::MAX_NAME)?;
         after.name = name.clone();
     }
     if let Some(goal) = &c.goal {
-        text::multi_line("goal", goal, text::MAX_SHORT_TEXT)?;
         after.goal = goal.clone();
     }
     if let Some(status) = c.status {
@@ -84,7 +71,6 @@ pub(super) async fn update_sprint(cx: &mut Cx<'_>, c: &v1::UpdateSprint) -> Resu
             _ => unreachable!("checked by check_clear_fields"),
         }
     }
-    check_sprint_dates(after.start_at, after.end_at)?;
     let activating = after.status == v1::SprintStatus::Active as i32
         && sprint.status != v1::SprintStatus::Active as i32;
     cx.save(&sprint, after, ChangeAction::Updated)
@@ -97,22 +83,17 @@ pub(super) async fn update_sprint(cx: &mut Cx<'_>, c: &v1::UpdateSprint) -> Resu
 
 pub(super) async fn create_swim_lane(cx: &mut Cx<'_>, c: &v1::CreateSwimLane) -> Result<Applied> {
     let project_id = parse_id("project_id", &c.project_id)?;
-    text::single_line("name", &c.name, text::MAX_LANE_NAME)?;
-    let status = convert::required("status", convert::work_item_status("status", c.status))?;
-    if let Some(limit) = c.wip_limit {
-        rules::check_wip_limit(limit)?;
-    }
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
     let lane = cx.created(v1::SwimLane {
         id: EntityId::new().to_text(),
         project_id,
         name: c.name.clone(),
-        status: v1::WorkItemStatus::from(status).into(),
+        status: c.status,
         position: c.position,
         wip_limit: c.wip_limit,
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &lane).await?;
     Ok(Applied::one(Change::created(&lane)))
 }
@@ -129,18 +110,15 @@ pub(super) async fn update_swim_lane(cx: &mut Cx<'_>, c: &v1::UpdateSwimLane) ->
     check_version(&lane, c.expected_version)?;
     let mut after = lane.clone();
     if let Some(name) = &c.name {
-        text::single_line("name", name, text::MAX_LANE_NAME)?;
         after.name = name.clone();
     }
     if let Some(status) = c.status {
-        let status = convert::required("status", convert::work_item_status("status", status))?;
-        after.status = v1::WorkItemStatus::from(status).into();
+        after.status = status;
     }
     if let Some(position) = c.position {
         after.position = position;
     }
     if let Some(limit) = c.wip_limit {
-        rules::check_wip_limit(limit)?;
         after.wip_limit = Some(limit);
     }
     if !c.clear_fields.is_empty() {
@@ -154,23 +132,17 @@ pub(super) async fn create_llm_context(
     c: &v1::CreateLlmContext,
 ) -> Result<Applied> {
     let project_id = parse_id("project_id", &c.project_id)?;
-    let category = convert::required(
-        "category",
-        convert::llm_context_category("category", c.category),
-    )?;
-    text::single_line("title", &c.title, text::MAX_NAME)?;
-    text::required_multi_line("content", &c.content, text::MAX_LONG_TEXT)?;
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
     let context = cx.created(v1::LlmContext {
         id: EntityId::new().to_text(),
         project_id,
-        category: v1::LlmContextCategory::from(category).into(),
+        category: c.category,
         title: c.title.clone(),
         content: c.content.clone(),
         priority: c.priority,
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &context).await?;
     Ok(Applied::one(Change::created(&context)))
 }
@@ -185,18 +157,12 @@ pub(super) async fn update_llm_context(
     check_version(&context, c.expected_version)?;
     let mut after = context.clone();
     if let Some(category) = c.category {
-        let category = convert::required(
-            "category",
-            convert::llm_context_category("category", category),
-        )?;
-        after.category = v1::LlmContextCategory::from(category).into();
+        after.category = category;
     }
     if let Some(title) = &c.title {
-        text::single_line("title", title, text::MAX_NAME)?;
         after.title = title.clone();
     }
     if let Some(content) = &c.content {
-        text::required_multi_line("content", content, text::MAX_LONG_TEXT)?;
         after.content = content.clone();
     }
     if let Some(priority) = c.priority {

@@ -1,19 +1,16 @@
 //! Work items: create, update and move (delete and restore are generic).
 
 use pm_core::kinds::{ChangeAction, Priority, Role, WorkItemStatus};
-use pm_core::{rank, rules, text, EntityId, UserId};
+use pm_core::{rank, rules, EntityId, UserId};
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
-use super::{check_version, check_writable, parse_id, require, Applied, Cx, ProjectInfo};
-use crate::changelog::Change;
+use super::{parse_id, Applied, Cx};
+use crate::access::{check_version, check_writable, require, ProjectInfo};
+use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::records::{self, Record};
-
-/// Fills the derived `display_key`, e.g. `PM-42`.
-pub(crate) fn with_display_key(item: v1::WorkItem, project_key: &str) -> v1::WorkItem {
-    item.with_project_key(project_key)
-}
+use crate::events::Change;
+use crate::sqlite::records;
 
 pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Applied> {
     let project_id = parse_id("project_id", &c.project_id)?;
@@ -21,13 +18,15 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
         "item_type",
         convert::work_item_type("item_type", c.item_type),
     )?;
-    text::single_line("title", &c.title, text::MAX_TITLE)?;
-    text::multi_line("description", &c.description, text::MAX_LONG_TEXT)?;
-    let status = convert::work_item_status("status", c.status)?.unwrap_or(WorkItemStatus::Backlog);
-    let priority = convert::priority("priority", c.priority)?.unwrap_or(Priority::Medium);
-    if let Some(points) = c.story_points {
-        rules::check_story_points(points)?;
-    }
+    // Unset status and priority take their defaults; other values are checked with the row.
+    let status = match convert::work_item_status("status", c.status) {
+        Ok(None) => v1::WorkItemStatus::from(WorkItemStatus::Backlog).into(),
+        _ => c.status,
+    };
+    let priority = match convert::priority("priority", c.priority) {
+        Ok(None) => v1::Priority::from(Priority::Medium).into(),
+        _ => c.priority,
+    };
     let assignee = c
         .assignee_id
         .as_deref()
@@ -61,8 +60,8 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
         check_sprint(cx, &project_id, sprint).await?;
     }
     let number = next_number(cx, &project_id).await?;
-    let item = with_display_key(
-        cx.created(v1::WorkItem {
+    let item = cx
+        .created(v1::WorkItem {
             id: EntityId::new().to_text(),
             project_id: project_id.clone(),
             number,
@@ -71,16 +70,15 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
             parent_id,
             title: c.title.clone(),
             description: c.description.clone(),
-            status: v1::WorkItemStatus::from(status).into(),
-            priority: v1::Priority::from(priority).into(),
+            status,
+            priority,
             story_points: c.story_points,
             assignee_id: assignee.map(|a| a.as_str().to_owned()),
             sprint_id,
             rank: rank::for_new_item(cx.next_seq),
             ..Default::default()
-        }),
-        &info.key,
-    );
+        })?
+        .with_project_key(&info.key);
     let change = Change::created(&item);
     match cx.deferred.as_deref_mut() {
         // Validated and numbered: only an unexpected storage failure can refuse it now, and
@@ -202,23 +200,18 @@ pub(super) async fn update(cx: &mut Cx<'_>, c: &v1::UpdateWorkItem) -> Result<Ap
     check_version(&item, c.expected_version)?;
     let mut after = item.clone();
     if let Some(title) = &c.title {
-        text::single_line("title", title, text::MAX_TITLE)?;
         after.title = title.clone();
     }
     if let Some(description) = &c.description {
-        text::multi_line("description", description, text::MAX_LONG_TEXT)?;
         after.description = description.clone();
     }
     if let Some(status) = c.status {
-        let status = convert::required("status", convert::work_item_status("status", status))?;
-        after.status = v1::WorkItemStatus::from(status).into();
+        after.status = status;
     }
     if let Some(priority) = c.priority {
-        let priority = convert::required("priority", convert::priority("priority", priority))?;
-        after.priority = v1::Priority::from(priority).into();
+        after.priority = priority;
     }
     if let Some(points) = c.story_points {
-        rules::check_story_points(points)?;
         after.story_points = Some(points);
     }
     if let Some(assignee) = &c.assignee_id {
@@ -240,8 +233,7 @@ pub(super) async fn move_item(cx: &mut Cx<'_>, c: &v1::MoveWorkItem) -> Result<A
     check_version(&item, c.expected_version)?;
     let mut after = item.clone();
     if let Some(status) = c.status {
-        let status = convert::required("status", convert::work_item_status("status", status))?;
-        after.status = v1::WorkItemStatus::from(status).into();
+        after.status = status;
     }
     if let Some(parent) = &c.parent_id {
         after.parent_id = if parent.is_empty() {
@@ -309,19 +301,4 @@ async fn new_rank(
     let lower = rank_of("after_id", &after_id)?;
     let upper = rank_of("before_id", &before_id)?;
     Ok(rank::between(lower.as_deref(), upper.as_deref())?)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn display_keys() {
-        let item = super::with_display_key(
-            super::v1::WorkItem {
-                number: 42,
-                ..Default::default()
-            },
-            "PM",
-        );
-        assert_eq!(item.display_key, "PM-42");
-    }
 }

@@ -1,19 +1,18 @@
 //! Projects and their members.
 
 use pm_core::kinds::{ChangeAction, Role};
-use pm_core::{text, EntityId, UserId};
+use pm_core::{EntityId, UserId};
 use pm_proto::{convert, v1};
 
-use super::{check_version, conflict, on_unique, parse_id, require, Applied, Cx, ProjectInfo};
-use crate::changelog::Change;
+use super::{on_unique, parse_id, Applied, Cx};
+use crate::access::{check_version, conflict, require, ProjectInfo};
+use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::records::{self, Record};
+use crate::events::Change;
+use crate::sqlite::records;
 
 /// Creates a project; the creator becomes its admin.
 pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<Applied> {
-    text::project_key("key", &c.key)?;
-    text::single_line("name", &c.name, text::MAX_NAME)?;
-    text::multi_line("description", &c.description, text::MAX_SHORT_TEXT)?;
     let project = cx.created(v1::Project {
         id: EntityId::new().to_text(),
         key: c.key.clone(),
@@ -21,13 +20,13 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<App
         description: c.description.clone(),
         status: v1::ProjectStatus::Active.into(),
         ..Default::default()
-    });
+    })?;
     let admin = cx.created(v1::ProjectMember {
         project_id: project.id.clone(),
         user_id: cx.actor.as_str().to_owned(),
         role: v1::ProjectRole::Admin.into(),
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &project).await.map_err(|e| {
         on_unique(e, || {
             Error::FailedPrecondition(format!("project key {} is already in use", c.key))
@@ -62,11 +61,9 @@ pub(super) async fn update(cx: &mut Cx<'_>, c: &v1::UpdateProject) -> Result<App
     check_version(&project, c.expected_version)?;
     let mut after = project.clone();
     if let Some(name) = &c.name {
-        text::single_line("name", name, text::MAX_NAME)?;
         after.name = name.clone();
     }
     if let Some(description) = &c.description {
-        text::multi_line("description", description, text::MAX_SHORT_TEXT)?;
         after.description = description.clone();
     }
     if let Some(status) = c.status {
@@ -133,15 +130,17 @@ async fn find_member(
     user_id: &str,
 ) -> Result<Option<v1::ProjectMember>> {
     let sql = format!(
-        "SELECT {} FROM project_members WHERE project_id = ?1 AND user_id = ?2",
-        v1::ProjectMember::COLUMNS.join(", ")
+        "SELECT {} FROM project_members AS m WHERE project_id = ?1 AND user_id = ?2",
+        records::select_columns::<v1::ProjectMember>("m")
     );
     let row = sqlx::query(&sql)
         .bind(project_id)
         .bind(user_id)
         .fetch_optional(&mut *cx.conn)
         .await?;
-    row.as_ref().map(v1::ProjectMember::from_row).transpose()
+    row.as_ref()
+        .map(records::from_row::<v1::ProjectMember>)
+        .transpose()
 }
 
 /// The member about to be changed, at the version the caller expects.
@@ -195,7 +194,7 @@ pub(super) async fn add_member(cx: &mut Cx<'_>, c: &v1::AddMember) -> Result<App
         user_id: user.as_str().to_owned(),
         role: v1::ProjectRole::from(role).into(),
         ..Default::default()
-    });
+    })?;
     records::insert(cx.conn, &member).await?;
     cx.cache
         .roles
@@ -217,6 +216,7 @@ pub(super) async fn update_member(cx: &mut Cx<'_>, c: &v1::UpdateMember) -> Resu
     let mut after = member.clone();
     after.role = v1::ProjectRole::from(role).into();
     after.touch(cx.actor.as_str(), cx.now);
+    after.validate()?;
     let done = sqlx::query(
         r#"
         UPDATE project_members SET role = ?1, version = ?2, updated_at = ?3, updated_by = ?4

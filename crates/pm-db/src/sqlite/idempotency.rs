@@ -8,7 +8,7 @@ use pm_proto::v1;
 use prost::Message;
 use sqlx::{Row, SqliteConnection};
 
-use crate::records::Q;
+use super::records::Q;
 
 use crate::error::{Error, Result};
 

@@ -1,7 +1,7 @@
 //! The tenant lock file: how an operator command in another process tells that a server has
 //! a tenant open.
 //!
-//! An open [`Tenant`](crate::Tenant) holds a *shared* advisory lock (`flock`) on
+//! An open [`SqliteTenant`](super::SqliteTenant) holds a *shared* advisory lock (`flock`) on
 //! `<tenant dir>/tenant.lock` for as long as it is open; several registries may share it.
 //! `pm-server restore` and `import` take the lock *exclusively* for the whole operation, so
 //! they refuse a tenant a server has open, and a server that tries to open the tenant

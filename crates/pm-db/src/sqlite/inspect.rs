@@ -1,14 +1,12 @@
 //! Read-only inspection of tenant databases, for operators: safe while a server is serving
 //! them (WAL readers never block the writer), and it never migrates or creates anything.
 
-use std::path::Path;
-
 use pm_core::TenantId;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{Connection, Row};
 
+use super::layout::{self, open_read_only, SqliteConfig};
+use super::migrations;
 use crate::error::{Error, Result};
-use crate::registry::{RegistryConfig, DB_FILE};
 
 /// What `pm-server tenants stats` reports for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,75 +31,28 @@ pub struct TenantStats {
     pub counts: Vec<(&'static str, u64)>,
 }
 
-/// Tenant directories under the data directory, sorted; names that are not valid tenant ids
-/// are returned as errors so that operators see them.
-pub fn list_tenants(
-    config: &RegistryConfig,
-) -> std::io::Result<Vec<std::result::Result<TenantId, String>>> {
-    let root = config.data_dir.join("tenants");
-    let entries = match std::fs::read_dir(&root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names
-        .into_iter()
-        .map(|name| TenantId::parse(&name).map_err(|_| name))
-        .collect())
-}
-
-/// The database, WAL and shared-memory files of a tenant together, bytes.
-pub fn size_on_disk(config: &RegistryConfig, id: &TenantId) -> u64 {
-    let dir = config.tenant_dir(id);
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|suffix| file_size(&dir.join(format!("{DB_FILE}{suffix}"))))
-        .sum()
-}
-
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 /// The schema version of one tenant's database, read-only (`None`: it has no database).
-pub async fn schema_version(config: &RegistryConfig, id: &TenantId) -> Result<Option<i64>> {
-    let db = config.tenant_dir(id).join(DB_FILE);
+pub async fn schema_version(config: &SqliteConfig, id: &TenantId) -> Result<Option<i64>> {
+    let db = config.db_file(id);
     if !db.is_file() {
         return Ok(None);
     }
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&db)
-        .read_only(true)
-        .connect()
-        .await?;
-    let version = crate::migrations::schema_version(&mut conn).await?;
+    let mut conn = open_read_only(&db).await?;
+    let version = layout::schema_version(&mut conn).await?;
     conn.close().await?;
     Ok(Some(version))
 }
 
 /// Counts entities and reads the change log of one tenant, read-only.
-pub async fn tenant_stats(config: &RegistryConfig, id: &TenantId) -> Result<TenantStats> {
-    let dir = config.tenant_dir(id);
-    let db = dir.join(DB_FILE);
+pub async fn tenant_stats(config: &SqliteConfig, id: &TenantId) -> Result<TenantStats> {
+    let db = config.db_file(id);
     if !db.is_file() {
         return Err(Error::NotFound(format!("tenant {id} has no database")));
     }
-    let size_bytes = size_on_disk(config, id);
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&db)
-        .read_only(true)
-        .connect()
-        .await?;
-    let schema_version = crate::migrations::schema_version(&mut conn).await?;
-    let newest = crate::migrations::newest_version(config.migrations_dir.as_deref())?;
+    let size_bytes = config.size_on_disk(id);
+    let mut conn = open_read_only(&db).await?;
+    let schema_version = layout::schema_version(&mut conn).await?;
+    let newest = migrations::newest_version(config.migrations_dir.as_deref())?;
     let mut stats = TenantStats {
         tenant: id.to_string(),
         size_bytes,

@@ -19,9 +19,12 @@ use pm_proto::v1;
 use pm_proto::v1::command::Kind;
 use sqlx::{Row, SqliteConnection};
 
-use crate::changelog::Change;
+use super::group::Pending;
+use super::records;
+use crate::access::{self, check_version, check_writable, conflict, editor, Permit, ProjectInfo};
+use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::records::{self, Record};
+use crate::events::Change;
 
 /// What a successful command produced.
 #[derive(Debug)]
@@ -54,13 +57,6 @@ pub(crate) struct Cache {
 /// Bound on cached facts before the cache is simply emptied.
 const CACHE_LIMIT: usize = 50_000;
 
-#[derive(Debug, Clone)]
-pub(crate) struct ProjectInfo {
-    pub(crate) key: String,
-    pub(crate) archived: bool,
-    pub(crate) deleted: bool,
-}
-
 impl Cache {
     pub(crate) fn clear(&mut self) {
         self.projects.clear();
@@ -87,36 +83,6 @@ pub(crate) struct Cx<'a> {
     /// The group's transaction state and deferred inserts; `None` when this command may
     /// not defer (the writer then began the transaction and flushed before it).
     pub(crate) deferred: Option<&'a mut Pending>,
-}
-
-/// What the writer has not yet sent to SQLite: whether the group's transaction is open, and
-/// new work items to insert together at the end of the group.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    pub(crate) begun: bool,
-    pub(crate) items: Vec<v1::WorkItem>,
-}
-
-impl Pending {
-    /// Opens the group's transaction if it is not open yet. Reads before it are safe: the
-    /// writer is the only one changing the database.
-    pub(crate) async fn begin(&mut self, conn: &mut SqliteConnection) -> Result<()> {
-        if !self.begun {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            self.begun = true;
-        }
-        Ok(())
-    }
-
-    /// Inserts the deferred work items now, so that what follows can read them.
-    pub(crate) async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
-        if !self.items.is_empty() {
-            self.begin(conn).await?;
-            records::insert_many(conn, &self.items).await?;
-            self.items.clear();
-        }
-        Ok(())
-    }
 }
 
 impl Cx<'_> {
@@ -190,18 +156,18 @@ pub(crate) async fn apply(cx: &mut Cx<'_>, kind: &Kind) -> Result<Applied> {
         Kind::CreateComment(c) => collab::create_comment(cx, c).await,
         Kind::UpdateComment(c) => collab::update_comment(cx, c).await,
         Kind::DeleteComment(c) => {
-            soft_delete::<v1::Comment>(cx, &c.id, c.expected_version, collab::author_or_admin).await
+            soft_delete::<v1::Comment>(cx, &c.id, c.expected_version, access::author_or_admin).await
         }
         Kind::RestoreComment(c) => {
-            restore::<v1::Comment>(cx, &c.id, c.expected_version, collab::author_or_admin).await
+            restore::<v1::Comment>(cx, &c.id, c.expected_version, access::author_or_admin).await
         }
         Kind::CreateTimeEntry(c) => collab::create_time_entry(cx, c).await,
         Kind::UpdateTimeEntry(c) => collab::update_time_entry(cx, c).await,
         Kind::DeleteTimeEntry(c) => {
-            soft_delete::<v1::TimeEntry>(cx, &c.id, c.expected_version, collab::owner).await
+            soft_delete::<v1::TimeEntry>(cx, &c.id, c.expected_version, access::owner).await
         }
         Kind::RestoreTimeEntry(c) => {
-            restore::<v1::TimeEntry>(cx, &c.id, c.expected_version, collab::owner).await
+            restore::<v1::TimeEntry>(cx, &c.id, c.expected_version, access::owner).await
         }
         Kind::StartTimer(c) => collab::start_timer(cx, c).await,
         Kind::StopTimer(_) => collab::stop_timer(cx).await,
@@ -211,24 +177,6 @@ pub(crate) async fn apply(cx: &mut Cx<'_>, kind: &Kind) -> Result<Applied> {
             soft_delete::<v1::Dependency>(cx, &c.id, c.expected_version, editor).await
         }
         Kind::RestoreDependency(c) => collab::restore_dependency(cx, c).await,
-    }
-}
-
-/// Who may change an entity, given the caller's role in its project.
-type Permit<R> = fn(&R, &UserId, Role) -> Result<()>;
-
-/// The default permit: editors and admins.
-fn editor<R>(_: &R, _: &UserId, role: Role) -> Result<()> {
-    require(role, Role::Editor)
-}
-
-fn require(role: Role, needed: Role) -> Result<()> {
-    if role.allows(needed) {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(format!(
-            "this needs the {needed} role in the project; you are a {role}"
-        )))
     }
 }
 
@@ -285,7 +233,7 @@ impl Cx<'_> {
         what: &str,
         allow_deleted_project: bool,
     ) -> Result<(Role, ProjectInfo)> {
-        let not_found = || Error::NotFound(format!("{what} not found"));
+        let not_found = || access::not_found(what);
         let info = self.project(project_id).await?.ok_or_else(not_found)?;
         if info.deleted && !allow_deleted_project {
             return Err(not_found());
@@ -303,33 +251,29 @@ impl Cx<'_> {
         needed: Role,
     ) -> Result<ProjectInfo> {
         let (role, info) = self.member_role(project_id, what, false).await?;
-        require(role, needed)?;
-        if info.archived {
-            return Err(Error::FailedPrecondition(
-                "the project is archived; unarchive it to change its content".into(),
-            ));
-        }
+        access::require(role, needed)?;
+        check_writable(&info)?;
         Ok(info)
     }
 
     /// Loads a live entity of `R` the actor may see, with the actor's role in its project.
-    async fn load<R: Record>(&mut self, field: &str, id: &str) -> Result<(R, Role, ProjectInfo)> {
+    async fn load<R: Entity>(&mut self, field: &str, id: &str) -> Result<(R, Role, ProjectInfo)> {
         let (record, role, info) = self.load_any::<R>(field, id, false).await?;
         if record.deleted_at().is_some() {
-            return Err(Error::NotFound(format!("{} not found", R::NAME)));
+            return Err(access::not_found(R::NAME));
         }
         Ok((record, role, info))
     }
 
     /// Like `load`, deleted or not.
-    async fn load_any<R: Record>(
+    async fn load_any<R: Entity>(
         &mut self,
         field: &str,
         id: &str,
         allow_deleted_project: bool,
     ) -> Result<(R, Role, ProjectInfo)> {
         let id = parse_id(field, id)?;
-        let not_found = || Error::NotFound(format!("{} not found", R::NAME));
+        let not_found = || access::not_found(R::NAME);
         let record: R = records::find(&mut *self.conn, &id)
             .await?
             .ok_or_else(not_found)?;
@@ -339,20 +283,24 @@ impl Cx<'_> {
         Ok((record.with_project_key(&info.key), role, info))
     }
 
-    /// `record` with its audit fields set for a creation by the actor now.
-    fn created<R: Record>(&self, mut record: R) -> R {
+    /// `record` with its audit fields set for a creation by the actor now, checked against
+    /// the entity's rules.
+    fn created<R: Entity>(&self, mut record: R) -> Result<R> {
         record.stamp_created(self.actor.as_str(), self.now);
-        record
+        record.validate()?;
+        Ok(record)
     }
 
-    /// Saves `after` over `before` (version-checked in the statement) and describes it.
-    async fn save<R: Record>(
+    /// Saves `after` over `before` (checked against the entity's rules, version-checked in
+    /// the statement) and describes the change.
+    async fn save<R: Entity>(
         &mut self,
         before: &R,
         mut after: R,
         action: ChangeAction,
     ) -> Result<Applied> {
         after.touch(self.actor.as_str(), self.now);
+        after.validate()?;
         if !records::update(self.conn, &after, before.version()).await? {
             return Err(conflict(before.clone()));
         }
@@ -360,28 +308,8 @@ impl Cx<'_> {
     }
 }
 
-/// `CONFLICT` carrying the current entity.
-fn conflict<R: Record>(current: R) -> Error {
-    Error::Conflict {
-        message: format!(
-            "the {} was changed by someone else (now at version {})",
-            R::NAME,
-            current.version()
-        ),
-        current: Box::new(current.into_entity()),
-    }
-}
-
-fn check_version<R: Record>(record: &R, expected: u64) -> Result<()> {
-    pm_core::rules::check_expected_version(expected)?;
-    if record.version() != expected {
-        return Err(conflict(record.clone()));
-    }
-    Ok(())
-}
-
 /// Soft-deletes an entity.
-async fn soft_delete<R: Record>(
+async fn soft_delete<R: Entity>(
     cx: &mut Cx<'_>,
     id: &str,
     expected: u64,
@@ -397,7 +325,7 @@ async fn soft_delete<R: Record>(
 }
 
 /// Restores a soft-deleted entity.
-async fn restore<R: Record>(
+async fn restore<R: Entity>(
     cx: &mut Cx<'_>,
     id: &str,
     expected: u64,
@@ -422,7 +350,7 @@ async fn restore<R: Record>(
 
 /// A restore can collide with a unique rule that a live row now holds (an active sprint, a
 /// running timer, the same dependency).
-fn restored_conflicts<R: Record>(error: Error) -> Error {
+fn restored_conflicts<R: Entity>(error: Error) -> Error {
     match &error {
         Error::Database(db) if is_unique_violation(db) => Error::FailedPrecondition(format!(
             "the {} cannot be restored: a live one now takes its place",
@@ -430,15 +358,6 @@ fn restored_conflicts<R: Record>(error: Error) -> Error {
         )),
         _ => error,
     }
-}
-
-fn check_writable(info: &ProjectInfo) -> Result<()> {
-    if info.archived {
-        return Err(Error::FailedPrecondition(
-            "the project is archived; unarchive it to change its content".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Parses an entity id into its canonical text.
@@ -460,5 +379,3 @@ fn on_unique(error: sqlx::Error, make: impl FnOnce() -> Error) -> Error {
         error.into()
     }
 }
-
-pub(crate) use work_items::with_display_key as work_items_display_key;

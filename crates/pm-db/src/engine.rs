@@ -1,0 +1,155 @@
+//! The storage engine boundary: everything the gateway asks of storage, and nothing about
+//! how an engine does it.
+//!
+//! An [`Engine`] opens tenants; a [`Tenant`] executes commands and batches (committing each
+//! with its change-log rows under a gapless seq), answers queries with `as_of_seq`, reads the
+//! change log for replay, publishes committed groups in seq order, and takes the snapshot a
+//! subscription starts from. SQLite ([`crate::sqlite`]) is the first engine; another plugs in
+//! by implementing these two traits, with the gateway unchanged. The rules every engine shares
+//! (validation, authorization, the diff that becomes an event) are outside any engine:
+//! [`crate::entity`], [`crate::access`], [`crate::events`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pm_core::{TenantId, UserId};
+use pm_proto::v1;
+use tokio::sync::broadcast;
+
+use crate::error::Result;
+use crate::events::{CommittedEvent, EventFilter, StoredEvent};
+
+/// Where tenants live.
+#[async_trait]
+pub trait Engine: Send + Sync + Debug {
+    /// Opens the tenant (creating and migrating it if needed) or returns it if open. Holding
+    /// the returned `Arc` keeps it open; idle tenants beyond the engine's bound are closed.
+    async fn open(&self, id: &TenantId) -> Result<Arc<dyn Tenant>>;
+
+    /// Figures for operators (`/metrics`), read when asked.
+    fn figures(&self) -> EngineFigures;
+
+    /// Brings the open tenants to newly configured migrations while serving (SIGHUP); closed
+    /// ones are migrated when next opened.
+    async fn migrate_online(&self) -> Result<RolloutReport>;
+}
+
+/// One open tenant.
+#[async_trait]
+pub trait Tenant: Send + Sync + Debug {
+    /// Its id.
+    fn id(&self) -> &TenantId;
+
+    /// The latest committed change number.
+    fn head_seq(&self) -> u64;
+
+    /// Applies one command as `actor`; answers after it is committed.
+    async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult>;
+
+    /// Applies a batch as `actor`; atomic batches commit all or nothing.
+    async fn batch(&self, actor: &UserId, batch: v1::Batch) -> Result<v1::BatchResult>;
+
+    /// Runs a query as `actor`; the answer carries the `as_of_seq` its rows reflect.
+    async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult>;
+
+    /// Up to `limit` logged events with `after < seq <= until`, in seq order: `RESYNC_REQUIRED`
+    /// if events after `after` are no longer retained, `INVALID_ARGUMENT` if `after` is past
+    /// the head.
+    async fn read_events(
+        &self,
+        after: u64,
+        until: Option<u64>,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// The oldest change still in the log (`None`: the log is empty).
+    async fn oldest_seq(&self) -> Result<Option<u64>>;
+
+    /// Committed events as they happen, one slice per committed group, in seq order. A
+    /// receiver that lags behind gets `RecvError::Lagged` and catches up with
+    /// [`Tenant::read_events`].
+    fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>>;
+
+    /// The live projects `user` is a member of, the head seq they are as of and the oldest
+    /// retained seq, all from one snapshot: where a subscription starts.
+    async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot>;
+}
+
+/// Where a subscription starts: see [`Tenant::subscription_snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSnapshot {
+    /// `(project id, role)` of every live project the user is a member of.
+    pub memberships: Vec<(String, pm_core::kinds::Role)>,
+    /// The head seq the memberships are as of.
+    pub head: u64,
+    /// The oldest retained seq (`None`: the log is empty).
+    pub oldest: Option<u64>,
+}
+
+/// What an engine tells operators.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFigures {
+    /// Tenants open now.
+    pub open_tenants: u64,
+    /// Write transactions committed by the open tenants.
+    pub committed_groups: u64,
+    /// Commands and batches committed by the open tenants.
+    pub committed_jobs: u64,
+    /// Change-log events deleted by retention in the open tenants.
+    pub pruned_events: u64,
+    /// Schema migrations and rollouts.
+    pub schema: SchemaStatus,
+}
+
+/// A tenant's schema version before and after a migration step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaChange {
+    /// The newest applied migration before (0: a new database).
+    pub from: i64,
+    /// The newest applied migration after.
+    pub to: i64,
+}
+
+impl SchemaChange {
+    /// Whether any migration was applied.
+    pub fn changed(&self) -> bool {
+        self.to != self.from
+    }
+}
+
+/// Figures of the schema rollouts of an engine, for metrics and operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The newest migration tenants are brought to.
+    pub target_version: i64,
+    /// Whether an online rollout is running.
+    pub rollout_running: bool,
+    /// Tenants migrated to a newer schema while serving (rollouts and opens).
+    pub applied: u64,
+    /// Tenant migrations that failed and were rolled back.
+    pub failed: u64,
+    /// Open tenants the running rollout has not reached yet.
+    pub open_pending: u64,
+    /// Tenants on disk, not open, below the target; migrated when next opened.
+    pub closed_pending: u64,
+    /// The last failure, for operators: tenant, migration version and error.
+    pub last_failure: Option<String>,
+}
+
+/// What one online rollout did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutReport {
+    /// The newest migration of the directory.
+    pub target_version: i64,
+    /// Open tenants brought to the target (or found there), in rollout order.
+    pub migrated: Vec<(String, SchemaChange)>,
+    /// The tenant whose migration failed (rolled back, still serving), and why. The rollout
+    /// stops there.
+    pub failed: Option<(String, String)>,
+    /// Open tenants not attempted because the rollout stopped.
+    pub skipped: Vec<String>,
+    /// Tenants on disk, not open, still below the target (migrated when next opened).
+    pub closed_pending: u64,
+}

@@ -1,0 +1,328 @@
+//! One group's transaction: the commands and batches the writer applies together, what they
+//! leave to write at the end (deferred inserts, change-log rows, idempotency answers), and the
+//! one script that writes it and commits.
+//!
+//! One failing command fails alone: handlers validate before they write and write with a
+//! single statement (SQLite undoes a failed statement by itself); the few that write more run
+//! in a savepoint, as do atomic batches.
+
+use pm_core::{text, UserId};
+use pm_proto::v1;
+use sqlx::SqliteConnection;
+
+use super::commands::{self, Applied, Cache, Cx};
+use super::{changelog, idempotency, records};
+use crate::error::{Error, Result};
+use crate::events::PendingEvent;
+
+/// What the group has not yet sent to SQLite: whether its transaction is open, and new work
+/// items to insert together at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) begun: bool,
+    pub(crate) items: Vec<v1::WorkItem>,
+}
+
+impl Pending {
+    /// Opens the group's transaction if it is not open yet. Reads before it are safe: the
+    /// writer is the only one changing the database.
+    pub(crate) async fn begin(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if !self.begun {
+            exec(conn, "BEGIN IMMEDIATE").await?;
+            self.begun = true;
+        }
+        Ok(())
+    }
+
+    /// Inserts the deferred work items now, so that what follows can read them.
+    pub(crate) async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if !self.items.is_empty() {
+            self.begin(conn).await?;
+            records::insert_many(conn, &self.items).await?;
+            self.items.clear();
+        }
+        Ok(())
+    }
+}
+
+/// What applying commands needs of the writer: its connection inside the group's
+/// transaction, its cache, and the batch limit.
+pub(super) struct Tx<'a> {
+    pub(super) conn: &'a mut SqliteConnection,
+    pub(super) cache: &'a mut Cache,
+    pub(super) max_batch_commands: usize,
+}
+
+/// A command's own outcome; the outer `Result` of the functions below is a storage failure
+/// that dooms the whole attempt.
+pub(super) type Outcome = Result<v1::CommandResult>;
+
+/// A group's uncommitted output.
+#[derive(Debug)]
+pub(super) struct Group {
+    /// The head before the group: its first change gets `base + 1`.
+    pub(super) base: u64,
+    pub(super) events: Vec<PendingEvent>,
+    answers: Vec<idempotency::Entry>,
+    /// Inside an atomic batch's savepoint: nothing may be deferred past its end.
+    in_savepoint: bool,
+    pub(super) pending: Pending,
+}
+
+pub(super) async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<()> {
+    sqlx::query(sql).execute(conn).await?;
+    Ok(())
+}
+
+impl Group {
+    pub(super) fn new(base: u64) -> Self {
+        Group {
+            base,
+            events: Vec::new(),
+            answers: Vec::new(),
+            in_savepoint: false,
+            pending: Pending::default(),
+        }
+    }
+
+    /// The head once the group is committed.
+    pub(super) fn head(&self) -> u64 {
+        self.base + self.events.len() as u64
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.head() + 1
+    }
+
+    fn mark(&self) -> (usize, usize) {
+        (self.events.len(), self.answers.len())
+    }
+
+    fn rollback_to(&mut self, (events, answers): (usize, usize)) {
+        self.events.truncate(events);
+        self.answers.truncate(answers);
+    }
+
+    /// Numbers the changes of a successful command and builds its result.
+    fn push(&mut self, actor: &UserId, now: i64, applied: Applied) -> v1::CommandResult {
+        for change in applied.changes {
+            let seq = self.next_seq();
+            self.events
+                .push(PendingEvent::new(seq, now, actor.as_str(), change));
+        }
+        v1::CommandResult {
+            seq: self.head(),
+            entity: Some(v1::Entity::of(applied.entity)),
+            replayed: false,
+        }
+    }
+
+    /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
+    /// transaction is not open yet, the deferred inserts, the change log, the idempotency
+    /// answers, `COMMIT`.
+    pub(super) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        let items = std::mem::take(&mut self.pending.items);
+        let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
+        if nothing_written && !self.pending.begun {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        if !self.pending.begun {
+            sql.push_str("BEGIN IMMEDIATE;\n");
+            // From here on a failure must roll back.
+            self.pending.begun = true;
+        }
+        for chunk in items.chunks(records::rows_per_insert::<v1::WorkItem>()) {
+            sql.push_str(&records::insert_many_sql::<v1::WorkItem>(chunk.len()));
+            sql.push_str(";\n");
+        }
+        for chunk in self.events.chunks(changelog::ROWS_PER_INSERT) {
+            sql.push_str(&changelog::append_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {
+            sql.push_str(&idempotency::store_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT");
+        // sqlx hands the arguments to the script's statements in order.
+        let query = items.iter().fold(sqlx::query(&sql), records::bind);
+        let query = self.events.iter().fold(query, changelog::bind);
+        let query = self.answers.iter().fold(query, idempotency::bind);
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Applies one command. `Ok(Err(_))` is the command's own failure.
+    pub(super) async fn command(
+        &mut self,
+        tx: &mut Tx<'_>,
+        actor: &UserId,
+        command: &v1::Command,
+        now: i64,
+        savepoint: bool,
+    ) -> Result<Outcome> {
+        let Some(kind) = &command.kind else {
+            return Ok(Err(Error::invalid(
+                "kind",
+                "the command names no operation",
+            )));
+        };
+        let key = command.idempotency_key.as_str();
+        let hash = if key.is_empty() {
+            None
+        } else {
+            if let Err(e) = text::idempotency_key("idempotency_key", key) {
+                return Ok(Err(e.into()));
+            }
+            let hash = idempotency::command_hash(command);
+            let earlier = self
+                .answers
+                .iter()
+                .find(|a| a.user_id == actor.as_str() && a.key == key)
+                .map(|a| (a.command_hash, a.result.clone()));
+            let earlier = match earlier {
+                Some(found) => Some(found),
+                None => idempotency::lookup(tx.conn, actor.as_str(), key, now).await?,
+            };
+            if let Some((stored_hash, result)) = earlier {
+                return Ok(replay(stored_hash, hash, result));
+            }
+            Some(hash)
+        };
+
+        let savepoint = savepoint || commands::needs_savepoint(kind);
+        let defer = !savepoint && !self.in_savepoint && commands::defers_writes(kind);
+        if !defer {
+            self.pending.flush(tx.conn).await?;
+            self.pending.begin(tx.conn).await?;
+        }
+        if savepoint {
+            exec(tx.conn, "SAVEPOINT command").await?;
+        }
+        let next_seq = self.next_seq();
+        let mut cx = Cx {
+            conn: &mut *tx.conn,
+            cache: &mut *tx.cache,
+            actor,
+            now,
+            next_seq,
+            deferred: defer.then_some(&mut self.pending),
+        };
+        match commands::apply(&mut cx, kind).await {
+            Ok(applied) => {
+                if savepoint {
+                    exec(tx.conn, "RELEASE command").await?;
+                }
+                let result = self.push(actor, now, applied);
+                if let Some(command_hash) = hash {
+                    self.answers.push(idempotency::Entry {
+                        user_id: actor.as_str().to_owned(),
+                        key: key.to_owned(),
+                        created_at: now,
+                        command_hash,
+                        result: result.clone(),
+                    });
+                }
+                Ok(Ok(result))
+            }
+            Err(error) if savepoint => {
+                exec(tx.conn, "ROLLBACK TO command").await?;
+                exec(tx.conn, "RELEASE command").await?;
+                tx.cache.clear();
+                if error.is_internal() {
+                    tracing::error!(%error, "command failed on a storage error");
+                }
+                Ok(Err(error))
+            }
+            // Without a savepoint an unexpected error may have left the transaction in an
+            // unknown state: give up on this attempt.
+            Err(error) if error.is_internal() => Err(error),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    /// Applies a batch: each command on its own, or an atomic one all or nothing.
+    pub(super) async fn batch(
+        &mut self,
+        tx: &mut Tx<'_>,
+        actor: &UserId,
+        batch: &v1::Batch,
+        now: i64,
+        safe: bool,
+    ) -> Result<Result<v1::BatchResult>> {
+        if batch.commands.is_empty() {
+            return Ok(Err(Error::invalid(
+                "commands",
+                "a batch needs at least one command",
+            )));
+        }
+        if batch.commands.len() > tx.max_batch_commands {
+            return Ok(Err(Error::TooLarge(format!(
+                "a batch holds at most {} commands",
+                tx.max_batch_commands
+            ))));
+        }
+        if !batch.atomic {
+            let mut outcomes = Vec::with_capacity(batch.commands.len());
+            for (i, command) in batch.commands.iter().enumerate() {
+                let outcome = self.command(tx, actor, command, now, safe).await?;
+                outcomes.push(outcome_of(
+                    outcome.map_err(|e| e.with_field_prefix(&format!("commands[{i}]"))),
+                ));
+            }
+            return Ok(Ok(v1::BatchResult { outcomes }));
+        }
+
+        self.pending.flush(tx.conn).await?;
+        self.pending.begin(tx.conn).await?;
+        exec(tx.conn, "SAVEPOINT batch").await?;
+        let mark = self.mark();
+        self.in_savepoint = true;
+        let mut outcomes = Vec::with_capacity(batch.commands.len());
+        for (i, command) in batch.commands.iter().enumerate() {
+            let failure = match self.command(tx, actor, command, now, false).await {
+                Ok(Ok(result)) => {
+                    outcomes.push(outcome_of(Ok(result)));
+                    continue;
+                }
+                Ok(Err(error)) => error,
+                Err(error) if safe => error,
+                Err(error) => {
+                    self.in_savepoint = false;
+                    return Err(error);
+                }
+            };
+            self.in_savepoint = false;
+            exec(tx.conn, "ROLLBACK TO batch").await?;
+            exec(tx.conn, "RELEASE batch").await?;
+            self.rollback_to(mark);
+            tx.cache.clear();
+            return Ok(Err(failure.with_field_prefix(&format!("commands[{i}]"))));
+        }
+        self.in_savepoint = false;
+        exec(tx.conn, "RELEASE batch").await?;
+        Ok(Ok(v1::BatchResult { outcomes }))
+    }
+}
+
+/// The stored answer to a repeated idempotency key, unless the key came with another command.
+fn replay(stored_hash: i64, hash: i64, mut result: v1::CommandResult) -> Outcome {
+    if stored_hash != hash {
+        return Err(Error::invalid(
+            "idempotency_key",
+            "was already used for a different command",
+        ));
+    }
+    result.replayed = true;
+    Ok(result)
+}
+
+fn outcome_of(outcome: Outcome) -> v1::CommandOutcome {
+    v1::CommandOutcome {
+        outcome: Some(match outcome {
+            Ok(result) => v1::command_outcome::Outcome::CommandResult(result),
+            Err(error) => v1::command_outcome::Outcome::Error(error.to_wire()),
+        }),
+    }
+}

@@ -1,0 +1,244 @@
+//! A tenant's write queue: what callers put in it (commands, batches and maintenance, each
+//! with where its answer goes), and how they wait for the answer.
+//!
+//! Every queued item carries its place among the jobs in flight ([`InFlight`]): a tenant with
+//! work in flight is never closed, and the count is right however a job ends (answered,
+//! failed, or never queued) because it goes with the job.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pm_core::UserId;
+use pm_proto::v1;
+use sqlx::migrate::Migrator;
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::WriterStats;
+use crate::engine::SchemaChange;
+use crate::error::{Error, Result};
+use crate::events::Retention;
+
+/// State the writer shares with readers of the tenant.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The latest committed seq.
+    pub(crate) head: AtomicU64,
+    /// Jobs submitted and not yet answered (queued or being applied); see [`InFlight`].
+    in_flight: AtomicU64,
+    /// Migrations queued or running: while there are any, a full queue makes callers wait
+    /// for room instead of answering `UNAVAILABLE`.
+    migrations: AtomicU64,
+    pub(crate) stats: WriterStats,
+}
+
+impl Shared {
+    /// Jobs submitted and not yet answered.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// A job's place among those in flight: counted from submission until the job is answered
+/// (or was never queued), whichever way it ends, because it goes with the job.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A queued or running migration: while one exists, callers wait for room in a full queue.
+#[derive(Debug)]
+pub(super) struct MigrationPending(Arc<Shared>);
+
+impl MigrationPending {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.migrations.fetch_add(1, Ordering::AcqRel);
+        MigrationPending(shared.clone())
+    }
+}
+
+impl Drop for MigrationPending {
+    fn drop(&mut self) {
+        self.0.migrations.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A caller's answer, filled in by the attempt that commits.
+#[derive(Debug)]
+pub(super) struct Reply<T> {
+    pub(super) to: oneshot::Sender<Result<T>>,
+    /// Boxed: a command's result holds a whole entity, and jobs move through the queue.
+    pub(super) result: Option<Box<Result<T>>>,
+}
+
+impl<T> Reply<T> {
+    fn send(self) {
+        // Never filled: the caller's receiver fails, which it reports as UNAVAILABLE. The
+        // caller may also have gone away; a committed change is committed all the same.
+        if let Some(result) = self.result {
+            let _ = self.to.send(*result);
+        }
+    }
+}
+
+/// What a caller asks of the writer, with where its answer goes.
+#[derive(Debug)]
+pub(super) enum Work {
+    Command(Box<v1::Command>, Reply<v1::CommandResult>),
+    Batch(v1::Batch, Reply<v1::BatchResult>),
+}
+
+impl Work {
+    pub(super) fn send(self) {
+        match self {
+            Work::Command(_, reply) => reply.send(),
+            Work::Batch(_, reply) => reply.send(),
+        }
+    }
+
+    pub(super) fn fail(&mut self, error: impl Fn() -> Error) {
+        match self {
+            Work::Command(_, reply) => reply.result = Some(Box::new(Err(error()))),
+            Work::Batch(_, reply) => reply.result = Some(Box::new(Err(error()))),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) actor: UserId,
+    pub(super) work: Work,
+    _in_flight: InFlight,
+}
+
+/// Maintenance run by the writer between groups, in queue order.
+#[derive(Debug)]
+pub(super) enum Control {
+    /// Delete at most one chunk of the change log that `retention` no longer covers, as of
+    /// `now` (Unix ms); answers how many events were deleted.
+    Prune {
+        retention: Retention,
+        now: i64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// Apply the pending migrations of `migrator` in one transaction (all or nothing).
+    Migrate {
+        migrator: Arc<Migrator>,
+        reply: oneshot::Sender<Result<SchemaChange>>,
+        pending: MigrationPending,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Queued {
+    Write(Job),
+    Control(Control, InFlight),
+}
+
+fn closing() -> Error {
+    Error::Unavailable("the tenant is closing; retry".into())
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("the tenant's writer stopped; retry".into())
+}
+
+/// The sending side of a writer's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterHandle {
+    pub(super) tx: mpsc::Sender<Queued>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl WriterHandle {
+    /// Applies one command as `actor`; answers after it is committed.
+    pub(crate) async fn command(
+        &self,
+        actor: UserId,
+        command: v1::Command,
+    ) -> Result<v1::CommandResult> {
+        self.submit(actor, |reply| Work::Command(Box::new(command), reply))
+            .await
+    }
+
+    /// Applies a batch as `actor`.
+    pub(crate) async fn batch(&self, actor: UserId, batch: v1::Batch) -> Result<v1::BatchResult> {
+        self.submit(actor, |reply| Work::Batch(batch, reply)).await
+    }
+
+    /// Queues work and waits for its answer. A full queue is `UNAVAILABLE` at once, unless a
+    /// migration is draining the writer: then the caller waits for room (its session's
+    /// in-flight limit bounds how many wait), so that a migration never fails a command.
+    async fn submit<T>(&self, actor: UserId, work: impl FnOnce(Reply<T>) -> Work) -> Result<T> {
+        let (to, answer) = oneshot::channel();
+        let job = Queued::Write(Job {
+            actor,
+            work: work(Reply { to, result: None }),
+            _in_flight: InFlight::new(&self.shared),
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job))
+                if self.shared.migrations.load(Ordering::Acquire) > 0 =>
+            {
+                self.tx.send(job).await.map_err(|_| closing())?;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(Error::Unavailable(
+                    "the tenant's write queue is full; retry shortly".into(),
+                ))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closing()),
+        }
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues a control job, waiting for room if the queue is full. It counts as in flight
+    /// (the tenant is not idle) until the writer has run it.
+    async fn control(&self, control: Control) -> Result<()> {
+        let queued = Queued::Control(control, InFlight::new(&self.shared));
+        self.tx
+            .send(queued)
+            .await
+            .map_err(|_| Error::Unavailable("the tenant is closing".into()))
+    }
+
+    /// Deletes at most one chunk of the change log that `retention` no longer covers.
+    pub(crate) async fn prune(&self, retention: Retention, now: i64) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::Prune {
+            retention,
+            now,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped".into()))?
+    }
+
+    /// Drains the writer and applies the pending migrations of `migrator` in one
+    /// transaction; commands sent meanwhile wait in the queue.
+    pub(crate) async fn migrate(&self, migrator: Arc<Migrator>) -> Result<SchemaChange> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::Migrate {
+            migrator,
+            reply,
+            pending: MigrationPending::new(&self.shared),
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped".into()))?
+    }
+}

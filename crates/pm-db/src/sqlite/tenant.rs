@@ -1,0 +1,253 @@
+//! One open SQLite tenant: its writer, its read pool, its checkpointer and its event feed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pm_core::{TenantId, UserId};
+use pm_proto::v1;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::ConnectOptions;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::changelog;
+use super::checkpoint;
+use super::layout::SqliteConfig;
+use super::lock::TenantLock;
+use super::migrations::{self, Schema};
+use super::queries;
+use super::queue::{Shared, WriterHandle};
+use super::writer::{self, WriterStats};
+use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant};
+use crate::error::Result;
+use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
+use crate::registry::Resident;
+
+/// One open tenant of the SQLite engine.
+///
+/// It holds a shared lock on the tenant's lock file while open, which tells operator
+/// commands in other processes (`restore`, `import`) that a server has it.
+#[derive(Debug)]
+pub struct SqliteTenant {
+    id: TenantId,
+    dir: PathBuf,
+    read_pool: SqlitePool,
+    writer: WriterHandle,
+    /// The writer and the checkpointer; both end once the writer's queue is dropped.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    /// The engine's migrations generation this tenant was last brought to.
+    generation: AtomicU64,
+    retention: Retention,
+    /// Kept until the writer and checkpointer have ended (see [`SqliteTenant::close`]).
+    lock: Mutex<Option<TenantLock>>,
+}
+
+impl SqliteTenant {
+    /// Opens tenant `id`: creates its directory and database if needed, brings it to the
+    /// schema's migrations (or, if a migration of the directory fails, to the embedded ones),
+    /// and starts its writer and checkpointer.
+    pub(crate) async fn open(
+        id: TenantId,
+        config: &SqliteConfig,
+        schema: &Schema,
+    ) -> Result<Arc<SqliteTenant>> {
+        let dir = config.tenant_dir(&id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let lock = TenantLock::shared(&dir)?;
+        let options = config.connect_options(&config.db_file(&id));
+        // Multi-row inserts come in one shape per group size: keep them all prepared.
+        let mut conn = options
+            .clone()
+            .create_if_missing(true)
+            .statement_cache_capacity(1_024)
+            // Checkpoints run on their own connection (see `checkpoint`).
+            .pragma("wal_autocheckpoint", "0")
+            .connect()
+            .await?;
+        let (migrator, generation) = schema.current();
+        match migrations::apply(&mut conn, &migrator).await {
+            Ok(change) => schema.applied(&change),
+            Err(error) if schema.beyond_embedded() => {
+                // A migration from the directory failed (and was rolled back): serve on the
+                // schema this binary needs rather than not at all.
+                schema.failed(&id, &error);
+                migrations::apply(&mut conn, &migrations::baseline()).await?;
+            }
+            Err(error) => return Err(error),
+        }
+        let head = changelog::head_seq(&mut conn).await?;
+        let checkpoint_conn = options.clone().connect().await?;
+        let read_pool = SqlitePoolOptions::new()
+            .max_connections(config.read_pool_size.max(1))
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .connect_with(options.read_only(true))
+            .await?;
+        let shared = Arc::new(Shared::default());
+        let (events, _) = broadcast::channel(config.writer.event_buffer.max(1));
+        let (due, due_rx) = mpsc::channel(1);
+        let progress = Arc::new(checkpoint::WalProgress::default());
+        let checkpointer = tokio::spawn(checkpoint::run(
+            checkpoint_conn,
+            progress.clone(),
+            due_rx,
+            id.to_string(),
+        ));
+        let (writer, task) = writer::spawn(
+            conn,
+            head,
+            shared.clone(),
+            events.clone(),
+            (progress, due),
+            config.writer.clone(),
+        );
+        tracing::debug!(tenant = %id, head, "tenant opened");
+        Ok(Arc::new(SqliteTenant {
+            id,
+            dir,
+            read_pool,
+            writer,
+            tasks: Mutex::new(vec![task, checkpointer]),
+            shared,
+            events,
+            generation: AtomicU64::new(generation),
+            retention: config.writer.retention.clone(),
+            lock: Mutex::new(Some(lock)),
+        }))
+    }
+
+    /// The engine's migrations generation this tenant was last brought to.
+    pub(crate) fn schema_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Drains the writer and applies `migrator`'s pending migrations (all or nothing).
+    pub(crate) async fn migrate(
+        &self,
+        migrator: Arc<Migrator>,
+        generation: u64,
+    ) -> Result<SchemaChange> {
+        let change = self.writer.migrate(migrator).await?;
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+        Ok(change)
+    }
+
+    /// Runs a full retention pass over the change log as of `now` (Unix ms), through the
+    /// writer, one bounded chunk at a time; returns how many events were deleted. The writer
+    /// also does this by itself every `retention.interval`.
+    pub async fn prune_changelog(&self, now: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = self.writer.prune(self.retention.clone(), now).await?;
+            total += deleted;
+            if deleted < changelog::PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The tenant's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The writer's counters.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.shared.stats
+    }
+
+    /// Write jobs submitted and not yet answered.
+    pub fn writes_in_flight(&self) -> u64 {
+        self.shared.in_flight()
+    }
+
+    /// The read pool (read-only connections).
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.read_pool
+    }
+}
+
+impl Resident for SqliteTenant {
+    fn busy(&self) -> bool {
+        self.shared.in_flight() > 0
+    }
+
+    /// Stops the writer (after it finishes what is queued) and the checkpointer, closes the
+    /// read pool, and only then releases the lock file.
+    async fn close(self: Arc<Self>) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("task lock is never poisoned"));
+        match Arc::try_unwrap(self) {
+            Ok(tenant) => {
+                let pool = tenant.read_pool.clone();
+                let lock = tenant.lock.lock().expect("lock is never poisoned").take();
+                // Dropping the tenant drops the writer's queue: the writer finishes and ends,
+                // and then the checkpointer.
+                drop(tenant);
+                for task in tasks {
+                    if let Err(e) = task.await {
+                        tracing::error!(error = %e, "tenant task failed");
+                    }
+                }
+                pool.close().await;
+                drop(lock);
+            }
+            Err(tenant) => {
+                // Not idle after all: leave it working; it closes when the last user drops it.
+                tracing::warn!(tenant = %tenant.id, "tenant still in use at close; left open");
+                *tenant.tasks.lock().expect("task lock is never poisoned") = tasks;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Tenant for SqliteTenant {
+    fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    fn head_seq(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {
+        self.writer.command(actor.clone(), command).await
+    }
+
+    async fn batch(&self, actor: &UserId, batch: v1::Batch) -> Result<v1::BatchResult> {
+        self.writer.batch(actor.clone(), batch).await
+    }
+
+    async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
+        queries::run(&self.read_pool, actor, query).await
+    }
+
+    async fn read_events(
+        &self,
+        after: u64,
+        until: Option<u64>,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut conn = self.read_pool.acquire().await?;
+        changelog::read_after(&mut conn, after, until, limit, filter).await
+    }
+
+    async fn oldest_seq(&self) -> Result<Option<u64>> {
+        changelog::oldest_seq(&self.read_pool).await
+    }
+
+    fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
+        self.events.subscribe()
+    }
+
+    async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
+        queries::subscription_snapshot(&self.read_pool, user).await
+    }
+}

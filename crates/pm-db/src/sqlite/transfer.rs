@@ -1,0 +1,363 @@
+//! Export and import of one SQLite tenant as JSON Lines, in the format of
+//! [`crate::export`].
+//!
+//! Export reads in one read transaction: a consistent snapshot, safe while a server serves
+//! the tenant. Import validates the whole file first ([`Dataset::validate`]), then loads it
+//! in one transaction, all or nothing.
+//!
+//! A tenant that already has content (projects or changes) is refused unless `replace` is
+//! set, which deletes its content and imports in the same transaction. Merging is not
+//! supported: two change logs cannot be merged without renumbering changes that clients
+//! have already seen. `dry_run` does everything in a transaction that is rolled back (for a
+//! tenant without a database, in memory) and reports what would be imported. Import takes
+//! the tenant's lock exclusively, so a tenant a running server has open is refused (it
+//! would bypass the tenant's single writer); so is a dry run of an existing tenant.
+
+use std::io::{BufRead, Write};
+use std::str::FromStr;
+
+use futures::TryStreamExt;
+use pm_core::TenantId;
+use pm_proto::v1;
+use prost::Message;
+use serde::Serialize;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+
+use super::backup::{remove_if_exists, sync_dir};
+use super::layout::{self, open_read_only, SqliteConfig, DB_FILE};
+use super::lock::TenantLock;
+use super::{changelog, records};
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::events::PendingEvent;
+use crate::export::{
+    at_line, change_columns, write_json, Dataset, ExportSummary, Header, ImportOptions,
+    ImportReport, Line, CHANGE, FORMAT, FORMAT_VERSION, KINDS,
+};
+use crate::MIGRATOR;
+
+/// Writes tenant `id` to `out` as JSON Lines; see the module documentation.
+pub async fn export_tenant<W: Write + Send>(
+    config: &SqliteConfig,
+    id: &TenantId,
+    out: &mut W,
+) -> Result<ExportSummary> {
+    let db = config.db_file(id);
+    if !db.is_file() {
+        return Err(Error::NotFound(format!("tenant {id} has no database")));
+    }
+    let mut conn = open_read_only(&db).await?;
+    let summary = export_snapshot(&mut conn, id, out).await;
+    conn.close().await?;
+    let summary = summary?;
+    out.flush()?;
+    Ok(summary)
+}
+
+async fn export_snapshot<W: Write + Send>(
+    conn: &mut SqliteConnection,
+    id: &TenantId,
+    out: &mut W,
+) -> Result<ExportSummary> {
+    let mut tx = conn.begin().await?;
+    let schema_version = layout::schema_version(&mut tx).await?;
+    let newest = layout::embedded_version();
+    if schema_version < newest {
+        return Err(Error::FailedPrecondition(format!(
+            "tenant {id} is at schema version {schema_version}, not {newest}; run `pm-server migrate` first"
+        )));
+    }
+    let header = Header {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        tenant: id.to_string(),
+        schema_version,
+        head_seq: changelog::head_seq(&mut *tx).await?,
+    };
+    write_json(out, &header)?;
+    let counts = vec![
+        (KINDS[0], rows::<v1::Project, _>(&mut tx, "id", out).await?),
+        (
+            KINDS[1],
+            rows::<v1::ProjectMember, _>(&mut tx, "project_id, user_id", out).await?,
+        ),
+        (KINDS[2], rows::<v1::Sprint, _>(&mut tx, "id", out).await?),
+        (KINDS[3], rows::<v1::WorkItem, _>(&mut tx, "id", out).await?),
+        (KINDS[4], rows::<v1::Comment, _>(&mut tx, "id", out).await?),
+        (
+            KINDS[5],
+            rows::<v1::TimeEntry, _>(&mut tx, "id", out).await?,
+        ),
+        (
+            KINDS[6],
+            rows::<v1::Dependency, _>(&mut tx, "id", out).await?,
+        ),
+        (KINDS[7], rows::<v1::SwimLane, _>(&mut tx, "id", out).await?),
+        (
+            KINDS[8],
+            rows::<v1::LlmContext, _>(&mut tx, "id", out).await?,
+        ),
+        (CHANGE, changes(&mut tx, out).await?),
+    ];
+    tx.rollback().await?;
+    Ok(ExportSummary { header, counts })
+}
+
+async fn rows<R: Entity + Serialize, W: Write + Send>(
+    conn: &mut SqliteConnection,
+    order_by: &str,
+    out: &mut W,
+) -> Result<u64> {
+    let sql = format!(
+        "SELECT {} FROM {} AS t ORDER BY {order_by}",
+        records::select_columns::<R>("t"),
+        R::TABLE
+    );
+    let mut stream = sqlx::query(&sql).fetch(&mut *conn);
+    let mut count = 0;
+    while let Some(row) = stream.try_next().await? {
+        write_json(
+            out,
+            &Line {
+                kind: R::KIND.as_str(),
+                data: records::from_row::<R>(&row)?,
+            },
+        )?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+async fn changes<W: Write + Send>(conn: &mut SqliteConnection, out: &mut W) -> Result<u64> {
+    let mut stream =
+        sqlx::query("SELECT seq, event FROM change_log ORDER BY seq").fetch(&mut *conn);
+    let mut count = 0;
+    while let Some(row) = stream.try_next().await? {
+        let seq: i64 = row.try_get("seq")?;
+        let blob: Vec<u8> = row.try_get("event")?;
+        let event = v1::Event::decode(blob.as_slice())
+            .map_err(|e| Error::Corrupt(format!("change {seq}: {e}")))?;
+        if event.seq != seq as u64 {
+            return Err(Error::Corrupt(format!(
+                "change {seq} holds the event of seq {}",
+                event.seq
+            )));
+        }
+        write_json(
+            out,
+            &Line {
+                kind: CHANGE,
+                data: event,
+            },
+        )?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Imports JSON Lines from `input` into tenant `id`; see the module documentation.
+pub async fn import_tenant<R: BufRead>(
+    config: &SqliteConfig,
+    id: &TenantId,
+    input: R,
+    options: ImportOptions,
+) -> Result<ImportReport> {
+    let data = Dataset::read(input, layout::embedded_version())?;
+    data.validate()?;
+    let dir = config.tenant_dir(id);
+    let db = dir.join(DB_FILE);
+    if options.dry_run && !db.is_file() {
+        // Nothing on disk to look at: load into a throw-away database.
+        let mut conn = SqliteConnectOptions::from_str("sqlite::memory:")?
+            .foreign_keys(true)
+            .connect()
+            .await?;
+        MIGRATOR.run_direct(&mut conn).await?;
+        let replaced = load(&data, &mut conn, id, options).await;
+        conn.close().await?;
+        return Ok(data.report(replaced?, options));
+    }
+    let created_dir = !dir.exists();
+    std::fs::create_dir_all(&dir)?;
+    let imported = import_locked(&data, &dir, id, options).await;
+    if imported.is_err() && created_dir {
+        // Leave nothing behind for a tenant that did not exist.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(data.report(imported?, options))
+}
+
+async fn import_locked(
+    data: &Dataset,
+    dir: &std::path::Path,
+    id: &TenantId,
+    options: ImportOptions,
+) -> Result<bool> {
+    let _lock = TenantLock::exclusive(dir, id.as_str())?;
+    let db = dir.join(DB_FILE);
+    if db.is_file() {
+        let mut conn = SqliteConfig::new(dir)
+            .connect_options(&db)
+            .connect()
+            .await?;
+        let loaded = async {
+            let version = layout::schema_version(&mut conn).await?;
+            if version < layout::embedded_version() {
+                if options.dry_run {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is at schema version {version}; run `pm-server migrate` first"
+                    )));
+                }
+                MIGRATOR.run_direct(&mut conn).await?;
+            }
+            load(data, &mut conn, id, options).await
+        }
+        .await;
+        conn.close().await?;
+        return loaded;
+    }
+    // A new tenant: build the database beside its final name, rename when complete.
+    let building = dir.join(format!("{DB_FILE}.importing"));
+    remove_if_exists(&building)?;
+    let built = async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&building)
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .connect()
+            .await?;
+        let loaded = async {
+            MIGRATOR.run_direct(&mut conn).await?;
+            load(data, &mut conn, id, options).await
+        }
+        .await;
+        conn.close().await?;
+        loaded?;
+        std::fs::File::open(&building)?.sync_all()?;
+        std::fs::rename(&building, &db)?;
+        sync_dir(dir)?;
+        Ok(false)
+    }
+    .await;
+    if built.is_err() {
+        let _ = remove_if_exists(&building);
+    }
+    built
+}
+
+/// Loads the rows into `conn` in one transaction, committed unless this is a dry run.
+/// Returns whether existing content was replaced.
+async fn load(
+    data: &Dataset,
+    conn: &mut SqliteConnection,
+    id: &TenantId,
+    options: ImportOptions,
+) -> Result<bool> {
+    let mut tx = conn.begin().await?;
+    // Rows of one table may refer to each other in any order (a parent with a later id).
+    sqlx::query("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *tx)
+        .await?;
+    let changes = changelog::head_seq(&mut *tx).await?;
+    let projects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects")
+        .fetch_one(&mut *tx)
+        .await?;
+    let replaced = changes > 0 || projects > 0;
+    if replaced && !options.replace {
+        return Err(Error::FailedPrecondition(format!(
+            "tenant {id} is not empty ({projects} project(s), head seq {changes}); \
+             use --replace to replace its content (merging is not supported)"
+        )));
+    }
+    if replaced {
+        for table in [
+            "change_log",
+            "idempotency",
+            "dependencies",
+            "time_entries",
+            "comments",
+            "llm_context",
+            "swim_lanes",
+            "work_items",
+            "sprints",
+            "project_members",
+            "projects",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The full-text indexes follow inserts and updates by trigger, not deletes.
+        for fts in ["work_item_fts", "comment_fts"] {
+            sqlx::query(&format!("INSERT INTO {fts} ({fts}) VALUES ('delete-all')"))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    insert_rows(&mut tx, &data.projects).await?;
+    insert_rows(&mut tx, &data.members).await?;
+    insert_rows(&mut tx, &data.sprints).await?;
+    insert_rows(&mut tx, &data.items).await?;
+    insert_rows(&mut tx, &data.comments).await?;
+    insert_rows(&mut tx, &data.time_entries).await?;
+    insert_rows(&mut tx, &data.dependencies).await?;
+    insert_rows(&mut tx, &data.lanes).await?;
+    insert_rows(&mut tx, &data.contexts).await?;
+    let pending = data
+        .changes
+        .iter()
+        .map(|(line, e)| {
+            let (kind, action) = change_columns(e).map_err(|err| at_line(*line, CHANGE, err))?;
+            Ok(PendingEvent {
+                seq: e.seq,
+                at: e.at,
+                actor_id: e.actor_id.clone(),
+                project_id: e.project_id.clone(),
+                kind,
+                entity_id: e.entity_id.clone(),
+                action,
+                event: e.encode_to_vec(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for chunk in pending.chunks(changelog::ROWS_PER_INSERT) {
+        let sql = changelog::append_sql(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            query = changelog::bind(query, event);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let dangling = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if !dangling.is_empty() {
+        return Err(Error::invalid(
+            "import",
+            format!("{} row(s) refer to rows that are not there", dangling.len()),
+        ));
+    }
+    if options.dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(replaced)
+}
+
+async fn insert_rows<R: Entity>(conn: &mut SqliteConnection, rows: &[(usize, R)]) -> Result<()> {
+    for (line, row) in rows {
+        records::insert(conn, row)
+            .await
+            .map_err(|e| match e.as_database_error() {
+                Some(db) => at_line(
+                    *line,
+                    R::KIND.as_str(),
+                    Error::invalid("", format!("refused by the database: {}", db.message())),
+                ),
+                None => Error::Database(e),
+            })?;
+    }
+    Ok(())
+}

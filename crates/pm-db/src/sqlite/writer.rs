@@ -1,0 +1,397 @@
+//! The writer: one task per open tenant, owning the tenant's only write connection.
+//!
+//! Callers submit commands into a bounded queue and await the answer. The writer takes
+//! everything queued (up to `max_group` jobs), applies it inside one `BEGIN IMMEDIATE`
+//! transaction, appends the group's change-log rows with one multi-row insert, commits once,
+//! and only then answers the callers and publishes the committed events in seq order.
+//!
+//! Every statement is a round trip to sqlx's SQLite thread, so the writer sends as few as it
+//! can: the transaction is opened only when something needs it, new work items are inserted
+//! together, and the end of the group (deferred inserts, change log, idempotency answers and
+//! `COMMIT`, with `BEGIN` in front if nothing opened it yet) goes in one script. A group of
+//! work-item creations is then a single round trip.
+//!
+//! One failing command fails alone: handlers validate before they write and write with a
+//! single statement (SQLite undoes a failed statement by itself); the few that write more run
+//! in a savepoint, as do atomic batches. If a group hits an unexpected storage error, it is
+//! rolled back and replayed once with a savepoint around every command, so only the command
+//! that caused it fails. `savepoint_per_command` makes that the normal mode (slower; kept to
+//! measure the difference).
+//!
+//! Maintenance goes through the same queue as `Control` jobs, so it never competes with the
+//! writer for SQLite's write lock: a control job runs after the group queued before it has
+//! committed (the drain) and before anything queued after it (which waits in the queue). A
+//! schema migration runs this way (see `migrations`), and so does change-log pruning, which
+//! the writer also starts by itself every `retention.interval`, one bounded chunk between
+//! groups at a time until nothing is left.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::SqliteConnection;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior};
+
+use super::checkpoint::WalProgress;
+use super::commands::Cache;
+use super::group::{exec, Group, Tx};
+use super::queue::{Control, Job, Queued, Shared, Work, WriterHandle};
+use super::{changelog, idempotency, migrations};
+use crate::error::{Error, Result};
+use crate::events::{CommittedEvent, Retention};
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Jobs waiting for the writer; a full queue answers `UNAVAILABLE`.
+    pub queue_capacity: usize,
+    /// Most jobs committed in one transaction.
+    pub max_group: usize,
+    /// Most commands in one `Batch`.
+    pub max_batch_commands: usize,
+    /// Wrap every command in a savepoint instead of only those that need one.
+    pub savepoint_per_command: bool,
+    /// Committed groups buffered for the event publisher before it must catch up from the log.
+    pub event_buffer: usize,
+    /// How much of the change log is kept (default: everything).
+    pub retention: Retention,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            queue_capacity: 4_096,
+            max_group: 512,
+            max_batch_commands: 100,
+            savepoint_per_command: false,
+            event_buffer: 1_024,
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Counters of a tenant's writer.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub groups: AtomicU64,
+    /// Jobs (commands or batches) answered from committed transactions.
+    pub jobs: AtomicU64,
+    /// Groups replayed with a savepoint per command after an unexpected error.
+    pub fallbacks: AtomicU64,
+    /// Groups that failed as a whole (every caller got `UNAVAILABLE`).
+    pub failed_groups: AtomicU64,
+    /// Time spent applying commands (validation, reads, in-group writes), microseconds.
+    pub apply_micros: AtomicU64,
+    /// Time spent in the end-of-group script (deferred inserts, change log, commit),
+    /// microseconds.
+    pub commit_micros: AtomicU64,
+    /// Change-log events deleted by retention.
+    pub pruned_events: AtomicU64,
+}
+
+/// Starts the writer task on `conn`, whose log ends at `head`.
+pub(crate) fn spawn(
+    conn: SqliteConnection,
+    head: u64,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
+    config: WriterConfig,
+) -> (WriterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    shared.head.store(head, Ordering::Release);
+    let handle = WriterHandle {
+        tx,
+        shared: shared.clone(),
+    };
+    let writer = Writer {
+        conn,
+        rx,
+        cache: Cache::default(),
+        head,
+        shared,
+        events,
+        checkpoint,
+        config,
+        last_prune: 0,
+    };
+    (handle, tokio::spawn(writer.run()))
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    rx: mpsc::Receiver<Queued>,
+    cache: Cache,
+    head: u64,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    /// Counts commits for the checkpointer and wakes it when one is due.
+    checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
+    config: WriterConfig,
+    last_prune: i64,
+}
+
+/// How often expired idempotency answers are deleted, in milliseconds.
+const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
+/// The shortest change-log pruning interval (a zero interval would spin).
+const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The next tick of the pruning timer; never, without one.
+async fn next_tick(tick: &mut Option<Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn elapsed_micros(from: Instant, to: Instant) -> u64 {
+    to.duration_since(from).as_micros() as u64
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut queued = Vec::with_capacity(self.config.max_group);
+        let mut jobs = Vec::with_capacity(self.config.max_group);
+        let retention = self.config.retention.clone();
+        let mut tick = (!retention.keeps_everything()).then(|| {
+            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
+            // The first pass one period after the tenant opened, not at once: opening many
+            // tenants does not start as many pruning passes.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
+        // Events are due for pruning: one chunk between groups until none is left.
+        let mut prune_due = false;
+        loop {
+            if prune_due {
+                prune_due = match self.prune(&retention, now_ms()).await {
+                    Ok(deleted) => deleted == changelog::PRUNE_CHUNK,
+                    Err(error) => {
+                        tracing::warn!(%error, "pruning the change log failed");
+                        false
+                    }
+                };
+            }
+            tokio::select! {
+                biased;
+                received = self.rx.recv_many(&mut queued, self.config.max_group) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.handle(&mut queued, &mut jobs).await;
+                    // Let the callers just answered run and queue their next command before
+                    // the queue is drained again: larger groups, fewer commits per command.
+                    tokio::task::yield_now().await;
+                }
+                () = next_tick(&mut tick), if !prune_due => prune_due = true,
+                () = std::future::ready(()), if prune_due => {}
+            }
+        }
+        if let Err(e) = sqlx::Connection::close(self.conn).await {
+            tracing::warn!(error = %e, "closing the tenant's write connection failed");
+        }
+    }
+
+    /// Commits the write jobs in `queued` in groups, and runs each control job after the
+    /// jobs before it have committed and before those after it.
+    async fn handle(&mut self, queued: &mut Vec<Queued>, jobs: &mut Vec<Job>) {
+        for item in queued.drain(..) {
+            match item {
+                Queued::Write(job) => jobs.push(job),
+                Queued::Control(control, _in_flight) => {
+                    if !jobs.is_empty() {
+                        self.process(jobs).await;
+                    }
+                    self.control(control).await;
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            self.process(jobs).await;
+        }
+    }
+
+    async fn control(&mut self, control: Control) {
+        match control {
+            Control::Prune {
+                retention,
+                now,
+                reply,
+            } => {
+                let _ = reply.send(self.prune(&retention, now).await);
+            }
+            Control::Migrate {
+                migrator,
+                reply,
+                pending,
+            } => {
+                let result = migrations::apply(&mut self.conn, &migrator).await;
+                // A new schema may change what the cached reads would return.
+                self.cache.clear();
+                // No longer pending: callers stop waiting for room in a full queue.
+                drop(pending);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn prune(&mut self, retention: &Retention, now: i64) -> Result<u64> {
+        let deleted = changelog::prune(
+            &mut self.conn,
+            retention,
+            self.head,
+            now,
+            changelog::PRUNE_CHUNK,
+        )
+        .await?;
+        if deleted > 0 {
+            tracing::debug!(deleted, "change-log events pruned");
+            self.shared
+                .stats
+                .pruned_events
+                .fetch_add(deleted, Ordering::Relaxed);
+        }
+        Ok(deleted)
+    }
+
+    /// Commits `jobs` (emptying it): in one transaction, replayed once with a savepoint per
+    /// command after an unexpected storage error; every job is answered either way.
+    async fn process(&mut self, jobs: &mut Vec<Job>) {
+        let now = now_ms();
+        let safe = self.config.savepoint_per_command;
+        let attempt = match self.attempt(jobs, now, safe).await {
+            Err(error) if !safe => {
+                tracing::warn!(%error, jobs = jobs.len(), "write group failed; replaying it with a savepoint per command");
+                self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.attempt(jobs, now, true).await
+            }
+            other => other,
+        };
+        match attempt {
+            Ok(group) => self.finish(group, jobs),
+            Err(error) => self.fail_all(jobs, error).await,
+        }
+    }
+
+    /// One transaction over all `jobs`, each answer filled in; rolled back on a storage
+    /// failure.
+    async fn attempt(&mut self, jobs: &mut [Job], now: i64, safe: bool) -> Result<Group> {
+        let mut group = Group::new(self.head);
+        match self.apply_all(&mut group, jobs, now, safe).await {
+            Ok(()) => Ok(group),
+            Err(error) => {
+                self.cache.clear();
+                if group.pending.begun {
+                    // Fails harmlessly if a failed script never reached its BEGIN.
+                    if let Err(e) = exec(&mut self.conn, "ROLLBACK").await {
+                        tracing::debug!(error = %e, "rollback after a failed write group failed");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn apply_all(
+        &mut self,
+        group: &mut Group,
+        jobs: &mut [Job],
+        now: i64,
+        safe: bool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut tx = Tx {
+            conn: &mut self.conn,
+            cache: &mut self.cache,
+            max_batch_commands: self.config.max_batch_commands,
+        };
+        for job in jobs.iter_mut() {
+            match &mut job.work {
+                Work::Command(command, reply) => {
+                    let outcome = group.command(&mut tx, &job.actor, command, now, safe);
+                    reply.result = Some(Box::new(outcome.await?));
+                }
+                Work::Batch(batch, reply) => {
+                    let outcome = group.batch(&mut tx, &job.actor, batch, now, safe);
+                    reply.result = Some(Box::new(outcome.await?));
+                }
+            }
+        }
+        if now - self.last_prune > PRUNE_INTERVAL_MS {
+            group.pending.begin(&mut self.conn).await?;
+            let pruned = idempotency::prune(&mut self.conn, now).await?;
+            tracing::debug!(pruned, "expired idempotency answers deleted");
+            self.last_prune = now;
+        }
+        let applied = Instant::now();
+        self.shared
+            .stats
+            .apply_micros
+            .fetch_add(elapsed_micros(started, applied), Ordering::Relaxed);
+        group.commit(&mut self.conn).await?;
+        self.shared
+            .stats
+            .commit_micros
+            .fetch_add(elapsed_micros(applied, Instant::now()), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After `COMMIT`: the new head, then the events in seq order, then the answers.
+    fn finish(&mut self, group: Group, jobs: &mut Vec<Job>) {
+        self.head = group.head();
+        if group.pending.begun && self.checkpoint.0.committed() {
+            // A full channel already has a checkpoint coming.
+            let _ = self.checkpoint.1.try_send(());
+        }
+        self.shared.head.store(self.head, Ordering::Release);
+        self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .jobs
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        if !group.events.is_empty() {
+            let committed: Arc<[CommittedEvent]> =
+                group.events.iter().map(CommittedEvent::from).collect();
+            // No receiver is fine: nobody is subscribed to this tenant.
+            let _ = self.events.send(committed);
+        }
+        for job in jobs.drain(..) {
+            job.work.send();
+        }
+    }
+
+    async fn fail_all(&mut self, jobs: &mut Vec<Job>, error: Error) {
+        tracing::error!(%error, jobs = jobs.len(), "write group failed; nothing was committed");
+        self.shared
+            .stats
+            .failed_groups
+            .fetch_add(1, Ordering::Relaxed);
+        self.cache.clear();
+        // A failed COMMIT may or may not have landed: take the head from the log itself.
+        match changelog::head_seq(&mut self.conn).await {
+            Ok(head) => {
+                self.head = head;
+                self.shared.head.store(head, Ordering::Release);
+            }
+            Err(e) => tracing::error!(error = %e, "reading the head seq after a failure failed"),
+        }
+        for mut job in jobs.drain(..) {
+            job.work
+                .fail(|| Error::Unavailable("the change could not be stored; retry".into()));
+            job.work.send();
+        }
+    }
+}
