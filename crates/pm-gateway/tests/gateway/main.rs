@@ -1,9 +1,9 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
-mod live_fuzz;
-mod online_migration;
-mod overload;
-mod requests_auth;
+mod backpressure;
+mod fuzz_requests;
+mod operations;
+mod requests;
 mod retention;
 mod security;
 mod session_limits;
