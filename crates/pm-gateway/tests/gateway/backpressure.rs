@@ -41,11 +41,6 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-/// Connections the server counts as open.
-fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
-}
-
 /// Waits (up to a generous bound) until the server counts `n` open connections.
 async fn until_open_connections(app: &TestApp, n: u64) {
     tokio::time::timeout(Duration::from_secs(60), async {

@@ -9,8 +9,6 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,52 +25,6 @@ use crate::support::*;
 const CASES: u32 = 256;
 /// Frames per run: cheaper than commands, and most random bytes do not decode at all.
 const FRAME_CASES: u32 = 1_024;
-
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config {
-        cases,
-        ..Config::default()
-    })
-}
-
-fn draw<S: Strategy>(runner: &mut TestRunner, strategy: &S) -> S::Value {
-    strategy
-        .new_tree(runner)
-        .expect("the strategy draws a value")
-        .current()
-}
-
-/// Checks that an error is one a client can act on and that it leaks nothing.
-fn assert_coded(error: &v1::Error, input: &dyn std::fmt::Debug) {
-    use v1::ErrorCode as C;
-    let code = C::try_from(error.code);
-    assert!(
-        matches!(
-            code,
-            Ok(C::InvalidArgument
-                | C::NotFound
-                | C::Conflict
-                | C::FailedPrecondition
-                | C::PermissionDenied
-                | C::ResyncRequired
-                | C::Unauthenticated)
-        ),
-        "{error:?} for {input:?}"
-    );
-    assert!(!error.message.is_empty(), "{error:?} for {input:?}");
-    let lower = error.message.to_lowercase();
-    for leak in [
-        "sql",
-        "select ",
-        "insert ",
-        ".rs:",
-        "/tmp",
-        "tenant.db",
-        "panicked",
-    ] {
-        assert!(!lower.contains(leak), "{error:?} for {input:?}");
-    }
-}
 
 /// Valid frames that mutations start from.
 fn templates(project: &str, item: &str) -> Vec<Vec<u8>> {

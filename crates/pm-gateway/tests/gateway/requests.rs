@@ -22,10 +22,6 @@ fn work_item(result: &v1::CommandResult) -> v1::WorkItem {
     }
 }
 
-fn code(error: &v1::Error) -> v1::ErrorCode {
-    v1::ErrorCode::try_from(error.code).expect("a known error code")
-}
-
 /// A command with an idempotency key.
 async fn keyed_command(client: &mut Client, key: &str, kind: Cmd) -> v1::CommandResult {
     match client
@@ -53,80 +49,6 @@ async fn batch(client: &mut Client, atomic: bool, commands: Vec<Cmd>) -> Out {
             atomic,
         }))
         .await
-}
-
-fn list_query(project_id: &str, page_size: u32, page_token: &str, text: &str) -> Q {
-    Q::ListWorkItems(v1::ListWorkItems {
-        project_id: project_id.into(),
-        page: Some(v1::PageRequest {
-            page_size,
-            page_token: page_token.into(),
-        }),
-        text: text.into(),
-        ..Default::default()
-    })
-}
-
-async fn list_items(
-    client: &mut Client,
-    project_id: &str,
-    page_size: u32,
-    page_token: &str,
-    text: &str,
-) -> Result<v1::ListWorkItemsResult, v1::Error> {
-    match client
-        .query(list_query(project_id, page_size, page_token, text))
-        .await?
-    {
-        QR::ListWorkItemsResult(r) => Ok(r),
-        other => panic!("expected ListWorkItemsResult, got {other:?}"),
-    }
-}
-
-/// One page holding every item (at most 500).
-async fn all_items(client: &mut Client, project_id: &str) -> v1::ListWorkItemsResult {
-    let page = list_items(client, project_id, 500, "", "")
-        .await
-        .expect("items listed");
-    assert_eq!(page.next_page_token, "", "everything fits one page");
-    page
-}
-
-async fn get_work_item(
-    client: &mut Client,
-    id: &str,
-    display_key: &str,
-) -> Result<v1::WorkItem, v1::Error> {
-    match client
-        .query(Q::GetWorkItem(v1::GetWorkItem {
-            id: id.into(),
-            display_key: display_key.into(),
-        }))
-        .await?
-    {
-        QR::GetWorkItemResult(r) => Ok(r.work_item.expect("a work item")),
-        other => panic!("expected GetWorkItemResult, got {other:?}"),
-    }
-}
-
-async fn get_project(client: &mut Client, id: &str) -> Result<v1::GetProjectResult, v1::Error> {
-    match client
-        .query(Q::GetProject(v1::GetProject { id: id.into() }))
-        .await?
-    {
-        QR::GetProjectResult(r) => Ok(r),
-        other => panic!("expected GetProjectResult, got {other:?}"),
-    }
-}
-
-async fn list_activity(
-    client: &mut Client,
-    query: v1::ListActivity,
-) -> Result<v1::ListActivityResult, v1::Error> {
-    match client.query(Q::ListActivity(query)).await? {
-        QR::ListActivityResult(r) => Ok(r),
-        other => panic!("expected ListActivityResult, got {other:?}"),
-    }
 }
 
 // --- 1. Pipelining ---

@@ -6,13 +6,6 @@ use pm_proto::v1;
 
 use crate::support::*;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[tokio::test]
 async fn a_resume_before_the_retained_log_is_resync_required_and_inside_it_is_complete() {
     let app = spawn_app_with(|s| s.changelog.retain_events = 5).await;

@@ -10,10 +10,9 @@
 //! keeps it too (see there).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
@@ -26,67 +25,6 @@ use crate::support::*;
 
 /// A valid HS256 secret that is not the server's.
 const OTHER_SECRET: &str = "another-secret-that-is-at-least-32-bytes-long";
-
-/// Signs `claims` with `alg` and `secret`.
-fn sign(claims: &serde_json::Value, alg: Algorithm, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HMAC signing cannot fail")
-}
-
-/// A token the server accepts, for `tenant`/`user`, expiring at `exp` (Unix seconds).
-fn token_until(tenant: &str, user: &str, exp: u64) -> String {
-    sign(
-        &json!({"sub": user, "tid": tenant, "exp": exp}),
-        Algorithm::HS256,
-        SECRET,
-    )
-}
-
-fn hello(token: &str) -> In {
-    In::Hello(v1::Hello {
-        token: token.into(),
-        client_name: "session-limits".into(),
-        protocol_version: 1,
-    })
-}
-
-fn list_projects() -> In {
-    In::Query(v1::Query {
-        kind: Some(v1::query::Kind::ListProjects(v1::ListProjects::default())),
-    })
-}
-
-/// What `ListProjects` answers on an empty tenant.
-fn no_projects() -> Out {
-    Out::QueryResult(v1::QueryResult {
-        result: Some(v1::query_result::Result::ListProjectsResult(
-            v1::ListProjectsResult {
-                items: vec![],
-                next_page_token: String::new(),
-                as_of_seq: 0,
-            },
-        )),
-    })
-}
-
-fn error_response(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> Body {
-    Body::Response(v1::Response {
-        request_id,
-        result: Some(Out::Error(error(code, message, field))),
-    })
-}
-
-fn goodbye(reason: v1::CloseReason, message: &str, resume_from_seq: u64) -> v1::Goodbye {
-    v1::Goodbye {
-        reason: reason.into(),
-        message: message.into(),
-        resume_from_seq,
-    }
-}
 
 /// Bytes that are no `ClientFrame`: an unterminated varint key.
 fn garbage() -> Message {
@@ -101,26 +39,6 @@ fn not_a_client_frame() -> Body {
         "the frame is not a valid ClientFrame",
         "",
     )
-}
-
-/// Connects, sends `Hello{token}` and returns the goodbye and close code it gets.
-async fn refused(app: &TestApp, token: &str) -> (v1::Goodbye, Option<u16>) {
-    let mut client = Client::connect(app.addr).await;
-    client.send(0, hello(token)).await;
-    client.goodbye().await
-}
-
-fn auth_failed(message: &str) -> (v1::Goodbye, Option<u16>) {
-    (goodbye(v1::CloseReason::AuthFailed, message, 0), Some(4001))
-}
-
-/// Sends `ClientFrame{ping}` and expects its `Pong`, skipping nothing else.
-async fn ping_pong(client: &mut Client, client_time: i64) {
-    client.send(0, In::Ping(v1::Ping { client_time })).await;
-    match client.frame().await {
-        Body::Pong(pong) => assert_eq!(pong.client_time, client_time),
-        other => panic!("expected a Pong, got {other:?}"),
-    }
 }
 
 /// Closes a client's WebSocket and waits for the server's close reply.
@@ -272,11 +190,6 @@ async fn a_second_hello_is_an_invalid_argument() {
 }
 
 // ---- Heartbeat -----------------------------------------------------------------------------
-
-/// Connections the server counts as open.
-fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
-}
 
 // The client must not read while it is meant to be silent: reading a WebSocket answers the
 // server's pings, which counts as traffic. So the test waits on the paused clock instead:

@@ -15,30 +15,6 @@ use pm_proto::v1::server_frame::Body;
 
 use crate::support::*;
 
-/// Reads events until one with `seq >= last` arrives; fails on anything but an event.
-async fn events_until(client: &mut Client, last: u64) -> Vec<v1::Event> {
-    let mut events = Vec::new();
-    loop {
-        let event = client.event().await;
-        let seq = event.seq;
-        events.push(event);
-        if seq >= last {
-            return events;
-        }
-    }
-}
-
-fn seqs(events: &[v1::Event]) -> Vec<u64> {
-    events.iter().map(|e| e.seq).collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
-}
-
 /// The value of an unlabelled or labelled sample, by its full name as printed.
 fn sample(body: &str, name: &str) -> u64 {
     body.lines()
