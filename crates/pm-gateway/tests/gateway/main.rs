@@ -1,5 +1,6 @@
 //! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
 
+mod auth;
 mod backpressure;
 mod fuzz_requests;
 mod operations;
@@ -9,44 +10,11 @@ mod security;
 mod session_limits;
 mod subscriptions;
 mod support;
+mod tenancy;
+mod token_lifetime;
 
 use pm_proto::v1;
-use pm_proto::v1::client_frame::Body as In;
 use support::*;
-
-#[tokio::test]
-async fn hello_gets_a_welcome_with_every_field() {
-    let app = spawn_app().await;
-    let (_client, welcome) = app.client("acme", "alice").await;
-    assert_eq!(welcome.user_id, "alice");
-    assert_eq!(welcome.tenant_id, "acme");
-    assert_eq!(welcome.protocol_version, 1);
-    assert_eq!(welcome.head_seq, 0);
-    assert_eq!(welcome.heartbeat_interval_ms, 15_000);
-    assert_eq!(welcome.max_frame_bytes, 1024 * 1024);
-    assert_eq!(welcome.server_version, pm_gateway::testing::TEST_VERSION);
-    assert_eq!(welcome.connection_id.len(), 36);
-}
-
-#[tokio::test]
-async fn a_bad_token_gets_goodbye_and_4001() {
-    let app = spawn_app().await;
-    let mut client = Client::connect(app.addr).await;
-    client
-        .send(
-            0,
-            In::Hello(v1::Hello {
-                token: "not-a-token".into(),
-                client_name: String::new(),
-                protocol_version: 1,
-            }),
-        )
-        .await;
-    let (goodbye, code) = client.goodbye().await;
-    assert_eq!(goodbye.reason, v1::CloseReason::AuthFailed as i32);
-    assert_eq!(goodbye.message, "invalid token: malformed token");
-    assert_eq!(code, Some(4001));
-}
 
 #[tokio::test]
 async fn a_second_client_sees_the_first_ones_changes_in_seq_order() {

@@ -12,19 +12,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
 use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::response::Result as Out;
 use pm_proto::v1::server_frame::Body;
-use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::support::*;
-
-/// A valid HS256 secret that is not the server's.
-const OTHER_SECRET: &str = "another-secret-that-is-at-least-32-bytes-long";
 
 /// Bytes that are no `ClientFrame`: an unterminated varint key.
 fn garbage() -> Message {
@@ -54,111 +49,6 @@ async fn close(mut client: Client) {
 // ---- Hello and tokens ----------------------------------------------------------------------
 
 #[tokio::test]
-async fn an_expired_token_gets_auth_expired_and_4001() {
-    let app = spawn_app().await;
-    // Past the 30 s leeway.
-    let token = token_until("acme", "alice", unix_now() - 3600);
-    assert_eq!(
-        refused(&app, &token).await,
-        (
-            goodbye(v1::CloseReason::AuthExpired, "the token has expired", 0),
-            Some(4001)
-        )
-    );
-}
-
-#[tokio::test]
-async fn a_token_signed_with_another_secret_gets_auth_failed_and_4001() {
-    let app = spawn_app().await;
-    let token = sign(
-        &json!({"sub": "alice", "tid": "acme", "exp": unix_now() + 3600}),
-        Algorithm::HS256,
-        OTHER_SECRET,
-    );
-    assert_eq!(
-        refused(&app, &token).await,
-        auth_failed("invalid token: bad signature")
-    );
-}
-
-#[tokio::test]
-async fn a_token_of_another_algorithm_is_refused_even_with_the_right_secret() {
-    let app = spawn_app().await;
-    let token = sign(
-        &json!({"sub": "alice", "tid": "acme", "exp": unix_now() + 3600}),
-        Algorithm::HS384,
-        SECRET,
-    );
-    assert_eq!(
-        refused(&app, &token).await,
-        auth_failed("invalid token: algorithm HS384 is not accepted")
-    );
-}
-
-#[tokio::test]
-async fn an_unsigned_alg_none_token_is_refused() {
-    let app = spawn_app().await;
-    // {"alg":"none","typ":"JWT"} . {"sub":"alice","tid":"acme","exp":9999999999} . (empty)
-    let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.\
-                 eyJzdWIiOiJhbGljZSIsInRpZCI6ImFjbWUiLCJleHAiOjk5OTk5OTk5OTl9.";
-    // `none` is not even an algorithm the header parser knows.
-    assert_eq!(
-        refused(&app, token).await,
-        auth_failed("invalid token: malformed token")
-    );
-}
-
-#[tokio::test]
-async fn an_empty_token_is_refused() {
-    let app = spawn_app().await;
-    assert_eq!(
-        refused(&app, "").await,
-        auth_failed("invalid token: no token was given")
-    );
-}
-
-#[tokio::test]
-async fn a_token_whose_tenant_id_is_a_path_is_refused() {
-    let app = spawn_app().await;
-    let token = token_until("../etc", "alice", unix_now() + 3600);
-    assert_eq!(
-        refused(&app, &token).await,
-        auth_failed(
-            "invalid token: claim `tid`: tenant_id: must start with a lower-case letter or digit"
-        )
-    );
-    // Nothing was created for it next to the tenants.
-    assert!(!app.data_dir().join("etc").exists());
-}
-
-#[tokio::test]
-async fn a_first_frame_other_than_hello_is_refused() {
-    let app = spawn_app().await;
-    let expected = auth_failed("the first frame must be ClientFrame{hello}");
-
-    let mut client = Client::connect(app.addr).await;
-    client.send(0, In::Ping(v1::Ping { client_time: 1 })).await;
-    assert_eq!(client.goodbye().await, expected);
-
-    let mut client = Client::connect(app.addr).await;
-    client.send(1, list_projects()).await;
-    assert_eq!(client.goodbye().await, expected);
-}
-
-#[tokio::test]
-async fn a_text_first_frame_is_refused() {
-    let app = spawn_app().await;
-    let mut client = Client::connect(app.addr).await;
-    let token = app.token("acme", "alice");
-    // Even a text frame that carries a valid token: the first frame must be binary.
-    client.send_raw(Message::Text(token.into())).await;
-    assert_eq!(
-        client.goodbye().await,
-        auth_failed("the first frame must be a binary ClientFrame with Hello")
-    );
-}
-
-#[tokio::test]
 async fn no_hello_within_the_hello_timeout_gets_hello_timeout_and_4001() {
     let app = spawn_app_with(|s| s.limits.hello_timeout_ms = 200).await;
     let mut client = Client::connect(app.addr).await;
@@ -169,22 +59,6 @@ async fn no_hello_within_the_hello_timeout_gets_hello_timeout_and_4001() {
         (
             goodbye(v1::CloseReason::HelloTimeout, "no Hello within 200 ms", 0),
             Some(4001)
-        )
-    );
-}
-
-#[tokio::test]
-async fn a_second_hello_is_an_invalid_argument() {
-    let app = spawn_app().await;
-    let (mut client, _) = app.client("acme", "alice").await;
-    client.send(7, hello(&app.token("acme", "alice"))).await;
-    assert_eq!(
-        client.frame().await,
-        error_response(
-            7,
-            v1::ErrorCode::InvalidArgument,
-            "already authenticated",
-            "hello"
         )
     );
 }
@@ -527,178 +401,6 @@ async fn an_upgrade_over_the_total_limit_gets_http_503() {
     close(first).await;
     let (_again, welcome) = app.client("acme", "bob").await;
     assert_eq!(welcome.user_id, "bob");
-}
-
-// ---- RefreshToken --------------------------------------------------------------------------
-
-fn refresh(token: &str) -> In {
-    In::RefreshToken(v1::RefreshToken {
-        token: token.into(),
-    })
-}
-
-#[tokio::test]
-async fn a_fresh_token_for_the_same_user_is_accepted_with_its_expiry() {
-    let app = spawn_app().await;
-    let (mut client, _) = app.client("acme", "alice").await;
-    let exp = unix_now() + 7200;
-    assert_eq!(
-        client
-            .request(refresh(&token_until("acme", "alice", exp)))
-            .await,
-        Out::RefreshTokenResult(v1::RefreshTokenResult {
-            expires_at: exp as i64 * 1000
-        })
-    );
-}
-
-#[tokio::test]
-async fn a_refresh_token_for_another_user_or_tenant_is_permission_denied() {
-    let app = spawn_app().await;
-    let (mut client, _) = app.client("acme", "alice").await;
-    let denied = Out::Error(error(
-        v1::ErrorCode::PermissionDenied,
-        "the token is for another tenant or user",
-        "token",
-    ));
-    assert_eq!(
-        client.request(refresh(&app.token("acme", "bob"))).await,
-        denied
-    );
-    assert_eq!(
-        client.request(refresh(&app.token("globex", "alice"))).await,
-        denied
-    );
-    // The connection still acts as alice of acme.
-    assert_eq!(client.request(list_projects()).await, no_projects());
-}
-
-#[tokio::test]
-async fn a_bad_refresh_token_is_unauthenticated() {
-    let app = spawn_app().await;
-    let (mut client, _) = app.client("acme", "alice").await;
-    assert_eq!(
-        client.request(refresh("garbage")).await,
-        Out::Error(error(
-            v1::ErrorCode::Unauthenticated,
-            "invalid token: malformed token",
-            "token"
-        ))
-    );
-    let expired = token_until("acme", "alice", unix_now() - 3600);
-    assert_eq!(
-        client.request(refresh(&expired)).await,
-        Out::Error(error(
-            v1::ErrorCode::Unauthenticated,
-            "the token has expired",
-            "token"
-        ))
-    );
-}
-
-#[tokio::test]
-async fn the_subscription_keeps_delivering_after_a_refresh() {
-    let app = spawn_app().await;
-    let (mut alice, _) = app.client("acme", "alice").await;
-    let project = alice.create_project("PM").await;
-    let (mut watcher, welcome) = app.client("acme", "alice").await;
-    let head = welcome.head_seq;
-    assert_eq!(watcher.subscribe(head).await, Ok(head));
-
-    let exp = unix_now() + 7200;
-    assert_eq!(
-        watcher
-            .request(refresh(&token_until("acme", "alice", exp)))
-            .await,
-        Out::RefreshTokenResult(v1::RefreshTokenResult {
-            expires_at: exp as i64 * 1000
-        })
-    );
-    let (item, seq) = alice.create_item(&project.id, "after the refresh").await;
-    let event = watcher.event().await;
-    assert_eq!(event.seq, seq);
-    assert_eq!(event.entity_id, item.id);
-    assert_eq!(event.action, v1::ChangeAction::Created as i32);
-}
-
-#[tokio::test]
-async fn a_token_within_the_leeway_is_not_welcomed_and_dropped_at_once() {
-    // Five seconds past `exp`, within the 30 s clock-skew leeway. Refusing it at Hello and
-    // accepting it for the leeway are both fair; welcoming it and then closing the connection
-    // at once for the same expiry is not.
-    let app = spawn_app().await;
-    let mut client = Client::connect(app.addr).await;
-    client
-        .send(0, hello(&token_until("acme", "alice", unix_now() - 5)))
-        .await;
-    match client.frame().await {
-        Body::Welcome(welcome) => {
-            assert_eq!(welcome.user_id, "alice");
-            // A moment later (virtual: nothing here waits on the database) it still answers.
-            tokio::time::pause();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ping_pong(&mut client, 1).await;
-        }
-        Body::Goodbye(goodbye) => {
-            assert_eq!(goodbye.reason, v1::CloseReason::AuthExpired as i32);
-            assert!(matches!(client.recv().await, Received::Closed(Some(4001))));
-        }
-        other => panic!("expected Welcome or Goodbye, got {other:?}"),
-    }
-}
-
-// Token expiry runs on the real clock: the server measures a token's remaining lifetime
-// against the system clock, which tokio's paused clock does not move. `exp` is in whole
-// seconds, so a token minted with `exp = now + 2` expires in one to two seconds.
-
-#[tokio::test]
-async fn a_connection_is_closed_when_its_token_expires() {
-    // Without leeway: the connection ends when the token does.
-    let app = spawn_app_with(|s| s.auth.leeway_secs = 0).await;
-    let mut client = Client::connect(app.addr).await;
-    client
-        .hello(&token_until("acme", "alice", unix_now() + 2))
-        .await;
-    assert_eq!(
-        client.goodbye().await,
-        (
-            goodbye(
-                v1::CloseReason::AuthExpired,
-                "the token expired; connect again with a fresh one",
-                0
-            ),
-            Some(4001)
-        )
-    );
-}
-
-#[tokio::test]
-async fn a_refreshed_token_keeps_the_connection_open_past_the_old_expiry() {
-    // Without leeway, so that the old token really ends during the test.
-    let app = spawn_app_with(|s| s.auth.leeway_secs = 0).await;
-    let mut client = Client::connect(app.addr).await;
-    let old_exp = unix_now() + 2;
-    client.hello(&token_until("acme", "alice", old_exp)).await;
-    let exp = unix_now() + 3600;
-    assert_eq!(
-        client
-            .request(refresh(&token_until("acme", "alice", exp)))
-            .await,
-        Out::RefreshTokenResult(v1::RefreshTokenResult {
-            expires_at: exp as i64 * 1000
-        })
-    );
-    // Nothing may arrive until well past the first token's expiry (the test above shows
-    // that without the refresh a goodbye does).
-    let past_old_expiry =
-        std::time::UNIX_EPOCH + Duration::from_secs(old_exp) + Duration::from_millis(300);
-    let wait = past_old_expiry
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    if let Ok(received) = tokio::time::timeout(wait, client.recv()).await {
-        panic!("expected silence past the old expiry, got {received:?}");
-    }
-    ping_pong(&mut client, 42).await;
 }
 
 // ---- Shutdown ------------------------------------------------------------------------------
