@@ -4,6 +4,7 @@ mod auth;
 mod backpressure;
 mod fuzz_requests;
 mod operations;
+mod permissions;
 mod requests;
 mod retention;
 mod security;
