@@ -402,38 +402,3 @@ async fn an_upgrade_over_the_total_limit_gets_http_503() {
     let (_again, welcome) = app.client("acme", "bob").await;
     assert_eq!(welcome.user_id, "bob");
 }
-
-// ---- Shutdown ------------------------------------------------------------------------------
-
-#[tokio::test]
-async fn shutdown_says_goodbye_with_the_resume_seq_and_1001_then_refuses_connections() {
-    let mut app = spawn_app().await;
-    let (mut alice, _) = app.client("acme", "alice").await;
-    let project = alice.create_project("PM").await;
-    let (_, item_seq) = alice.create_item(&project.id, "one").await;
-    let (mut watcher, _) = app.client("acme", "alice").await;
-    assert_eq!(watcher.subscribe(0).await, Ok(item_seq));
-    for expected in 1..=item_seq {
-        assert_eq!(watcher.event().await.seq, expected);
-    }
-
-    // `shutdown` unwraps what `serve` returned: it panics unless the server ended with Ok.
-    let ((), watcher_bye, alice_bye) =
-        tokio::join!(app.shutdown(), watcher.goodbye(), alice.goodbye());
-    let bye = |seq| {
-        goodbye(
-            v1::CloseReason::Shutdown,
-            "the server is shutting down",
-            seq,
-        )
-    };
-    assert_eq!(watcher_bye, (bye(item_seq), Some(1001)));
-    assert_eq!(alice_bye, (bye(0), Some(1001)));
-
-    match tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await {
-        Err(tungstenite::Error::Io(e)) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused)
-        }
-        other => panic!("expected a refused connection, got {other:?}"),
-    }
-}
