@@ -2,13 +2,14 @@
 
 mod auth;
 mod backpressure;
+mod connections;
+mod frames;
 mod fuzz_requests;
 mod operations;
 mod permissions;
+mod rate_limits;
 mod requests;
 mod resume;
-mod security;
-mod session_limits;
 mod subscriptions;
 mod support;
 mod tenancy;
