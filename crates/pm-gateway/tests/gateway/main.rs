@@ -4,6 +4,7 @@ mod auth;
 mod backpressure;
 mod connections;
 mod frames;
+mod fuzz_frames;
 mod fuzz_requests;
 mod operations;
 mod permissions;
