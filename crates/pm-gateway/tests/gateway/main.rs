@@ -1,4 +1,24 @@
-//! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
+//! End-to-end tests of the gateway: a server on port 0 with a fresh data directory, real
+//! WebSocket clients. One module per concern; `SECURITY.md` cites tests as `module::test_name`
+//! (run one with `cargo test -p pm-gateway --test gateway <name>`).
+//!
+//! # Layout
+//!
+//! - `auth`: Hello and the `Welcome`, first-frame rules, every way a token is refused at Hello.
+//! - `token_lifetime`: expired tokens, the leeway, expiry on an open connection, `RefreshToken`.
+//! - `tenancy`: tenant ids in tokens (checked before any path), nothing shared between tenants.
+//! - `permissions`: roles, non-members, changed roles and removed members (subscribed too).
+//! - `requests`: commands, queries, batches, idempotency and conflicts over the wire, paging.
+//! - `subscriptions`: what a subscription delivers: order, filters, event content, unsubscribe.
+//! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
+//! - `backpressure`: slow consumers, peers that stop reading, a full writer queue.
+//! - `connections`: connection caps, idle floods, hello timeout, slow handshakes, heartbeats.
+//! - `rate_limits`: the request budget: burst, strikes, pings, reconnects.
+//! - `frames`: frames after Hello: ping, garbage, text, request ids, frame and field sizes.
+//! - `fuzz_frames`: property tests over a live connection: random and mutated frames.
+//! - `fuzz_requests`: property tests over a live connection: well-formed but wrong requests.
+//! - `operations`: health, readiness and metrics over HTTP, shutdown, online migration.
+//! - `support`: the harness (`spawn_app`, the WebSocket `Client`) and helpers files share.
 
 mod auth;
 mod backpressure;

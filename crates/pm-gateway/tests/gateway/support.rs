@@ -1,5 +1,6 @@
 //! The end-to-end harness: a server on port 0 with a fresh data directory, and real
-//! WebSocket clients.
+//! WebSocket clients; then the helpers that several test files share (queries, probes of what
+//! a caller must not see, tokens and goodbyes, events, drawing proptest inputs).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
