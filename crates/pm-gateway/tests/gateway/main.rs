@@ -1,106 +1,37 @@
-//! End-to-end tests of the gateway: a server on port 0, real WebSocket clients.
+//! End-to-end tests of the gateway: a server on port 0 with a fresh data directory, real
+//! WebSocket clients. One module per concern; `SECURITY.md` cites tests as `module::test_name`
+//! (run one with `cargo test -p pm-gateway --test gateway <name>`).
+//!
+//! # Layout
+//!
+//! - `auth`: Hello and the `Welcome`, first-frame rules, every way a token is refused at Hello.
+//! - `token_lifetime`: expired tokens, the leeway, expiry on an open connection, `RefreshToken`.
+//! - `tenancy`: tenant ids in tokens (checked before any path), nothing shared between tenants.
+//! - `permissions`: roles, non-members, changed roles and removed members (subscribed too).
+//! - `requests`: commands, queries, batches, idempotency and conflicts over the wire, paging.
+//! - `subscriptions`: what a subscription delivers: order, filters, event content, unsubscribe.
+//! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
+//! - `backpressure`: slow consumers, peers that stop reading, a full writer queue.
+//! - `connections`: connection caps, idle floods, hello timeout, slow handshakes, heartbeats.
+//! - `rate_limits`: the request budget: burst, strikes, pings, reconnects.
+//! - `frames`: frames after Hello: ping, garbage, text, request ids, frame and field sizes.
+//! - `fuzz_frames`: property tests over a live connection: random and mutated frames.
+//! - `fuzz_requests`: property tests over a live connection: well-formed but wrong requests.
+//! - `operations`: health, readiness and metrics over HTTP, shutdown, online migration.
+//! - `support`: the harness (`spawn_app`, the WebSocket `Client`) and helpers files share.
 
-mod live_fuzz;
-mod online_migration;
-mod overload;
-mod requests_auth;
-mod retention;
-mod security;
-mod session_limits;
+mod auth;
+mod backpressure;
+mod connections;
+mod frames;
+mod fuzz_frames;
+mod fuzz_requests;
+mod operations;
+mod permissions;
+mod rate_limits;
+mod requests;
+mod resume;
 mod subscriptions;
 mod support;
-
-use pm_proto::v1;
-use pm_proto::v1::client_frame::Body as In;
-use support::*;
-
-#[tokio::test]
-async fn hello_gets_a_welcome_with_every_field() {
-    let app = spawn_app().await;
-    let (_client, welcome) = app.client("acme", "alice").await;
-    assert_eq!(welcome.user_id, "alice");
-    assert_eq!(welcome.tenant_id, "acme");
-    assert_eq!(welcome.protocol_version, 1);
-    assert_eq!(welcome.head_seq, 0);
-    assert_eq!(welcome.heartbeat_interval_ms, 15_000);
-    assert_eq!(welcome.max_frame_bytes, 1024 * 1024);
-    assert_eq!(welcome.server_version, pm_gateway::testing::TEST_VERSION);
-    assert_eq!(welcome.connection_id.len(), 36);
-}
-
-#[tokio::test]
-async fn a_bad_token_gets_goodbye_and_4001() {
-    let app = spawn_app().await;
-    let mut client = Client::connect(app.addr).await;
-    client
-        .send(
-            0,
-            In::Hello(v1::Hello {
-                token: "not-a-token".into(),
-                client_name: String::new(),
-                protocol_version: 1,
-            }),
-        )
-        .await;
-    let (goodbye, code) = client.goodbye().await;
-    assert_eq!(goodbye.reason, v1::CloseReason::AuthFailed as i32);
-    assert_eq!(goodbye.message, "invalid token: malformed token");
-    assert_eq!(code, Some(4001));
-}
-
-#[tokio::test]
-async fn a_second_client_sees_the_first_ones_changes_in_seq_order() {
-    let app = spawn_app().await;
-    let (mut alice, _) = app.client("acme", "alice").await;
-    let project = alice.create_project("PM").await;
-    let (mut watcher, _) = app.client("acme", "alice").await;
-    assert_eq!(watcher.subscribe(2).await.unwrap(), 2);
-    let mut seqs = Vec::new();
-    for i in 0..5 {
-        let (_, seq) = alice.create_item(&project.id, &format!("item {i}")).await;
-        seqs.push(seq);
-    }
-    for expected in seqs {
-        let event = watcher.event().await;
-        assert_eq!(event.seq, expected);
-        assert_eq!(event.entity_type, v1::EntityType::WorkItem as i32);
-        assert_eq!(event.action, v1::ChangeAction::Created as i32);
-    }
-}
-
-#[tokio::test]
-async fn health_readiness_and_metrics_answer_over_http() {
-    let app = spawn_app().await;
-    assert_eq!(app.http_get("/healthz").await, (200, "ok\n".into()));
-    assert_eq!(app.http_get("/readyz").await, (200, "ready\n".into()));
-    let (status, body) = app.http_get("/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        body.contains("# TYPE pm_connections_open gauge\npm_connections_open 0\n"),
-        "{body}"
-    );
-    assert_eq!(app.http_get("/nope").await.0, 404);
-}
-
-#[tokio::test]
-async fn resume_after_a_disconnect_misses_nothing_and_repeats_nothing() {
-    let app = spawn_app().await;
-    let (mut alice, _) = app.client("acme", "alice").await;
-    let project = alice.create_project("PM").await;
-    let (mut watcher, _) = app.client("acme", "alice").await;
-    watcher.subscribe(2).await.unwrap();
-    alice.create_item(&project.id, "seen").await;
-    let seen = watcher.event().await.seq;
-    drop(watcher);
-    for i in 0..500 {
-        alice.create_item(&project.id, &format!("missed {i}")).await;
-    }
-    let (mut back, _) = app.client("acme", "alice").await;
-    let head = back.subscribe(seen).await.unwrap();
-    assert_eq!(head, seen + 500);
-    for expected in seen + 1..=seen + 500 {
-        assert_eq!(back.event().await.seq, expected);
-    }
-    let (_, live) = alice.create_item(&project.id, "live").await;
-    assert_eq!(back.event().await.seq, live);
-}
+mod tenancy;
+mod token_lifetime;

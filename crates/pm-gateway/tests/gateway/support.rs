@@ -1,18 +1,29 @@
 //! The end-to-end harness: a server on port 0 with a fresh data directory, and real
-//! WebSocket clients.
+//! WebSocket clients; then the helpers that several test files share (queries, probes of what
+//! a caller must not see, tokens and goodbyes, events, drawing proptest inputs).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
+use pm_proto::v1::response::Result as Out;
 use pm_proto::v1::server_frame::Body;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, TestRunner};
 use prost::Message as _;
+use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use v1::command::Kind as Cmd;
+use v1::query::Kind as Q;
+use v1::query_result::Result as QR;
 
 pub use pm_gateway::testing::{TestServer as TestApp, SECRET};
 pub use pm_gateway::Settings;
@@ -319,6 +330,11 @@ impl Client {
 
     /// Sends a `Ping` and requires the very next frame to be its `Pong`: nothing else was
     /// queued for this connection before it.
+    ///
+    /// The `Pong` goes through the same outgoing queue as events, so an event queued before the
+    /// ping arrives before the pong. The proof is only sound once every event that could still
+    /// arrive has been published, so each such check follows the receipt (here or on a barrier
+    /// connection) of the last event written.
     pub async fn assert_nothing_more(&mut self, tag: i64) {
         self.send(0, In::Ping(v1::Ping { client_time: tag })).await;
         match self.frame().await {
@@ -345,5 +361,433 @@ pub fn error(code: v1::ErrorCode, message: &str, field: &str) -> v1::Error {
         message: message.into(),
         field: field.into(),
         current: None,
+    }
+}
+
+// ---- Queries ------------------------------------------------------------------------------
+
+/// The known code of an error.
+pub fn code(error: &v1::Error) -> v1::ErrorCode {
+    v1::ErrorCode::try_from(error.code).expect("a known error code")
+}
+
+/// A `ListWorkItems` page request, optionally searching titles for `text`.
+pub fn list_query(project_id: &str, page_size: u32, page_token: &str, text: &str) -> Q {
+    Q::ListWorkItems(v1::ListWorkItems {
+        project_id: project_id.into(),
+        page: Some(v1::PageRequest {
+            page_size,
+            page_token: page_token.into(),
+        }),
+        text: text.into(),
+        ..Default::default()
+    })
+}
+
+pub async fn list_items(
+    client: &mut Client,
+    project_id: &str,
+    page_size: u32,
+    page_token: &str,
+    text: &str,
+) -> Result<v1::ListWorkItemsResult, v1::Error> {
+    match client
+        .query(list_query(project_id, page_size, page_token, text))
+        .await?
+    {
+        QR::ListWorkItemsResult(r) => Ok(r),
+        other => panic!("expected ListWorkItemsResult, got {other:?}"),
+    }
+}
+
+/// One page holding every item (at most 500).
+pub async fn all_items(client: &mut Client, project_id: &str) -> v1::ListWorkItemsResult {
+    let page = list_items(client, project_id, 500, "", "")
+        .await
+        .expect("items listed");
+    assert_eq!(page.next_page_token, "", "everything fits one page");
+    page
+}
+
+pub async fn get_work_item(
+    client: &mut Client,
+    id: &str,
+    display_key: &str,
+) -> Result<v1::WorkItem, v1::Error> {
+    match client
+        .query(Q::GetWorkItem(v1::GetWorkItem {
+            id: id.into(),
+            display_key: display_key.into(),
+        }))
+        .await?
+    {
+        QR::GetWorkItemResult(r) => Ok(r.work_item.expect("a work item")),
+        other => panic!("expected GetWorkItemResult, got {other:?}"),
+    }
+}
+
+pub async fn get_project(client: &mut Client, id: &str) -> Result<v1::GetProjectResult, v1::Error> {
+    match client
+        .query(Q::GetProject(v1::GetProject { id: id.into() }))
+        .await?
+    {
+        QR::GetProjectResult(r) => Ok(r),
+        other => panic!("expected GetProjectResult, got {other:?}"),
+    }
+}
+
+pub async fn list_activity(
+    client: &mut Client,
+    query: v1::ListActivity,
+) -> Result<v1::ListActivityResult, v1::Error> {
+    match client.query(Q::ListActivity(query)).await? {
+        QR::ListActivityResult(r) => Ok(r),
+        other => panic!("expected ListActivityResult, got {other:?}"),
+    }
+}
+
+/// A `ListProjects` request.
+pub fn list_projects() -> In {
+    In::Query(v1::Query {
+        kind: Some(Q::ListProjects(v1::ListProjects::default())),
+    })
+}
+
+/// What `ListProjects` answers on an empty tenant.
+pub fn no_projects() -> Out {
+    Out::QueryResult(v1::QueryResult {
+        result: Some(QR::ListProjectsResult(v1::ListProjectsResult {
+            items: vec![],
+            next_page_token: String::new(),
+            as_of_seq: 0,
+        })),
+    })
+}
+
+/// The response to `request_id`: the error `code`, exact `message` and `field`.
+pub fn error_response(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> Body {
+    Body::Response(v1::Response {
+        request_id,
+        result: Some(Out::Error(error(code, message, field))),
+    })
+}
+
+// ---- Probes of what a caller must not see ---------------------------------------------------
+
+/// A fresh UUIDv7 that names nothing.
+pub fn unknown_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Every way a caller might reach a project or an item it must not see, as requests.
+pub fn probes(project_id: &str, item_id: &str, display_key: &str) -> Vec<(&'static str, In)> {
+    let query = |kind| In::Query(v1::Query { kind: Some(kind) });
+    let command = |kind| {
+        In::Command(v1::Command {
+            idempotency_key: String::new(),
+            kind: Some(kind),
+        })
+    };
+    vec![
+        (
+            "GetProject",
+            query(Q::GetProject(v1::GetProject {
+                id: project_id.into(),
+            })),
+        ),
+        (
+            "ListMembers",
+            query(Q::ListMembers(v1::ListMembers {
+                project_id: project_id.into(),
+                page: None,
+            })),
+        ),
+        (
+            "GetWorkItem by id",
+            query(Q::GetWorkItem(v1::GetWorkItem {
+                id: item_id.into(),
+                display_key: String::new(),
+            })),
+        ),
+        (
+            "GetWorkItem by display key",
+            query(Q::GetWorkItem(v1::GetWorkItem {
+                id: String::new(),
+                display_key: display_key.into(),
+            })),
+        ),
+        (
+            "ListWorkItems",
+            query(Q::ListWorkItems(v1::ListWorkItems {
+                project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "ListWorkItems with a text search",
+            query(Q::ListWorkItems(v1::ListWorkItems {
+                project_id: project_id.into(),
+                text: "secret".into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "ListSprints",
+            query(Q::ListSprints(v1::ListSprints {
+                project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "ListComments",
+            query(Q::ListComments(v1::ListComments {
+                work_item_id: item_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "ListSwimLanes",
+            query(Q::ListSwimLanes(v1::ListSwimLanes {
+                project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "CreateWorkItem",
+            command(create_item(project_id, "planted")),
+        ),
+        (
+            "UpdateWorkItem",
+            command(Cmd::UpdateWorkItem(v1::UpdateWorkItem {
+                id: item_id.into(),
+                expected_version: 1,
+                title: Some("taken over".into()),
+                ..Default::default()
+            })),
+        ),
+        (
+            "DeleteWorkItem",
+            command(Cmd::DeleteWorkItem(v1::DeleteWorkItem {
+                id: item_id.into(),
+                expected_version: 1,
+            })),
+        ),
+        (
+            "CreateComment",
+            command(Cmd::CreateComment(v1::CreateComment {
+                work_item_id: item_id.into(),
+                content: "planted".into(),
+            })),
+        ),
+        (
+            "AddMember (granting oneself access)",
+            command(Cmd::AddMember(v1::AddMember {
+                project_id: project_id.into(),
+                user_id: "mallory".into(),
+                role: v1::ProjectRole::Admin.into(),
+            })),
+        ),
+        (
+            "DeleteProject",
+            command(Cmd::DeleteProject(v1::DeleteProject {
+                id: project_id.into(),
+                expected_version: 1,
+            })),
+        ),
+    ]
+}
+
+/// The answer to a request, as an error (a success fails the test).
+pub async fn refusal(client: &mut Client, name: &str, body: In) -> v1::Error {
+    match client.request(body).await {
+        Out::Error(e) => e,
+        other => panic!("{name}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// Sends every probe for the real ids and for ids that exist nowhere: the answers must be the
+/// same, so that the refusal tells the attacker nothing (not even that the id exists).
+pub async fn assert_probes_learn_nothing(
+    client: &mut Client,
+    project: &str,
+    item: &str,
+    key: &str,
+) {
+    let real = probes(project, item, key);
+    let guessed = probes(&unknown_id(), &unknown_id(), "ZZZ-1");
+    for ((name, real), (_, guessed)) in real.into_iter().zip(guessed) {
+        let got = refusal(client, name, real).await;
+        let baseline = refusal(client, name, guessed).await;
+        assert_eq!(
+            v1::ErrorCode::try_from(got.code),
+            Ok(v1::ErrorCode::NotFound),
+            "{name}: {got:?}"
+        );
+        assert_eq!(
+            got, baseline,
+            "{name}: the refusal differs from a made-up id's"
+        );
+        assert!(!got.message.contains(project) && !got.message.contains(item));
+    }
+}
+
+// ---- Tokens, Hello and goodbyes -----------------------------------------------------------
+
+/// Signs `claims` with HMAC `alg` and `secret`.
+pub fn sign(claims: &Value, alg: Algorithm, secret: impl AsRef<[u8]>) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(secret.as_ref()),
+    )
+    .expect("HMAC signing cannot fail")
+}
+
+/// Valid claims for `tenant`/`user`, an hour from expiry, with `extra` merged in.
+pub fn claims(tenant: &str, user: &str, extra: Value) -> Value {
+    let mut claims = json!({"sub": user, "tid": tenant, "exp": unix_now() + 3600});
+    if let (Value::Object(into), Value::Object(from)) = (&mut claims, extra) {
+        into.extend(from);
+    }
+    claims
+}
+
+/// `claims` signed as the server expects (HS256 with its secret).
+pub fn hs256(claims: &Value) -> String {
+    sign(claims, Algorithm::HS256, SECRET)
+}
+
+/// A token the server accepts, for `tenant`/`user`, expiring at `exp` (Unix seconds).
+pub fn token_until(tenant: &str, user: &str, exp: u64) -> String {
+    sign(
+        &json!({"sub": user, "tid": tenant, "exp": exp}),
+        Algorithm::HS256,
+        SECRET,
+    )
+}
+
+/// A `Hello` with `token`.
+pub fn hello(token: &str) -> In {
+    In::Hello(v1::Hello {
+        token: token.into(),
+        client_name: "test".into(),
+        protocol_version: 1,
+    })
+}
+
+/// Connects, sends `Hello{token}` and returns the goodbye and close code it gets.
+pub async fn refused(app: &TestApp, token: &str) -> (v1::Goodbye, Option<u16>) {
+    let mut client = Client::connect(app.addr).await;
+    client.send(0, hello(token)).await;
+    client.goodbye().await
+}
+
+/// The `Goodbye` a test expects.
+pub fn goodbye(reason: v1::CloseReason, message: &str, resume_from_seq: u64) -> v1::Goodbye {
+    v1::Goodbye {
+        reason: reason.into(),
+        message: message.into(),
+        resume_from_seq,
+    }
+}
+
+/// [`goodbye`] with no resume position. The tests that came from the security suite call it
+/// `goodbye` (through a `use … as goodbye` at their top), so that they read as written.
+pub fn goodbye_without_resume(reason: v1::CloseReason, message: &str) -> v1::Goodbye {
+    goodbye(reason, message, 0)
+}
+
+/// The refusal of a Hello: `Goodbye{AUTH_FAILED, message}` and close code 4001.
+pub fn auth_failed(message: &str) -> (v1::Goodbye, Option<u16>) {
+    (goodbye(v1::CloseReason::AuthFailed, message, 0), Some(4001))
+}
+
+// ---- Connections and events -----------------------------------------------------------------
+
+/// Sends `ClientFrame{ping}` and expects its `Pong`, skipping nothing else.
+pub async fn ping_pong(client: &mut Client, client_time: i64) {
+    client.send(0, In::Ping(v1::Ping { client_time })).await;
+    match client.frame().await {
+        Body::Pong(pong) => assert_eq!(pong.client_time, client_time),
+        other => panic!("expected a Pong, got {other:?}"),
+    }
+}
+
+/// Connections the server counts as open.
+pub fn open_connections(app: &TestApp) -> u64 {
+    app.app.metrics.connections_open.load(Ordering::Relaxed)
+}
+
+/// Reads events until one with `seq >= last` arrives; fails on anything but an event.
+pub async fn events_until(client: &mut Client, last: u64) -> Vec<v1::Event> {
+    let mut events = Vec::new();
+    loop {
+        let event = client.event().await;
+        let seq = event.seq;
+        events.push(event);
+        if seq >= last {
+            return events;
+        }
+    }
+}
+
+pub fn seqs(events: &[v1::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// The wall clock in Unix milliseconds, as the server stamps events.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as i64
+}
+
+// ---- Property tests over a live connection --------------------------------------------------
+
+/// A proptest runner for `cases` inputs, drawn by hand inside an async test.
+pub fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    })
+}
+
+pub fn draw<S: Strategy>(runner: &mut TestRunner, strategy: &S) -> S::Value {
+    strategy
+        .new_tree(runner)
+        .expect("the strategy draws a value")
+        .current()
+}
+
+/// Checks that an error is one a client can act on and that it leaks nothing.
+pub fn assert_coded(error: &v1::Error, input: &dyn std::fmt::Debug) {
+    use v1::ErrorCode as C;
+    let code = C::try_from(error.code);
+    assert!(
+        matches!(
+            code,
+            Ok(C::InvalidArgument
+                | C::NotFound
+                | C::Conflict
+                | C::FailedPrecondition
+                | C::PermissionDenied
+                | C::ResyncRequired
+                | C::Unauthenticated)
+        ),
+        "{error:?} for {input:?}"
+    );
+    assert!(!error.message.is_empty(), "{error:?} for {input:?}");
+    let lower = error.message.to_lowercase();
+    for leak in [
+        "sql",
+        "select ",
+        "insert ",
+        ".rs:",
+        "/tmp",
+        "tenant.db",
+        "panicked",
+    ] {
+        assert!(!lower.contains(leak), "{error:?} for {input:?}");
     }
 }

@@ -1,5 +1,8 @@
-//! Online schema migration with clients writing and subscribing: no failed command, no event
-//! missed or repeated; a failing migration leaves the tenant serving on its old schema.
+//! What an operator relies on: health, readiness and metrics over HTTP (and the metrics
+//! counting what happened), graceful shutdown (a goodbye with the resume seq, then no new
+//! connections), and online schema migration with clients writing and subscribing (no failed
+//! command, no event missed or repeated; a failing migration leaves the tenant serving on its
+//! old schema).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +13,132 @@ use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::server_frame::Body;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite;
 
 use crate::support::*;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_over_http() {
+    let app = spawn_app().await;
+    assert_eq!(app.http_get("/healthz").await, (200, "ok\n".into()));
+    assert_eq!(app.http_get("/readyz").await, (200, "ready\n".into()));
+    let (status, body) = app.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE pm_connections_open gauge\npm_connections_open 0\n"),
+        "{body}"
+    );
+    assert_eq!(app.http_get("/nope").await.0, 404);
+}
+
+/// The value of an unlabelled or labelled sample, by its full name as printed.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{body}"))
+        .parse()
+        .expect("an integer sample")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_delivered_events_and_ok_commands() {
+    const ITEMS: usize = 200;
+    const SUBSCRIBERS: u64 = 5;
+    let app = spawn_app().await;
+    // The projects exist before anyone subscribes, and subscribers start at the head, so every
+    // event is delivered live (none replayed from the log).
+    let mut setup = Vec::new();
+    let mut keys = Vec::new();
+    for key in ["AAA", "BBB", "CCC"] {
+        let (mut writer, _) = app.client("acme", "alice").await;
+        let project = writer.create_project(key).await;
+        keys.push(project.id);
+        setup.push(writer);
+    }
+    let head = 6;
+    let total_items = 3 * ITEMS as u64;
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let (mut subscriber, _) = app.client("acme", "alice").await;
+        assert_eq!(subscriber.subscribe(head).await, Ok(head));
+        readers.push(tokio::spawn(async move {
+            events_until(&mut subscriber, head + total_items)
+                .await
+                .len() as u64
+        }));
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for (mut writer, project) in setup.into_iter().zip(keys) {
+        writers.spawn(async move {
+            for i in 0..ITEMS {
+                writer.create_item(&project, &format!("item {i}")).await;
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("a writer finished");
+    }
+    let mut delivered = 0;
+    for reader in readers {
+        let received = reader.await.expect("a reader finished");
+        assert_eq!(received, total_items);
+        delivered += received;
+    }
+    assert_eq!(delivered, SUBSCRIBERS * total_items);
+
+    let (status, body) = app.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&body, "pm_events_delivered_total"), delivered);
+    assert_eq!(
+        sample(&body, "pm_requests_total{kind=\"command\",outcome=\"ok\"}"),
+        3 + total_items
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "pm_requests_total{kind=\"subscribe\",outcome=\"ok\"}"
+        ),
+        SUBSCRIBERS
+    );
+    assert_eq!(sample(&body, "pm_slow_consumer_disconnects_total"), 0);
+    // Read from /proc/self/status: a running server is bigger than a mebibyte.
+    assert!(sample(&body, "process_resident_memory_bytes") > 1 << 20);
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_with_the_resume_seq_and_1001_then_refuses_connections() {
+    let mut app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (_, item_seq) = alice.create_item(&project.id, "one").await;
+    let (mut watcher, _) = app.client("acme", "alice").await;
+    assert_eq!(watcher.subscribe(0).await, Ok(item_seq));
+    for expected in 1..=item_seq {
+        assert_eq!(watcher.event().await.seq, expected);
+    }
+
+    // `shutdown` unwraps what `serve` returned: it panics unless the server ended with Ok.
+    let ((), watcher_bye, alice_bye) =
+        tokio::join!(app.shutdown(), watcher.goodbye(), alice.goodbye());
+    let bye = |seq| {
+        goodbye(
+            v1::CloseReason::Shutdown,
+            "the server is shutting down",
+            seq,
+        )
+    };
+    assert_eq!(watcher_bye, (bye(item_seq), Some(1001)));
+    assert_eq!(alice_bye, (bye(0), Some(1001)));
+
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await {
+        Err(tungstenite::Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused)
+        }
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+}
+
+// ---- Online migration ----------------------------------------------------------------------
 
 const INITIAL: i64 = 20261121000001;
 const NEXT: i64 = 20270101000000;

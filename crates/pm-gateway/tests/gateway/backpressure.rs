@@ -1,6 +1,7 @@
-//! Slow consumers and overload: stalled subscribers are cut off (4008 with a resume seq) while
-//! healthy ones receive every event; peers that never read again are released; a full writer
-//! queue answers `UNAVAILABLE` instead of growing.
+//! Slow consumers and overload: a stalled subscriber is cut off (4008 with a resume seq) and
+//! resumes without gap or duplicate, while healthy ones receive every event in bounded memory;
+//! peers that never read again are released; a full writer queue answers `UNAVAILABLE` instead
+//! of growing.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -41,11 +42,6 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-/// Connections the server counts as open.
-fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
-}
-
 /// Waits (up to a generous bound) until the server counts `n` open connections.
 async fn until_open_connections(app: &TestApp, n: u64) {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -60,6 +56,102 @@ async fn until_open_connections(app: &TestApp, n: u64) {
             open_connections(app)
         )
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_is_cut_off_and_resumes_without_gap_or_duplicate() {
+    let app = spawn_app_with(|s| {
+        s.limits.outgoing_queue = 16;
+        // One writer sends thousands of commands; the rate limit is not under test here.
+        s.limits.requests_per_second = 1_000_000;
+        s.limits.request_burst = 1_000_000;
+    })
+    .await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (mut stalled, _) = app.client("acme", "alice").await;
+    assert_eq!(stalled.subscribe(2).await, Ok(2));
+    // From here on the stalled socket is not read until the writer is done.
+    let (mut healthy, _) = app.client("acme", "alice").await;
+    assert_eq!(healthy.subscribe(2).await, Ok(2));
+    let healthy = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            let event = healthy.event().await;
+            seqs.push(event.seq);
+            if let Some(v1::event::Change::WorkItem(item)) = &event.change {
+                if item.title == "last" {
+                    return (healthy, seqs);
+                }
+            }
+        }
+    });
+
+    // Single commands: a commit of more events than the queue holds would overflow even a
+    // reader that keeps up. Events of ~1.5 KB fill the kernel buffers sooner; the writer goes
+    // on (2,000 at least) until the stalled one has been cut off.
+    let description = "d".repeat(1_000);
+    let metrics = app.app.metrics.clone();
+    let mut written = 0;
+    while written < 2_000 || metrics.slow_consumer_disconnects.load(Ordering::Relaxed) == 0 {
+        assert!(written < 20_000, "the stalled subscriber was never cut off");
+        for _ in 0..100 {
+            alice
+                .command(v1::command::Kind::CreateWorkItem(v1::CreateWorkItem {
+                    project_id: project.id.clone(),
+                    item_type: v1::WorkItemType::Task.into(),
+                    title: format!("item {written}"),
+                    description: description.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .expect("item created");
+            written += 1;
+        }
+    }
+    let (_, last) = alice.create_item(&project.id, "last").await;
+    assert_eq!(last, 2 + written + 1);
+
+    let (mut healthy, healthy_seqs) = healthy.await.expect("the healthy reader finished");
+    assert_eq!(healthy_seqs, (3..=last).collect::<Vec<_>>());
+    healthy.assert_nothing_more(1).await;
+    assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
+
+    let mut received = Vec::new();
+    let goodbye = loop {
+        match stalled.frame().await {
+            Body::Event(event) => received.push(event.seq),
+            Body::Goodbye(goodbye) => break goodbye,
+            other => panic!("expected events then a goodbye, got {other:?}"),
+        }
+    };
+    match stalled.recv().await {
+        Received::Closed(code) => assert_eq!(code, Some(4008)),
+        Received::Frame(frame) => panic!("expected the close after the goodbye, got {frame:?}"),
+    }
+    let resume = *received
+        .last()
+        .expect("some events arrived before the cut-off");
+    assert_eq!(received, (3..=resume).collect::<Vec<_>>());
+    assert!(
+        resume < last,
+        "cut off at {resume}, after the last event {last}"
+    );
+    assert_eq!(
+        goodbye,
+        v1::Goodbye {
+            reason: v1::CloseReason::SlowConsumer.into(),
+            message: "the connection did not keep up with its events; resume from resume_from_seq"
+                .into(),
+            resume_from_seq: resume,
+        }
+    );
+
+    let (mut back, _) = app.client("acme", "alice").await;
+    assert_eq!(back.subscribe(resume).await, Ok(last));
+    let rest = events_until(&mut back, last).await;
+    assert_eq!(seqs(&rest), (resume + 1..=last).collect::<Vec<_>>());
+    back.assert_nothing_more(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
