@@ -20,8 +20,8 @@ use crate::settings::Settings;
 pub struct App {
     /// The settings in force.
     pub settings: Settings,
-    /// Open tenants.
-    pub registry: TenantRegistry,
+    /// Open tenants (shared with the metrics, which read their figures at each scrape).
+    pub registry: Arc<TenantRegistry>,
     /// Token verification.
     pub verifier: Verifier,
     /// Fan-out per tenant.
@@ -40,11 +40,13 @@ impl App {
     /// Builds the shared state from settings; `server_version` identifies the build.
     pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, AuthConfigError> {
         let verifier = Verifier::new(&settings.auth)?;
+        let registry = Arc::new(TenantRegistry::new(settings.registry_config()));
+        let storage = registry.clone();
         Ok(Arc::new(App {
-            registry: TenantRegistry::new(settings.registry_config()),
+            registry,
             verifier,
             hubs: Hubs::default(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(move || tenant_figures(&storage))),
             counts: Arc::new(ConnectionCounts::default()),
             server_version: server_version.to_owned(),
             connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -79,18 +81,6 @@ impl App {
 
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
-    }
-
-    /// The Prometheus exposition of `/metrics`.
-    pub(crate) fn render_metrics(&self) -> String {
-        let (groups, jobs) = self.registry.writer_totals();
-        self.metrics.render(&TenantFigures {
-            open: self.registry.open_count() as u64,
-            groups,
-            jobs,
-            pruned_events: self.registry.pruned_events_total(),
-            schema: self.registry.schema_status(),
-        })
     }
 
     /// Rolls out the migrations directory to the open tenants (see
@@ -139,5 +129,17 @@ impl App {
         {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// The storage figures of `/metrics`, read at each scrape.
+fn tenant_figures(registry: &TenantRegistry) -> TenantFigures {
+    let (groups, jobs) = registry.writer_totals();
+    TenantFigures {
+        open: registry.open_count() as u64,
+        groups,
+        jobs,
+        pruned_events: registry.pruned_events_total(),
+        schema: registry.schema_status(),
     }
 }

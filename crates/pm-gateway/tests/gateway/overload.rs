@@ -3,7 +3,6 @@
 //! queue answers `UNAVAILABLE` instead of growing.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -43,7 +42,7 @@ fn rss_bytes() -> u64 {
 
 /// Connections the server counts as open.
 fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
+    app.app.metrics.connections_open.get()
 }
 
 /// Waits (up to a generous bound) until the server counts `n` open connections.
@@ -108,7 +107,7 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
     let description = "d".repeat(20_000);
     let metrics = app.app.metrics.clone();
     let mut written = 0usize;
-    while metrics.slow_consumer_disconnects.load(Ordering::Relaxed) < STALLED as u64 {
+    while metrics.slow_consumer_disconnects.get() < STALLED as u64 {
         assert!(
             written < 20_000,
             "the stalled subscribers were never cut off"
@@ -141,10 +140,7 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
         let seqs = reader.await.expect("a healthy reader finished");
         assert_eq!(seqs, (3..=last).collect::<Vec<_>>());
     }
-    assert_eq!(
-        metrics.slow_consumer_disconnects.load(Ordering::Relaxed),
-        STALLED as u64
-    );
+    assert_eq!(metrics.slow_consumer_disconnects.get(), STALLED as u64);
     let grown = rss_bytes().saturating_sub(rss_before);
     eprintln!(
         "{written} writes until {STALLED} were cut off, {AFTER} after; RSS grew by {} MiB",
@@ -249,7 +245,7 @@ async fn a_peer_that_never_reads_again_is_released() {
 
     let metrics = app.app.metrics.clone();
     let mut written = 0;
-    while metrics.slow_consumer_disconnects.load(Ordering::Relaxed) == 0 {
+    while metrics.slow_consumer_disconnects.get() == 0 {
         assert!(written < 20_000, "the subscriber was never cut off");
         alice
             .command(create_big_item(

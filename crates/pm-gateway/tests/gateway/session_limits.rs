@@ -10,7 +10,6 @@
 //! keeps it too (see there).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -275,7 +274,7 @@ async fn a_second_hello_is_an_invalid_argument() {
 
 /// Connections the server counts as open.
 fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
+    app.app.metrics.connections_open.get()
 }
 
 // The client must not read while it is meant to be silent: reading a WebSocket answers the
