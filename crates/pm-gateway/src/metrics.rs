@@ -327,3 +327,91 @@ fn resident_memory_bytes() -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_the_counters_the_labelled_series_and_the_scrape_time_figures() {
+        let metrics = Metrics::new(|| TenantFigures {
+            open: 2,
+            groups: 5,
+            jobs: 9,
+            pruned_events: 7,
+            schema: pm_db::SchemaStatus {
+                target_version: 20270101000000,
+                rollout_running: true,
+                applied: 3,
+                failed: 1,
+                open_pending: 4,
+                closed_pending: 6,
+                last_failure: None,
+            },
+        });
+        metrics.connections_total.inc();
+        metrics.connections_total.inc();
+        metrics.connections_open.inc();
+        metrics.events_delivered.inc_by(40);
+        metrics.request("subscribe", "RESYNC_REQUIRED", Duration::from_micros(300));
+        metrics.request("subscribe", "RESYNC_REQUIRED", Duration::from_millis(3));
+        metrics.request("command", "ok", Duration::from_millis(30));
+        // Unknown names fall back to `command` and `INTERNAL`.
+        metrics.request("nonsense", "NONSENSE", Duration::from_secs(10));
+
+        let text = metrics.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |line: &str| assert!(lines.contains(&line), "{line:?} in\n{text}");
+        // Plain counters and gauges.
+        has("# TYPE pm_connections counter");
+        has("pm_connections_total 2");
+        has("pm_connections_open 1");
+        has("pm_events_delivered_total 40");
+        has("pm_slow_consumer_disconnects_total 0");
+        // Labelled counters: only the series that happened.
+        has("pm_requests_total{kind=\"subscribe\",outcome=\"RESYNC_REQUIRED\"} 2");
+        has("pm_requests_total{kind=\"command\",outcome=\"ok\"} 1");
+        has("pm_requests_total{kind=\"command\",outcome=\"INTERNAL\"} 1");
+        assert_eq!(text.matches("\npm_requests_total{").count(), 3, "{text}");
+        // Histograms per kind (buckets are cumulative).
+        has("# TYPE pm_request_seconds histogram");
+        has("# UNIT pm_request_seconds seconds");
+        has("pm_request_seconds_bucket{le=\"0.0005\",kind=\"subscribe\"} 1");
+        has("pm_request_seconds_bucket{le=\"0.005\",kind=\"subscribe\"} 2");
+        has("pm_request_seconds_bucket{le=\"0.02\",kind=\"command\"} 0");
+        has("pm_request_seconds_bucket{le=\"0.05\",kind=\"command\"} 1");
+        has("pm_request_seconds_bucket{le=\"5.0\",kind=\"command\"} 1");
+        has("pm_request_seconds_bucket{le=\"+Inf\",kind=\"command\"} 2");
+        has("pm_request_seconds_count{kind=\"subscribe\"} 2");
+        assert!(!text.contains("kind=\"query\""), "{text}");
+        // Read from the collector at this scrape.
+        has("pm_open_tenants 2");
+        has("pm_writer_groups_total 5");
+        has("pm_writer_jobs_total 9");
+        has("pm_changelog_pruned_events_total 7");
+        has("pm_schema_target_version 20270101000000");
+        has("pm_schema_rollout_running 1");
+        has("pm_schema_migrations_applied_total 3");
+        has("pm_schema_migrations_failed_total 1");
+        has("pm_schema_migration_pending_tenants{state=\"open\"} 4");
+        has("pm_schema_migration_pending_tenants{state=\"closed\"} 6");
+        let rss = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .expect("the resident memory is read from /proc");
+        assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{rss}");
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn scrape_time_figures_are_read_at_each_scrape() {
+        let calls = std::sync::Arc::new(AtomicU64::new(0));
+        let seen = calls.clone();
+        let metrics = Metrics::new(move || TenantFigures {
+            open: 1 + seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..TenantFigures::default()
+        });
+        assert!(metrics.render().contains("\npm_open_tenants 1\n"));
+        assert!(metrics.render().contains("\npm_open_tenants 2\n"));
+    }
+}
