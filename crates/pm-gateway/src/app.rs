@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::auth::{AuthConfigError, Verifier};
 use crate::hub::Hubs;
 use crate::limits::ConnectionCounts;
-use crate::metrics::{Metrics, TenantFigures};
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 
 /// Everything connections share.
@@ -51,11 +51,12 @@ impl App {
         server_version: &str,
     ) -> Result<Arc<App>, AuthConfigError> {
         let verifier = Verifier::new(&settings.auth)?;
+        let storage = engine.clone();
         Ok(Arc::new(App {
             engine,
             verifier,
             hubs: Hubs::default(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new(move || storage.figures())),
             counts: Arc::new(ConnectionCounts::default()),
             server_version: server_version.to_owned(),
             connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -90,18 +91,6 @@ impl App {
 
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
-    }
-
-    /// The Prometheus exposition of `/metrics`.
-    pub(crate) fn render_metrics(&self) -> String {
-        let figures = self.engine.figures();
-        self.metrics.render(&TenantFigures {
-            open: figures.open_tenants,
-            groups: figures.committed_groups,
-            jobs: figures.committed_jobs,
-            pruned_events: figures.pruned_events,
-            schema: figures.schema,
-        })
     }
 
     /// Rolls out newly configured migrations to the open tenants (see

@@ -210,15 +210,11 @@ impl Hub {
         let count = events.len() as u64;
         match sub.out.try_send(Outbound::Events(events)) {
             Ok(()) => {
-                self.metrics
-                    .events_delivered
-                    .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.events_delivered.inc_by(count);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics
-                    .slow_consumer_disconnects
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.slow_consumer_disconnects.inc();
                 let _ = sub.close.try_send(Close::SlowConsumer);
                 false
             }
@@ -243,9 +239,7 @@ impl Hub {
                     true
                 }
                 Some(_) => {
-                    self.metrics
-                        .slow_consumer_disconnects
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.slow_consumer_disconnects.inc();
                     let _ = sub.close.try_send(Close::SlowConsumer);
                     false
                 }

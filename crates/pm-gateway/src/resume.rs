@@ -19,7 +19,6 @@
 //! a subscriber's own new project under load.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pm_core::kinds::EntityKind;
@@ -160,9 +159,7 @@ pub(crate) async fn subscribe(
             }
         };
         let full_page = events.len() == PAGE as usize;
-        metrics
-            .events_delivered
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        metrics.events_delivered.inc_by(events.len() as u64);
         for event in events {
             after = event.seq;
             let item = Outbound::Event {

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::{http, session};
+use crate::{http, metrics, session};
 
 /// Serves connections on `listener` until `shutdown` completes, then stops accepting, lets
 /// every connection finish its in-flight requests and say goodbye, and returns within the
@@ -109,14 +108,12 @@ async fn connection(
             .await
         }
         ("GET", "/metrics") => {
-            let body = app.render_metrics();
-            http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+            let body = app.metrics.render();
+            http::respond(&mut stream, "200 OK", metrics::CONTENT_TYPE, &body).await
         }
         (_, "/ws") => {
             let Some(permit) = permit else {
-                app.metrics
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
+                app.metrics.connections_refused.inc();
                 let _ = http::respond(
                     &mut stream,
                     "503 Service Unavailable",
@@ -145,12 +142,10 @@ async fn connection(
                         Some(app.websocket_config()),
                     )
                     .await;
-                    app.metrics
-                        .connections_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    app.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+                    app.metrics.connections_total.inc();
+                    app.metrics.connections_open.inc();
                     session::run(app.clone(), ws, peer, stop).await;
-                    app.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+                    app.metrics.connections_open.dec();
                     drop(permit);
                     Ok(())
                 }

@@ -8,7 +8,7 @@
 //! sends `Goodbye` with the last event seq it actually wrote, then the close frame.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -167,9 +167,7 @@ async fn hello(
             limits.max_connections_per_user,
         )
         .map_err(|refused| {
-            app.metrics
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
+            app.metrics.connections_refused.inc();
             Close::TooManyConnections(match refused {
                 Refused::Tenant => "too many connections for this tenant".into(),
                 Refused::User => "too many connections for this user".into(),
@@ -295,7 +293,7 @@ impl Session {
                         continue;
                     }
                     if !bucket.take() {
-                        session.app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        session.app.metrics.rate_limited.inc();
                         strikes += 1;
                         if strikes > limits.rate_limit_strikes {
                             break Some(Close::RateLimitAbuse);

@@ -4,7 +4,6 @@
 //! of growing.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -93,7 +92,7 @@ async fn a_stalled_subscriber_is_cut_off_and_resumes_without_gap_or_duplicate() 
     let description = "d".repeat(1_000);
     let metrics = app.app.metrics.clone();
     let mut written = 0;
-    while written < 2_000 || metrics.slow_consumer_disconnects.load(Ordering::Relaxed) == 0 {
+    while written < 2_000 || metrics.slow_consumer_disconnects.get() == 0 {
         assert!(written < 20_000, "the stalled subscriber was never cut off");
         for _ in 0..100 {
             alice
@@ -115,7 +114,7 @@ async fn a_stalled_subscriber_is_cut_off_and_resumes_without_gap_or_duplicate() 
     let (mut healthy, healthy_seqs) = healthy.await.expect("the healthy reader finished");
     assert_eq!(healthy_seqs, (3..=last).collect::<Vec<_>>());
     healthy.assert_nothing_more(1).await;
-    assert_eq!(metrics.slow_consumer_disconnects.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
 
     let mut received = Vec::new();
     let goodbye = loop {
@@ -200,7 +199,7 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
     let description = "d".repeat(20_000);
     let metrics = app.app.metrics.clone();
     let mut written = 0usize;
-    while metrics.slow_consumer_disconnects.load(Ordering::Relaxed) < STALLED as u64 {
+    while metrics.slow_consumer_disconnects.get() < STALLED as u64 {
         assert!(
             written < 20_000,
             "the stalled subscribers were never cut off"
@@ -233,10 +232,7 @@ async fn stalled_subscribers_are_cut_off_while_healthy_ones_get_every_event_in_b
         let seqs = reader.await.expect("a healthy reader finished");
         assert_eq!(seqs, (3..=last).collect::<Vec<_>>());
     }
-    assert_eq!(
-        metrics.slow_consumer_disconnects.load(Ordering::Relaxed),
-        STALLED as u64
-    );
+    assert_eq!(metrics.slow_consumer_disconnects.get(), STALLED as u64);
     let grown = rss_bytes().saturating_sub(rss_before);
     eprintln!(
         "{written} writes until {STALLED} were cut off, {AFTER} after; RSS grew by {} MiB",
@@ -341,7 +337,7 @@ async fn a_peer_that_never_reads_again_is_released() {
 
     let metrics = app.app.metrics.clone();
     let mut written = 0;
-    while metrics.slow_consumer_disconnects.load(Ordering::Relaxed) == 0 {
+    while metrics.slow_consumer_disconnects.get() == 0 {
         assert!(written < 20_000, "the subscriber was never cut off");
         alice
             .command(create_big_item(

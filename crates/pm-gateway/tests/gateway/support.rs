@@ -4,7 +4,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -715,7 +714,7 @@ pub async fn ping_pong(client: &mut Client, client_time: i64) {
 
 /// Connections the server counts as open.
 pub fn open_connections(app: &TestApp) -> u64 {
-    app.app.metrics.connections_open.load(Ordering::Relaxed)
+    app.app.metrics.connections_open.get()
 }
 
 /// Reads events until one with `seq >= last` arrives; fails on anything but an event.
