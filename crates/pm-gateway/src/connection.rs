@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// The upgraded socket of a connection.
-pub(crate) type Ws = WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Something for the connection's writer to send.
 #[derive(Debug)]

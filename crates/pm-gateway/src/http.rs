@@ -1,136 +1,195 @@
-//! A thin HTTP/1.1 layer: reads one request head, answers `GET /healthz`, `/readyz` and
-//! `/metrics`, and upgrades `GET /ws` to a WebSocket (tokio-tungstenite over the same socket).
+//! The HTTP/1.1 side of the one port, on `hyper`: `GET /healthz`, `/readyz` and `/metrics`
+//! answered as plain HTTP, and `/ws` upgraded to a WebSocket that tokio-tungstenite then
+//! serves.
+//!
+//! Each accepted socket is one [`connection`]: hyper reads requests (keep-alive; a request
+//! head must arrive within the hello timeout, which also closes silent and idle sockets) until
+//! one upgrades, and the same task then runs the WebSocket session on the upgraded socket. A
+//! socket holds its place among `limits.max_connections` for as long as it is open; an upgrade
+//! without a place is refused with HTTP 503 while the probes still answer.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 
-/// Longest request head accepted.
+use crate::app::App;
+use crate::{metrics, session};
+
+/// Longest request head accepted (hyper's smallest read buffer bound).
 const MAX_HEAD: usize = 8 * 1024;
 
-/// A parsed request head.
-#[derive(Debug)]
-pub struct Request {
-    /// `GET`, ...
-    pub method: String,
-    /// The path without the query string.
-    pub path: String,
-    /// Header names in lower case, values trimmed.
-    pub headers: Vec<(String, String)>,
-    /// Bytes read after the head (the client may send its first frame right away).
-    pub rest: Vec<u8>,
+type Body = Full<Bytes>;
+
+/// Serves one accepted socket to its end: HTTP requests until the peer leaves, the request
+/// head timeout passes or shutdown begins, or a WebSocket session once `/ws` is upgraded.
+pub(crate) async fn connection(
+    app: Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    place: Option<OwnedSemaphorePermit>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The upgrade a `/ws` request was answered with, for this task to take over once hyper
+    // has written the 101 and let go of the socket.
+    let upgrade: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let has_place = place.is_some();
+    let service = {
+        let app = app.clone();
+        let upgrade = upgrade.clone();
+        hyper::service::service_fn(move |request| {
+            let answer = route(&app, request, has_place, &upgrade);
+            async move { Ok::<_, Infallible>(answer) }
+        })
+    };
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(app.settings.limits.hello_timeout_ms))
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(http);
+    let served = tokio::select! {
+        served = &mut http => served,
+        _ = stop.changed() => {
+            // Finish the request in progress, if any, then close.
+            http.as_mut().graceful_shutdown();
+            http.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+        return;
+    }
+    let pending = upgrade
+        .lock()
+        .expect("upgrade lock is never poisoned")
+        .take();
+    let Some(pending) = pending else { return };
+    let upgraded = match pending.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "the WebSocket upgrade failed");
+            return;
+        }
+    };
+    let ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(app.websocket_config()),
+    )
+    .await;
+    app.metrics.connections_total.inc();
+    app.metrics.connections_open.inc();
+    session::run(app.clone(), ws, peer, stop).await;
+    app.metrics.connections_open.dec();
+    drop(place);
 }
 
-impl Request {
-    /// The first value of header `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+/// Answers one request; a `/ws` upgrade leaves its `OnUpgrade` in `upgrade`.
+fn route(
+    app: &App,
+    mut request: Request<Incoming>,
+    has_place: bool,
+    upgrade: &Mutex<Option<OnUpgrade>>,
+) -> Response<Body> {
+    let get = request.method() == Method::GET;
+    match request.uri().path() {
+        "/healthz" if get => text(StatusCode::OK, "ok\n"),
+        "/readyz" if get && app.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if get => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" if get => {
+            let mut response = text(StatusCode::OK, app.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        "/ws" => {
+            if !has_place {
+                app.metrics.connections_refused.inc();
+                return closing(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections\n",
+                ));
+            }
+            if !app.is_ready() {
+                return closing(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
+            }
+            let Some(accept) = websocket_accept(&request) else {
+                return closing(text(
+                    StatusCode::BAD_REQUEST,
+                    "expected a WebSocket upgrade (GET /ws with Upgrade: websocket, version 13)\n",
+                ));
+            };
+            *upgrade.lock().expect("upgrade lock is never poisoned") =
+                Some(hyper::upgrade::on(&mut request));
+            let mut response = Response::new(Body::default());
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /ws, /healthz, /readyz or /metrics\n",
+        ),
     }
+}
 
-    fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
+/// The `Sec-WebSocket-Accept` of a valid upgrade request (RFC 6455 §4.2.1), or `None`.
+fn websocket_accept(request: &Request<Incoming>) -> Option<HeaderValue> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
             .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-}
-
-/// Why a request head could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum HeadError {
-    /// The peer closed or the socket failed.
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// Not HTTP/1.1, or too large.
-    #[error("bad request: {0}")]
-    Bad(&'static str),
-}
-
-/// Reads a request head (up to `MAX_HEAD` bytes).
-pub async fn read_head(stream: &mut TcpStream) -> Result<Request, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let end = loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(HeadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        let scan_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf[scan_from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            break scan_from + pos + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::Bad("request head too large"));
-        }
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::Bad("not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().ok_or(HeadError::Bad("empty request"))?;
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Bad("malformed request line"));
-    };
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(HeadError::Bad("not HTTP/1.x"));
-    }
-    let path = target.split('?').next().unwrap_or("").to_owned();
-    let headers = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(Request {
-        method: method.to_owned(),
-        path,
-        headers,
-        rest: buf[end..].to_vec(),
-    })
+    let valid = request.method() == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade")
+        && headers.get(header::SEC_WEBSOCKET_VERSION) == Some(&HeaderValue::from_static("13"));
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| valid)?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).ok()
 }
 
-/// Writes a complete response and closes the write side.
-pub async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
-        body.len()
+/// A plain-text answer that is never cached.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
-/// Checks a WebSocket upgrade request and answers `101 Switching Protocols`; on a bad request,
-/// answers `400` and returns `false`.
-pub async fn upgrade(stream: &mut TcpStream, request: &Request) -> std::io::Result<bool> {
-    let key = request.header("sec-websocket-key");
-    let valid = request.method == "GET"
-        && request.header_has_token("upgrade", "websocket")
-        && request.header_has_token("connection", "upgrade")
-        && request.header("sec-websocket-version") == Some("13")
-        && key.is_some();
-    let Some(key) = key.filter(|_| valid) else {
-        respond(
-            stream,
-            "400 Bad Request",
-            "text/plain",
-            "expected a WebSocket upgrade (GET /ws with Upgrade: websocket, version 13)\n",
-        )
-        .await?;
-        return Ok(false);
-    };
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    );
-    stream.write_all(response.as_bytes()).await?;
-    Ok(true)
+/// An answer after which the connection closes: a refused upgrade leaves nothing to keep the
+/// socket for.
+fn closing(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

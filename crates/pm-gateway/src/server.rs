@@ -5,18 +5,15 @@
 //! stop the server when they are done.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::{http, metrics, session};
+use crate::http;
 
 /// Serves connections on `listener` until `shutdown` completes, then stops accepting, lets
 /// every connection finish its in-flight requests and say goodbye, and returns within the
@@ -45,7 +42,7 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let permit = app.connection_place();
-                connections.spawn(connection(app.clone(), stream, peer, permit, stop_rx.clone()));
+                connections.spawn(http::connection(app.clone(), stream, peer, permit, stop_rx.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -69,101 +66,4 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
-}
-
-async fn connection(
-    app: Arc<App>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-    stop: watch::Receiver<bool>,
-) {
-    let timeout = Duration::from_millis(app.settings.limits.hello_timeout_ms);
-    let request = match tokio::time::timeout(timeout, http::read_head(&mut stream)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(http::HeadError::Bad(why))) => {
-            let _ = http::respond(
-                &mut stream,
-                "400 Bad Request",
-                "text/plain",
-                &format!("{why}\n"),
-            )
-            .await;
-            return;
-        }
-        Ok(Err(_)) | Err(_) => return,
-    };
-    let result = match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/healthz") => http::respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
-        ("GET", "/readyz") if app.is_ready() => {
-            http::respond(&mut stream, "200 OK", "text/plain", "ready\n").await
-        }
-        ("GET", "/readyz") => {
-            http::respond(
-                &mut stream,
-                "503 Service Unavailable",
-                "text/plain",
-                "not ready\n",
-            )
-            .await
-        }
-        ("GET", "/metrics") => {
-            let body = app.metrics.render();
-            http::respond(&mut stream, "200 OK", metrics::CONTENT_TYPE, &body).await
-        }
-        (_, "/ws") => {
-            let Some(permit) = permit else {
-                app.metrics.connections_refused.inc();
-                let _ = http::respond(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "too many connections\n",
-                )
-                .await;
-                return;
-            };
-            if !app.is_ready() {
-                let _ = http::respond(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "shutting down\n",
-                )
-                .await;
-                return;
-            }
-            match http::upgrade(&mut stream, &request).await {
-                Ok(true) => {
-                    let ws = WebSocketStream::from_partially_read(
-                        stream,
-                        request.rest,
-                        Role::Server,
-                        Some(app.websocket_config()),
-                    )
-                    .await;
-                    app.metrics.connections_total.inc();
-                    app.metrics.connections_open.inc();
-                    session::run(app.clone(), ws, peer, stop).await;
-                    app.metrics.connections_open.dec();
-                    drop(permit);
-                    Ok(())
-                }
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        _ => {
-            http::respond(
-                &mut stream,
-                "404 Not Found",
-                "text/plain",
-                "not found: try /ws, /healthz, /readyz or /metrics\n",
-            )
-            .await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
-    }
 }
