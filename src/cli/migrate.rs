@@ -2,10 +2,10 @@
 //! reports each as created, migrated, already current or failed. One failing tenant does not
 //! stop the others.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
 use pm_core::TenantId;
 use pm_db::sqlite::{inspect, migrations};
 use pm_db::{SqliteConfig, SqliteEngine, Tenant};
@@ -129,22 +129,21 @@ pub async fn migrate(
     };
     let total = names.len();
     let engine = SqliteEngine::new(config);
-    let progress = std::io::stderr().is_terminal() && total > 1;
-    let mut done = 0;
+    // On stderr, and only on a terminal (indicatif hides it elsewhere), for more than one.
+    let progress = if total > 1 {
+        ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template("migrating: {pos}/{len}").expect("the template is valid"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
     let mut reports: Vec<TenantReport> = futures::stream::iter(names)
         .map(|name| migrate_one(&engine, name))
         .buffer_unordered(parallel.max(1))
-        .inspect(|_| {
-            done += 1;
-            if progress {
-                let _ = write!(std::io::stderr(), "\rmigrating: {done}/{total}");
-            }
-        })
+        .inspect(|_| progress.inc(1))
         .collect()
         .await;
-    if progress {
-        let _ = writeln!(std::io::stderr());
-    }
+    progress.finish();
     engine.close_idle().await;
     reports.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(reports)

@@ -1,53 +1,58 @@
 //! Rate limits and connection counts.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use pm_core::{TenantId, UserId};
-use tokio::time::Instant;
 
-/// A token bucket: `rate` tokens per second, up to `burst`.
+/// Governor's clock over tokio's: the same time as the rest of the server, so that tests
+/// with paused time (`tokio::time::pause`/`advance`) drive the buckets too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A token bucket: `rate` tokens per second, up to `burst` (governor's GCRA, which lets
+/// through exactly what a continuously refilled bucket of that size would).
 #[derive(Debug)]
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+    limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>,
+    burst: NonZeroU32,
 }
 
 impl TokenBucket {
-    /// A full bucket.
+    /// A full bucket. `rate` and `burst` count as at least 1 (the settings refuse 0).
     pub fn new(rate: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(rate).allow_burst(burst);
         TokenBucket {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            last: Instant::now(),
+            limiter: RateLimiter::direct_with_clock(quota, TokioClock),
+            burst,
         }
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
-        self.refill();
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    pub fn take(&self) -> bool {
+        self.limiter.check().is_ok()
     }
 
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-    }
-
-    /// Whether the bucket has refilled completely by now.
-    fn is_full(&mut self) -> bool {
-        self.refill();
-        self.tokens >= self.burst
+    /// Whether the bucket has refilled completely by now. Governor has no look without a
+    /// take, so this asks for the whole burst at once: granted only to a full bucket, which
+    /// is then empty, so a `true` bucket must be dropped; a refused ask takes nothing.
+    fn drain_if_full(&self) -> bool {
+        matches!(self.limiter.check_n(self.burst), Ok(Ok(())))
     }
 }
 
@@ -133,7 +138,7 @@ impl ConnectionSlot {
         let Some(parked) = c.parked.get_mut(&key) else {
             return TokenBucket::new(rate, burst);
         };
-        parked.retain_mut(|bucket| !bucket.is_full());
+        parked.retain(|bucket| !bucket.drain_if_full());
         let bucket = parked.pop();
         if parked.is_empty() {
             c.parked.remove(&key);
@@ -142,8 +147,8 @@ impl ConnectionSlot {
     }
 
     /// Leaves what this connection did not spend of its budget to the user's next connection.
-    pub fn park(&self, mut bucket: TokenBucket) {
-        if bucket.is_full() {
+    pub fn park(&self, bucket: TokenBucket) {
+        if bucket.drain_if_full() {
             return;
         }
         let mut c = self
@@ -153,7 +158,7 @@ impl ConnectionSlot {
             .expect("connection counts lock is never poisoned");
         if c.parked.len() >= PARKED_SWEEP {
             c.parked.retain(|_, parked| {
-                parked.retain_mut(|bucket| !bucket.is_full());
+                parked.retain(|bucket| !bucket.drain_if_full());
                 !parked.is_empty()
             });
         }
@@ -193,7 +198,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bucket_refills_at_its_rate() {
-        let mut bucket = TokenBucket::new(10, 2);
+        let bucket = TokenBucket::new(10, 2);
         assert!(bucket.take());
         assert!(bucket.take());
         assert!(!bucket.take());
@@ -209,29 +214,52 @@ mod tests {
         let a = UserId::parse("sub", "a").unwrap();
         let b = UserId::parse("sub", "b").unwrap();
         let first = counts.admit(&t, &a, 10, 10).unwrap();
-        let mut spent = first.bucket(10, 2);
+        let spent = first.bucket(10, 2);
         assert!(spent.take() && spent.take() && !spent.take());
         first.park(spent);
         drop(first);
 
         let second = counts.admit(&t, &a, 10, 10).unwrap();
-        let mut inherited = second.bucket(10, 2);
+        let inherited = second.bucket(10, 2);
         assert!(!inherited.take(), "reconnecting refilled nothing");
         // Another user, and the next connection after this one took the parked budget, start
         // full.
         let other = counts.admit(&t, &b, 10, 10).unwrap();
         assert!(other.bucket(10, 2).take());
         let third = counts.admit(&t, &a, 10, 10).unwrap();
-        let mut fresh = third.bucket(10, 2);
+        let fresh = third.bucket(10, 2);
         assert!(fresh.take() && fresh.take());
         second.park(inherited);
 
         // Once refilled, a parked budget is dropped rather than handed on.
         tokio::time::advance(std::time::Duration::from_millis(200)).await;
         let fourth = counts.admit(&t, &a, 10, 10).unwrap();
-        let mut refilled = fourth.bucket(10, 2);
+        let refilled = fourth.bucket(10, 2);
         assert!(refilled.take() && refilled.take() && !refilled.take());
         assert!(counts.counts.lock().unwrap().parked.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_budget_is_handed_over_as_it_was_left() {
+        let counts = Arc::new(ConnectionCounts::default());
+        let t = TenantId::parse("acme").unwrap();
+        let a = UserId::parse("sub", "a").unwrap();
+        let first = counts.admit(&t, &a, 10, 10).unwrap();
+        let spent = first.bucket(10, 4);
+        assert!(spent.take());
+        first.park(spent);
+        drop(first);
+
+        // Checking whether the parked budget had refilled took nothing from it.
+        let second = counts.admit(&t, &a, 10, 10).unwrap();
+        let inherited = second.bucket(10, 4);
+        assert!(inherited.take() && inherited.take() && inherited.take());
+        assert!(!inherited.take());
+        // Half a token's time later there is still none; the rest of it brings one.
+        tokio::time::advance(std::time::Duration::from_millis(50)).await;
+        assert!(!inherited.take());
+        tokio::time::advance(std::time::Duration::from_millis(50)).await;
+        assert!(inherited.take() && !inherited.take());
     }
 
     #[test]

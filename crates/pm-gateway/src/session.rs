@@ -229,7 +229,7 @@ impl Session {
         let mut requests = JoinSet::new();
         // Reconnecting does not refill the budget: it continues where the user's last
         // connection left it.
-        let mut bucket = session
+        let bucket = session
             .slot
             .bucket(limits.requests_per_second, limits.request_burst);
         let mut strikes = 0u32;

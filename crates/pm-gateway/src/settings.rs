@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 /// All settings of the server.
@@ -214,43 +217,54 @@ const ALIASES: &[(&str, &str, &str)] = &[
 impl Settings {
     /// Defaults, then `file` (if given), then the environment, then `overrides`
     /// (`section.key=value`).
+    ///
+    /// Each layer is a figment provider that names its source, so that a value of the wrong
+    /// type or an unknown key in the file is reported with the file, variable or flag it came
+    /// from.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
         overrides: &[String],
     ) -> Result<Settings, ConfigError> {
-        let mut value = toml::Value::try_from(Settings::default())
+        let defaults = Value::serialize(Settings::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // Every known `section.key` with the kind of value it takes; unset optional settings
+        // are there too, as empty values.
+        let mut keys: Vec<(String, String, Kind)> = Vec::new();
+        for (section, fields) in defaults.as_dict().into_iter().flatten() {
+            for (key, value) in fields.as_dict().into_iter().flatten() {
+                keys.push((section.clone(), key.clone(), Kind::of(value)));
+            }
+        }
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            let from_file: toml::Table = toml::from_str(&text)
+            // Parsed here so that a syntax error starts with the file, as the other errors
+            // of this step do.
+            let data = Toml::string(&text)
+                .data()
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-            merge(&mut value, toml::Value::Table(from_file));
+            figment = figment.merge(SettingsFile { path, data });
         }
-        let table = value.as_table_mut().expect("settings serialize to a table");
-        // Every known `section.key`, from the defaults plus the optional keys.
-        let mut keys: Vec<(String, String)> = Vec::new();
-        for (section, fields) in table.iter() {
-            if let Some(fields) = fields.as_table() {
-                keys.extend(fields.keys().map(|k| (section.clone(), k.clone())));
-            }
-        }
-        for optional in ["public_key_file", "issuer", "audience"] {
-            keys.push(("auth".into(), optional.into()));
-        }
-        keys.push(("storage".into(), "migrations_dir".into()));
-        for (section, key) in &keys {
+        let kind_of = |section: &str, key: &str| {
+            keys.iter()
+                .find(|(s, k, _)| s == section && k == key)
+                .map(|(_, _, kind)| *kind)
+        };
+        for (section, key, kind) in &keys {
             let name = format!("PM_{}_{}", section.to_uppercase(), key.to_uppercase());
             if let Some(raw) = env(&name) {
-                set(table, section, key, &raw, &name)?;
+                figment = Override::parse(section, key, *kind, &raw, name)?.onto(figment)?;
             }
         }
         for (name, section, key) in ALIASES {
             if let Some(raw) = env(name) {
-                set(table, section, key, &raw, name)?;
+                let kind = kind_of(section, key).expect("aliases name known settings");
+                figment =
+                    Override::parse(section, key, kind, &raw, name.to_string())?.onto(figment)?;
             }
         }
         for item in overrides {
@@ -260,16 +274,17 @@ impl Settings {
             let (section, key) = path.split_once('.').ok_or_else(|| {
                 ConfigError::Invalid(format!("--set {item}: expected section.key=value"))
             })?;
-            if !keys.iter().any(|(s, k)| s == section && k == key) {
+            let Some(kind) = kind_of(section, key) else {
                 return Err(ConfigError::Invalid(format!(
                     "--set {item}: unknown setting {path}"
                 )));
-            }
-            set(table, section, key, raw, &format!("--set {path}"))?;
+            };
+            figment =
+                Override::parse(section, key, kind, raw, format!("--set {path}"))?.onto(figment)?;
         }
-        let settings: Settings = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -354,53 +369,107 @@ impl Settings {
     }
 }
 
-/// Overlays `from` onto `into`, table by table.
-fn merge(into: &mut toml::Value, from: toml::Value) {
-    match (into, from) {
-        (toml::Value::Table(into), toml::Value::Table(from)) => {
-            for (key, value) in from {
-                match into.get_mut(&key) {
-                    Some(existing) if existing.is_table() && value.is_table() => {
-                        merge(existing, value)
-                    }
-                    _ => {
-                        into.insert(key, value);
-                    }
-                }
-            }
+/// What a setting given as text is read as: like its default value.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Integer,
+    Boolean,
+    Text,
+}
+
+impl Kind {
+    fn of(value: &Value) -> Kind {
+        match value {
+            Value::Num(..) => Kind::Integer,
+            Value::Bool(..) => Kind::Boolean,
+            _ => Kind::Text,
         }
-        (into, from) => *into = from,
     }
 }
 
-/// Sets `section.key` from text, typed like the default value (numbers, booleans, text).
-fn set(
-    table: &mut toml::Table,
-    section: &str,
-    key: &str,
-    raw: &str,
-    source: &str,
-) -> Result<(), ConfigError> {
-    let fields = table
-        .entry(section.to_owned())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| ConfigError::Invalid(format!("{source}: {section} is not a section")))?;
-    let value = match fields.get(key) {
-        Some(toml::Value::Integer(_)) => raw
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| ConfigError::Invalid(format!("{source}: expected a whole number")))?,
-        Some(toml::Value::Boolean(_)) => raw
-            .trim()
-            .parse::<bool>()
-            .map(toml::Value::Boolean)
-            .map_err(|_| ConfigError::Invalid(format!("{source}: expected true or false")))?,
-        _ => toml::Value::String(raw.to_owned()),
-    };
-    fields.insert(key.to_owned(), value);
-    Ok(())
+/// Names a key as `section.key`, without figment's profile.
+fn plain_key(_: &Profile, keys: &[&str]) -> String {
+    keys.join(".")
+}
+
+/// The settings file, named by its path in errors.
+struct SettingsFile<'a> {
+    path: &'a Path,
+    data: Map<Profile, Dict>,
+}
+
+impl Provider for SettingsFile<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("settings file", self.path).interpolater(plain_key)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(self.data.clone())
+    }
+}
+
+/// One setting given as text by an environment variable or a `--set` flag, named by it in
+/// errors.
+struct Override {
+    source: String,
+    section: String,
+    key: String,
+    value: Value,
+}
+
+impl Override {
+    /// Reads `raw` as the kind of value the setting takes: numbers, booleans, text. Text is
+    /// taken as it is, never parsed, so a secret stays the exact bytes given.
+    fn parse(
+        section: &str,
+        key: &str,
+        kind: Kind,
+        raw: &str,
+        source: String,
+    ) -> Result<Override, ConfigError> {
+        let value =
+            match kind {
+                Kind::Integer => raw.trim().parse::<i64>().map(Value::from).map_err(|_| {
+                    ConfigError::Invalid(format!("{source}: expected a whole number"))
+                })?,
+                Kind::Boolean => raw.trim().parse::<bool>().map(Value::from).map_err(|_| {
+                    ConfigError::Invalid(format!("{source}: expected true or false"))
+                })?,
+                Kind::Text => Value::from(raw.to_owned()),
+            };
+        Ok(Override {
+            source,
+            section: section.to_owned(),
+            key: key.to_owned(),
+            value,
+        })
+    }
+
+    /// `figment` with this setting over it. The file may have made the section something
+    /// else than a table: that is refused here rather than silently replaced.
+    fn onto(self, figment: Figment) -> Result<Figment, ConfigError> {
+        if let Ok(section) = figment.find_value(&self.section) {
+            if section.as_dict().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: {} is not a section",
+                    self.source, self.section
+                )));
+            }
+        }
+        Ok(figment.merge(self))
+    }
+}
+
+impl Provider for Override {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.source.clone()).interpolater(plain_key)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let fields = Dict::from([(self.key.clone(), self.value.clone())]);
+        let sections = Dict::from([(self.section.clone(), Value::from(fields))]);
+        Ok(Profile::Default.collect(sections))
+    }
 }
 
 #[cfg(test)]
@@ -450,7 +519,14 @@ mod tests {
         let error = Settings::load(Some(&file), env(&[]), &[])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("unknown field `max_conections`"), "{error}");
+        assert!(
+            error.starts_with("unknown field: found `max_conections`, expected `one of ")
+                && error.ends_with(&format!(
+                    "for key \"limits.max_conections\" in {} settings file",
+                    file.display()
+                )),
+            "{error}"
+        );
 
         let error = Settings::load(None, env(&[("PM_LIMITS_MAX_CONNECTIONS", "lots")]), &[])
             .unwrap_err()
@@ -521,7 +597,19 @@ mod tests {
         let error = Settings::load(None, env(&[("PM_CHANGELOG_RETAIN_EVENTS", "-1")]), &[])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("retain_events"), "{error}");
+        assert_eq!(
+            error,
+            "invalid value signed int `-1`, expected u64 for key \"changelog.retain_events\" \
+             in PM_CHANGELOG_RETAIN_EVENTS"
+        );
+        let error = Settings::load(None, env(&[]), &["limits.request_burst=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "invalid value signed int `-1`, expected u32 for key \"limits.request_burst\" \
+             in --set limits.request_burst"
+        );
         let empty = tempfile::tempdir().unwrap();
         let error = Settings::load(
             None,
@@ -534,6 +622,103 @@ mod tests {
             error.starts_with("storage.migrations_dir: invalid migrations directory ")
                 && error.ends_with(": migration 20261121000001 (initial) is missing"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn text_settings_are_taken_as_given_and_other_pm_variables_are_ignored() {
+        // Text is never parsed: quotes, brackets, digits and spaces stay as they were given.
+        let secret = " \"[0123456789]\" true ";
+        let settings = Settings::load(
+            None,
+            env(&[
+                ("PM_JWT_SECRET", secret),
+                ("PM_AUTH_AUDIENCE", "12345"),
+                ("PM_LOG", "debug"),
+                ("PM_URL", "ws://127.0.0.1:7400/ws"),
+                ("PM_TOKEN", "eyJ"),
+                ("PM_CONFIG", "/nowhere.toml"),
+                ("PM_CRASH_ROUNDS", "x"),
+                ("PM_CRASH_SEED", "y"),
+            ]),
+            &["auth.issuer=true".into()],
+        )
+        .unwrap();
+        assert_eq!(settings.auth.secret, secret);
+        assert_eq!(settings.auth.audience.as_deref(), Some("12345"));
+        assert_eq!(settings.auth.issuer.as_deref(), Some("true"));
+
+        // The long name and the alias: the alias wins, and the flag over both.
+        let settings = Settings::load(
+            None,
+            env(&[
+                ("PM_SERVER_DATA_DIR", "/long"),
+                ("PM_DATA_DIR", "/alias"),
+                ("PM_AUTH_PUBLIC_KEY_FILE", "/long.pem"),
+                ("PM_JWT_PUBLIC_KEY_FILE", "/alias.pem"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(settings.server.data_dir, PathBuf::from("/alias"));
+        assert_eq!(
+            settings.auth.public_key_file,
+            Some(PathBuf::from("/alias.pem"))
+        );
+        let settings = Settings::load(
+            None,
+            env(&[("PM_DATA_DIR", "/alias")]),
+            &["server.data_dir=/flag".into()],
+        )
+        .unwrap();
+        assert_eq!(settings.server.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pm.toml");
+        let error = Settings::load(Some(&file), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "[limits]\nmax_connections = \n").unwrap();
+        let error = Settings::load(Some(&file), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "{}: TOML parse error at line 2, column 19",
+                file.display()
+            )),
+            "{error}"
+        );
+        std::fs::write(&file, "limits = 5\n").unwrap();
+        let error = Settings::load(
+            Some(&file),
+            env(&[("PM_LIMITS_MAX_CONNECTIONS", "20")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error, "PM_LIMITS_MAX_CONNECTIONS: limits is not a section");
+        std::fs::write(&file, "[limits]\nmax_connections = \"ten\"\n").unwrap();
+        let error = Settings::load(Some(&file), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "invalid type: found string \"ten\", expected usize for key \
+                 \"limits.max_connections\" in {} settings file",
+                file.display()
+            )
         );
     }
 

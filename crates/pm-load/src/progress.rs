@@ -1,13 +1,15 @@
 //! A progress bar on stderr, drawn only when stderr is a terminal.
 
-use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Redraws once a second until dropped.
 #[derive(Debug)]
 pub struct Progress {
+    bar: ProgressBar,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -21,32 +23,37 @@ impl Progress {
         planned: Duration,
         counter: Arc<AtomicU64>,
     ) -> Progress {
-        if !enabled || !std::io::stderr().is_terminal() {
-            return Progress { task: None };
+        // indicatif's stderr target is hidden when stderr is not a terminal.
+        let bar = if enabled {
+            ProgressBar::new(planned.as_secs().max(1))
+        } else {
+            ProgressBar::hidden()
+        };
+        if bar.is_hidden() {
+            return Progress { bar, task: None };
         }
+        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos:>4}s/{len}s {msg}")
+            .expect("the template is valid")
+            .progress_chars("# ");
+        bar.set_style(style);
+        bar.set_prefix(label);
+        let shown = bar.clone();
         let task = tokio::spawn(async move {
-            let started = Instant::now();
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             let mut last = 0;
             loop {
                 ticker.tick().await;
                 let now = counter.load(Ordering::Relaxed);
-                let elapsed = started.elapsed();
-                let done = (elapsed.as_secs_f64() / planned.as_secs_f64().max(0.001)).min(1.0);
-                let filled = (done * 30.0) as usize;
-                let _ = write!(
-                    std::io::stderr(),
-                    "\r{label} [{}{}] {:>4.0}s/{:.0}s {now} {unit} ({}/s)   ",
-                    "#".repeat(filled),
-                    " ".repeat(30 - filled),
-                    elapsed.as_secs_f64(),
-                    planned.as_secs_f64(),
-                    now.saturating_sub(last),
-                );
+                shown.set_message(format!("{now} {unit} ({}/s)", now.saturating_sub(last)));
+                // The bar stops at its length; the seconds go on if the run overruns.
+                shown.set_position(shown.elapsed().as_secs());
                 last = now;
             }
         });
-        Progress { task: Some(task) }
+        Progress {
+            bar,
+            task: Some(task),
+        }
     }
 }
 
@@ -54,7 +61,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            let _ = write!(std::io::stderr(), "\r{:80}\r", "");
         }
+        self.bar.finish_and_clear();
     }
 }

@@ -3,6 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pm_client::{Client, ClientOptions};
 use pm_proto::v1;
@@ -220,35 +225,147 @@ pub async fn server_rss(target: &Target) -> Result<u64> {
         })
 }
 
-/// Fetches the server's `/metrics` text (plain HTTP/1.1 on loopback).
+/// Fetches the server's `/metrics` text (plain HTTP/1.1, no TLS: the server is on loopback).
 pub async fn metrics(target: &Target) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = target
         .metrics_url()
         .ok_or_else(|| Error::Setup(format!("cannot derive /metrics from {}", target.url)))?;
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let fail = |e: std::io::Error| Error::Setup(format!("GET {url}: {e}"));
-    let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(fail)?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(fail)?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.map_err(fail)?;
-    match body.split_once("\r\n\r\n") {
-        Some((head, rest)) if head.starts_with("HTTP/1.1 200") => Ok(rest.to_owned()),
-        _ => Err(Error::Setup(format!(
-            "GET {url} answered {}",
-            body.lines().next().unwrap_or("nothing")
-        ))),
+    let fail = |e: &dyn std::error::Error| Error::Setup(format!("GET {url}: {}", causes(e)));
+    let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
+    let client: HttpClient<HttpConnector, Empty<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).build_http();
+    let response = client.get(uri).await.map_err(|e| fail(&e))?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(Error::Setup(format!(
+            "GET {url} answered {:?} {}",
+            response.version(),
+            response.status()
+        )));
     }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(&e))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|e| fail(&e))
 }
 
-/// The value of an unlabelled metric in Prometheus text.
+/// An error and its causes, as one line: the client's own error only says which step failed.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// The value of an unlabelled metric in Prometheus text or OpenMetrics (comments, `# EOF`
+/// and labelled series are skipped; a timestamp after the value is ignored).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (key, value) = l.split_once(' ')?;
-        (key == name).then(|| value.trim().parse().ok()).flatten()
+        let mut fields = l.split_whitespace();
+        (fields.next()? == name)
+            .then(|| fields.next()?.parse().ok())
+            .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on a free loopback port that answers every request with `answer`.
+    async fn answering(answer: &'static str) -> Target {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0u8];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                assert!(head.starts_with(b"GET /metrics HTTP/1.1\r\n"));
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        Target::new(format!("ws://{address}/ws"), &"s".repeat(32)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn metrics_reads_the_body_and_names_the_url_in_errors() {
+        let target = answering(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+             1e\r\nprocess_resident_memory_bytes \r\n3\r\n42\n\r\n6\r\n# EOF\n\r\n0\r\n\r\n",
+        )
+        .await;
+        let text = metrics(&target).await.unwrap();
+        assert_eq!(text, "process_resident_memory_bytes 42\n# EOF\n");
+        assert_eq!(server_rss(&target).await.unwrap(), 42);
+
+        let target =
+            answering("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\n\r\nbusy\n").await;
+        let url = target.metrics_url().unwrap();
+        match metrics(&target).await {
+            Err(Error::Setup(e)) => {
+                assert_eq!(
+                    e,
+                    format!("GET {url} answered HTTP/1.1 503 Service Unavailable")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Nobody listens on a port just given back.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let target = Target::new(format!("ws://{address}/ws"), &"s".repeat(32)).unwrap();
+        match metrics(&target).await {
+            Err(Error::Setup(e)) => assert!(
+                e.starts_with(&format!("GET http://{address}/metrics: "))
+                    && e.contains("Connection refused"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn metric_reads_prometheus_text_and_openmetrics() {
+        let prometheus = "# HELP process_resident_memory_bytes Resident memory.\n\
+            # TYPE process_resident_memory_bytes gauge\n\
+            process_resident_memory_bytes 12345678\n\
+            pm_requests_total{kind=\"query\"} 3\n\
+            pm_slow_consumer_disconnects_total 2\n";
+        assert_eq!(
+            metric(prometheus, "process_resident_memory_bytes"),
+            Some(12_345_678.0)
+        );
+        assert_eq!(
+            metric(prometheus, "pm_slow_consumer_disconnects_total"),
+            Some(2.0)
+        );
+        assert_eq!(metric(prometheus, "pm_requests_total"), None, "labelled");
+        assert_eq!(metric(prometheus, "process_resident_memory"), None);
+
+        let openmetrics = "# TYPE process_resident_memory_bytes gauge\n\
+            # UNIT process_resident_memory_bytes bytes\n\
+            process_resident_memory_bytes 1.5e7 1700000000\n\
+            # TYPE pm_slow_consumer_disconnects counter\n\
+            pm_slow_consumer_disconnects_total 4\n\
+            # EOF\n";
+        assert_eq!(
+            metric(openmetrics, "process_resident_memory_bytes"),
+            Some(15_000_000.0)
+        );
+        assert_eq!(
+            metric(openmetrics, "pm_slow_consumer_disconnects_total"),
+            Some(4.0)
+        );
+    }
 }
