@@ -16,5 +16,4 @@
 
 pub mod cli;
 
-/// The build stamp: package version and git commit (see `build.rs`).
-pub const BUILD_VERSION: &str = env!("PM_BUILD_VERSION");
+pub use cli::version::BUILD_VERSION;

@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use pm_client::{Client, ClientError, ClientOptions};
 use pm_proto::v1;
 
+use super::version::BUILD_VERSION;
+
 /// `pm-server client [--url URL] [--token T] send|watch`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,7 +74,7 @@ const FAILED: u8 = 2;
 
 async fn connect(url: &str, token: &str) -> Result<Client, ExitCode> {
     let options = ClientOptions {
-        client_name: format!("pm-server-client/{}", crate::BUILD_VERSION),
+        client_name: format!("pm-server-client/{}", BUILD_VERSION),
         ..ClientOptions::default()
     };
     match Client::connect(url, token, options).await {
@@ -189,7 +191,7 @@ async fn watch(
         }
     }
     let options = ClientOptions {
-        client_name: format!("pm-server-client/{}", crate::BUILD_VERSION),
+        client_name: format!("pm-server-client/{}", BUILD_VERSION),
         reconnect: Some(pm_client::Backoff::default()),
         ..ClientOptions::default()
     };

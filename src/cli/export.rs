@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use pm_core::TenantId;
-use pm_db::export::{Counts, ExportSummary};
+use pm_db::export::ExportSummary;
 use pm_db::sqlite::transfer;
 use pm_db::SqliteConfig;
 
-use super::{DataDir, Failure, Outcome, Report};
+use super::report::{counts, DataDir, Failure, Outcome, Report};
 
 /// `pm-server export --tenant T [-o FILE]`.
 #[derive(Debug, clap::Args)]
@@ -67,13 +67,4 @@ async fn to_file(
         let _ = std::fs::remove_file(&partial);
     }
     Ok(finished)
-}
-
-/// `kind=N` for every kind of line, in file order.
-pub(crate) fn counts(counts: &Counts) -> String {
-    counts
-        .iter()
-        .map(|(kind, n)| format!("{kind}={n}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -7,8 +7,7 @@ use pm_core::TenantId;
 use pm_db::export::ImportOptions;
 use pm_db::sqlite::transfer;
 
-use super::export::counts;
-use super::{DataDir, Failure, Outcome, Report};
+use super::report::{counts, DataDir, Failure, Outcome, Report};
 
 /// `pm-server import --tenant T [FILE] [--dry-run] [--replace]`.
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,7 @@ use pm_core::TenantId;
 use pm_db::sqlite::{inspect, migrations};
 use pm_db::{SqliteConfig, SqliteEngine, Tenant};
 
-use super::{Failure, Report};
+use super::report::{Failure, Report};
 
 /// `pm-server migrate [--tenant T]... [--parallel N] [--migrations-dir DIR]`.
 #[derive(Debug, clap::Args)]

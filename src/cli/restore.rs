@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use pm_core::TenantId;
 use pm_db::sqlite::backup::{self, RestoreReport};
 
-use super::{each_tenant, resolve_tenants, DataDir, Failure, Outcome};
+use super::report::{each_tenant, resolve_tenants, DataDir, Failure, Outcome};
 
 /// `pm-server restore --from DIR [--tenant T]... [--force]`.
 #[derive(Debug, clap::Args)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use pm_core::{TenantId, UserId};
 use pm_gateway::{auth, App, Settings};
 
+use super::report::Failure;
 use super::token::dev_secret;
-use super::Failure;
+use super::version::BUILD_VERSION;
 
 /// `pm-server serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--set K=V]... [--dev]`.
 #[derive(Debug, clap::Args)]
@@ -69,8 +70,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
         .unwrap_or_default();
     let secret = settings.auth.secret.clone();
     let data_dir = settings.server.data_dir.clone();
-    let app = App::new(settings, crate::BUILD_VERSION).map_err(|e| Failure(e.to_string()))?;
-    tracing::info!(%address, version = crate::BUILD_VERSION, "serving");
+    let app = App::new(settings, BUILD_VERSION).map_err(|e| Failure(e.to_string()))?;
+    tracing::info!(%address, version = BUILD_VERSION, "serving");
     if args.dev {
         print_dev_banner(&secret, &address, &data_dir)?;
     }
@@ -97,7 +98,7 @@ fn print_dev_banner(
         Duration::from_secs(24 * 3600),
     )
     .map_err(|e| Failure(e.to_string()))?;
-    println!("pm-server {} (development mode)", crate::BUILD_VERSION);
+    println!("pm-server {} (development mode)", BUILD_VERSION);
     println!("  data directory: {}", data_dir.display());
     println!("  WebSocket:      ws://{address}/ws");
     println!("  token (tenant dev, user dev-user, 24 h):\n    {token}");

@@ -6,7 +6,7 @@ use pm_db::sqlite::inspect::{self, TenantStats};
 use pm_db::SqliteConfig;
 use serde_json::json;
 
-use super::{operator_text, resolve_tenants, DataDir, Failure, Outcome, Report};
+use super::report::{operator_text, resolve_tenants, DataDir, Failure, Outcome, Report};
 
 /// `pm-server tenants list|stats`.
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pm_core::{TenantId, UserId};
 use pm_gateway::auth;
 
-use super::{Failure, Outcome, Report};
+use super::report::{Failure, Outcome, Report};
 
 /// `pm-server token --tenant T --user U [--name N] [--ttl-secs S] [--dev-data-dir DIR]`.
 #[derive(Debug, clap::Args)]

@@ -26,7 +26,5 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use events::{CommittedEvent, EventFilter, Retention, StoredEvent};
+pub use sqlite::migrations::MIGRATOR;
 pub use sqlite::{SqliteConfig, SqliteEngine, SqliteTenant};
-
-/// The schema migrations of a tenant database (top-level `migrations/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -24,8 +24,10 @@ use pm_core::TenantId;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
-use super::layout::{self, open_read_only, SqliteConfig, DB_FILE};
+use super::config::SqliteConfig;
+use super::layout::{self, open_read_only, DB_FILE};
 use super::lock::TenantLock;
+use super::migrations;
 use crate::error::{Error, Result};
 
 /// The file name of a tenant's backup inside a backup directory.
@@ -150,7 +152,7 @@ async fn verify_connection(conn: &mut SqliteConnection) -> Result<Verified> {
     if schema_version == 0 {
         return Err(Error::Corrupt("not a tenant database (no schema)".into()));
     }
-    let newest = layout::embedded_version();
+    let newest = migrations::embedded_version();
     if schema_version > newest {
         return Err(Error::FailedPrecondition(format!(
             "schema version {schema_version} is newer than this pm-server knows ({newest})"

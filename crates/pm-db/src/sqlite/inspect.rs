@@ -4,7 +4,8 @@
 use pm_core::TenantId;
 use sqlx::{Connection, Row};
 
-use super::layout::{self, open_read_only, SqliteConfig};
+use super::config::SqliteConfig;
+use super::layout::{self, open_read_only};
 use super::migrations;
 use crate::error::{Error, Result};
 

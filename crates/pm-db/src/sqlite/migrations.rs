@@ -1,6 +1,6 @@
 //! Schema migrations of tenant databases, including online ones.
 //!
-//! The binary embeds the migrations of `migrations/` ([`crate::MIGRATOR`]). The engine may
+//! The binary embeds the migrations of `migrations/` ([`MIGRATOR`]). The engine may
 //! also be given a migrations directory (`SqliteConfig::migrations_dir`): a superset of the
 //! embedded migrations, same versions and same checksums, plus newer ones. Its set is what
 //! tenants are brought to when they are opened, and an online rollout ([`super::rollout`])
@@ -26,6 +26,9 @@ use sqlx::{Connection, SqliteConnection};
 use super::layout::schema_version;
 use crate::engine::{SchemaChange, SchemaStatus};
 use crate::error::{Error, Result};
+
+/// The schema migrations of a tenant database, embedded from the top-level `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Applies the pending migrations of `migrator` on `conn` in one transaction: all of them,
 /// or (on any failure) none.
@@ -83,7 +86,7 @@ fn migrator(migrations: Vec<Migration>, ignore_missing: bool) -> Migrator {
 /// The embedded migrations, tolerating newer ones already applied (a tenant brought further
 /// by an online migration still opens on the schema this binary needs).
 pub(crate) fn baseline() -> Migrator {
-    migrator(crate::MIGRATOR.iter().cloned().collect(), true)
+    migrator(MIGRATOR.iter().cloned().collect(), true)
 }
 
 /// Reads the migrations of `dir` and checks that it is a superset of `base`: every migration
@@ -125,10 +128,15 @@ pub fn load_dir(dir: &Path, base: &[Migration]) -> Result<Vec<Migration>> {
     Ok(migrations)
 }
 
+/// The newest migration this binary embeds.
+pub fn embedded_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 /// The newest migration version tenants of `dir` (or, without one, of this binary) are
 /// brought to.
 pub fn newest_version(dir: Option<&Path>) -> Result<i64> {
-    let embedded: Vec<Migration> = crate::MIGRATOR.iter().cloned().collect();
+    let embedded: Vec<Migration> = MIGRATOR.iter().cloned().collect();
     let migrations = match dir {
         Some(dir) => load_dir(dir, &embedded)?,
         None => embedded,
@@ -167,7 +175,7 @@ impl Schema {
     /// in [`SchemaStatus::last_failure`]; tenants then open on the embedded schema (callers
     /// that must refuse to start check the directory first with [`newest_version`]).
     pub(crate) fn new(dir: Option<PathBuf>) -> Schema {
-        let embedded: Vec<Migration> = crate::MIGRATOR.iter().cloned().collect();
+        let embedded: Vec<Migration> = MIGRATOR.iter().cloned().collect();
         let (migrations, last_failure) = match &dir {
             Some(path) => match load_dir(path, &embedded) {
                 Ok(migrations) => (migrations, None),
@@ -217,7 +225,7 @@ impl Schema {
         state
             .migrations
             .iter()
-            .any(|m| !crate::MIGRATOR.version_exists(m.version))
+            .any(|m| !MIGRATOR.version_exists(m.version))
     }
 
     /// Reloads the directory for a rollout: it must keep every migration of the current set

@@ -13,10 +13,29 @@ use pm_proto::v1;
 use sqlx::migrate::Migrator;
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::WriterStats;
 use crate::engine::SchemaChange;
 use crate::error::{Error, Result};
 use crate::events::Retention;
+
+/// Counters of a tenant's writer.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub groups: AtomicU64,
+    /// Jobs (commands or batches) answered from committed transactions.
+    pub jobs: AtomicU64,
+    /// Groups replayed with a savepoint per command after an unexpected error.
+    pub fallbacks: AtomicU64,
+    /// Groups that failed as a whole (every caller got `UNAVAILABLE`).
+    pub failed_groups: AtomicU64,
+    /// Time spent applying commands (validation, reads, in-group writes), microseconds.
+    pub apply_micros: AtomicU64,
+    /// Time spent in the end-of-group script (deferred inserts, change log, commit),
+    /// microseconds.
+    pub commit_micros: AtomicU64,
+    /// Change-log events deleted by retention.
+    pub pruned_events: AtomicU64,
+}
 
 /// State the writer shares with readers of the tenant.
 #[derive(Debug, Default)]

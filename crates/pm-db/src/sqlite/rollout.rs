@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use pm_core::TenantId;
 
-use super::{inspect, migrations, SqliteEngine, SqliteTenant};
-use crate::engine::{RolloutReport, Tenant};
+use super::config::SqliteConfig;
+use super::inspect;
+use super::migrations::{self, Schema};
+use super::tenant::SqliteTenant;
+use crate::engine::{RolloutReport, SchemaChange, Tenant};
 use crate::error::Result;
 
 /// Reloads the migrations directory and applies its new migrations to every open tenant,
@@ -20,14 +23,18 @@ use crate::error::Result;
 /// `SchemaStatus::failed`), the remaining tenants are left untouched, and opening
 /// tenants goes back to the previous migrations. An unusable directory changes nothing
 /// and is an error.
-pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
-    let _one_at_a_time = engine.schema.rollout.lock().await;
-    let (previous, target_version, generation) = engine.schema.begin_rollout()?;
+pub(super) async fn run(
+    schema: &Schema,
+    config: &SqliteConfig,
+    open_tenants: impl Fn() -> Vec<Arc<SqliteTenant>>,
+) -> Result<RolloutReport> {
+    let _one_at_a_time = schema.rollout.lock().await;
+    let (previous, target_version, generation) = schema.begin_rollout()?;
     tracing::info!(target_version, "online schema migration started");
-    let open = engine.open_tenants();
+    let open = open_tenants();
     let open_ids: HashSet<TenantId> = open.iter().map(|t| t.id().clone()).collect();
     let mut closed = HashSet::new();
-    let on_disk = engine.config.list_tenants().unwrap_or_else(|error| {
+    let on_disk = config.list_tenants().unwrap_or_else(|error| {
         tracing::warn!(%error, "cannot list the tenants on disk; closed ones are not counted");
         Vec::new()
     });
@@ -36,7 +43,7 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
         .flatten()
         .filter(|id| !open_ids.contains(id))
     {
-        match inspect::schema_version(&engine.config, &id).await {
+        match inspect::schema_version(config, &id).await {
             Ok(Some(version)) if version < target_version => {
                 closed.insert(id);
             }
@@ -46,7 +53,7 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
             }
         }
     }
-    engine.schema.pending(open.len() as u64, closed);
+    schema.pending(open.len() as u64, closed);
     let mut report = RolloutReport {
         target_version,
         ..RolloutReport::default()
@@ -54,9 +61,9 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
     let mut queue: VecDeque<Arc<SqliteTenant>> = open.into();
     loop {
         while let Some(tenant) = queue.pop_front() {
-            match engine.migrate_tenant(&tenant).await {
+            match migrate_tenant(schema, &tenant).await {
                 Ok(change) => {
-                    engine.schema.tenant_done();
+                    schema.tenant_done();
                     report.migrated.push((tenant.id().to_string(), change));
                 }
                 Err(error) => {
@@ -66,7 +73,7 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
                     };
                     report.failed = Some((tenant.id().to_string(), why));
                     report.skipped = queue.iter().map(|t| t.id().to_string()).collect();
-                    engine.schema.abandon(previous);
+                    schema.abandon(previous);
                     tracing::error!(
                         tenant = %tenant.id(),
                         skipped = report.skipped.len(),
@@ -78,18 +85,17 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
         }
         // Tenants opened while the rollout began may have been migrated with the previous
         // set; they are at an older generation.
-        let stale: Vec<Arc<SqliteTenant>> = engine
-            .open_tenants()
+        let stale: Vec<Arc<SqliteTenant>> = open_tenants()
             .into_iter()
             .filter(|t| t.schema_generation() < generation)
             .collect();
         if stale.is_empty() {
             break;
         }
-        engine.schema.more_open(stale.len() as u64);
+        schema.more_open(stale.len() as u64);
         queue.extend(stale);
     }
-    report.closed_pending = engine.schema.finish();
+    report.closed_pending = schema.finish();
     tracing::info!(
         target_version,
         tenants = report.migrated.len(),
@@ -97,4 +103,23 @@ pub(super) async fn run(engine: &SqliteEngine) -> Result<RolloutReport> {
         "online schema migration finished"
     );
     Ok(report)
+}
+
+/// Brings `tenant` to the schema's current migrations through its writer; a failure is
+/// counted and logged, and the tenant stays on its old schema.
+pub(super) async fn migrate_tenant(schema: &Schema, tenant: &SqliteTenant) -> Result<SchemaChange> {
+    let (migrator, generation) = schema.current();
+    match tenant.migrate(migrator, generation).await {
+        Ok(change) => {
+            schema.applied(&change);
+            if change.changed() {
+                tracing::info!(tenant = %tenant.id(), from = change.from, to = change.to, "tenant migrated online");
+            }
+            Ok(change)
+        }
+        Err(error) => {
+            schema.failed(tenant.id(), &error);
+            Err(error)
+        }
+    }
 }

@@ -16,12 +16,13 @@ use tokio::task::JoinHandle;
 
 use super::changelog;
 use super::checkpoint;
-use super::layout::SqliteConfig;
+use super::config::SqliteConfig;
 use super::lock::TenantLock;
 use super::migrations::{self, Schema};
 use super::queries;
+use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
-use super::writer::{self, WriterStats};
+use super::writer;
 use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant};
 use crate::error::Result;
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};

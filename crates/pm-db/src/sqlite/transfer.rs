@@ -25,8 +25,10 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
 use super::backup::{remove_if_exists, sync_dir};
-use super::layout::{self, open_read_only, SqliteConfig, DB_FILE};
+use super::config::SqliteConfig;
+use super::layout::{self, open_read_only, DB_FILE};
 use super::lock::TenantLock;
+use super::migrations::{self, MIGRATOR};
 use super::{changelog, records};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -35,7 +37,6 @@ use crate::export::{
     at_line, change_columns, write_json, Dataset, ExportSummary, Header, ImportOptions,
     ImportReport, Line, CHANGE, FORMAT, FORMAT_VERSION, KINDS,
 };
-use crate::MIGRATOR;
 
 /// Writes tenant `id` to `out` as JSON Lines; see the module documentation.
 pub async fn export_tenant<W: Write + Send>(
@@ -62,7 +63,7 @@ async fn export_snapshot<W: Write + Send>(
 ) -> Result<ExportSummary> {
     let mut tx = conn.begin().await?;
     let schema_version = layout::schema_version(&mut tx).await?;
-    let newest = layout::embedded_version();
+    let newest = migrations::embedded_version();
     if schema_version < newest {
         return Err(Error::FailedPrecondition(format!(
             "tenant {id} is at schema version {schema_version}, not {newest}; run `pm-server migrate` first"
@@ -163,7 +164,7 @@ pub async fn import_tenant<R: BufRead>(
     input: R,
     options: ImportOptions,
 ) -> Result<ImportReport> {
-    let data = Dataset::read(input, layout::embedded_version())?;
+    let data = Dataset::read(input, migrations::embedded_version())?;
     data.validate()?;
     let dir = config.tenant_dir(id);
     let db = dir.join(DB_FILE);
@@ -203,7 +204,7 @@ async fn import_locked(
             .await?;
         let loaded = async {
             let version = layout::schema_version(&mut conn).await?;
-            if version < layout::embedded_version() {
+            if version < migrations::embedded_version() {
                 if options.dry_run {
                     return Err(Error::FailedPrecondition(format!(
                         "tenant {id} is at schema version {version}; run `pm-server migrate` first"

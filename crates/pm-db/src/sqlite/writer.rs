@@ -25,7 +25,7 @@
 //! the writer also starts by itself every `retention.interval`, one bounded chunk between
 //! groups at a time until nothing is left.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,61 +36,12 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use super::checkpoint::WalProgress;
 use super::commands::Cache;
+use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
 use super::queue::{Control, Job, Queued, Shared, Work, WriterHandle};
 use super::{changelog, idempotency, migrations};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
-
-/// Writer tuning.
-#[derive(Debug, Clone)]
-pub struct WriterConfig {
-    /// Jobs waiting for the writer; a full queue answers `UNAVAILABLE`.
-    pub queue_capacity: usize,
-    /// Most jobs committed in one transaction.
-    pub max_group: usize,
-    /// Most commands in one `Batch`.
-    pub max_batch_commands: usize,
-    /// Wrap every command in a savepoint instead of only those that need one.
-    pub savepoint_per_command: bool,
-    /// Committed groups buffered for the event publisher before it must catch up from the log.
-    pub event_buffer: usize,
-    /// How much of the change log is kept (default: everything).
-    pub retention: Retention,
-}
-
-impl Default for WriterConfig {
-    fn default() -> Self {
-        WriterConfig {
-            queue_capacity: 4_096,
-            max_group: 512,
-            max_batch_commands: 100,
-            savepoint_per_command: false,
-            event_buffer: 1_024,
-            retention: Retention::default(),
-        }
-    }
-}
-
-/// Counters of a tenant's writer.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Transactions committed.
-    pub groups: AtomicU64,
-    /// Jobs (commands or batches) answered from committed transactions.
-    pub jobs: AtomicU64,
-    /// Groups replayed with a savepoint per command after an unexpected error.
-    pub fallbacks: AtomicU64,
-    /// Groups that failed as a whole (every caller got `UNAVAILABLE`).
-    pub failed_groups: AtomicU64,
-    /// Time spent applying commands (validation, reads, in-group writes), microseconds.
-    pub apply_micros: AtomicU64,
-    /// Time spent in the end-of-group script (deferred inserts, change log, commit),
-    /// microseconds.
-    pub commit_micros: AtomicU64,
-    /// Change-log events deleted by retention.
-    pub pruned_events: AtomicU64,
-}
 
 /// Starts the writer task on `conn`, whose log ends at `head`.
 pub(crate) fn spawn(

@@ -5,7 +5,7 @@ use pm_core::EntityId;
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
-use super::{on_unique, parse_id, restore, Applied, Cx};
+use super::context::{on_unique, parse_id, restore, Applied, Cx};
 use crate::access::{self, check_version, check_writable, require};
 use crate::error::{Error, Result};
 use crate::events::Change;

@@ -4,7 +4,7 @@ use pm_core::kinds::{ChangeAction, Role};
 use pm_core::{EntityId, UserId};
 use pm_proto::{convert, v1};
 
-use super::{on_unique, parse_id, Applied, Cx};
+use super::context::{on_unique, parse_id, Applied, Cx};
 use crate::access::{check_version, conflict, require, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@ use pm_core::{rank, rules, EntityId, UserId};
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
-use super::{parse_id, Applied, Cx};
+use super::context::{parse_id, Applied, Cx};
 use crate::access::{check_version, check_writable, require, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};

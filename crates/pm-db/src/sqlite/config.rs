@@ -1,0 +1,115 @@
+//! The SQLite engine's settings: where tenants live, connection tuning (the pragmas every
+//! connection of a serving tenant gets), and the writer's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pm_core::TenantId;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::ConnectOptions;
+
+use super::layout;
+use crate::events::Retention;
+
+/// The SQLite engine's settings.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// Root of all tenant directories.
+    pub data_dir: PathBuf,
+    /// Most tenants open at once; idle ones are closed least recently used first.
+    pub max_open_tenants: usize,
+    /// Read connections per open tenant.
+    pub read_pool_size: u32,
+    /// How long a connection waits for a lock before `SQLITE_BUSY`.
+    pub busy_timeout: Duration,
+    /// Page cache per connection, KiB.
+    pub cache_size_kib: u32,
+    /// Memory-mapped I/O per connection, bytes.
+    pub mmap_size: u64,
+    /// The writer of each tenant (including change-log retention).
+    pub writer: WriterConfig,
+    /// Migrations to bring tenants to instead of the embedded ones: a superset of them
+    /// (same versions, same checksums) plus newer ones, reloaded by an online rollout.
+    pub migrations_dir: Option<PathBuf>,
+}
+
+impl SqliteConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            data_dir: data_dir.into(),
+            max_open_tenants: 256,
+            read_pool_size: 4,
+            busy_timeout: Duration::from_secs(5),
+            cache_size_kib: 8 * 1024,
+            mmap_size: 256 * 1024 * 1024,
+            writer: WriterConfig::default(),
+            migrations_dir: None,
+        }
+    }
+
+    /// The directory of one tenant.
+    pub fn tenant_dir(&self, id: &TenantId) -> PathBuf {
+        layout::tenant_dir(&self.data_dir, id)
+    }
+
+    /// The database file of one tenant.
+    pub fn db_file(&self, id: &TenantId) -> PathBuf {
+        self.tenant_dir(id).join(layout::DB_FILE)
+    }
+
+    /// Connection options with the pragmas every connection of a serving tenant gets.
+    pub fn connect_options(&self, db_file: &Path) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(db_file)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(self.busy_timeout)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", format!("-{}", self.cache_size_kib))
+            .pragma("mmap_size", self.mmap_size.to_string())
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(250))
+    }
+
+    /// Tenant directories under the data directory, sorted; names that are not valid tenant
+    /// ids are returned as errors so that operators see them.
+    pub fn list_tenants(&self) -> std::io::Result<Vec<std::result::Result<TenantId, String>>> {
+        layout::list_tenants(&self.data_dir)
+    }
+
+    /// The database, WAL and shared-memory files of a tenant together, bytes.
+    pub fn size_on_disk(&self, id: &TenantId) -> u64 {
+        layout::size_on_disk(&self.data_dir, id)
+    }
+}
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Jobs waiting for the writer; a full queue answers `UNAVAILABLE`.
+    pub queue_capacity: usize,
+    /// Most jobs committed in one transaction.
+    pub max_group: usize,
+    /// Most commands in one `Batch`.
+    pub max_batch_commands: usize,
+    /// Wrap every command in a savepoint instead of only those that need one.
+    pub savepoint_per_command: bool,
+    /// Committed groups buffered for the event publisher before it must catch up from the log.
+    pub event_buffer: usize,
+    /// How much of the change log is kept (default: everything).
+    pub retention: Retention,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            queue_capacity: 4_096,
+            max_group: 512,
+            max_batch_commands: 100,
+            savepoint_per_command: false,
+            event_buffer: 1_024,
+            retention: Retention::default(),
+        }
+    }
+}
