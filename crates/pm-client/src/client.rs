@@ -82,14 +82,23 @@ impl Client {
     }
 
     async fn call(&self, body: In, track: Track) -> Result<Out> {
-        let (reply, answer) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
-        let request = Request::Call {
+        self.ask(|reply| Request::Call {
             body: Box::new(body),
             track,
             reply,
-        };
-        tokio::time::timeout_at(deadline, self.inner.requests.send(request))
+        })
+        .await
+    }
+
+    /// Hands a request to the connection task and waits for its answer, both within the
+    /// request timeout.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
+        tokio::time::timeout_at(deadline, self.inner.requests.send(request(reply)))
             .await
             .map_err(|_| ClientError::Timeout)?
             .map_err(|_| ClientError::Closed)?;
@@ -148,17 +157,7 @@ impl Client {
 
     /// Sends `Ping` and returns the round-trip time to the `Pong`.
     pub async fn ping(&self) -> Result<Duration> {
-        let (reply, answer) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.inner.request_timeout;
-        tokio::time::timeout_at(deadline, self.inner.requests.send(Request::Ping { reply }))
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(ClientError::Timeout),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(result)) => result,
-        }
+        self.ask(|reply| Request::Ping { reply }).await
     }
 
     /// Replaces the connection's token; later reconnects use the new one too. Returns the

@@ -232,17 +232,7 @@ pub(super) async fn update_member(cx: &mut Cx<'_>, c: &v1::UpdateMember) -> Resu
     .bind(member.version as i64)
     .execute(&mut *cx.conn)
     .await?;
-    if done.rows_affected() != 1 {
-        return Err(conflict(member));
-    }
-    cx.cache
-        .roles
-        .insert((project_id, user.as_str().to_owned()), Some(role));
-    Ok(Applied::one(Change::changed(
-        &member,
-        &after,
-        ChangeAction::Updated,
-    )))
+    written(cx, done.rows_affected(), member, after, Some(role))
 }
 
 /// Removes a member (admins, or members removing themselves); the last admin stays.
@@ -263,18 +253,33 @@ pub(super) async fn remove_member(cx: &mut Cx<'_>, c: &v1::RemoveMember) -> Resu
     .bind(member.version as i64)
     .execute(&mut *cx.conn)
     .await?;
-    if done.rows_affected() != 1 {
-        return Err(conflict(member));
-    }
+    // The row is gone; the event carries the member as it was removed.
     let mut after = member.clone();
     after.touch(cx.actor.as_str(), cx.now);
     after.deleted_at = Some(cx.now);
+    written(cx, done.rows_affected(), member, after, None)
+}
+
+/// After a version-checked write of `before`'s row that touched `rows` rows: a conflict if it
+/// had changed meanwhile; otherwise the cached role follows (`None`: no longer a member) and
+/// the change is described.
+fn written(
+    cx: &mut Cx<'_>,
+    rows: u64,
+    before: v1::ProjectMember,
+    after: v1::ProjectMember,
+    role: Option<Role>,
+) -> Result<Applied> {
+    if rows != 1 {
+        return Err(conflict(before));
+    }
     cx.cache
         .roles
-        .insert((project_id, user.as_str().to_owned()), None);
-    Ok(Applied::one(Change::changed(
-        &member,
-        &after,
-        ChangeAction::Deleted,
-    )))
+        .insert((before.project_id.clone(), before.user_id.clone()), role);
+    let action = if role.is_some() {
+        ChangeAction::Updated
+    } else {
+        ChangeAction::Deleted
+    };
+    Ok(Applied::one(Change::changed(&before, &after, action)))
 }
