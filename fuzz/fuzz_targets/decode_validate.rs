@@ -11,10 +11,10 @@ use pm_proto::convert;
 use pm_proto::v1::{self, client_frame::Body as In, command::Kind as Cmd, query::Kind as Q};
 use prost::Message;
 
-fn verifier() -> &'static pm_server::auth::Verifier {
-    static VERIFIER: OnceLock<pm_server::auth::Verifier> = OnceLock::new();
+fn verifier() -> &'static pm_gateway::auth::Verifier {
+    static VERIFIER: OnceLock<pm_gateway::auth::Verifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
-        pm_server::auth::Verifier::new(&pm_server::config::AuthSettings {
+        pm_gateway::auth::Verifier::new(&pm_gateway::settings::AuthSettings {
             secret: "a-fuzzing-secret-of-at-least-32-bytes".into(),
             ..Default::default()
         })

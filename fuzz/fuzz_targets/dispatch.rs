@@ -9,15 +9,15 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use pm_core::{TenantId, UserId};
-use pm_db::{RegistryConfig, Tenant, TenantRegistry};
+use pm_db::{Engine, SqliteConfig, SqliteEngine, Tenant};
 use pm_proto::v1::{self, client_frame::Body as In, command::Kind as Cmd};
 use prost::Message;
 
 struct World {
     runtime: tokio::runtime::Runtime,
-    tenant: Arc<Tenant>,
+    tenant: Arc<dyn Tenant>,
     users: [UserId; 3],
-    _registry: TenantRegistry,
+    _engine: SqliteEngine,
     _dir: tempfile::TempDir,
 }
 
@@ -29,10 +29,10 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("a runtime");
-        let registry = TenantRegistry::new(RegistryConfig::new(dir.path()));
+        let engine = SqliteEngine::new(SqliteConfig::new(dir.path()));
         let users = ["admin", "viewer", "outsider"].map(|u| UserId::parse("sub", u).unwrap());
         let tenant = runtime.block_on(async {
-            let tenant = registry
+            let tenant = engine
                 .open(&TenantId::parse("fuzz").unwrap())
                 .await
                 .expect("the tenant opens");
@@ -77,7 +77,7 @@ fn world() -> &'static World {
             runtime,
             tenant,
             users,
-            _registry: registry,
+            _engine: engine,
             _dir: dir,
         }
     })

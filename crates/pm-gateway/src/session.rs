@@ -17,7 +17,7 @@ use futures::StreamExt;
 use pm_db::Tenant;
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
@@ -26,8 +26,10 @@ use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::connection::{self, write_loop, Close, Outbound, Ws};
 use crate::hub::{Channels, Registration};
-use crate::limits::Refused;
+use crate::limits::{Refused, TokenBucket};
+use crate::metrics::Metrics;
 use crate::resume::{self, Interest};
+use crate::settings::Limits;
 
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
@@ -40,7 +42,13 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connection_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("connection", id = %connection_id, %peer, tenant = tracing::field::Empty, user = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "connection",
+        id = %connection_id,
+        %peer,
+        tenant = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
     async move {
         let limits = app.settings.limits.clone();
         let (sink, mut stream) = ws.split();
@@ -215,6 +223,14 @@ impl Session {
             .clone()
     }
 
+    /// When the token in force stops being valid: its expiry plus the leeway the verifier
+    /// allows.
+    fn token_deadline(&self) -> tokio::time::Instant {
+        let leeway_ms = i64::try_from(self.app.settings.auth.leeway_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        expiry_instant(self.identity().expires_at_ms.saturating_add(leeway_ms))
+    }
+
     /// Reads and dispatches until the client leaves (`None`) or the server closes.
     async fn serve(
         self,
@@ -227,22 +243,11 @@ impl Session {
         let limits = session.app.settings.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
-        // Reconnecting does not refill the budget: it continues where the user's last
-        // connection left it.
-        let bucket = session
-            .slot
-            .bucket(limits.requests_per_second, limits.request_burst);
-        let mut strikes = 0u32;
-        let mut garbage = 0u32;
+        let mut reader = Reader::new(&session);
         let heartbeat = session.app.settings.heartbeat();
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
-        let mut last_heard = tokio::time::Instant::now();
-        // The token is valid until its expiry plus the leeway the verifier allows.
-        let leeway_ms = i64::try_from(session.app.settings.auth.leeway_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX);
-        let expiry = expiry_instant(session.identity().expires_at_ms.saturating_add(leeway_ms));
-        let token_expiry = tokio::time::sleep_until(expiry);
+        let token_expiry = tokio::time::sleep_until(session.token_deadline());
         tokio::pin!(token_expiry);
 
         // The next request's place among those in flight, taken before its frame is read: a
@@ -250,90 +255,59 @@ impl Session {
         // shutdown are still acted on. (Waiting for the place after reading the frame once
         // left a client that pipelined without reading its answers holding the connection
         // forever, deaf to the slow-consumer close.)
-        let mut place: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut place: Option<OwnedSemaphorePermit> = None;
         let close = loop {
             tokio::select! {
                 acquired = permits.clone().acquire_owned(), if place.is_none() => {
                     place = Some(acquired.expect("the semaphore is never closed"));
                 }
-                message = stream.next(), if place.is_some() => {
-                    let message = match message {
-                        None => break None,
-                        Some(Err(WsError::Capacity(_))) => break Some(Close::Protocol(1009, format!("frames are limited to {} bytes", limits.max_frame_bytes))),
-                        Some(Err(error)) => {
-                            tracing::debug!(%error, "read failed");
-                            break None;
-                        }
-                        Some(Ok(message)) => message,
-                    };
-                    last_heard = tokio::time::Instant::now();
-                    let bytes = match message {
-                        Message::Binary(bytes) => bytes,
-                        Message::Text(_) => break Some(Close::Protocol(1003, "text frames are not supported; send binary protobuf".into())),
-                        Message::Close(_) => break None,
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                    };
-                    let Ok(client_frame) = v1::ClientFrame::decode(bytes) else {
-                        garbage += 1;
-                        if garbage >= GARBAGE_LIMIT {
-                            break Some(Close::Protocol(1007, "too many undecodable frames".into()));
-                        }
-                        let _ = out.send(connection::response(0, Out::Error(v1::Error::new(v1::ErrorCode::InvalidArgument, "the frame is not a valid ClientFrame", "")))).await;
-                        continue;
-                    };
-                    garbage = 0;
-                    let request_id = client_frame.request_id;
-                    let Some(body) = client_frame.body else {
-                        let _ = out.send(connection::response(request_id, Out::Error(v1::Error::new(v1::ErrorCode::InvalidArgument, "the frame has no body", "body")))).await;
-                        continue;
-                    };
-                    if let In::Ping(ping) = body {
-                        let pong = v1::Pong { client_time: ping.client_time, server_time: now_ms() };
-                        let _ = out.send(connection::frame(Body::Pong(pong))).await;
-                        continue;
+                message = stream.next(), if place.is_some() => match reader.read(message) {
+                    Read::Nothing => {}
+                    Read::Answer(answer) => {
+                        let _ = out.send(answer).await;
                     }
-                    if !bucket.take() {
-                        session.app.metrics.rate_limited.inc();
-                        strikes += 1;
-                        if strikes > limits.rate_limit_strikes {
-                            break Some(Close::RateLimitAbuse);
-                        }
-                        let _ = out.send(connection::response(request_id, Out::Error(v1::Error::new(v1::ErrorCode::RateLimited, "too many requests; slow down", "")))).await;
-                        continue;
+                    Read::Request(request_id, body) => {
+                        let permit = place.take().expect("the branch runs only with a place");
+                        let session = session.clone();
+                        requests.spawn(async move {
+                            let _permit = permit;
+                            session.handle(request_id, body).await;
+                        });
                     }
-                    let permit = place.take().expect("the branch runs only with a place");
-                    let session = session.clone();
-                    requests.spawn(async move {
-                        let _permit = permit;
-                        session.handle(request_id, body).await;
-                    });
-                }
+                    Read::End(close) => break close,
+                },
                 Some(_) = requests.join_next() => {}
                 Some(close) = close_rx.recv() => break Some(close),
                 _ = ticker.tick() => {
-                    if last_heard.elapsed() >= heartbeat * 3 {
+                    if reader.last_heard.elapsed() >= heartbeat * 3 {
                         break Some(Close::HeartbeatTimeout);
                     }
                     let _ = out.try_send(Outbound::Ping);
                 }
                 () = &mut token_expiry => {
-                    let expires = expiry_instant(session.identity().expires_at_ms.saturating_add(leeway_ms));
-                    if expires <= tokio::time::Instant::now() {
-                        break Some(Close::Unauthenticated(v1::CloseReason::AuthExpired, "the token expired; connect again with a fresh one".into()));
+                    let deadline = session.token_deadline();
+                    if deadline <= tokio::time::Instant::now() {
+                        break Some(Close::Unauthenticated(
+                            v1::CloseReason::AuthExpired,
+                            "the token expired; connect again with a fresh one".into(),
+                        ));
                     }
                     // Refreshed meanwhile.
-                    token_expiry.as_mut().reset(expires);
+                    token_expiry.as_mut().reset(deadline);
                 }
                 _ = shutdown.changed() => {
                     // Finish what is in flight, then say goodbye.
                     let drain = Duration::from_millis(session.app.settings.server.drain_timeout_ms);
-                    let _ = tokio::time::timeout(drain, async { while requests.join_next().await.is_some() {} }).await;
+                    let _ = tokio::time::timeout(drain, async {
+                        while requests.join_next().await.is_some() {}
+                    })
+                    .await;
                     break Some(Close::Shutdown);
                 }
             }
         };
         requests.abort_all();
-        session.slot.park(bucket);
+        session.slot.park(reader.bucket);
         // Leave the hub before the writer is told to stop.
         session.subscription.lock().await.take();
         close
@@ -474,6 +448,134 @@ impl Session {
         .await?;
         Ok(())
     }
+}
+
+/// What the reader makes of one incoming message.
+enum Read {
+    /// Nothing to do (a WebSocket control frame).
+    Nothing,
+    /// An answer to send at once: a pong, or a refusal that needs no request place.
+    Answer(Outbound),
+    /// A request to handle.
+    Request(u64, In),
+    /// The connection ends: the client left (`None`), or the server closes it.
+    End(Option<Close>),
+}
+
+/// The reading side's state: the request budget, and counts of refused frames.
+struct Reader {
+    /// Reconnecting does not refill the budget: it continues where the user's last
+    /// connection left it.
+    bucket: TokenBucket,
+    /// Requests refused for the rate limit; beyond `rate_limit_strikes` the connection goes.
+    strikes: u32,
+    /// Undecodable frames in a row.
+    garbage: u32,
+    /// When the client was last heard from.
+    last_heard: tokio::time::Instant,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    fn new(session: &Session) -> Reader {
+        let limits = session.app.settings.limits.clone();
+        Reader {
+            bucket: session
+                .slot
+                .bucket(limits.requests_per_second, limits.request_burst),
+            strikes: 0,
+            garbage: 0,
+            last_heard: tokio::time::Instant::now(),
+            metrics: session.app.metrics.clone(),
+            limits,
+        }
+    }
+
+    /// Decodes one message and applies the frame rules and the request budget.
+    fn read(&mut self, message: Option<Result<Message, WsError>>) -> Read {
+        let message = match message {
+            None => return Read::End(None),
+            Some(Err(WsError::Capacity(_))) => {
+                return Read::End(Some(Close::Protocol(
+                    1009,
+                    format!(
+                        "frames are limited to {} bytes",
+                        self.limits.max_frame_bytes
+                    ),
+                )))
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "read failed");
+                return Read::End(None);
+            }
+            Some(Ok(message)) => message,
+        };
+        self.last_heard = tokio::time::Instant::now();
+        let bytes = match message {
+            Message::Binary(bytes) => bytes,
+            Message::Text(_) => {
+                return Read::End(Some(Close::Protocol(
+                    1003,
+                    "text frames are not supported; send binary protobuf".into(),
+                )))
+            }
+            Message::Close(_) => return Read::End(None),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Read::Nothing,
+        };
+        let Ok(frame) = v1::ClientFrame::decode(bytes) else {
+            self.garbage += 1;
+            if self.garbage >= GARBAGE_LIMIT {
+                return Read::End(Some(Close::Protocol(
+                    1007,
+                    "too many undecodable frames".into(),
+                )));
+            }
+            return refuse(
+                0,
+                v1::ErrorCode::InvalidArgument,
+                "the frame is not a valid ClientFrame",
+                "",
+            );
+        };
+        self.garbage = 0;
+        let request_id = frame.request_id;
+        let Some(body) = frame.body else {
+            return refuse(
+                request_id,
+                v1::ErrorCode::InvalidArgument,
+                "the frame has no body",
+                "body",
+            );
+        };
+        if let In::Ping(ping) = body {
+            let pong = v1::Pong {
+                client_time: ping.client_time,
+                server_time: now_ms(),
+            };
+            return Read::Answer(connection::frame(Body::Pong(pong)));
+        }
+        if !self.bucket.take() {
+            self.metrics.rate_limited.inc();
+            self.strikes += 1;
+            if self.strikes > self.limits.rate_limit_strikes {
+                return Read::End(Some(Close::RateLimitAbuse));
+            }
+            return refuse(
+                request_id,
+                v1::ErrorCode::RateLimited,
+                "too many requests; slow down",
+                "",
+            );
+        }
+        Read::Request(request_id, body)
+    }
+}
+
+/// An error answer to request `request_id`.
+fn refuse(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> Read {
+    let error = v1::Error::new(code, message, field);
+    Read::Answer(connection::response(request_id, Out::Error(error)))
 }
 
 /// The metrics label of a request's outcome: `ok` or the error code.
