@@ -13,6 +13,7 @@
 //! - [`http`]: the HTTP/1.1 layer: health, readiness, metrics, and the WebSocket upgrade.
 //! - [`session`]: one connection: hello, requests, subscription, heartbeat, goodbye.
 //! - [`connection`]: what is queued for a client, why a connection is closed, the writer task.
+//! - [`reader`]: the reading side: frame rules and the request budget on each message.
 //! - [`resume`]: the subscribe handshake (register, snapshot, replay, go live).
 //! - [`hub`]: per-tenant fan-out of committed events.
 //! - [`auth`]: JWT verification (algorithm pinned by configuration) and minting.
@@ -28,6 +29,7 @@ pub mod http;
 pub(crate) mod hub;
 pub mod limits;
 pub mod metrics;
+pub(crate) mod reader;
 pub(crate) mod resume;
 pub mod server;
 pub(crate) mod session;

@@ -19,17 +19,16 @@ use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, serv
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::connection::{self, write_loop, Close, Outbound, Ws};
 use crate::hub::{Channels, Registration};
-use crate::limits::{Refused, TokenBucket};
-use crate::metrics::Metrics;
+use crate::limits::Refused;
+use crate::reader::{now_ms, Read, Reader};
 use crate::resume::{self, Interest};
-use crate::settings::Limits;
 
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
@@ -212,9 +211,6 @@ async fn hello(
     Ok((session, close_rx))
 }
 
-/// Consecutive undecodable frames before the connection is closed (1007).
-const GARBAGE_LIMIT: u32 = 16;
-
 impl Session {
     fn identity(&self) -> Identity {
         self.identity
@@ -243,7 +239,10 @@ impl Session {
         let limits = session.app.settings.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
-        let mut reader = Reader::new(&session);
+        let bucket = session
+            .slot
+            .bucket(limits.requests_per_second, limits.request_burst);
+        let mut reader = Reader::new(bucket, limits.clone(), session.app.metrics.clone());
         let heartbeat = session.app.settings.heartbeat();
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
@@ -450,134 +449,6 @@ impl Session {
     }
 }
 
-/// What the reader makes of one incoming message.
-enum Read {
-    /// Nothing to do (a WebSocket control frame).
-    Nothing,
-    /// An answer to send at once: a pong, or a refusal that needs no request place.
-    Answer(Outbound),
-    /// A request to handle.
-    Request(u64, In),
-    /// The connection ends: the client left (`None`), or the server closes it.
-    End(Option<Close>),
-}
-
-/// The reading side's state: the request budget, and counts of refused frames.
-struct Reader {
-    /// Reconnecting does not refill the budget: it continues where the user's last
-    /// connection left it.
-    bucket: TokenBucket,
-    /// Requests refused for the rate limit; beyond `rate_limit_strikes` the connection goes.
-    strikes: u32,
-    /// Undecodable frames in a row.
-    garbage: u32,
-    /// When the client was last heard from.
-    last_heard: tokio::time::Instant,
-    limits: Limits,
-    metrics: Arc<Metrics>,
-}
-
-impl Reader {
-    fn new(session: &Session) -> Reader {
-        let limits = session.app.settings.limits.clone();
-        Reader {
-            bucket: session
-                .slot
-                .bucket(limits.requests_per_second, limits.request_burst),
-            strikes: 0,
-            garbage: 0,
-            last_heard: tokio::time::Instant::now(),
-            metrics: session.app.metrics.clone(),
-            limits,
-        }
-    }
-
-    /// Decodes one message and applies the frame rules and the request budget.
-    fn read(&mut self, message: Option<Result<Message, WsError>>) -> Read {
-        let message = match message {
-            None => return Read::End(None),
-            Some(Err(WsError::Capacity(_))) => {
-                return Read::End(Some(Close::Protocol(
-                    1009,
-                    format!(
-                        "frames are limited to {} bytes",
-                        self.limits.max_frame_bytes
-                    ),
-                )))
-            }
-            Some(Err(error)) => {
-                tracing::debug!(%error, "read failed");
-                return Read::End(None);
-            }
-            Some(Ok(message)) => message,
-        };
-        self.last_heard = tokio::time::Instant::now();
-        let bytes = match message {
-            Message::Binary(bytes) => bytes,
-            Message::Text(_) => {
-                return Read::End(Some(Close::Protocol(
-                    1003,
-                    "text frames are not supported; send binary protobuf".into(),
-                )))
-            }
-            Message::Close(_) => return Read::End(None),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Read::Nothing,
-        };
-        let Ok(frame) = v1::ClientFrame::decode(bytes) else {
-            self.garbage += 1;
-            if self.garbage >= GARBAGE_LIMIT {
-                return Read::End(Some(Close::Protocol(
-                    1007,
-                    "too many undecodable frames".into(),
-                )));
-            }
-            return refuse(
-                0,
-                v1::ErrorCode::InvalidArgument,
-                "the frame is not a valid ClientFrame",
-                "",
-            );
-        };
-        self.garbage = 0;
-        let request_id = frame.request_id;
-        let Some(body) = frame.body else {
-            return refuse(
-                request_id,
-                v1::ErrorCode::InvalidArgument,
-                "the frame has no body",
-                "body",
-            );
-        };
-        if let In::Ping(ping) = body {
-            let pong = v1::Pong {
-                client_time: ping.client_time,
-                server_time: now_ms(),
-            };
-            return Read::Answer(connection::frame(Body::Pong(pong)));
-        }
-        if !self.bucket.take() {
-            self.metrics.rate_limited.inc();
-            self.strikes += 1;
-            if self.strikes > self.limits.rate_limit_strikes {
-                return Read::End(Some(Close::RateLimitAbuse));
-            }
-            return refuse(
-                request_id,
-                v1::ErrorCode::RateLimited,
-                "too many requests; slow down",
-                "",
-            );
-        }
-        Read::Request(request_id, body)
-    }
-}
-
-/// An error answer to request `request_id`.
-fn refuse(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> Read {
-    let error = v1::Error::new(code, message, field);
-    Read::Answer(connection::response(request_id, Out::Error(error)))
-}
-
 /// The metrics label of a request's outcome: `ok` or the error code.
 fn outcome_label<T>(result: &Result<T, v1::Error>) -> &'static str {
     match result {
@@ -586,13 +457,6 @@ fn outcome_label<T>(result: &Result<T, v1::Error>) -> &'static str {
             .map(|c| c.as_str_name())
             .unwrap_or("INTERNAL"),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// The tokio instant at which a Unix-millisecond expiry falls.

@@ -25,15 +25,19 @@ use crate::{Error, Result};
 pub(crate) const CONNECT_CONCURRENCY: usize = 256;
 
 /// Options of the `fanout` scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct FanoutOptions {
     /// Subscribers, each on its own connection as its own user.
+    #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
-    /// Commands per second from the writer; `None` writes as fast as acknowledged.
+    /// Commands per second from the writer; omit to write as fast as acknowledged.
+    #[arg(long)]
     pub rate: Option<f64>,
     /// The writer's requests in flight.
+    #[arg(long, default_value_t = 8)]
     pub pipeline: usize,
     /// How long to write.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     pub duration: Duration,
 }
 

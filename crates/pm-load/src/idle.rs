@@ -25,11 +25,13 @@ pub(crate) const PER_TENANT: usize = 5_000;
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// Options of the `idle` scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct IdleOptions {
     /// Connections to hold open.
+    #[arg(long, default_value_t = 1000)]
     pub connections: usize,
     /// How long to hold them once all are open.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     pub hold: Duration,
 }
 

@@ -41,3 +41,21 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parses a duration such as `500ms`, `10s`, `1.5m` or `10` (seconds).
+pub fn parse_duration(raw: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{raw}` (use ms, s or m)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{raw}`: {e}"))
+}

@@ -26,17 +26,22 @@ use crate::{Error, Result};
 const STALLED_RECV_BUFFER: u32 = 4 * 1024;
 
 /// Options of the `slow` scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct SlowOptions {
     /// Subscribers that keep reading.
+    #[arg(long, default_value_t = 20)]
     pub healthy: usize,
     /// Subscribers that stop reading in phase B.
+    #[arg(long, default_value_t = 100)]
     pub stalled: usize,
     /// Commands per second from the writer, in both phases.
+    #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
     /// Length of each phase.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     pub phase: Duration,
     /// How long phase B may run on while waiting for every stalled subscriber to be cut off.
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     pub cut_off_limit: Duration,
 }
 

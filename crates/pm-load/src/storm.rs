@@ -23,11 +23,13 @@ use crate::{Error, Result};
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
 
 /// Options of the `storm` scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct StormOptions {
     /// Clients that drop and come back.
+    #[arg(long, default_value_t = 1000)]
     pub clients: usize,
     /// Events committed in each tenant while the clients are away.
+    #[arg(long, default_value_t = 10)]
     pub missed: u64,
 }
 

@@ -20,19 +20,25 @@ use crate::target::{create_item, Target};
 use crate::{Error, Result};
 
 /// Options of the `write` scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, clap::Args)]
 pub struct WriteOptions {
     /// Tenants, each with its own database and writer.
+    #[arg(long, default_value_t = 1)]
     pub tenants: usize,
     /// Connections per tenant.
+    #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Requests in flight per connection (closed loop); the cap on them at a fixed rate.
+    #[arg(long, default_value_t = 8)]
     pub pipeline: usize,
-    /// Commands per second over all connections; `None` sends as fast as acknowledged.
+    /// Commands per second over all connections; omit to send as fast as acknowledged.
+    #[arg(long)]
     pub rate: Option<f64>,
     /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     pub duration: Duration,
     /// Stop after this many commands, if sooner.
+    #[arg(long)]
     pub count: Option<u64>,
 }
 
