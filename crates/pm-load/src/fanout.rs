@@ -55,6 +55,27 @@ pub(crate) struct Seen {
 
 /// Reads events until the seq in `stop` is reached, checking that seqs follow `from` one by
 /// one.
+/// A [`follow`] task for each of `conns`, all from `from`.
+pub(crate) fn follow_all(
+    conns: Vec<RawConn>,
+    from: u64,
+    stop: &watch::Receiver<u64>,
+    delivered: &Arc<AtomicU64>,
+    phase: &Arc<AtomicUsize>,
+) -> JoinSet<Seen> {
+    let mut readers = JoinSet::new();
+    for conn in conns {
+        readers.spawn(follow(
+            conn,
+            from,
+            stop.clone(),
+            delivered.clone(),
+            phase.clone(),
+        ));
+    }
+    readers
+}
+
 pub(crate) async fn follow(
     mut conn: RawConn,
     from: u64,
@@ -144,20 +165,11 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
     let head = admin.command(create_item(&project, 0)).await?.seq;
     let conns = subscribers(target, &tenant, &users, head, None).await?;
 
-    let (stop_tx, stop_rx) = watch::channel(u64::MAX);
-    let delivered = Arc::new(AtomicU64::new(0));
-    let mut readers = JoinSet::new();
     // Fanout has one phase: every latency goes to the first histogram.
     let phase = Arc::new(AtomicUsize::new(0));
-    for conn in conns {
-        readers.spawn(follow(
-            conn,
-            head,
-            stop_rx.clone(),
-            delivered.clone(),
-            phase.clone(),
-        ));
-    }
+    let (stop_tx, stop_rx) = watch::channel(u64::MAX);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = follow_all(conns, head, &stop_rx, &delivered, &phase);
     let _bar = Progress::start(
         progress,
         "fanout",

@@ -12,9 +12,8 @@ use futures::stream::{self, StreamExt};
 use pm_proto::v1;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::fanout::{follow, subscribers};
+use crate::fanout::{follow_all, subscribers};
 use crate::progress::Progress;
 use crate::raw::RawConn;
 use crate::report::{histogram, Report};
@@ -72,16 +71,8 @@ pub async fn run(target: &Target, options: &SlowOptions, progress: bool) -> Resu
     let phase = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(u64::MAX);
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut readers = JoinSet::new();
-    for conn in subscribers(target, &tenant, &healthy_users, head, None).await? {
-        readers.spawn(follow(
-            conn,
-            head,
-            stop_rx.clone(),
-            delivered.clone(),
-            phase.clone(),
-        ));
-    }
+    let healthy_conns = subscribers(target, &tenant, &healthy_users, head, None).await?;
+    let mut readers = follow_all(healthy_conns, head, &stop_rx, &delivered, &phase);
     let _bar = Progress::start(
         progress,
         "slow",
