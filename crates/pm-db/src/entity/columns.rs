@@ -177,11 +177,25 @@ macro_rules! field {
 }
 
 /// [`Columns`] for a message from one list of `field: kind` (columns are named like the
-/// fields), so that its columns, its row mapping and its change description never disagree.
+/// fields), so that its columns, its row mapping and its change description never disagree;
+/// the audit columns every entity has (`version`, `created_*`, `updated_*`, `deleted_at`)
+/// follow the listed ones.
 /// Kinds: `text`, `opt_text`, `time` (i64), `opt_time`, `count` (u64), `small` (u32),
 /// `opt_small`, `signed` (i32), and `(Enum)` for a wire enum stored under its domain name.
 macro_rules! columns {
+    // Every entity ends with the same audit columns.
     ($message:ident { $($field:ident: $kind:tt),+ $(,)? }) => {
+        columns!(@all $message {
+            $($field: $kind,)+
+            version: count,
+            created_at: time,
+            created_by: text,
+            updated_at: time,
+            updated_by: text,
+            deleted_at: opt_time,
+        });
+    };
+    (@all $message:ident { $($field:ident: $kind:tt),+ $(,)? }) => {
         impl Columns for v1::$message {
             const COLUMNS: &'static [Column] = &[
                 $(Column { name: stringify!($field), shape: shape!($kind) }),+
@@ -295,24 +309,12 @@ columns!(Project {
     name: text,
     description: text,
     status: (ProjectStatus),
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(ProjectMember {
     project_id: text,
     user_id: text,
     role: (Role),
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 // `display_key` is derived from the project key and is not stored.
@@ -330,12 +332,6 @@ columns!(WorkItem {
     assignee_id: opt_text,
     sprint_id: opt_text,
     rank: text,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(Sprint {
@@ -346,12 +342,6 @@ columns!(Sprint {
     status: (SprintStatus),
     start_at: opt_time,
     end_at: opt_time,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(Comment {
@@ -359,12 +349,6 @@ columns!(Comment {
     project_id: text,
     work_item_id: text,
     content: text,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(TimeEntry {
@@ -375,12 +359,6 @@ columns!(TimeEntry {
     started_at: time,
     ended_at: opt_time,
     description: text,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(Dependency {
@@ -389,12 +367,6 @@ columns!(Dependency {
     blocking_item_id: text,
     blocked_item_id: text,
     dependency_type: (DependencyType),
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(SwimLane {
@@ -404,12 +376,6 @@ columns!(SwimLane {
     status: (WorkItemStatus),
     position: small,
     wip_limit: opt_small,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
 
 columns!(LlmContext {
@@ -419,10 +385,4 @@ columns!(LlmContext {
     title: text,
     content: text,
     priority: signed,
-    version: count,
-    created_at: time,
-    created_by: text,
-    updated_at: time,
-    updated_by: text,
-    deleted_at: opt_time,
 });
