@@ -8,7 +8,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pm_core::TenantId;
 use pm_db::sqlite::{inspect, migrations};
-use pm_db::{SqliteConfig, SqliteEngine, Tenant};
+use pm_db::{Engine as _, SqliteConfig, SqliteEngine, Tenant};
 
 use super::report::{Failure, Report};
 

@@ -33,6 +33,11 @@ pub trait Engine: Send + Sync + Debug {
     /// Brings the open tenants to newly configured migrations while serving (SIGHUP); closed
     /// ones are migrated when next opened.
     async fn migrate_online(&self) -> Result<RolloutReport>;
+
+    /// Closes every tenant nobody uses, letting its work in flight finish and leaving its
+    /// storage tidy (SQLite: the WAL checkpointed into the database and truncated). Called at
+    /// shutdown once the connections have ended; returns how many were closed.
+    async fn close_idle(&self) -> usize;
 }
 
 /// One open tenant.
@@ -99,6 +104,12 @@ pub struct EngineFigures {
     pub committed_jobs: u64,
     /// Change-log events deleted by retention in the open tenants.
     pub pruned_events: u64,
+    /// Write groups that failed on the storage (a full disk, an I/O error), since start.
+    pub storage_faults: u64,
+    /// Open tenants whose storage fails now: writes are refused until it recovers.
+    pub degraded_tenants: u64,
+    /// Tenants taken out of service because their database is damaged.
+    pub quarantined_tenants: u64,
     /// Schema migrations and rollouts.
     pub schema: SchemaStatus,
 }

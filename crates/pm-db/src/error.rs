@@ -40,9 +40,26 @@ pub enum Error {
     /// The requested change-log position is no longer retained.
     #[error("changes after seq {0} are no longer retained")]
     ResyncRequired(u64),
+    /// The tenant's storage has no room: the disk is full, or the database reached the
+    /// tenant's size limit. Nothing was written; retry once there is room.
+    #[error("the tenant's storage is full (database or disk is full); retry later")]
+    StorageFull,
+    /// Reading or writing the tenant's files failed at the operating system (`SQLITE_IOERR`,
+    /// `SQLITE_CANTOPEN`, ...). Nothing was written; the detail is for the log only.
+    #[error("the tenant's storage failed ({0}); retry later")]
+    StorageIo(String),
+    /// The tenant's database file is damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`): it is taken
+    /// out of service until an operator restores it from a backup.
+    #[error("{}", damaged(tenant, detail))]
+    Damaged {
+        /// The tenant.
+        tenant: String,
+        /// What SQLite said.
+        detail: String,
+    },
     /// An unexpected database failure.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -61,6 +78,50 @@ pub enum Error {
 /// Result of a storage operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a damaged database is reported as: what is wrong and what to do.
+fn damaged(tenant: &str, detail: &str) -> String {
+    if tenant.is_empty() {
+        return format!("the database is damaged ({detail})");
+    }
+    format!(
+        "tenant {tenant}'s database is damaged ({detail}); an operator must restore it from a \
+         backup (pm-server restore --tenant {tenant})"
+    )
+}
+
+/// SQLite's primary result codes that say the storage, not the request, failed.
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+const SQLITE_NOTADB: i32 = 26;
+
+impl From<sqlx::Error> for Error {
+    /// Database errors that are faults of the storage (a full disk, an I/O error, a damaged
+    /// file) get their own variants, so that they are answered and handled as such.
+    fn from(error: sqlx::Error) -> Self {
+        let code = error
+            .as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|code| code.parse::<i32>().ok());
+        let detail = || {
+            error
+                .as_database_error()
+                .map_or_else(|| error.to_string(), |db| db.message().to_owned())
+        };
+        // Extended result codes carry the primary code in their low byte.
+        match code.map(|code| code & 0xff) {
+            Some(SQLITE_FULL) => Error::StorageFull,
+            Some(SQLITE_IOERR | SQLITE_CANTOPEN) => Error::StorageIo(detail()),
+            Some(SQLITE_CORRUPT | SQLITE_NOTADB) => Error::Damaged {
+                tenant: String::new(),
+                detail: detail(),
+            },
+            _ => Error::Database(error),
+        }
+    }
+}
+
 impl From<pm_core::Error> for Error {
     fn from(error: pm_core::Error) -> Self {
         match error {
@@ -78,6 +139,26 @@ impl Error {
         Error::InvalidArgument {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// Whether the storage failed rather than the request (a full disk, an I/O error, a
+    /// damaged file): the transaction it happened in may be gone, and the writer must know.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::StorageFull | Error::StorageIo(_) | Error::Damaged { .. }
+        )
+    }
+
+    /// The same error naming `tenant` where it says which tenant is damaged.
+    pub fn for_tenant(self, tenant: &str) -> Self {
+        match self {
+            Error::Damaged { detail, .. } => Error::Damaged {
+                tenant: tenant.to_owned(),
+                detail,
+            },
+            other => other,
         }
     }
 
@@ -103,7 +184,10 @@ impl Error {
             Error::FailedPrecondition(_) => C::FailedPrecondition,
             Error::PermissionDenied(_) => C::PermissionDenied,
             Error::TooLarge(_) => C::TooLarge,
-            Error::Unavailable(_) => C::Unavailable,
+            Error::Unavailable(_)
+            | Error::StorageFull
+            | Error::StorageIo(_)
+            | Error::Damaged { .. } => C::Unavailable,
             Error::ResyncRequired(_) => C::ResyncRequired,
             Error::Database(_)
             | Error::Migrate(_)
@@ -123,6 +207,12 @@ impl Error {
                 (message.clone(), String::new(), Some(current.clone()))
             }
             e if e.is_internal() => ("internal error".to_owned(), String::new(), None),
+            // The operating system's words may name paths: not for clients.
+            Error::StorageIo(_) => (
+                "the tenant's storage failed; retry later".to_owned(),
+                String::new(),
+                None,
+            ),
             e => (e.to_string(), String::new(), None),
         };
         v1::Error {

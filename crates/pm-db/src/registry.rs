@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use pm_core::TenantId;
 use tokio::sync::OnceCell;
 
@@ -25,6 +26,9 @@ pub(crate) trait Resident: Send + Sync + 'static {
     /// the registry while idle.
     fn close(self: Arc<Self>) -> impl Future<Output = ()> + Send;
 }
+
+/// Tenants [`Registry::close_idle`] closes at the same time.
+const CONCURRENT_CLOSES: usize = 8;
 
 /// Open tenants, bounded, least recently used closed first.
 #[derive(Debug)]
@@ -118,6 +122,19 @@ impl<T: Resident> Registry<T> {
         opened
     }
 
+    /// Stops serving `tenant` under `id` (if it is still the one there): the next open opens
+    /// anew. It is not closed here; it ends when its last user lets go of it.
+    pub(crate) fn forget(&self, id: &TenantId, tenant: &Arc<T>) {
+        let mut slots = self.slots();
+        if slots
+            .get(id)
+            .and_then(|slot| slot.tenant.get())
+            .is_some_and(|open| Arc::ptr_eq(open, tenant))
+        {
+            slots.remove(id);
+        }
+    }
+
     /// The open tenants.
     pub(crate) fn open_tenants(&self) -> Vec<Arc<T>> {
         self.slots()
@@ -146,9 +163,11 @@ impl<T: Resident> Registry<T> {
                 .collect()
         };
         let count = idle.len();
-        for tenant in idle {
-            tenant.close().await;
-        }
+        // Each close ends with a checkpoint and its fsync: a few at a time.
+        futures::stream::iter(idle.into_iter().map(Resident::close))
+            .buffer_unordered(CONCURRENT_CLOSES)
+            .collect::<()>()
+            .await;
         count
     }
 }

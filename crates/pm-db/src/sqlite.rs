@@ -24,6 +24,7 @@ mod commands;
 pub mod config;
 mod engine;
 mod group;
+mod health;
 mod idempotency;
 pub mod inspect;
 pub mod layout;

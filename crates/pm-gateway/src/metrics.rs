@@ -228,6 +228,27 @@ impl Collector for ScrapeTime {
             None,
             &ConstCounter::new(tenants.committed_jobs),
         )?;
+        put(
+            &mut encoder,
+            "pm_storage_faults",
+            "Write groups that failed on the storage (a full disk, an I/O error).",
+            None,
+            &ConstCounter::new(tenants.storage_faults),
+        )?;
+        put(
+            &mut encoder,
+            "pm_tenants_degraded",
+            "Open tenants whose storage fails now: their writes are refused until it recovers.",
+            None,
+            &ConstGauge::new(tenants.degraded_tenants),
+        )?;
+        put(
+            &mut encoder,
+            "pm_tenants_quarantined",
+            "Tenants out of service because their database is damaged (restore from a backup).",
+            None,
+            &ConstGauge::new(tenants.quarantined_tenants),
+        )?;
         if let Some(rss) = resident_memory_bytes() {
             put(
                 &mut encoder,
@@ -325,6 +346,9 @@ mod tests {
             committed_groups: 5,
             committed_jobs: 9,
             pruned_events: 7,
+            storage_faults: 3,
+            degraded_tenants: 1,
+            quarantined_tenants: 2,
             schema: pm_db::SchemaStatus {
                 target_version: 20270101000000,
                 rollout_running: true,
@@ -375,6 +399,9 @@ mod tests {
         has("pm_writer_groups_total 5");
         has("pm_writer_jobs_total 9");
         has("pm_changelog_pruned_events_total 7");
+        has("pm_storage_faults_total 3");
+        has("pm_tenants_degraded 1");
+        has("pm_tenants_quarantined 2");
         has("pm_schema_target_version 20270101000000");
         has("pm_schema_rollout_running 1");
         has("pm_schema_migrations_applied_total 3");

@@ -16,8 +16,8 @@ use crate::app::App;
 use crate::http;
 
 /// Serves connections on `listener` until `shutdown` completes, then stops accepting, lets
-/// every connection finish its in-flight requests and say goodbye, and returns within the
-/// drain timeout.
+/// every connection finish its in-flight requests and say goodbye within the drain timeout,
+/// closes the tenants, and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -64,6 +64,11 @@ pub async fn serve(
             "drain timeout: closing remaining connections"
         );
         connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
+    // Every connection has ended: close the tenants, so that their storage is left tidy
+    // (a tenant still held elsewhere stays open and is logged).
+    let closed = app.engine.close_idle().await;
+    tracing::info!(tenants = closed, "tenants closed");
     Ok(())
 }

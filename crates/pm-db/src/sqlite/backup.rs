@@ -119,10 +119,18 @@ async fn copy_and_verify(source: &Path, partial: &Path) -> Result<Verified> {
 /// journal so that it stays one file, then checks integrity, foreign keys, the schema
 /// version and that the change log has no gap.
 async fn verify_own_copy(file: &Path) -> Result<Verified> {
-    let mut conn = SqliteConnectOptions::new().filename(file).connect().await?;
-    let verified = verify_connection(&mut conn).await;
-    conn.close().await?;
-    verified
+    let verified = async {
+        let mut conn = SqliteConnectOptions::new().filename(file).connect().await?;
+        let verified = verify_connection(&mut conn).await;
+        conn.close().await?;
+        verified
+    }
+    .await;
+    // A copy that SQLite finds damaged is a bad copy, not a damaged tenant.
+    verified.map_err(|error| match error {
+        Error::Damaged { detail, .. } => Error::Corrupt(detail),
+        other => other,
+    })
 }
 
 async fn verify_connection(conn: &mut SqliteConnection) -> Result<Verified> {

@@ -2,6 +2,7 @@
 //! connection of a serving tenant gets), and the writer's.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pm_core::TenantId;
@@ -10,6 +11,9 @@ use sqlx::ConnectOptions;
 
 use super::layout;
 use crate::events::Retention;
+
+/// The bytes a tenant's WAL is truncated to when it starts over (`journal_size_limit`).
+pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// The SQLite engine's settings.
 #[derive(Debug, Clone)]
@@ -31,6 +35,16 @@ pub struct SqliteConfig {
     /// Migrations to bring tenants to instead of the embedded ones: a superset of them
     /// (same versions, same checksums) plus newer ones, reloaded by an online rollout.
     pub migrations_dir: Option<PathBuf>,
+    /// Largest size a tenant's database may grow to, bytes (`None`: no limit but the disk's).
+    /// A write that would pass it fails like a full disk. It can be changed while serving
+    /// (`SqliteEngine::set_max_tenant_bytes`).
+    pub max_tenant_bytes: Option<u64>,
+    /// Run `PRAGMA quick_check` when a tenant opens, and refuse (quarantine) it if damaged.
+    /// It reads the whole database: opening takes longer, in proportion to its size.
+    pub check_on_open: bool,
+    /// A tenant without a checkpoint for this long checkpoints what is pending, and once it
+    /// has been quiet this long, truncates its WAL.
+    pub idle_checkpoint: Duration,
 }
 
 impl SqliteConfig {
@@ -45,6 +59,9 @@ impl SqliteConfig {
             mmap_size: 256 * 1024 * 1024,
             writer: WriterConfig::default(),
             migrations_dir: None,
+            max_tenant_bytes: None,
+            check_on_open: false,
+            idle_checkpoint: Duration::from_secs(30),
         }
     }
 
@@ -69,6 +86,9 @@ impl SqliteConfig {
             .pragma("temp_store", "memory")
             .pragma("cache_size", format!("-{}", self.cache_size_kib))
             .pragma("mmap_size", self.mmap_size.to_string())
+            // After a checkpoint has copied the whole WAL back, the next write starts it over
+            // and truncates the file to this: a burst's WAL does not stay on disk.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(250))
     }
 
@@ -110,6 +130,42 @@ impl Default for WriterConfig {
             savepoint_per_command: false,
             event_buffer: 1_024,
             retention: Retention::default(),
+        }
+    }
+}
+
+/// The size limit of tenant databases in force, shared by the engine and every writer, so
+/// that changing it reaches the open tenants at their next write.
+#[derive(Debug, Default)]
+pub(crate) struct SizeLimit {
+    /// Database pages (0: no limit).
+    pages: AtomicU64,
+}
+
+/// SQLite's page size for tenant databases (the default; never changed).
+const PAGE_SIZE: u64 = 4096;
+/// `max_page_count` without a limit of ours (SQLite's own largest).
+pub(crate) const NO_PAGE_LIMIT: u64 = 4_294_967_294;
+
+impl SizeLimit {
+    /// A limit of `bytes` (`None`: none).
+    pub(crate) fn new(bytes: Option<u64>) -> Self {
+        let limit = SizeLimit::default();
+        limit.set(bytes);
+        limit
+    }
+
+    /// Changes the limit.
+    pub(crate) fn set(&self, bytes: Option<u64>) {
+        let pages = bytes.map_or(0, |b| (b / PAGE_SIZE).clamp(1, NO_PAGE_LIMIT));
+        self.pages.store(pages, Ordering::Release);
+    }
+
+    /// The limit as SQLite's `max_page_count`.
+    pub(crate) fn max_page_count(&self) -> u64 {
+        match self.pages.load(Ordering::Acquire) {
+            0 => NO_PAGE_LIMIT,
+            pages => pages,
         }
     }
 }

@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use pm_core::TenantId;
 
 use super::config::SqliteConfig;
+use super::health::Safeguards;
 use super::migrations::Schema;
 use super::rollout;
 use super::tenant::SqliteTenant;
 use crate::engine::{Engine, EngineFigures, RolloutReport, SchemaStatus, Tenant};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::registry::Registry;
 
 /// The SQLite engine over one data directory.
@@ -21,6 +22,7 @@ pub struct SqliteEngine {
     config: SqliteConfig,
     tenants: Registry<SqliteTenant>,
     schema: Schema,
+    safeguards: Arc<Safeguards>,
 }
 
 impl SqliteEngine {
@@ -31,6 +33,7 @@ impl SqliteEngine {
         SqliteEngine {
             tenants: Registry::new(config.max_open_tenants),
             schema: Schema::new(config.migrations_dir.clone()),
+            safeguards: Arc::new(Safeguards::new(config.max_tenant_bytes)),
             config,
         }
     }
@@ -42,20 +45,54 @@ impl SqliteEngine {
 
     /// Opens (creating and migrating if needed) or returns the open tenant `id`. Holding the
     /// returned `Arc` keeps it from being closed.
+    ///
+    /// A tenant whose database was found damaged is quarantined: opening it is refused with
+    /// an error that names the remedy, until its database file has been replaced (restored).
     pub async fn open_tenant(&self, id: &TenantId) -> Result<Arc<SqliteTenant>> {
-        self.tenants
-            .get_or_open(id, || async {
-                let tenant = SqliteTenant::open(id.clone(), &self.config, &self.schema).await?;
-                self.schema.opened(id);
-                if tenant.schema_generation() < self.schema.generation() {
-                    // Opened with the migrations of before a rollout that started meanwhile,
-                    // which may have missed it: catch up now. A failure is counted and logged,
-                    // and the tenant serves on its old schema.
-                    let _ = rollout::migrate_tenant(&self.schema, &tenant).await;
+        loop {
+            if let Some(refusal) = self.safeguards.quarantine.refusal(id) {
+                return Err(refusal);
+            }
+            let tenant = self.tenants.get_or_open(id, || self.open_new(id)).await?;
+            if !tenant.is_damaged() {
+                return Ok(tenant);
+            }
+            // Quarantined while open: it is served no more; either it is still damaged (the
+            // refusal above), or its file was replaced meanwhile and it opens anew.
+            self.tenants.forget(id, &tenant);
+        }
+    }
+
+    async fn open_new(&self, id: &TenantId) -> Result<Arc<SqliteTenant>> {
+        let opened =
+            SqliteTenant::open(id.clone(), &self.config, &self.schema, &self.safeguards).await;
+        let tenant = match opened {
+            Ok(tenant) => tenant,
+            Err(error @ Error::Damaged { .. }) => {
+                let error = error.for_tenant(id.as_str());
+                if let Error::Damaged { detail, .. } = &error {
+                    self.safeguards
+                        .quarantine
+                        .add(id, &self.config.db_file(id), detail);
                 }
-                Ok(tenant)
-            })
-            .await
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        self.schema.opened(id);
+        if tenant.schema_generation() < self.schema.generation() {
+            // Opened with the migrations of before a rollout that started meanwhile, which may
+            // have missed it: catch up now. A failure is counted and logged, and the tenant
+            // serves on its old schema.
+            let _ = rollout::migrate_tenant(&self.schema, &tenant).await;
+        }
+        Ok(tenant)
+    }
+
+    /// Changes the largest size a tenant's database may grow to (`None`: no limit): open
+    /// tenants apply it at their next write.
+    pub fn set_max_tenant_bytes(&self, bytes: Option<u64>) {
+        self.safeguards.size_limit.set(bytes);
     }
 
     /// The open tenants, sorted by id.
@@ -74,17 +111,16 @@ impl SqliteEngine {
     pub fn open_count(&self) -> usize {
         self.tenants.len()
     }
-
-    /// Closes every tenant nobody holds; returns how many were closed.
-    pub async fn close_idle(&self) -> usize {
-        self.tenants.close_idle().await
-    }
 }
 
 #[async_trait]
 impl Engine for SqliteEngine {
     async fn open(&self, id: &TenantId) -> Result<Arc<dyn Tenant>> {
         Ok(self.open_tenant(id).await?)
+    }
+
+    async fn close_idle(&self) -> usize {
+        self.tenants.close_idle().await
     }
 
     fn figures(&self) -> EngineFigures {
@@ -98,7 +134,12 @@ impl Engine for SqliteEngine {
             figures.committed_groups += stats.groups.load(Ordering::Relaxed);
             figures.committed_jobs += stats.jobs.load(Ordering::Relaxed);
             figures.pruned_events += stats.pruned_events.load(Ordering::Relaxed);
+            if tenant.storage_degraded() {
+                figures.degraded_tenants += 1;
+            }
         }
+        figures.quarantined_tenants = self.safeguards.quarantine.len() as u64;
+        figures.storage_faults = self.safeguards.storage_faults.load(Ordering::Relaxed);
         figures
     }
 

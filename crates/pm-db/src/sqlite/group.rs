@@ -206,9 +206,10 @@ impl Group {
                 }
                 Ok(Err(error))
             }
-            // Without a savepoint an unexpected error may have left the transaction in an
-            // unknown state: give up on this attempt.
-            Err(error) if error.is_internal() => Err(error),
+            // Without a savepoint an unexpected error or a storage fault may have left the
+            // transaction in an unknown state (SQLite rolls the whole transaction back on some
+            // of them): give up on this attempt.
+            Err(error) if error.is_internal() || error.is_storage_fault() => Err(error),
             Err(error) => Ok(Err(error)),
         }
     }

@@ -13,6 +13,7 @@ use pm_proto::v1;
 use sqlx::migrate::Migrator;
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::HealthFlag;
 use crate::engine::SchemaChange;
 use crate::error::{Error, Result};
 use crate::events::Retention;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     /// for room instead of answering `UNAVAILABLE`.
     migrations: AtomicU64,
     pub(crate) stats: WriterStats,
+    /// The storage's condition as the writer last saw it.
+    pub(crate) health: HealthFlag,
 }
 
 impl Shared {

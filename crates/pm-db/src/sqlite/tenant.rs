@@ -17,14 +17,15 @@ use tokio::task::JoinHandle;
 use super::changelog;
 use super::checkpoint;
 use super::config::SqliteConfig;
+use super::health::{Condition, Safeguards};
 use super::lock::TenantLock;
 use super::migrations::{self, Schema};
 use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
-use super::writer;
+use super::writer::{self, Storage};
 use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
 use crate::registry::Resident;
 
@@ -47,6 +48,8 @@ pub struct SqliteTenant {
     retention: Retention,
     /// Kept until the writer and checkpointer have ended (see [`SqliteTenant::close`]).
     lock: Mutex<Option<TenantLock>>,
+    db_file: PathBuf,
+    safeguards: Arc<Safeguards>,
 }
 
 impl SqliteTenant {
@@ -57,20 +60,24 @@ impl SqliteTenant {
         id: TenantId,
         config: &SqliteConfig,
         schema: &Schema,
+        safeguards: &Arc<Safeguards>,
     ) -> Result<Arc<SqliteTenant>> {
         let dir = config.tenant_dir(&id);
         tokio::fs::create_dir_all(&dir).await?;
         let lock = TenantLock::shared(&dir)?;
-        let options = config.connect_options(&config.db_file(&id));
+        let db_file = config.db_file(&id);
+        let options = config.connect_options(&db_file);
         // Multi-row inserts come in one shape per group size: keep them all prepared.
-        let mut conn = options
+        let writer_options = options
             .clone()
             .create_if_missing(true)
             .statement_cache_capacity(1_024)
             // Checkpoints run on their own connection (see `checkpoint`).
-            .pragma("wal_autocheckpoint", "0")
-            .connect()
-            .await?;
+            .pragma("wal_autocheckpoint", "0");
+        let mut conn = writer_options.connect().await?;
+        if config.check_on_open {
+            quick_check(&mut conn).await?;
+        }
         let (migrator, generation) = schema.current();
         match migrations::apply(&mut conn, &migrator).await {
             Ok(change) => schema.applied(&change),
@@ -98,6 +105,7 @@ impl SqliteTenant {
             checkpoint_conn,
             progress.clone(),
             due_rx,
+            config.idle_checkpoint,
             id.to_string(),
         ));
         let (writer, task) = writer::spawn(
@@ -107,6 +115,12 @@ impl SqliteTenant {
             events.clone(),
             (progress, due),
             config.writer.clone(),
+            Storage {
+                tenant: id.clone(),
+                db_file: db_file.clone(),
+                connect: writer_options,
+                safeguards: safeguards.clone(),
+            },
         );
         tracing::debug!(tenant = %id, head, "tenant opened");
         Ok(Arc::new(SqliteTenant {
@@ -120,7 +134,69 @@ impl SqliteTenant {
             generation: AtomicU64::new(generation),
             retention: config.writer.retention.clone(),
             lock: Mutex::new(Some(lock)),
+            db_file,
+            safeguards: safeguards.clone(),
         }))
+    }
+
+    /// Whether the tenant's storage fails now (writes are refused until it recovers).
+    pub(crate) fn storage_degraded(&self) -> bool {
+        self.shared.health.get() == Condition::Degraded
+    }
+
+    /// Whether the tenant's database was found damaged (the tenant is quarantined).
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.shared.health.get() == Condition::Damaged
+    }
+
+    /// Refuses everything once the database is known to be damaged.
+    fn check_usable(&self) -> Result<()> {
+        if !self.is_damaged() {
+            return Ok(());
+        }
+        self.release_for_restore();
+        Err(Error::Damaged {
+            tenant: self.id.to_string(),
+            detail: self
+                .safeguards
+                .quarantine
+                .detail(&self.id)
+                .unwrap_or_else(|| "the database was replaced since; reconnect".into()),
+        })
+    }
+
+    /// A read's outcome: a damaged database found by a read quarantines the tenant.
+    fn read<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(error @ Error::Damaged { .. }) => {
+                let error = error.for_tenant(self.id.as_str());
+                if let Error::Damaged { detail, .. } = &error {
+                    self.safeguards
+                        .quarantine
+                        .add(&self.id, &self.db_file, detail);
+                }
+                self.shared.health.set_damaged();
+                self.release_for_restore();
+                Err(error)
+            }
+            other => other,
+        }
+    }
+
+    /// A quarantined tenant lets go of its lock file (so that `pm-server restore` may replace
+    /// the database while the server runs) and stops checkpointing the damaged file. Its
+    /// writer refuses every write; the engine opens the tenant anew once the file is replaced.
+    fn release_for_restore(&self) {
+        drop(self.lock.lock().expect("lock is never poisoned").take());
+        for task in self
+            .tasks
+            .lock()
+            .expect("task lock is never poisoned")
+            .iter()
+            .skip(1)
+        {
+            task.abort();
+        }
     }
 
     /// The engine's migrations generation this tenant was last brought to.
@@ -174,6 +250,20 @@ impl SqliteTenant {
     }
 }
 
+/// `PRAGMA quick_check`: a damaged database is refused before it is served.
+async fn quick_check(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+    let problems: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_all(&mut *conn)
+        .await?;
+    if problems == ["ok"] {
+        return Ok(());
+    }
+    Err(Error::Damaged {
+        tenant: String::new(),
+        detail: format!("quick_check: {}", problems.join("; ")),
+    })
+}
+
 impl Resident for SqliteTenant {
     fn busy(&self) -> bool {
         self.shared.in_flight() > 0
@@ -218,15 +308,18 @@ impl Tenant for SqliteTenant {
     }
 
     async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {
+        self.check_usable()?;
         self.writer.command(actor.clone(), command).await
     }
 
     async fn batch(&self, actor: &UserId, batch: v1::Batch) -> Result<v1::BatchResult> {
+        self.check_usable()?;
         self.writer.batch(actor.clone(), batch).await
     }
 
     async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
-        queries::run(&self.read_pool, actor, query).await
+        self.check_usable()?;
+        self.read(queries::run(&self.read_pool, actor, query).await)
     }
 
     async fn read_events(
@@ -236,12 +329,14 @@ impl Tenant for SqliteTenant {
         limit: u32,
         filter: &EventFilter,
     ) -> Result<Vec<StoredEvent>> {
+        self.check_usable()?;
         let mut conn = self.read_pool.acquire().await?;
-        changelog::read_after(&mut conn, after, until, limit, filter).await
+        self.read(changelog::read_after(&mut conn, after, until, limit, filter).await)
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>> {
-        changelog::oldest_seq(&self.read_pool).await
+        self.check_usable()?;
+        self.read(changelog::oldest_seq(&self.read_pool).await)
     }
 
     fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
@@ -249,6 +344,7 @@ impl Tenant for SqliteTenant {
     }
 
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
-        queries::subscription_snapshot(&self.read_pool, user).await
+        self.check_usable()?;
+        self.read(queries::subscription_snapshot(&self.read_pool, user).await)
     }
 }

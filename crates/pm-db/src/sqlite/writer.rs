@@ -25,19 +25,26 @@
 //! the writer also starts by itself every `retention.interval`, one bounded chunk between
 //! groups at a time until nothing is left.
 
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sqlx::SqliteConnection;
+use futures::FutureExt;
+use pm_core::TenantId;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, SqliteConnection};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
+use tracing::Instrument;
 
 use super::checkpoint::WalProgress;
 use super::commands::Cache;
 use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
+use super::health::{self, Health, Next, Safeguards};
 use super::queue::{Control, Job, Queued, Shared, Work, WriterHandle};
 use super::{changelog, idempotency, migrations};
 use crate::error::{Error, Result};
@@ -51,6 +58,7 @@ pub(crate) fn spawn(
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
     checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
     config: WriterConfig,
+    storage: Storage,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     shared.head.store(head, Ordering::Release);
@@ -68,8 +76,28 @@ pub(crate) fn spawn(
         checkpoint,
         config,
         last_prune: 0,
+        safeguards: storage.safeguards,
+        max_page_count: None,
+        health: Health::default(),
+        connect: storage.connect,
+        db_file: storage.db_file,
+        tenant: storage.tenant.clone(),
     };
-    (handle, tokio::spawn(writer.run()))
+    let span = tracing::info_span!("writer", tenant = %storage.tenant);
+    (handle, tokio::spawn(writer.run().instrument(span)))
+}
+
+/// Where a writer writes, and what governs its storage.
+#[derive(Debug)]
+pub(crate) struct Storage {
+    /// The tenant (for logs and for what a damaged database is reported as).
+    pub(crate) tenant: TenantId,
+    /// Its database file.
+    pub(crate) db_file: PathBuf,
+    /// How the writer (re)opens its connection.
+    pub(crate) connect: SqliteConnectOptions,
+    /// The size limit in force, where damaged tenants are reported, faults counted.
+    pub(crate) safeguards: Arc<Safeguards>,
 }
 
 struct Writer {
@@ -83,6 +111,16 @@ struct Writer {
     checkpoint: (Arc<WalProgress>, mpsc::Sender<()>),
     config: WriterConfig,
     last_prune: i64,
+    /// The size limit in force (among the engine's safeguards), and the `max_page_count` this
+    /// connection was given (`None`: not yet).
+    safeguards: Arc<Safeguards>,
+    max_page_count: Option<u64>,
+    /// Storage faults being waited out.
+    health: Health,
+    /// How to open a fresh write connection.
+    connect: SqliteConnectOptions,
+    db_file: PathBuf,
+    tenant: TenantId,
 }
 
 /// How often expired idempotency answers are deleted, in milliseconds.
@@ -142,7 +180,19 @@ impl Writer {
                     if received == 0 {
                         break;
                     }
-                    self.handle(&mut queued, &mut jobs).await;
+                    // A panic here is a bug, but it must not take the tenant down with it:
+                    // the group is dropped (its callers are told the writer stopped and to
+                    // retry) and the connection is reopened before the next group.
+                    let handled = AssertUnwindSafe(self.handle(&mut queued, &mut jobs))
+                        .catch_unwind()
+                        .await;
+                    if handled.is_err() {
+                        tracing::error!("the writer failed unexpectedly; its group was not committed");
+                        queued.clear();
+                        jobs.clear();
+                        let fault = Error::StorageIo("the writer failed unexpectedly".into());
+                        self.health.failed(&fault, tokio::time::Instant::now(), &self.shared.health);
+                    }
                     // Let the callers just answered run and queue their next command before
                     // the queue is drained again: larger groups, fewer commits per command.
                     tokio::task::yield_now().await;
@@ -219,12 +269,31 @@ impl Writer {
     }
 
     /// Commits `jobs` (emptying it): in one transaction, replayed once with a savepoint per
-    /// command after an unexpected storage error; every job is answered either way.
+    /// command after an unexpected error; every job is answered either way. While the storage
+    /// is at fault, jobs are refused at once until the next try (see `health`).
     async fn process(&mut self, jobs: &mut Vec<Job>) {
+        if self.max_page_count != Some(self.safeguards.size_limit.max_page_count()) {
+            // More (or less) room: no need to wait for the next try.
+            self.health.retry_now();
+        }
+        match self.health.next(tokio::time::Instant::now()) {
+            Next::Write => {}
+            Next::Refuse(error) => return refuse(jobs, &error),
+            Next::Reopen => {
+                if let Err(error) = self.reopen().await {
+                    return self.fail_all(jobs, error).await;
+                }
+            }
+        }
+        if let Err(error) = self.apply_size_limit().await {
+            return self.fail_all(jobs, error).await;
+        }
         let now = now_ms();
         let safe = self.config.savepoint_per_command;
         let attempt = match self.attempt(jobs, now, safe).await {
-            Err(error) if !safe => {
+            // Replaying with a savepoint per command finds the one command at fault; a storage
+            // fault is nobody's, and would fail the replay as well.
+            Err(error) if !safe && !error.is_storage_fault() => {
                 tracing::warn!(%error, jobs = jobs.len(), "write group failed; replaying it with a savepoint per command");
                 self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.attempt(jobs, now, true).await
@@ -232,9 +301,40 @@ impl Writer {
             other => other,
         };
         match attempt {
-            Ok(group) => self.finish(group, jobs),
+            Ok(group) => {
+                if self.health.committed(&self.shared.health) {
+                    tracing::info!("the tenant's storage takes writes again");
+                }
+                self.finish(group, jobs)
+            }
             Err(error) => self.fail_all(jobs, error).await,
         }
+    }
+
+    /// Replaces the write connection with a fresh one and re-reads the head of the log: after
+    /// a storage fault, nothing of the old connection's state is trusted.
+    async fn reopen(&mut self) -> Result<()> {
+        let mut conn = self.connect.connect().await?;
+        let head = changelog::head_seq(&mut conn).await?;
+        let old = std::mem::replace(&mut self.conn, conn);
+        if let Err(error) = sqlx::Connection::close(old).await {
+            tracing::debug!(%error, "closing the write connection after a fault failed");
+        }
+        self.max_page_count = None;
+        self.cache.clear();
+        self.head = head;
+        self.shared.head.store(head, Ordering::Release);
+        Ok(())
+    }
+
+    /// Gives the connection the size limit in force, if it changed.
+    async fn apply_size_limit(&mut self) -> Result<()> {
+        let pages = self.safeguards.size_limit.max_page_count();
+        if self.max_page_count != Some(pages) {
+            exec(&mut self.conn, &format!("PRAGMA max_page_count = {pages}")).await?;
+            self.max_page_count = Some(pages);
+        }
+        Ok(())
     }
 
     /// One transaction over all `jobs`, each answer filled in; rolled back on a storage
@@ -325,7 +425,23 @@ impl Writer {
     }
 
     async fn fail_all(&mut self, jobs: &mut Vec<Job>, error: Error) {
-        tracing::error!(%error, jobs = jobs.len(), "write group failed; nothing was committed");
+        let error = error.for_tenant(self.tenant.as_str());
+        if let Error::Damaged { detail, .. } = &error {
+            self.safeguards
+                .quarantine
+                .add(&self.tenant, &self.db_file, detail);
+            self.health.damaged(&error, &self.shared.health);
+        } else if error.is_storage_fault() {
+            self.safeguards
+                .storage_faults
+                .fetch_add(1, Ordering::Relaxed);
+            let now = tokio::time::Instant::now();
+            if self.health.failed(&error, now, &self.shared.health) {
+                tracing::warn!(%error, jobs = jobs.len(), "the tenant's storage fails; refusing writes until it recovers");
+            }
+        } else {
+            tracing::error!(%error, jobs = jobs.len(), "write group failed; nothing was committed");
+        }
         self.shared
             .stats
             .failed_groups
@@ -339,10 +455,15 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "reading the head seq after a failure failed"),
         }
-        for mut job in jobs.drain(..) {
-            job.work
-                .fail(|| Error::Unavailable("the change could not be stored; retry".into()));
-            job.work.send();
-        }
+        // Every caller learns the storage's condition, or that the change was not stored.
+        refuse(jobs, &error);
+    }
+}
+
+/// Answers every job with `error` (the storage's condition, or that nothing was stored).
+fn refuse(jobs: &mut Vec<Job>, error: &Error) {
+    for mut job in jobs.drain(..) {
+        job.work.fail(|| health::copy(error));
+        job.work.send();
     }
 }

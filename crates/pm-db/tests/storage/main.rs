@@ -38,6 +38,7 @@ mod crud_planning;
 mod crud_records;
 mod events;
 mod export;
+mod faults;
 mod idempotency;
 mod migrations;
 mod pagination;
