@@ -1084,3 +1084,74 @@ fn log_format_is_global_and_read_from_pm_log_format() {
     );
     assert!(!dir.path().join("tenants/globex").exists());
 }
+
+#[test]
+fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The limit is set by the shell the server is exec'ed from: `pre_exec` would need
+    // `unsafe`, which the workspace forbids. Sockets that send nothing are closed after the
+    // request-head timeout; a long one keeps the held sockets open however slow the machine.
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            r#"ulimit -n 64 && exec "$0" "$@""#,
+            env!("CARGO_BIN_EXE_pm-server"),
+        ])
+        .args(serve_dev_args(
+            dir.path(),
+            &["limits.hello_timeout_ms=60000".into()],
+        ))
+        .env("PM_LOG", "warn")
+        .env("PM_LOG_FORMAT", "text")
+        .stderr(std::process::Stdio::piped());
+    let mut server = DevServer::spawn(command);
+    let log = stderr_lines(&mut server.child);
+    assert!(http_get(&server.address, "/healthz").starts_with("HTTP/1.1 200 OK"));
+
+    // More sockets than the server has descriptors left: the kernel completes every handshake
+    // (the listen backlog), the server's accepts fail.
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&server.address).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a warning about the failed accept");
+        if line.contains("accept failed") {
+            break line;
+        }
+    };
+    assert_eq!(
+        warning.split_once(' ').map(|(_, rest)| rest.trim_start()),
+        Some("WARN pm_gateway::server: accept failed error=Too many open files (os error 24)")
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server lives on"
+    );
+
+    // Once the sockets close, the server serves again: the probe, then a WebSocket session
+    // (which opens the tenant: more descriptors).
+    drop(held);
+    let health = http_get(&server.address, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, welcome) = runtime
+        .block_on(pm_client::Client::connect(
+            server.url(),
+            server.token.clone(),
+            pm_client::ClientOptions::default(),
+        ))
+        .expect("a Welcome");
+    assert_eq!(
+        (welcome.tenant_id.as_str(), welcome.user_id.as_str()),
+        ("dev", "dev-user")
+    );
+    runtime.block_on(client.close());
+    assert_eq!(server.stop(), Some(0));
+}
