@@ -11,6 +11,7 @@ pub mod backup;
 pub mod client;
 pub mod export;
 pub mod import;
+pub mod logging;
 pub mod migrate;
 pub mod report;
 pub mod restore;
@@ -23,12 +24,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use logging::LogFormat;
 use version::BUILD_VERSION;
 
 /// pm-server: real-time backend for agile boards.
 #[derive(Debug, Parser)]
 #[command(name = "pm-server", version = BUILD_VERSION, about)]
 pub struct Cli {
+    /// Log format on stderr: `text` (coloured only on a terminal) or `json` (one object a
+    /// line, with span fields). What is logged is `PM_LOG` (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "PM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

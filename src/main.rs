@@ -8,12 +8,7 @@ use pm_server::cli::{self, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    cli::run(Cli::parse().command).await
+    let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
+    cli::run(cli.command).await
 }

@@ -111,6 +111,19 @@ fn version_carries_the_build_stamp() {
     assert!(text.starts_with(&format!("pm-server {version}")), "{text}");
 }
 
+/// `serve --dev` on a free port of 127.0.0.1 with `data_dir` and `--set` settings.
+fn serve_dev_args(data_dir: &Path, settings: &[String]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"]
+            .map(Into::into)
+            .into();
+    args.push(data_dir.into());
+    for setting in settings {
+        args.extend(["--set".into(), setting.into()]);
+    }
+    args
+}
+
 /// A `serve --dev` child on a free port: the process, its address and its printed token.
 struct DevServer {
     child: std::process::Child,
@@ -125,13 +138,19 @@ impl DevServer {
 
     /// Started with extra `--set section.key=value` settings.
     fn start_with(data_dir: &Path, settings: &[String]) -> DevServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pm-server"));
+        command
+            .args(serve_dev_args(data_dir, settings))
+            .env("PM_LOG", "error");
+        DevServer::spawn(command)
+    }
+
+    /// Runs `command` (a `serve --dev` command line, see [`serve_dev_args`], perhaps under a
+    /// wrapper) and reads its banner.
+    fn spawn(mut command: Command) -> DevServer {
         use std::io::{BufRead, BufReader};
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
-            .env("PM_LOG", "error")
+        let mut child = command
             .env_remove("PM_JWT_SECRET")
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -496,6 +515,9 @@ fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
         .write_all(
             format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         )
@@ -838,4 +860,298 @@ fn export_import_round_trip_dry_run_and_refusals() {
     let output = pm_server(&["export", "--tenant", "../etc"], target.path());
     assert_eq!(output.status.code(), Some(1));
     assert!(!target.path().join("etc").exists());
+}
+
+/// The lines of the child's stderr as they come, read by a thread until the child closes it.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// `serve --dev` with its log on a pipe (`PM_LOG` and any extra arguments as given).
+fn logging_dev_server(data_dir: &Path, pm_log: &str, extra: &[&str]) -> DevServer {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pm-server"));
+    command
+        .args(serve_dev_args(data_dir, &[]))
+        .args(extra)
+        .env("PM_LOG", pm_log)
+        .env_remove("PM_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped());
+    DevServer::spawn(command)
+}
+
+const CREATE_PROJECT: &str = r#"{"command": {"createProject": {"key": "PM", "name": "Board"}}}"#;
+
+#[test]
+fn a_log_on_a_pipe_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = logging_dev_server(dir.path(), "debug", &[]);
+    let log = stderr_lines(&mut server.child);
+    // A session and a request: span names and fields are what colours would be applied to.
+    let output = client(&server, &["send", CREATE_PROJECT]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let address = server.address.clone();
+    assert_eq!(server.stop(), Some(0));
+    let lines: Vec<String> = log.iter().collect();
+
+    let escapes: Vec<&String> = lines.iter().filter(|l| l.contains('\x1b')).collect();
+    assert!(escapes.is_empty(), "escape codes in {escapes:?}");
+    // The line as a person reads it, after its timestamp.
+    let serving = format!(
+        "INFO pm_server::cli::serve: serving address={address} version=\"{}\"",
+        pm_server::BUILD_VERSION
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.split_once(' ').map(|(_, rest)| rest.trim_start()) == Some(&serving))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    let closed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.ends_with(": pm_gateway::session: connection closed"))
+        .collect();
+    assert_eq!(closed.len(), 1, "{lines:#?}");
+    assert!(
+        closed[0].contains(r#" tenant="dev" user="dev-user"}"#),
+        "{}",
+        closed[0]
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_a_line_with_the_span_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = logging_dev_server(dir.path(), "debug", &["--log-format", "json"]);
+    let log = stderr_lines(&mut server.child);
+    let output = client(&server, &["send", CREATE_PROJECT]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let address = server.address.clone();
+    assert_eq!(server.stop(), Some(0));
+
+    let lines: Vec<serde_json::Value> = log
+        .iter()
+        .map(|line| {
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect();
+    for line in &lines {
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&line["level"].as_str().unwrap())
+                && line["timestamp"].is_string()
+                && line["target"].is_string(),
+            "{line}"
+        );
+    }
+    let with_message = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+
+    let serving = with_message("serving");
+    assert_eq!(serving.len(), 1);
+    assert_eq!(
+        (
+            &serving[0]["level"],
+            &serving[0]["target"],
+            &serving[0]["address"],
+            &serving[0]["version"]
+        ),
+        (
+            &serde_json::json!("INFO"),
+            &serde_json::json!("pm_server::cli::serve"),
+            &serde_json::json!(address),
+            &serde_json::json!(pm_server::BUILD_VERSION)
+        )
+    );
+
+    // The request's own span.
+    let answered = with_message("answered");
+    assert_eq!(answered.len(), 1, "{lines:#?}");
+    let request = &answered[0]["span"];
+    assert_eq!(
+        (
+            &request["name"],
+            &request["request_id"],
+            &request["kind"],
+            &request["outcome"]
+        ),
+        (
+            &serde_json::json!("request"),
+            &serde_json::json!(1),
+            &serde_json::json!("command"),
+            &serde_json::json!("ok")
+        ),
+        "{}",
+        answered[0]
+    );
+    assert!(request["latency_us"].is_u64(), "{}", answered[0]);
+
+    // The connection's span, with the tenant and user recorded once the hello was accepted.
+    let closed = with_message("connection closed");
+    assert_eq!(closed.len(), 1, "{lines:#?}");
+    let connection = &closed[0]["span"];
+    assert_eq!(
+        (
+            &closed[0]["level"],
+            &closed[0]["target"],
+            &connection["name"],
+            &connection["tenant"],
+            &connection["user"]
+        ),
+        (
+            &serde_json::json!("DEBUG"),
+            &serde_json::json!("pm_gateway::session"),
+            &serde_json::json!("connection"),
+            &serde_json::json!("dev"),
+            &serde_json::json!("dev-user")
+        ),
+        "{}",
+        closed[0]
+    );
+    let peer: std::net::SocketAddr = connection["peer"].as_str().unwrap().parse().unwrap();
+    assert_eq!(peer.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert!(
+        uuid::Uuid::parse_str(connection["id"].as_str().unwrap()).is_ok(),
+        "{connection}"
+    );
+    assert_eq!(closed[0]["spans"], serde_json::json!([connection]));
+}
+
+#[test]
+fn log_format_is_global_and_read_from_pm_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another command than `serve`, the format from the environment.
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(["migrate", "--tenant", "acme", "--data-dir"])
+        .arg(dir.path())
+        .env("PM_LOG", "pm_db=debug")
+        .env("PM_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stderr(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let opened: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "tenant opened")
+        .collect();
+    assert_eq!(opened.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (
+            &opened[0]["level"],
+            &opened[0]["target"],
+            &opened[0]["tenant"],
+            &opened[0]["head"]
+        ),
+        (
+            &serde_json::json!("DEBUG"),
+            &serde_json::json!("pm_db::sqlite::tenant"),
+            &serde_json::json!("acme"),
+            &serde_json::json!(0)
+        )
+    );
+
+    // An unknown format is refused before the command runs.
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(["migrate", "--tenant", "globex", "--data-dir"])
+        .arg(dir.path())
+        .env("PM_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with(
+            "error: invalid value 'xml' for '--log-format <LOG_FORMAT>'\n  [possible values: text, json]\n"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("tenants/globex").exists());
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The limit is set by the shell the server is exec'ed from: `pre_exec` would need
+    // `unsafe`, which the workspace forbids. Sockets that send nothing are closed after the
+    // request-head timeout; a long one keeps the held sockets open however slow the machine.
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            r#"ulimit -n 64 && exec "$0" "$@""#,
+            env!("CARGO_BIN_EXE_pm-server"),
+        ])
+        .args(serve_dev_args(
+            dir.path(),
+            &["limits.hello_timeout_ms=60000".into()],
+        ))
+        .env("PM_LOG", "warn")
+        .env("PM_LOG_FORMAT", "text")
+        .stderr(std::process::Stdio::piped());
+    let mut server = DevServer::spawn(command);
+    let log = stderr_lines(&mut server.child);
+    assert!(http_get(&server.address, "/healthz").starts_with("HTTP/1.1 200 OK"));
+
+    // More sockets than the server has descriptors left: the kernel completes every handshake
+    // (the listen backlog), the server's accepts fail.
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&server.address).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a warning about the failed accept");
+        if line.contains("accept failed") {
+            break line;
+        }
+    };
+    assert_eq!(
+        warning.split_once(' ').map(|(_, rest)| rest.trim_start()),
+        Some("WARN pm_gateway::server: accept failed error=Too many open files (os error 24)")
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server lives on"
+    );
+
+    // Once the sockets close, the server serves again: the probe, then a WebSocket session
+    // (which opens the tenant: more descriptors).
+    drop(held);
+    let health = http_get(&server.address, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (client, welcome) = runtime
+        .block_on(pm_client::Client::connect(
+            server.url(),
+            server.token.clone(),
+            pm_client::ClientOptions::default(),
+        ))
+        .expect("a Welcome");
+    assert_eq!(
+        (welcome.tenant_id.as_str(), welcome.user_id.as_str()),
+        ("dev", "dev-user")
+    );
+    runtime.block_on(client.close());
+    assert_eq!(server.stop(), Some(0));
 }
