@@ -999,6 +999,19 @@ fn log_format_json_writes_one_object_a_line_with_the_span_fields() {
         answered[0]
     );
     assert!(request["latency_us"].is_u64(), "{}", answered[0]);
+    // ... inside its connection's, so the line says whose request it was.
+    let outer = &answered[0]["spans"][0];
+    assert_eq!(
+        (&outer["name"], &outer["tenant"], &outer["user"]),
+        (
+            &serde_json::json!("connection"),
+            &serde_json::json!("dev"),
+            &serde_json::json!("dev-user")
+        ),
+        "{}",
+        answered[0]
+    );
+    assert_eq!(answered[0]["spans"][1], *request, "{}", answered[0]);
 
     // The connection's span, with the tenant and user recorded once the hello was accepted.
     let closed = with_message("connection closed");

@@ -268,10 +268,15 @@ impl Session {
                     Read::Request(request_id, body) => {
                         let permit = place.take().expect("the branch runs only with a place");
                         let session = session.clone();
-                        requests.spawn(async move {
-                            let _permit = permit;
-                            session.handle(request_id, body).await;
-                        });
+                        // In the connection's span: a request's log lines carry its
+                        // connection, tenant and user.
+                        requests.spawn(
+                            async move {
+                                let _permit = permit;
+                                session.handle(request_id, body).await;
+                            }
+                            .in_current_span(),
+                        );
                     }
                     Read::End(close) => break close,
                 },
