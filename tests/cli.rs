@@ -451,6 +451,11 @@ fn tenants_list_and_stats_report_what_is_on_disk() {
     );
     assert_eq!(stats[1]["tenant"], "empty");
     assert_eq!(stats[1]["head_seq"], 0);
+    // Closed tenants have checkpointed everything into their database file.
+    assert_eq!(
+        (&acme["wal_bytes"], &stats[1]["wal_bytes"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
 
     let output = pm_server(&["tenants", "stats", "--tenant", "nobody"], dir.path());
     assert_eq!(output.status.code(), Some(1));
@@ -462,6 +467,54 @@ fn tenants_list_and_stats_report_what_is_on_disk() {
     assert!(
         !dir.path().join("tenants/nobody").exists(),
         "stats never creates a tenant"
+    );
+}
+
+#[test]
+fn tenants_check_names_the_damaged_tenant_and_the_remedy() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(seed_tenant(dir.path(), "acme"));
+    assert!(pm_server(&["migrate", "--tenant", "empty"], dir.path())
+        .status
+        .success());
+    std::fs::create_dir_all(dir.path().join("tenants/broken")).unwrap();
+    std::fs::write(
+        dir.path().join("tenants/broken/tenant.db"),
+        vec![0x5A; 8192],
+    )
+    .unwrap();
+
+    let output = pm_server(&["tenants", "check"], dir.path());
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a damaged tenant fails the check"
+    );
+    assert_eq!(
+        stdout(&output),
+        "acme                     ok\n\
+         broken                   FAILED  tenant broken's database is damaged (file is not a \
+         database); an operator must restore it from a backup (pm-server restore --tenant \
+         broken)\n\
+         empty                    ok\n\
+         3 tenant(s): 2 sound, 1 failed\n"
+    );
+
+    let output = pm_server(
+        &["tenants", "check", "--full", "--tenant", "acme"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout(&output),
+        "acme                     ok\n1 tenant(s): 1 sound, 0 failed\n"
+    );
+    // Checking reads only: the damaged file is left as it was.
+    assert_eq!(
+        std::fs::read(dir.path().join("tenants/broken/tenant.db")).unwrap(),
+        vec![0x5A; 8192]
     );
 }
 

@@ -34,7 +34,7 @@
 //!      answered with the stored result (`replayed`, same item and seq), one that was not is
 //!      applied now (the key was not stored without the change).
 //! 5. The restarted server serves the next round. After the last round it is stopped with
-//!    SIGTERM (exit 0) and the files are checked once more.
+//!    SIGTERM (exit 0) and the files are checked once more, with no WAL left beside them.
 //!
 //! The server is started as `serve --dev --listen 127.0.0.1:0`: dev mode prints the bound
 //! address; with `PM_JWT_SECRET` set it uses that secret, so the test mints tokens for any
@@ -209,6 +209,14 @@ async fn run(plan: &Plan, seed: u64) -> Figures {
         );
     }
     assert_eq!(server.stop(), Some(0), "SIGTERM after the last round");
+    for name in TENANTS {
+        let wal = dir.path().join("tenants").join(name).join("tenant.db-wal");
+        assert_eq!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()),
+            0,
+            "{name}: a clean shutdown checkpoints the WAL into tenant.db"
+        );
+    }
     for (name, tenant) in TENANTS.iter().zip(&tenants) {
         let log = read_tenant_file(dir.path(), name).await;
         let tenant = lock(tenant);

@@ -1,17 +1,20 @@
-//! `pm-server tenants list|stats`: what is in a data directory, as a table or JSON.
+//! `pm-server tenants list|stats|check`: what is in a data directory, as a table or JSON, and
+//! whether its databases are sound.
 
 use std::path::PathBuf;
 
-use pm_db::sqlite::inspect::{self, TenantStats};
+use pm_db::sqlite::inspect::{self, TenantStats, Thoroughness};
 use pm_db::SqliteConfig;
 use serde_json::json;
 
-use super::report::{operator_text, resolve_tenants, DataDir, Failure, Outcome, Report};
+use super::report::{
+    each_tenant, operator_text, resolve_tenants, DataDir, Failure, Outcome, Report,
+};
 
-/// `pm-server tenants list|stats`.
+/// `pm-server tenants list|stats|check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `list` or `stats`.
+    /// `list`, `stats` or `check`.
     #[command(subcommand)]
     what: What,
 }
@@ -40,6 +43,18 @@ enum What {
         #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
         migrations_dir: Option<PathBuf>,
     },
+    /// Reads every page of each tenant's database (read-only, safe while serving) and reports
+    /// damage; exit code 1 if any tenant is damaged or cannot be checked.
+    Check {
+        #[command(flatten)]
+        data: DataDir,
+        /// Only these tenants (repeatable); all by default.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// `integrity_check` (indexes against tables too) instead of `quick_check`: slower.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 /// Lists the tenants or reports their statistics.
@@ -56,6 +71,11 @@ pub async fn run(args: Args) -> Outcome {
             config.migrations_dir = migrations_dir;
             (stats(&config, &tenants, json).await?, json)
         }
+        What::Check {
+            data,
+            tenants,
+            full,
+        } => (check(&data.sqlite_config(), &tenants, full).await?, false),
     };
     if json {
         report.stdout.push('\n');
@@ -101,6 +121,35 @@ fn list(config: &SqliteConfig, as_json: bool) -> Outcome {
     Ok(Report::ok(out))
 }
 
+/// Most problems one line reports (`integrity_check` may list thousands).
+const PROBLEMS_SHOWN: usize = 3;
+
+/// Checks the named tenants (all when empty): one line each, `ok` or what is wrong.
+async fn check(config: &SqliteConfig, names: &[String], full: bool) -> Outcome {
+    let ids = resolve_tenants(names, || config.list_tenants())
+        .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
+    let thoroughness = if full {
+        Thoroughness::Full
+    } else {
+        Thoroughness::Quick
+    };
+    Ok(each_tenant(&ids, "sound", async |id| {
+        let problems = inspect::check_tenant(config, id, thoroughness).await?;
+        if problems.is_empty() {
+            return Ok(format!("{:<24} ok", id.as_str()));
+        }
+        let mut detail = problems[..problems.len().min(PROBLEMS_SHOWN)].join("; ");
+        if problems.len() > PROBLEMS_SHOWN {
+            detail.push_str(&format!("; and {} more", problems.len() - PROBLEMS_SHOWN));
+        }
+        Err(pm_db::Error::Damaged {
+            tenant: id.to_string(),
+            detail,
+        })
+    })
+    .await)
+}
+
 /// Statistics of the named tenants (all when empty). Failures are reported per tenant.
 async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcome {
     let ids = resolve_tenants(names, || config.list_tenants())
@@ -122,6 +171,7 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
                 Ok(s) => json!({
                     "tenant": s.tenant,
                     "size_bytes": s.size_bytes,
+                    "wal_bytes": s.wal_bytes,
                     "schema_version": s.schema_version,
                     "migration_pending": s.migration_pending,
                     "head_seq": s.head_seq,
@@ -139,9 +189,10 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
         });
     }
     let mut out = format!(
-        "{:<24} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
+        "{:<24} {:>9} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
         "TENANT",
         "SIZE",
+        "WAL",
         "SCHEMA",
         "HEAD_SEQ",
         "LAST_ACTIVITY",
@@ -164,9 +215,10 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
                     s.schema_version.to_string()
                 };
                 out.push_str(&format!(
-                    "{:<24} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
+                    "{:<24} {:>9} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
                     s.tenant,
                     human_size(s.size_bytes),
+                    human_size(s.wal_bytes),
                     schema,
                     s.head_seq,
                     s.last_activity.map_or_else(|| "-".to_owned(), iso_time),

@@ -40,7 +40,7 @@ pub mod tenant;
 pub mod transfer;
 pub mod writer;
 
-pub use config::{SqliteConfig, WriterConfig};
+pub use config::{SqliteConfig, WriterConfig, WAL_SIZE_LIMIT};
 pub use engine::SqliteEngine;
 pub use layout::DB_FILE;
 pub use queue::WriterStats;

@@ -61,6 +61,8 @@ pub(crate) enum Close {
     HeartbeatTimeout,
     /// A connection limit.
     TooManyConnections(String),
+    /// The tenant cannot be served (damaged, or it cannot be opened now).
+    TenantUnavailable(String),
     /// A text frame (1003) or repeated garbage (1007).
     Protocol(u16, String),
     /// The server failed in a way the connection cannot recover from (1011).
@@ -87,6 +89,7 @@ impl Close {
                 1001,
             ),
             Close::TooManyConnections(message) => (R::TooManyConnections, message.clone(), 1013),
+            Close::TenantUnavailable(message) => (R::TenantUnavailable, message.clone(), 1013),
             Close::Protocol(code, message) => (R::ProtocolViolation, message.clone(), *code),
             Close::Internal => (
                 R::Unspecified,
@@ -220,7 +223,7 @@ async fn finish(
             let _ = sink
                 .feed(Message::Close(Some(CloseFrame {
                     code: CloseCode::from(code),
-                    reason: message.into(),
+                    reason: close_frame_reason(&message).into(),
                 })))
                 .await;
             let _ = sink.flush().await;
@@ -228,6 +231,23 @@ async fn finish(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// The longest reason a close frame carries: its payload (2 bytes of code, then the reason)
+/// must fit in 125 bytes.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `message` cut (at a character boundary) to what a close frame carries; the goodbye before
+/// it has the whole text.
+fn close_frame_reason(message: &str) -> &str {
+    if message.len() <= MAX_CLOSE_REASON {
+        return message;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 /// An encoded frame to send.
@@ -250,4 +270,21 @@ pub(crate) fn storage_error(error: pm_db::Error) -> v1::Error {
         tracing::error!(%error, "request failed");
     }
     error.to_wire()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_frame_reasons_fit_the_control_frame_limit() {
+        assert_eq!(close_frame_reason("retry"), "retry");
+        let exact = "a".repeat(MAX_CLOSE_REASON);
+        assert_eq!(close_frame_reason(&exact), exact);
+        // Cut at 123 bytes, and never inside a character ("é" is two bytes).
+        let long = format!("{}é{}", "a".repeat(MAX_CLOSE_REASON - 1), "b".repeat(50));
+        assert_eq!(close_frame_reason(&long), "a".repeat(MAX_CLOSE_REASON - 1));
+        let ascii = "x".repeat(300);
+        assert_eq!(close_frame_reason(&ascii).len(), MAX_CLOSE_REASON);
+    }
 }

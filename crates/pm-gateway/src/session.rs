@@ -180,10 +180,19 @@ async fn hello(
                 Refused::User => "too many connections for this user".into(),
             })
         })?;
-    let tenant = app.engine.open(&identity.tenant).await.map_err(|e| {
-        tracing::warn!(error = %e, "opening the tenant failed");
-        Close::TooManyConnections("the tenant cannot be opened now; retry".into())
-    })?;
+    let tenant = app
+        .engine
+        .open(&identity.tenant)
+        .await
+        .map_err(|e| match e {
+            // Logged at ERROR once by the engine when it was quarantined; the client is told
+            // why, as the tenant's own error.
+            pm_db::Error::Damaged { .. } => Close::TenantUnavailable(e.to_string()),
+            e => {
+                tracing::warn!(error = %e, "opening the tenant failed");
+                Close::TenantUnavailable("the tenant cannot be opened now; retry later".into())
+            }
+        })?;
     let welcome = connection::frame(Body::Welcome(v1::Welcome {
         connection_id: connection_id.to_owned(),
         user_id: identity.user.as_str().to_owned(),
@@ -336,6 +345,15 @@ impl Session {
             outcome = tracing::field::Empty,
             latency_us = tracing::field::Empty
         );
+        // A damaged tenant is out of service: the request is answered, then the connection
+        // closed with the reason.
+        let mut out_of_service = None;
+        let mut storage_error = |error: pm_db::Error| {
+            if matches!(error, pm_db::Error::Damaged { .. }) {
+                out_of_service = Some(error.to_string());
+            }
+            connection::storage_error(error)
+        };
         // `Ok(None)`: the handler answered by itself (subscribe answers before its replay).
         let result: Result<Option<Out>, v1::Error> = async {
             if request_id == 0 {
@@ -352,19 +370,19 @@ impl Session {
                     .execute(&user, command)
                     .await
                     .map(Out::CommandResult)
-                    .map_err(connection::storage_error),
+                    .map_err(&mut storage_error),
                 In::Query(query) => self
                     .tenant
                     .query(&user, query)
                     .await
                     .map(Out::QueryResult)
-                    .map_err(connection::storage_error),
+                    .map_err(&mut storage_error),
                 In::Batch(batch) => self
                     .tenant
                     .batch(&user, batch)
                     .await
                     .map(Out::BatchResult)
-                    .map_err(connection::storage_error),
+                    .map_err(&mut storage_error),
                 In::Subscribe(subscribe) => {
                     return self.subscribe(request_id, subscribe).await.map(|()| None)
                 }
@@ -399,6 +417,9 @@ impl Session {
             .out
             .send(connection::response(request_id, answer))
             .await;
+        if let Some(message) = out_of_service {
+            let _ = self.close.try_send(Close::TenantUnavailable(message));
+        }
     }
 
     fn refresh(&self, refresh: v1::RefreshToken) -> Result<Out, v1::Error> {

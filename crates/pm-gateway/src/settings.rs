@@ -106,6 +106,13 @@ pub struct StorageSettings {
     /// are brought to it when opened, and SIGHUP applies its new migrations to the open
     /// tenants while serving. Unset: the embedded migrations only.
     pub migrations_dir: Option<PathBuf>,
+    /// Largest size of one tenant's database, bytes (0: no limit but the disk's). A write
+    /// that would pass it is refused like one on a full disk (`UNAVAILABLE`, "storage is
+    /// full"); reads go on.
+    pub max_tenant_bytes: u64,
+    /// Check each tenant's database (`PRAGMA quick_check`) when it opens and refuse a
+    /// damaged one; opening reads the whole file.
+    pub check_on_open: bool,
 }
 
 /// Change-log retention. An event is pruned once it is outside any limit set here; 0 means
@@ -182,6 +189,8 @@ impl Default for StorageSettings {
             max_group: writer.max_group,
             max_batch_commands: writer.max_batch_commands,
             migrations_dir: None,
+            max_tenant_bytes: 0,
+            check_on_open: false,
         }
     }
 }
@@ -360,6 +369,8 @@ impl Settings {
         config.writer.max_batch_commands = self.storage.max_batch_commands;
         config.writer.retention = self.retention();
         config.migrations_dir = self.storage.migrations_dir.clone();
+        config.max_tenant_bytes = Some(self.storage.max_tenant_bytes).filter(|&b| b > 0);
+        config.check_on_open = self.storage.check_on_open;
         config
     }
 

@@ -4,11 +4,23 @@
 //! committing connection, and includes an fsync: the writer (and every caller waiting on its
 //! group) would stall for it. Instead the writer's connection has `wal_autocheckpoint = 0`,
 //! and this task, with a connection of its own, runs a PASSIVE checkpoint (which never blocks
-//! the writer) every [`COMMITS_PER_CHECKPOINT`] commits and, if anything is pending, after
+//! the writer) every [`COMMITS_PER_CHECKPOINT`] commits, as soon as the WAL outgrows
+//! [`WAL_SIZE_LIMIT`] (a `stat` after every commit: one small commit writes some 25 pages, so
+//! 256 of them would be a WAL of 25 MiB; a large group writes megabytes), and, if anything is pending, after
 //! `SqliteConfig::idle_checkpoint` without one; and a TRUNCATE checkpoint once the tenant has
 //! been quiet that long, and when it closes (evicted, or at shutdown), so that an idle
 //! tenant's WAL takes no disk.
+//!
+//! A PASSIVE checkpoint never makes the WAL smaller under steady writes: by the time it is
+//! done the writer has appended more, so SQLite never starts the WAL over, and the WAL grows
+//! as long as the writes go on. Nor can this task's RESTART checkpoint help: it must take the
+//! write lock, which a busy writer takes back after every commit faster than SQLite's busy
+//! handler polls for it (measured: 120 ms and 13 MiB of WAL for one). So once the WAL has
+//! grown past twice the limit the writer itself runs a RESTART checkpoint between two groups
+//! ([`restart`]): it copies what the PASSIVE ones left (little), and its next commit starts the
+//! WAL over, truncated to `journal_size_limit`.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,29 +28,82 @@ use std::time::Duration;
 use sqlx::SqliteConnection;
 use tokio::sync::mpsc;
 
-/// Commits between checkpoints: about SQLite's default of 1,000 WAL pages for small groups.
+use super::config::WAL_SIZE_LIMIT;
+use super::group::exec;
+
+/// Commits between checkpoints at most.
 pub(crate) const COMMITS_PER_CHECKPOINT: u64 = 256;
 
 /// What the writer tells the checkpointer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WalProgress {
     /// Commits since the last checkpoint started.
     pub(crate) commits: AtomicU64,
+    /// The WAL file.
+    wal_file: PathBuf,
 }
 
 impl WalProgress {
-    /// Counts a commit; true when a checkpoint is due.
-    pub(crate) fn committed(&self) -> bool {
-        self.commits.fetch_add(1, Ordering::Relaxed) + 1 == COMMITS_PER_CHECKPOINT
+    /// The progress of the WAL beside `db_file`.
+    pub(crate) fn new(db_file: &std::path::Path) -> Self {
+        let mut wal_file = db_file.as_os_str().to_owned();
+        wal_file.push("-wal");
+        WalProgress {
+            commits: AtomicU64::new(0),
+            wal_file: wal_file.into(),
+        }
+    }
+
+    /// Counts a commit: what it makes due.
+    pub(crate) fn committed(&self) -> Due {
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        match std::fs::metadata(&self.wal_file).map_or(0, |m| m.len()) {
+            bytes if bytes > 2 * WAL_SIZE_LIMIT => return Due::Restart,
+            bytes if bytes > WAL_SIZE_LIMIT => return Due::Checkpoint,
+            _ => {}
+        }
+        if commits == COMMITS_PER_CHECKPOINT {
+            Due::Checkpoint
+        } else {
+            Due::Nothing
+        }
     }
 }
+
+/// What a commit makes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    Nothing,
+    /// A PASSIVE checkpoint by the checkpointer.
+    Checkpoint,
+    /// A RESTART checkpoint by the writer (see [`restart`]).
+    Restart,
+}
+
+/// The writer's RESTART checkpoint, between two groups (`conn` is the write connection, whose
+/// busy timeout is `busy_timeout`): it waits at most [`BUSY_TIMEOUT`] for readers of older
+/// snapshots. True if it completed.
+pub(crate) async fn restart(
+    conn: &mut SqliteConnection,
+    busy_timeout: Duration,
+) -> crate::error::Result<bool> {
+    let wait = |timeout: Duration| format!("PRAGMA busy_timeout = {}", timeout.as_millis());
+    exec(conn, &wait(BUSY_TIMEOUT)).await?;
+    let done = checkpoint(conn, Mode::Restart).await;
+    exec(conn, &wait(busy_timeout)).await?;
+    Ok(done?)
+}
+
+/// How long a blocking checkpoint (RESTART, TRUNCATE) waits for readers; the writer waits
+/// meanwhile, so this bounds the stall. Busy: tried again later.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Runs until `due` closes (the writer stopped), then checkpoints once more, truncating the
 /// WAL, and closes.
 ///
 /// A tenant that has gone quiet (no commit for a whole `idle_after` since its last
-/// checkpoint) gets a TRUNCATE checkpoint too: it would otherwise keep its largest WAL on disk
-/// until it writes again. A busy tenant's WAL is bounded by `journal_size_limit` instead.
+/// checkpoint) gets a TRUNCATE checkpoint: it would otherwise keep its WAL on disk until it
+/// writes again.
 pub(crate) async fn run(
     mut conn: SqliteConnection,
     progress: Arc<WalProgress>,
@@ -82,6 +147,9 @@ pub(crate) async fn run(
 enum Mode {
     /// Copies what it can without waiting for anyone.
     Passive,
+    /// Waits (up to the busy timeout) for the writer and readers, copies everything, and
+    /// makes the next writer start the WAL over.
+    Restart,
     /// Waits (up to the busy timeout) for readers and the writer, copies everything and
     /// truncates the WAL to zero bytes.
     Truncate,
@@ -91,6 +159,7 @@ enum Mode {
 async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> sqlx::Result<bool> {
     let sql = match mode {
         Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Mode::Restart => "PRAGMA wal_checkpoint(RESTART)",
         Mode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
     };
     // One row: (busy, frames in the WAL, frames checkpointed).

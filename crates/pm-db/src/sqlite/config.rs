@@ -12,7 +12,8 @@ use sqlx::ConnectOptions;
 use super::layout;
 use crate::events::Retention;
 
-/// The bytes a tenant's WAL is truncated to when it starts over (`journal_size_limit`).
+/// The size a tenant's WAL is kept near: past it a checkpoint runs, past twice it the writer
+/// starts the WAL over, and starting over truncates it to this (`journal_size_limit`).
 pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// The SQLite engine's settings.

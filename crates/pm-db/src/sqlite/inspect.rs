@@ -16,6 +16,9 @@ pub struct TenantStats {
     pub tenant: String,
     /// Database, WAL and shared-memory files together, bytes.
     pub size_bytes: u64,
+    /// Of which the WAL, bytes: changes not yet checkpointed into the database file (0 for a
+    /// closed tenant; a serving one truncates it once it has been quiet for a while).
+    pub wal_bytes: u64,
     /// The newest applied migration (0: none).
     pub schema_version: i64,
     /// Whether migrations newer than the database's exist (in the configured migrations
@@ -51,12 +54,14 @@ pub async fn tenant_stats(config: &SqliteConfig, id: &TenantId) -> Result<Tenant
         return Err(Error::NotFound(format!("tenant {id} has no database")));
     }
     let size_bytes = config.size_on_disk(id);
+    let wal_bytes = layout::wal_bytes(&config.data_dir, id);
     let mut conn = open_read_only(&db).await?;
     let schema_version = layout::schema_version(&mut conn).await?;
     let newest = migrations::newest_version(config.migrations_dir.as_deref())?;
     let mut stats = TenantStats {
         tenant: id.to_string(),
         size_bytes,
+        wal_bytes,
         schema_version,
         migration_pending: schema_version < newest,
         head_seq: 0,
@@ -109,4 +114,45 @@ pub async fn tenant_stats(config: &SqliteConfig, id: &TenantId) -> Result<Tenant
     }
     conn.close().await?;
     Ok(stats)
+}
+
+/// How thoroughly [`check_tenant`] reads a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thoroughness {
+    /// `PRAGMA quick_check`: every page and record, not the indexes' agreement with the
+    /// tables (O(N), what `storage.check_on_open` runs).
+    Quick,
+    /// `PRAGMA integrity_check`: also that every index matches its table (slower).
+    Full,
+}
+
+/// Checks one tenant's database read-only: `Ok(problems)`, empty when it is sound. A file
+/// that is not a database at all, or too damaged to be read, is one problem, not an error;
+/// errors are for what the check cannot do (no database, the file cannot be opened).
+pub async fn check_tenant(
+    config: &SqliteConfig,
+    id: &TenantId,
+    thoroughness: Thoroughness,
+) -> Result<Vec<String>> {
+    let db = config.db_file(id);
+    if !db.is_file() {
+        return Err(Error::NotFound(format!("tenant {id} has no database")));
+    }
+    let pragma = match thoroughness {
+        Thoroughness::Quick => "PRAGMA quick_check",
+        Thoroughness::Full => "PRAGMA integrity_check",
+    };
+    let checked: Result<Vec<String>> = async {
+        let mut conn = open_read_only(&db).await?;
+        let found: Vec<String> = sqlx::query_scalar(pragma).fetch_all(&mut conn).await?;
+        conn.close().await?;
+        Ok(found)
+    }
+    .await;
+    match checked {
+        Ok(found) if found == ["ok"] => Ok(Vec::new()),
+        Ok(found) => Ok(found),
+        Err(Error::Damaged { detail, .. }) => Ok(vec![detail]),
+        Err(error) => Err(error),
+    }
 }

@@ -49,15 +49,22 @@ pub fn list_tenants(
 
 /// The database, WAL and shared-memory files of a tenant together, bytes.
 pub fn size_on_disk(data_dir: &Path, id: &TenantId) -> u64 {
-    let dir = tenant_dir(data_dir, id);
     ["", "-wal", "-shm"]
         .iter()
-        .map(|suffix| {
-            std::fs::metadata(dir.join(format!("{DB_FILE}{suffix}")))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
+        .map(|suffix| file_bytes(data_dir, id, suffix))
         .sum()
+}
+
+/// The WAL of a tenant, bytes (0 when it has none).
+pub fn wal_bytes(data_dir: &Path, id: &TenantId) -> u64 {
+    file_bytes(data_dir, id, "-wal")
+}
+
+/// `tenant.db<suffix>`, bytes (0 when it is not there).
+fn file_bytes(data_dir: &Path, id: &TenantId, suffix: &str) -> u64 {
+    std::fs::metadata(tenant_dir(data_dir, id).join(format!("{DB_FILE}{suffix}")))
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 /// Opens a database file read-only, without the serving pragmas: a WAL reader that never

@@ -90,7 +90,11 @@ impl SqliteTenant {
             Err(error) => return Err(error),
         }
         let head = changelog::head_seq(&mut conn).await?;
-        let checkpoint_conn = options.clone().connect().await?;
+        let checkpoint_conn = options
+            .clone()
+            .busy_timeout(checkpoint::BUSY_TIMEOUT)
+            .connect()
+            .await?;
         let read_pool = SqlitePoolOptions::new()
             .max_connections(config.read_pool_size.max(1))
             .min_connections(0)
@@ -100,7 +104,7 @@ impl SqliteTenant {
         let shared = Arc::new(Shared::default());
         let (events, _) = broadcast::channel(config.writer.event_buffer.max(1));
         let (due, due_rx) = mpsc::channel(1);
-        let progress = Arc::new(checkpoint::WalProgress::default());
+        let progress = Arc::new(checkpoint::WalProgress::new(&db_file));
         let checkpointer = tokio::spawn(checkpoint::run(
             checkpoint_conn,
             progress.clone(),
@@ -119,6 +123,7 @@ impl SqliteTenant {
                 tenant: id.clone(),
                 db_file: db_file.clone(),
                 connect: writer_options,
+                busy_timeout: config.busy_timeout,
                 safeguards: safeguards.clone(),
             },
         );

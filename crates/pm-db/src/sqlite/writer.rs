@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::checkpoint::WalProgress;
+use super::checkpoint::{self, Due, WalProgress};
 use super::commands::Cache;
 use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
@@ -80,10 +80,13 @@ pub(crate) fn spawn(
         max_page_count: None,
         health: Health::default(),
         connect: storage.connect,
+        busy_timeout: storage.busy_timeout,
+        restart_wal: false,
         db_file: storage.db_file,
         tenant: storage.tenant.clone(),
     };
-    let span = tracing::info_span!("writer", tenant = %storage.tenant);
+    // A root span: the writer outlives the connection that happened to open the tenant.
+    let span = tracing::info_span!(parent: None, "writer", tenant = %storage.tenant);
     (handle, tokio::spawn(writer.run().instrument(span)))
 }
 
@@ -96,6 +99,8 @@ pub(crate) struct Storage {
     pub(crate) db_file: PathBuf,
     /// How the writer (re)opens its connection.
     pub(crate) connect: SqliteConnectOptions,
+    /// The busy timeout those options give it.
+    pub(crate) busy_timeout: std::time::Duration,
     /// The size limit in force, where damaged tenants are reported, faults counted.
     pub(crate) safeguards: Arc<Safeguards>,
 }
@@ -117,8 +122,11 @@ struct Writer {
     max_page_count: Option<u64>,
     /// Storage faults being waited out.
     health: Health,
-    /// How to open a fresh write connection.
+    /// How to open a fresh write connection, and the busy timeout it gets.
     connect: SqliteConnectOptions,
+    busy_timeout: std::time::Duration,
+    /// The WAL has grown too large: restart it after this group (see `checkpoint`).
+    restart_wal: bool,
     db_file: PathBuf,
     tenant: TenantId,
 }
@@ -305,7 +313,17 @@ impl Writer {
                 if self.health.committed(&self.shared.health) {
                     tracing::info!("the tenant's storage takes writes again");
                 }
-                self.finish(group, jobs)
+                self.finish(group, jobs);
+                if std::mem::take(&mut self.restart_wal) {
+                    // Its callers have their answers; the next group waits for this.
+                    match checkpoint::restart(&mut self.conn, self.busy_timeout).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::debug!("WAL restart deferred: readers of older snapshots")
+                        }
+                        Err(error) => tracing::warn!(%error, "WAL restart checkpoint failed"),
+                    }
+                }
             }
             Err(error) => self.fail_all(jobs, error).await,
         }
@@ -403,9 +421,13 @@ impl Writer {
     /// After `COMMIT`: the new head, then the events in seq order, then the answers.
     fn finish(&mut self, group: Group, jobs: &mut Vec<Job>) {
         self.head = group.head();
-        if group.pending.begun && self.checkpoint.0.committed() {
-            // A full channel already has a checkpoint coming.
-            let _ = self.checkpoint.1.try_send(());
+        if group.pending.begun {
+            match self.checkpoint.0.committed() {
+                Due::Nothing => {}
+                // A full channel already has a checkpoint coming.
+                Due::Checkpoint => drop(self.checkpoint.1.try_send(())),
+                Due::Restart => self.restart_wal = true,
+            }
         }
         self.shared.head.store(self.head, Ordering::Release);
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,9 @@
 //! - `retention`: change-log pruning by count and age, and what it never removes.
 //! - `migrations`: online schema migrations rolled out to open tenants through their writers.
 //! - `backup`: online backup while writes continue, and restore.
+//! - `faults`: a full disk (a tenant at its size limit): failing fast, serving again by itself.
+//! - `damage`: a damaged database found on open, by a read or by a write: quarantine, restore.
+//! - `wal`: checkpoints leave a quiet or closed tenant without a WAL on disk.
 //! - `export`: JSON Lines export and validated, all-or-nothing import (its source tenant is
 //!   built in `export::fixture`).
 //! - `real_data`: the real shared export (`../shared/data/`) replayed through commands and
@@ -36,6 +39,7 @@ mod conflicts;
 mod crud;
 mod crud_planning;
 mod crud_records;
+mod damage;
 mod events;
 mod export;
 mod faults;
@@ -48,4 +52,5 @@ mod retention;
 mod rules;
 mod search;
 mod tenants;
+mod wal;
 mod writer;

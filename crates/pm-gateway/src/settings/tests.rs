@@ -108,6 +108,28 @@ fn changelog_retention_and_migrations_dir_reach_the_storage_config() {
 }
 
 #[test]
+fn the_tenant_size_limit_and_the_check_on_open_reach_the_storage_config() {
+    let defaults = Settings::load(None, env(&[]), &[]).unwrap().sqlite_config();
+    assert_eq!(defaults.max_tenant_bytes, None);
+    assert!(!defaults.check_on_open);
+
+    let config = Settings::load(
+        None,
+        env(&[("PM_STORAGE_MAX_TENANT_BYTES", "1073741824")]),
+        &["storage.check_on_open=true".into()],
+    )
+    .unwrap()
+    .sqlite_config();
+    assert_eq!(config.max_tenant_bytes, Some(1 << 30));
+    assert!(config.check_on_open);
+
+    let error = Settings::load(None, env(&[]), &["storage.max_tenant_bytes=lots".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("storage.max_tenant_bytes"), "{error}");
+}
+
+#[test]
 fn nonsense_retention_and_migrations_dirs_are_refused() {
     let error = Settings::load(None, env(&[]), &["changelog.prune_interval_secs=0".into()])
         .unwrap_err()

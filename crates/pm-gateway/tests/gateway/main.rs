@@ -17,12 +17,14 @@
 //! - `frames`: frames after Hello: ping, garbage, text, request ids, frame and field sizes.
 //! - `fuzz_frames`: property tests over a live connection: random and mutated frames.
 //! - `fuzz_requests`: property tests over a live connection: well-formed but wrong requests.
+//! - `faults`: a full tenant, a damaged one, what a shutdown leaves on disk.
 //! - `operations`: health, readiness and metrics over HTTP, shutdown, online migration.
 //! - `support`: the harness (`spawn_app`, the WebSocket `Client`) and helpers files share.
 
 mod auth;
 mod backpressure;
 mod connections;
+mod faults;
 mod frames;
 mod fuzz_frames;
 mod fuzz_requests;
