@@ -5,11 +5,11 @@
 //! group) would stall for it. Instead the writer's connection has `wal_autocheckpoint = 0`,
 //! and this task, with a connection of its own, runs a PASSIVE checkpoint (which never blocks
 //! the writer) every [`COMMITS_PER_CHECKPOINT`] commits, as soon as the WAL outgrows
-//! [`WAL_SIZE_LIMIT`] (a `stat` after every commit: one small commit writes some 25 pages, so
-//! 256 of them would be a WAL of 25 MiB; a large group writes megabytes), and, if anything is pending, after
-//! `SqliteConfig::idle_checkpoint` without one; and a TRUNCATE checkpoint once the tenant has
-//! been quiet that long, and when it closes (evicted, or at shutdown), so that an idle
-//! tenant's WAL takes no disk.
+//! [`WAL_SIZE_LIMIT`] (a `stat` after every commit: one small commit writes about 19 pages,
+//! so 256 of them would be a WAL of 19 MiB; a large group writes megabytes), and, if anything
+//! is pending, after `SqliteConfig::idle_checkpoint` without one; and a TRUNCATE checkpoint
+//! once the tenant has been quiet that long, and when it closes (evicted, or at shutdown), so
+//! that an idle tenant's WAL takes no disk.
 //!
 //! A PASSIVE checkpoint never makes the WAL smaller under steady writes: by the time it is
 //! done the writer has appended more, so SQLite never starts the WAL over, and the WAL grows
