@@ -519,6 +519,38 @@ fn tenants_check_names_the_damaged_tenant_and_the_remedy() {
 }
 
 #[test]
+fn tenants_check_finds_rows_whose_parent_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use sqlx::{ConnectOptions, Connection};
+        seed_tenant(dir.path(), "acme").await;
+        // A row removed behind the foreign keys' back, as a bad manual repair would.
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("tenants/acme/tenant.db"))
+            .foreign_keys(false)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM work_items WHERE id = (SELECT work_item_id FROM comments)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+
+    let output = pm_server(&["tenants", "check"], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert_eq!(
+        stdout(&output),
+        "acme                     FAILED  tenant acme's database is damaged (comments row 1: its \
+         work_items is missing (foreign key)); an operator must restore it from a backup \
+         (pm-server restore --tenant acme)\n\
+         1 tenant(s): 0 sound, 1 failed\n"
+    );
+}
+
+#[test]
 fn migrate_reports_a_corrupt_tenant_and_still_migrates_the_others() {
     let dir = tempfile::tempdir().unwrap();
     assert!(pm_server(&["migrate", "--tenant", "good"], dir.path())

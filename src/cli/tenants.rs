@@ -43,8 +43,9 @@ enum What {
         #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
         migrations_dir: Option<PathBuf>,
     },
-    /// Reads every page of each tenant's database (read-only, safe while serving) and reports
-    /// damage; exit code 1 if any tenant is damaged or cannot be checked.
+    /// Reads every page of each tenant's database, then checks every foreign key (read-only,
+    /// safe while serving), and reports damage; exit code 1 if any tenant is damaged or cannot
+    /// be checked.
     Check {
         #[command(flatten)]
         data: DataDir,

@@ -126,9 +126,11 @@ pub enum Thoroughness {
     Full,
 }
 
-/// Checks one tenant's database read-only: `Ok(problems)`, empty when it is sound. A file
-/// that is not a database at all, or too damaged to be read, is one problem, not an error;
-/// errors are for what the check cannot do (no database, the file cannot be opened).
+/// Checks one tenant's database read-only: `Ok(problems)`, empty when it is sound. The pages
+/// and records (`quick_check`, or `integrity_check`), then, if they are sound, every foreign
+/// key (`foreign_key_check`: a row pointing at a parent that is not there). A file that is not
+/// a database at all, or too damaged to be read, is one problem, not an error; errors are for
+/// what the check cannot do (no database, the file cannot be opened).
 pub async fn check_tenant(
     config: &SqliteConfig,
     id: &TenantId,
@@ -144,13 +146,24 @@ pub async fn check_tenant(
     };
     let checked: Result<Vec<String>> = async {
         let mut conn = open_read_only(&db).await?;
-        let found: Vec<String> = sqlx::query_scalar(pragma).fetch_all(&mut conn).await?;
+        let mut found: Vec<String> = sqlx::query_scalar(pragma).fetch_all(&mut conn).await?;
+        if found == ["ok"] {
+            found.clear();
+            // (child table, its rowid, parent table, which key of the child)
+            let orphans: Vec<(String, Option<i64>, String, i64)> =
+                sqlx::query_as("PRAGMA foreign_key_check")
+                    .fetch_all(&mut conn)
+                    .await?;
+            found.extend(orphans.into_iter().map(|(table, rowid, parent, _)| {
+                let row = rowid.map_or_else(|| "a row".to_owned(), |r| format!("row {r}"));
+                format!("{table} {row}: its {parent} is missing (foreign key)")
+            }));
+        }
         conn.close().await?;
         Ok(found)
     }
     .await;
     match checked {
-        Ok(found) if found == ["ok"] => Ok(Vec::new()),
         Ok(found) => Ok(found),
         Err(Error::Damaged { detail, .. }) => Ok(vec![detail]),
         Err(error) => Err(error),
