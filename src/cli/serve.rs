@@ -12,6 +12,9 @@ use super::report::Failure;
 use super::token::dev_secret;
 use super::version::BUILD_VERSION;
 
+/// The web origins `--dev` allows besides the server's own: loopback, any port.
+const DEV_ORIGINS: &[&str] = &["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
+
 /// `pm-server serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--set K=V]... [--dev]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -57,6 +60,14 @@ async fn serve(args: Args) -> Result<(), Failure> {
     .map_err(|e| Failure(e.to_string()))?;
     let shutdown = shutdown_signal()
         .map_err(|e| Failure(format!("cannot listen for SIGINT and SIGTERM: {e}")))?;
+    if args.dev {
+        // Pages served by a development server on this machine (any port) may connect.
+        for origin in DEV_ORIGINS {
+            if !settings.server.allowed_origins.iter().any(|o| o == origin) {
+                settings.server.allowed_origins.push((*origin).to_owned());
+            }
+        }
+    }
     if args.dev && settings.auth.secret.is_empty() {
         settings.auth.secret = dev_secret(&settings.server.data_dir)
             .map_err(|e| Failure(format!("cannot create the development secret: {e}")))?;

@@ -9,11 +9,12 @@ use pm_db::{Engine, SqliteEngine};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::auth::{AuthConfigError, Verifier};
+use crate::auth::Verifier;
 use crate::hub::Hubs;
 use crate::limits::ConnectionCounts;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
+use crate::origin::Origins;
+use crate::settings::{ConfigError, Settings};
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct App {
     pub counts: Arc<ConnectionCounts>,
     /// What `Welcome.server_version` says: the build of the binary serving.
     pub server_version: String,
+    /// The web origins allowed to open `/ws` besides the server's own.
+    pub(crate) origins: Origins,
     connections: Arc<Semaphore>,
     ready: AtomicBool,
 }
@@ -39,7 +42,7 @@ pub struct App {
 impl App {
     /// Builds the shared state from settings, on the SQLite engine the settings describe;
     /// `server_version` identifies the build.
-    pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, AuthConfigError> {
+    pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, ConfigError> {
         let engine = Arc::new(SqliteEngine::new(settings.sqlite_config()));
         Self::with_engine(settings, engine, server_version)
     }
@@ -49,8 +52,11 @@ impl App {
         settings: Settings,
         engine: Arc<dyn Engine>,
         server_version: &str,
-    ) -> Result<Arc<App>, AuthConfigError> {
-        let verifier = Verifier::new(&settings.auth)?;
+    ) -> Result<Arc<App>, ConfigError> {
+        let verifier =
+            Verifier::new(&settings.auth).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let origins =
+            Origins::new(&settings.server.allowed_origins).map_err(ConfigError::Invalid)?;
         let storage = engine.clone();
         Ok(Arc::new(App {
             engine,
@@ -59,6 +65,7 @@ impl App {
             metrics: Arc::new(Metrics::new(move || storage.figures())),
             counts: Arc::new(ConnectionCounts::default()),
             server_version: server_version.to_owned(),
+            origins,
             connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
             ready: AtomicBool::new(false),
             settings,

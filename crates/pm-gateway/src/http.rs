@@ -130,6 +130,17 @@ fn route(
             if !app.is_ready() {
                 return closing(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
             }
+            let headers = request.headers();
+            if !app
+                .origins
+                .allows(headers.get(header::ORIGIN), headers.get(header::HOST))
+            {
+                tracing::debug!(origin = ?headers.get(header::ORIGIN), "WebSocket upgrade from another origin refused");
+                return closing(text(
+                    StatusCode::FORBIDDEN,
+                    "this page's origin may not open a WebSocket here (server.allowed_origins)\n",
+                ));
+            }
             let Some(accept) = websocket_accept(&request) else {
                 return closing(text(
                     StatusCode::BAD_REQUEST,

@@ -29,6 +29,7 @@ pub mod http;
 pub(crate) mod hub;
 pub mod limits;
 pub mod metrics;
+pub(crate) mod origin;
 pub(crate) mod reader;
 pub(crate) mod resume;
 pub mod server;

@@ -40,6 +40,13 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// How long shutdown waits for in-flight requests before closing connections, ms.
     pub drain_timeout_ms: u64,
+    /// Web origins (`https://board.example.com`; `http://localhost:*` for any port) whose
+    /// pages may open `/ws`, besides the server's own origin. A browser always sends its
+    /// page's `Origin`; an upgrade from another origin is refused with 403, so that a page on
+    /// another site cannot use a visitor's session (cross-site WebSocket hijacking). Requests
+    /// without `Origin` (programs, not browsers) are not concerned. `serve --dev` adds the
+    /// loopback origins. As text: comma-separated.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Which tokens are accepted. The algorithm is fixed here, never taken from a token.
@@ -144,6 +151,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("./data"),
             drain_timeout_ms: 10_000,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -341,6 +349,7 @@ impl Settings {
                 "changelog.retain_days must be at most {MAX_RETAIN_DAYS} (0 keeps everything)"
             ));
         }
+        crate::origin::Origins::new(&self.server.allowed_origins).map_err(ConfigError::Invalid)?;
         if let Some(dir) = &self.storage.migrations_dir {
             if let Err(e) = pm_db::sqlite::migrations::newest_version(Some(dir)) {
                 return invalid(format!("storage.migrations_dir: {e}"));
@@ -386,6 +395,8 @@ enum Kind {
     Integer,
     Boolean,
     Text,
+    /// Comma-separated text.
+    List,
 }
 
 impl Kind {
@@ -393,6 +404,7 @@ impl Kind {
         match value {
             Value::Num(..) => Kind::Integer,
             Value::Bool(..) => Kind::Boolean,
+            Value::Array(..) => Kind::List,
             _ => Kind::Text,
         }
     }
@@ -429,8 +441,9 @@ struct Override {
 }
 
 impl Override {
-    /// Reads `raw` as the kind of value the setting takes: numbers, booleans, text. Text is
-    /// taken as it is, never parsed, so a secret stays the exact bytes given.
+    /// Reads `raw` as the kind of value the setting takes: numbers, booleans, text, lists
+    /// (comma-separated). Text is taken as it is, never parsed, so a secret stays the exact
+    /// bytes given.
     fn parse(
         section: &str,
         key: &str,
@@ -447,6 +460,13 @@ impl Override {
                     ConfigError::Invalid(format!("{source}: expected true or false"))
                 })?,
                 Kind::Text => Value::from(raw.to_owned()),
+                Kind::List => Value::from(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
             };
         Ok(Override {
             source,

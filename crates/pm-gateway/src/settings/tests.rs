@@ -284,3 +284,32 @@ fn optional_auth_settings_come_from_the_environment() {
     assert_eq!(settings.auth.issuer.as_deref(), Some("https://id.example"));
     assert_eq!(settings.auth.algorithm, "EdDSA");
 }
+
+#[test]
+fn allowed_origins_are_a_comma_separated_list_of_origins() {
+    let settings = Settings::load(
+        None,
+        env(&[(
+            "PM_SERVER_ALLOWED_ORIGINS",
+            "https://board.example.com, http://localhost:*",
+        )]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        settings.server.allowed_origins,
+        ["https://board.example.com", "http://localhost:*"]
+    );
+    let error = Settings::load(
+        None,
+        env(&[]),
+        &["server.allowed_origins=https://board.example.com/app".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "server.allowed_origins: \"https://board.example.com/app\" is not an origin \
+         (scheme://host[:port], or scheme://host:* for any port; no path)"
+    );
+}

@@ -221,6 +221,89 @@ async fn no_hello_within_the_hello_timeout_gets_hello_timeout_and_4001() {
     );
 }
 
+/// The status line of a WebSocket upgrade with `extra` headers.
+async fn upgrade_status(app: &TestApp, host: &str, extra: &str) -> String {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_open_a_websocket() {
+    let app = spawn_app_with(|s| {
+        s.server.allowed_origins = vec![
+            "https://board.example.com".into(),
+            "http://localhost:*".into(),
+        ];
+    })
+    .await;
+    let host = app.addr.to_string();
+    let switching = "HTTP/1.1 101 Switching Protocols";
+    let forbidden = "HTTP/1.1 403 Forbidden";
+    for (origin, expected) in [
+        // Programs send no Origin; the server's own pages, and the listed origins, may.
+        (String::new(), switching),
+        (format!("Origin: http://{host}\r\n"), switching),
+        ("Origin: https://board.example.com\r\n".into(), switching),
+        ("Origin: http://localhost:5173\r\n".into(), switching),
+        // A page on any other site (cross-site WebSocket hijacking), a sandboxed page, a
+        // look-alike host, another scheme or port of a listed origin: refused.
+        ("Origin: https://evil.example\r\n".into(), forbidden),
+        ("Origin: null\r\n".into(), forbidden),
+        (
+            "Origin: http://localhost.evil.example\r\n".into(),
+            forbidden,
+        ),
+        ("Origin: http://board.example.com\r\n".into(), forbidden),
+        (
+            "Origin: https://board.example.com:444\r\n".into(),
+            forbidden,
+        ),
+    ] {
+        assert_eq!(
+            upgrade_status(&app, &host, &origin).await,
+            expected,
+            "{origin:?}"
+        );
+    }
+    // The refusal says why.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                 Origin: https://evil.example\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.ends_with(
+            "\r\n\r\nthis page's origin may not open a WebSocket here (server.allowed_origins)\n"
+        ),
+        "{answer}"
+    );
+}
+
 /// A WebSocket upgrade on a raw socket, answered 101.
 async fn raw_upgrade(app: &TestApp) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
