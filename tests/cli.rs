@@ -551,6 +551,62 @@ fn tenants_check_finds_rows_whose_parent_is_missing() {
 }
 
 #[test]
+fn migrate_status_lists_applied_and_pending_migrations_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(pm_server(&["migrate", "--tenant", "acme"], dir.path())
+        .status
+        .success());
+    std::fs::create_dir_all(dir.path().join("tenants/fresh")).unwrap();
+    let migrations = tempfile::tempdir().unwrap();
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap()
+    {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), migrations.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        migrations.path().join("20270101000000_work_item_color.sql"),
+        "ALTER TABLE work_items ADD COLUMN color TEXT NOT NULL DEFAULT '';",
+    )
+    .unwrap();
+
+    let output = pm_server(&["migrate", "--status"], dir.path());
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout(&output),
+        "acme: current\n\
+         \x20 applied  20261121000001 initial\n\
+         fresh: 1 pending\n\
+         \x20 pending  20261121000001 initial\n\
+         2 tenant(s): 1 current, 1 with pending migrations, 0 failed\n"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args([
+            "migrate",
+            "--status",
+            "--tenant",
+            "acme",
+            "--migrations-dir",
+        ])
+        .arg(migrations.path())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("PM_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&output),
+        "acme: 1 pending\n\
+         \x20 applied  20261121000001 initial\n\
+         \x20 pending  20270101000000 work item color\n\
+         1 tenant(s): 0 current, 1 with pending migrations, 0 failed\n"
+    );
+    // Nothing was changed: the fresh tenant still has no database.
+    assert!(!dir.path().join("tenants/fresh/tenant.db").exists());
+}
+
+#[test]
 fn migrate_reports_a_corrupt_tenant_and_still_migrates_the_others() {
     let dir = tempfile::tempdir().unwrap();
     assert!(pm_server(&["migrate", "--tenant", "good"], dir.path())

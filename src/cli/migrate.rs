@@ -10,9 +10,9 @@ use pm_core::TenantId;
 use pm_db::sqlite::{inspect, migrations};
 use pm_db::{Engine as _, SqliteConfig, SqliteEngine, Tenant};
 
-use super::report::{Failure, Report};
+use super::report::{operator_text, resolve_tenants, Failure, Report};
 
-/// `pm-server migrate [--tenant T]... [--parallel N] [--migrations-dir DIR]`.
+/// `pm-server migrate [--tenant T]... [--parallel N] [--migrations-dir DIR] [--status]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Root data directory; tenants live in `<data-dir>/tenants/<id>/`.
@@ -27,10 +27,16 @@ pub struct Args {
     /// Migrations directory to apply instead of the embedded migrations (a superset of them).
     #[arg(long, env = "PM_STORAGE_MIGRATIONS_DIR")]
     migrations_dir: Option<PathBuf>,
+    /// Change nothing: list each tenant's applied and pending migrations by name.
+    #[arg(long)]
+    status: bool,
 }
 
 /// Migrates and reports one line per tenant, then a summary; exit code 1 if any failed.
 pub async fn run(args: Args) -> Result<Report, Failure> {
+    if args.status {
+        return status(&args).await;
+    }
     let reports = migrate(
         &args.data_dir,
         &args.tenants,
@@ -65,6 +71,55 @@ pub async fn run(args: Args) -> Result<Report, Failure> {
     out.push_str(&format!(
         "{} tenant(s): {created} created, {migrated} migrated, {current} already current, {failed} failed\n",
         reports.len()
+    ));
+    Ok(Report {
+        stdout: out,
+        stderr: String::new(),
+        failed: failed > 0,
+    })
+}
+
+/// `--status`: per tenant, its applied and pending migrations (read-only; safe while serving).
+async fn status(args: &Args) -> Result<Report, Failure> {
+    let mut config = SqliteConfig::new(&args.data_dir);
+    config.migrations_dir = args.migrations_dir.clone();
+    let ids = resolve_tenants(&args.tenants, || config.list_tenants())
+        .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
+    let mut out = String::new();
+    let (mut current, mut behind, mut failed) = (0, 0, 0);
+    for id in &ids {
+        let id = match id {
+            Ok(id) => id,
+            Err(name) => {
+                failed += 1;
+                out.push_str(&format!("{name}: FAILED  not a valid tenant id\n"));
+                continue;
+            }
+        };
+        match inspect::migration_status(&config, id).await {
+            Ok(status) => {
+                if status.pending.is_empty() {
+                    current += 1;
+                    out.push_str(&format!("{id}: current\n"));
+                } else {
+                    behind += 1;
+                    out.push_str(&format!("{id}: {} pending\n", status.pending.len()));
+                }
+                for (state, list) in [("applied", &status.applied), ("pending", &status.pending)] {
+                    for (version, description) in list {
+                        out.push_str(&format!("  {state}  {version} {description}\n"));
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                out.push_str(&format!("{id}: FAILED  {}\n", operator_text(&e)));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "{} tenant(s): {current} current, {behind} with pending migrations, {failed} failed\n",
+        ids.len()
     ));
     Ok(Report {
         stdout: out,

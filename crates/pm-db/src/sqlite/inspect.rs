@@ -169,3 +169,42 @@ pub async fn check_tenant(
         Err(error) => Err(error),
     }
 }
+
+/// One tenant's schema migrations, as `pm-server migrate --status` lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Applied, oldest first: (version, description).
+    pub applied: Vec<(i64, String)>,
+    /// Known to the binary or the migrations directory and not applied yet, oldest first.
+    pub pending: Vec<(i64, String)>,
+}
+
+/// Which of the migrations tenants are brought to (the embedded ones, or those of
+/// `config.migrations_dir`) one tenant has, read-only. A tenant without a database has none
+/// applied.
+pub async fn migration_status(config: &SqliteConfig, id: &TenantId) -> Result<MigrationStatus> {
+    let embedded: Vec<_> = migrations::MIGRATOR.iter().cloned().collect();
+    let known = match &config.migrations_dir {
+        Some(dir) => migrations::load_dir(dir, &embedded)?,
+        None => embedded,
+    };
+    let db = config.db_file(id);
+    let mut applied: Vec<(i64, String)> = Vec::new();
+    if db.is_file() {
+        let mut conn = open_read_only(&db).await?;
+        if layout::schema_version(&mut conn).await? > 0 {
+            applied = sqlx::query_as(
+                "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&mut conn)
+            .await?;
+        }
+        conn.close().await?;
+    }
+    let pending = known
+        .iter()
+        .filter(|m| !applied.iter().any(|(version, _)| *version == m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    Ok(MigrationStatus { applied, pending })
+}
