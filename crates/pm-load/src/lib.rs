@@ -10,7 +10,8 @@
 //!   sockets) or misbehave (stall, drop); writers use the `pm-client` library.
 //! - [`report`]: percentiles, figures and checks, printed as text or JSON.
 //! - [`progress`]: the progress bar on a terminal.
-//! - One module per scenario: [`write`], [`fanout`], [`idle`], [`storm`], [`slow`].
+//! - One module per scenario: [`write`], [`fanout`], [`idle`], [`storm`], [`slow`],
+//!   [`tenants`].
 
 pub mod fanout;
 pub mod idle;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod slow;
 pub mod storm;
 pub mod target;
+pub mod tenants;
 pub mod write;
 
 pub use report::Report;

@@ -8,6 +8,7 @@ use pm_load::fanout::FanoutOptions;
 use pm_load::idle::IdleOptions;
 use pm_load::slow::SlowOptions;
 use pm_load::storm::StormOptions;
+use pm_load::tenants::TenantsOptions;
 use pm_load::write::WriteOptions;
 use pm_load::{Report, Target};
 
@@ -53,6 +54,8 @@ enum Scenario {
     Storm(StormOptions),
     /// Healthy subscribers with and without K stalled ones.
     Slow(SlowOptions),
+    /// Many small tenants touched round robin: create, then cold opens.
+    Tenants(TenantsOptions),
 }
 
 fn secret(common: &Common) -> Result<String, String> {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Scenario::Idle(options) => pm_load::idle::run(&target, &options, progress).await,
             Scenario::Storm(options) => pm_load::storm::run(&target, &options, progress).await,
             Scenario::Slow(options) => pm_load::slow::run(&target, &options, progress).await,
+            Scenario::Tenants(options) => pm_load::tenants::run(&target, &options, progress).await,
         };
         report.map_err(|e| e.to_string())
     });

@@ -89,7 +89,7 @@ pub struct Conditions {
 /// The result of one scenario run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `write`, `fanout`, `idle`, `storm` or `slow`.
+    /// `write`, `fanout`, `idle`, `storm`, `slow` or `tenants`.
     pub scenario: &'static str,
     /// The options the scenario ran with.
     pub options: serde_json::Value,

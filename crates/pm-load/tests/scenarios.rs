@@ -11,6 +11,7 @@ use pm_load::fanout::FanoutOptions;
 use pm_load::idle::IdleOptions;
 use pm_load::slow::SlowOptions;
 use pm_load::storm::StormOptions;
+use pm_load::tenants::TenantsOptions;
 use pm_load::write::WriteOptions;
 use pm_load::{Report, Target};
 
@@ -166,6 +167,34 @@ async fn storm_clients_come_back_with_exactly_what_they_missed() {
     assert_eq!(figure(&report, "clients"), 150.0);
     assert_eq!(latency_count(&report, "storm start to caught up"), 150);
     assert!(figure(&report, "resumed connections/s") > 0.0);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_created_then_reopened_cold_round_robin() {
+    // More tenants than the server keeps open: every touch of round 2 is a cold open.
+    let app = TestApp::spawn(|s| s.limits.max_open_tenants = 8).await;
+    let options = TenantsOptions {
+        tenants: 30,
+        rounds: 2,
+        concurrency: 4,
+    };
+    let report = pm_load::tenants::run(&app.target(), &options, false)
+        .await
+        .unwrap();
+    assert_passed(&report);
+    assert_eq!(
+        latency_count(&report, "open, new tenant (hello→welcome)"),
+        30
+    );
+    assert_eq!(latency_count(&report, "first request, new tenant"), 30);
+    assert_eq!(
+        latency_count(&report, "open, closed tenant (hello→welcome)"),
+        30
+    );
+    assert_eq!(latency_count(&report, "first request, closed tenant"), 30);
+    assert!(figure(&report, "tenants open on the server at the end") <= 8.0);
+    assert!(figure(&report, "round 2 (reopen) touches/s") > 0.0);
     app.shutdown().await;
 }
 
