@@ -79,7 +79,7 @@ impl App {
         // write buffer gathers what one flush sends (a burst of events) into few writes; with
         // 0, tungstenite writes every frame with its own syscall.
         WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(1024)
             .write_buffer_size(8 * 1024)
             .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
             .max_message_size(Some(max))

@@ -18,11 +18,13 @@ use futures::stream::SplitSink;
 use futures::SinkExt;
 use pm_proto::frame::encode_server_frame;
 use pm_proto::v1::{self, server_frame::Body};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::outbox::Outbox;
 
 /// The upgraded socket of a connection.
 pub(crate) type Ws = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
@@ -44,6 +46,43 @@ pub(crate) enum Outbound {
     Events(Vec<(u64, Bytes)>),
     /// A WebSocket ping.
     Ping,
+}
+
+/// Asks a connection to close, from wherever the reason arises (the hub, a request, the
+/// session): the first reason given wins. A `Mutex` and a `Notify` instead of a channel: an
+/// idle connection keeps one of these, and a channel's first block costs a kilobyte.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    reason: std::sync::Mutex<Option<Close>>,
+    notify: tokio::sync::Notify,
+}
+
+impl CloseSignal {
+    /// Asks for the connection to be closed for `close` (unless another reason came first).
+    pub(crate) fn request(&self, close: Close) {
+        self.reason
+            .lock()
+            .expect("close lock is never poisoned")
+            .get_or_insert(close);
+        // Stores a wake-up if nobody waits yet, so none is lost.
+        self.notify.notify_one();
+    }
+
+    /// Completes with the first reason asked for.
+    pub(crate) async fn requested(&self) -> Close {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(close) = self
+                .reason
+                .lock()
+                .expect("close lock is never poisoned")
+                .take()
+            {
+                return close;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Why the server closes a connection on purpose.
@@ -107,38 +146,44 @@ impl Close {
 /// out (the peer may start reading again) before the socket is dropped without it. Without
 /// that bound a peer that keeps its connection open but never reads again would hold the
 /// connection, its queue and its task forever.
+///
+/// The session ends the writer through `goodbye`: a reason to say goodbye with, or (dropped)
+/// none because the client left. Once the writer ends, the queue refuses every sender.
 pub(crate) async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
+    queue: Arc<Outbox>,
     mut goodbye: oneshot::Receiver<Close>,
     last_event: Arc<AtomicU64>,
     grace: Duration,
 ) {
+    struct Closing<'a>(&'a Outbox);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(&queue);
     loop {
         let item = tokio::select! {
             biased;
             close = &mut goodbye => {
-                finish(sink, close.ok(), &last_event, grace).await;
+                // Boxed: once per connection, and kept out of the loop's state (its size is
+                // paid by every idle connection).
+                Box::pin(finish(sink, close.ok(), &last_event, grace)).await;
                 return;
             }
             item = queue.recv() => item,
         };
-        let Some(item) = item else {
-            // The session is over; it may still have a goodbye to send.
-            let close = goodbye.await.ok();
-            finish(sink, close, &last_event, grace).await;
-            return;
-        };
         let written = tokio::select! {
             biased;
             close = &mut goodbye => Err(close.ok()),
-            written = write_burst(&mut sink, item, &mut queue, &last_event) => Ok(written),
+            written = write_burst(&mut sink, item, &queue, &last_event) => Ok(written),
         };
         match written {
             Ok(true) => {}
             Ok(false) => return,
             Err(close) => {
-                finish(sink, close, &last_event, grace).await;
+                Box::pin(finish(sink, close, &last_event, grace)).await;
                 return;
             }
         }
@@ -151,7 +196,7 @@ pub(crate) async fn write_loop(
 async fn write_burst(
     sink: &mut SplitSink<Ws, Message>,
     first: Outbound,
-    queue: &mut mpsc::Receiver<Outbound>,
+    queue: &Outbox,
     last_event: &AtomicU64,
 ) -> bool {
     let mut next = Some(first);
@@ -178,7 +223,7 @@ async fn write_burst(
         burst += 1;
         // Bound a burst so that a steady stream still gets flushed.
         if burst < MAX_BURST {
-            next = queue.try_recv().ok();
+            next = queue.try_recv();
         }
     }
     sink.flush().await.is_ok()

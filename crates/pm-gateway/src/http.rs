@@ -55,21 +55,25 @@ pub(crate) async fn connection(
             async move { Ok::<_, Infallible>(answer) }
         })
     };
-    let http = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(app.settings.limits.hello_timeout_ms))
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(http);
+    // On the heap, so that its state (kilobytes) is freed once the connection upgrades
+    // instead of staying in this task's future for the WebSocket's whole life.
+    let mut http = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(app.settings.limits.hello_timeout_ms))
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades(),
+    );
     let served = tokio::select! {
-        served = &mut http => served,
+        served = http.as_mut() => served,
         _ = stop.changed() => {
             // Finish the request in progress, if any, then close.
             http.as_mut().graceful_shutdown();
-            http.await
+            http.as_mut().await
         }
     };
+    drop(http);
     if let Err(error) = served {
         tracing::debug!(%peer, %error, "HTTP connection ended with an error");
         return;

@@ -17,10 +17,11 @@ use bytes::Bytes;
 use pm_core::kinds::{ChangeAction, EntityKind};
 use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, EventFilter, Tenant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
-use crate::connection::{Close, Outbound};
+use crate::connection::{Close, CloseSignal, Outbound};
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Refused};
 
 /// The hubs of all tenants with subscribers.
 #[derive(Debug, Default)]
@@ -75,8 +76,8 @@ struct Subscriber {
     allowed: HashSet<String>,
     /// Events at or below this seq were or will be sent from the log.
     skip_until: u64,
-    out: mpsc::Sender<Outbound>,
-    close: mpsc::Sender<Close>,
+    out: Arc<Outbox>,
+    close: Arc<CloseSignal>,
     /// `Some`: catching up; committed groups wait here unfiltered.
     buffer: Option<Vec<Arc<[CommittedEvent]>>>,
     /// Groups buffered while catching up before the subscriber counts as slow.
@@ -118,9 +119,9 @@ impl Drop for Registration {
 #[derive(Debug)]
 pub(crate) struct Channels {
     /// Its connection's outgoing queue.
-    pub(crate) out: mpsc::Sender<Outbound>,
+    pub(crate) out: Arc<Outbox>,
     /// Its connection's close requests.
-    pub(crate) close: mpsc::Sender<Close>,
+    pub(crate) close: Arc<CloseSignal>,
     /// Groups buffered while catching up before it counts as slow.
     pub(crate) capacity: usize,
 }
@@ -213,12 +214,12 @@ impl Hub {
                 self.metrics.events_delivered.inc_by(count);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.metrics.slow_consumer_disconnects.inc();
-                let _ = sub.close.try_send(Close::SlowConsumer);
+                sub.close.request(Close::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -240,7 +241,7 @@ impl Hub {
                 }
                 Some(_) => {
                     self.metrics.slow_consumer_disconnects.inc();
-                    let _ = sub.close.try_send(Close::SlowConsumer);
+                    sub.close.request(Close::SlowConsumer);
                     false
                 }
                 None => {

@@ -30,6 +30,7 @@ pub(crate) mod hub;
 pub mod limits;
 pub mod metrics;
 pub(crate) mod origin;
+pub(crate) mod outbox;
 pub(crate) mod reader;
 pub(crate) mod resume;
 pub mod server;

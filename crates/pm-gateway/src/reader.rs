@@ -36,19 +36,23 @@ pub(crate) struct Reader {
     garbage: u32,
     /// When the client was last heard from.
     pub(crate) last_heard: tokio::time::Instant,
-    limits: Limits,
+    /// The largest frame taken (`limits.max_frame_bytes`), for the refusal's text.
+    max_frame_bytes: usize,
+    /// `limits.rate_limit_strikes`.
+    rate_limit_strikes: u32,
     metrics: Arc<Metrics>,
 }
 
 impl Reader {
     /// A reader spending `bucket` under `limits`.
-    pub(crate) fn new(bucket: TokenBucket, limits: Limits, metrics: Arc<Metrics>) -> Reader {
+    pub(crate) fn new(bucket: TokenBucket, limits: &Limits, metrics: Arc<Metrics>) -> Reader {
         Reader {
             bucket,
             strikes: 0,
             garbage: 0,
             last_heard: tokio::time::Instant::now(),
-            limits,
+            max_frame_bytes: limits.max_frame_bytes,
+            rate_limit_strikes: limits.rate_limit_strikes,
             metrics,
         }
     }
@@ -60,10 +64,7 @@ impl Reader {
             Some(Err(WsError::Capacity(_))) => {
                 return Read::End(Some(Close::Protocol(
                     1009,
-                    format!(
-                        "frames are limited to {} bytes",
-                        self.limits.max_frame_bytes
-                    ),
+                    format!("frames are limited to {} bytes", self.max_frame_bytes),
                 )))
             }
             Some(Err(error)) => {
@@ -119,7 +120,7 @@ impl Reader {
         if !self.bucket.take() {
             self.metrics.rate_limited.inc();
             self.strikes += 1;
-            if self.strikes > self.limits.rate_limit_strikes {
+            if self.strikes > self.rate_limit_strikes {
                 return Read::End(Some(Close::RateLimitAbuse));
             }
             return refuse(

@@ -154,7 +154,7 @@ pub(crate) async fn subscribe(
                 // Already answered: the stream would have a hole, so end the connection; the
                 // client resumes from what it received.
                 connection::storage_error(error);
-                let _ = close.try_send(Close::Internal);
+                close.request(Close::Internal);
                 return Ok(None);
             }
         };

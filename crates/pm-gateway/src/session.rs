@@ -12,21 +12,22 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::SplitStream;
+use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
 use pm_db::Tenant;
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
-use crate::connection::{self, write_loop, Close, Outbound, Ws};
+use crate::connection::{self, write_loop, Close, CloseSignal, Outbound, Ws};
 use crate::hub::{Channels, Registration};
 use crate::limits::Refused;
+use crate::outbox::Outbox;
 use crate::reader::{now_ms, Read, Reader};
 use crate::resume::{self, Interest};
 
@@ -34,12 +35,15 @@ use crate::resume::{self, Interest};
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(
+///
+/// A plain function around [`connection`]: the socket is split here, before any future is
+/// made, so that no future keeps a (moved-out) copy of it for the connection's whole life.
+pub(crate) fn run(
     app: Arc<App>,
     ws: Ws,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
     let connection_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!(
         "connection",
@@ -48,58 +52,62 @@ pub(crate) async fn run(
         tenant = tracing::field::Empty,
         user = tracing::field::Empty,
     );
-    async move {
-        let limits = app.settings.limits.clone();
-        let (sink, mut stream) = ws.split();
-        let (out_tx, out_rx) = mpsc::channel(limits.outgoing_queue);
-        let (goodbye_tx, goodbye_rx) = oneshot::channel();
-        let last_event = Arc::new(AtomicU64::new(0));
-        // A peer that takes no bytes for as long as a silent one may stay is gone.
-        let grace = app.settings.heartbeat() * 3;
-        let writer = tokio::spawn(write_loop(
-            sink,
-            out_rx,
-            goodbye_rx,
-            last_event.clone(),
-            grace,
-        ));
+    let (sink, stream) = ws.split();
+    connection(app, sink, stream, connection_id, shutdown).instrument(span)
+}
 
-        let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
-            Err(close) => Some(close),
-            Ok((session, close_rx)) => {
-                let span = tracing::Span::current();
-                span.record("tenant", session.tenant.id().as_str());
-                span.record("user", session.identity().user.as_str());
-                session
-                    .serve(&mut stream, out_tx, close_rx, &mut shutdown)
-                    .await
-            }
-        };
-        let server_closes = closing.is_some();
-        match closing {
-            Some(close) => {
-                let _ = goodbye_tx.send(close);
-            }
-            // The client closed; dropping the goodbye sender ends the writer.
-            None => drop(goodbye_tx),
+async fn connection(
+    app: Arc<App>,
+    sink: SplitSink<Ws, Message>,
+    mut stream: SplitStream<Ws>,
+    connection_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let out_tx = Arc::new(Outbox::new(app.settings.limits.outgoing_queue));
+    let (goodbye_tx, goodbye_rx) = oneshot::channel();
+    let last_event = Arc::new(AtomicU64::new(0));
+    // A peer that takes no bytes for as long as a silent one may stay is gone.
+    let grace = app.settings.heartbeat() * 3;
+    let writer = tokio::spawn(write_loop(
+        sink,
+        out_tx.clone(),
+        goodbye_rx,
+        last_event.clone(),
+        grace,
+    ));
+
+    let closing = match hello(&app, &mut stream, &out_tx, &connection_id).await {
+        Err(close) => Some(close),
+        Ok(session) => {
+            let span = tracing::Span::current();
+            span.record("tenant", session.tenant.id().as_str());
+            span.record("user", session.identity().user.as_str());
+            drop(connection_id);
+            session.serve(&mut stream, out_tx, &mut shutdown).await
         }
-        let _ = writer.await;
-        if server_closes {
-            // The closing handshake: wait (briefly) for the client's Close before dropping the
-            // socket, so that a client still writing does not lose the Goodbye to a reset.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-                while let Some(Ok(message)) = stream.next().await {
-                    if message.is_close() {
-                        break;
-                    }
-                }
-            })
-            .await;
+    };
+    let server_closes = closing.is_some();
+    match closing {
+        Some(close) => {
+            let _ = goodbye_tx.send(close);
         }
-        tracing::debug!("connection closed");
+        // The client closed; dropping the goodbye sender ends the writer.
+        None => drop(goodbye_tx),
     }
-    .instrument(span)
-    .await
+    let _ = writer.await;
+    if server_closes {
+        // The closing handshake: wait (briefly) for the client's Close before dropping the
+        // socket, so that a client still writing does not lose the Goodbye to a reset.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    tracing::debug!("connection closed");
 }
 
 /// An authenticated connection.
@@ -107,8 +115,8 @@ struct Session {
     app: Arc<App>,
     tenant: Arc<dyn Tenant>,
     identity: Mutex<Identity>,
-    out: mpsc::Sender<Outbound>,
-    close: mpsc::Sender<Close>,
+    out: Arc<Outbox>,
+    close: Arc<CloseSignal>,
     subscription: tokio::sync::Mutex<Option<Registration>>,
     slot: crate::limits::ConnectionSlot,
 }
@@ -121,9 +129,9 @@ fn unauthenticated(message: &str) -> Close {
 async fn hello(
     app: &Arc<App>,
     stream: &mut SplitStream<Ws>,
-    out: &mpsc::Sender<Outbound>,
+    out: &Arc<Outbox>,
     connection_id: &str,
-) -> Result<(Session, mpsc::Receiver<Close>), Close> {
+) -> Result<Arc<Session>, Close> {
     let limits = &app.settings.limits;
     let timeout = Duration::from_millis(limits.hello_timeout_ms);
     let first = match tokio::time::timeout(timeout, stream.next()).await {
@@ -207,7 +215,7 @@ async fn hello(
         return Err(unauthenticated("the connection closed"));
     }
     tracing::debug!(client = %hello.client_name, "welcomed");
-    let (close, close_rx) = mpsc::channel(4);
+    let close = Arc::new(CloseSignal::default());
     let session = Session {
         app: app.clone(),
         tenant,
@@ -217,7 +225,7 @@ async fn hello(
         subscription: tokio::sync::Mutex::new(None),
         slot,
     };
-    Ok((session, close_rx))
+    Ok(Arc::new(session))
 }
 
 impl Session {
@@ -238,20 +246,20 @@ impl Session {
 
     /// Reads and dispatches until the client leaves (`None`) or the server closes.
     async fn serve(
-        self,
+        self: Arc<Self>,
         stream: &mut SplitStream<Ws>,
-        out: mpsc::Sender<Outbound>,
-        mut close_rx: mpsc::Receiver<Close>,
+        out: Arc<Outbox>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Close> {
-        let session = Arc::new(self);
-        let limits = session.app.settings.limits.clone();
+        let session = self;
+        let app = session.app.clone();
+        let limits = &app.settings.limits;
         let permits = Arc::new(Semaphore::new(limits.max_in_flight_requests));
         let mut requests = JoinSet::new();
         let bucket = session
             .slot
             .bucket(limits.requests_per_second, limits.request_burst);
-        let mut reader = Reader::new(bucket, limits.clone(), session.app.metrics.clone());
+        let mut reader = Reader::new(bucket, limits, session.app.metrics.clone());
         let heartbeat = session.app.settings.heartbeat();
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
@@ -290,7 +298,7 @@ impl Session {
                     Read::End(close) => break close,
                 },
                 Some(_) = requests.join_next() => {}
-                Some(close) = close_rx.recv() => break Some(close),
+                close = session.close.requested() => break Some(close),
                 _ = ticker.tick() => {
                     if reader.last_heard.elapsed() >= heartbeat * 3 {
                         break Some(Close::HeartbeatTimeout);
@@ -418,7 +426,7 @@ impl Session {
             .send(connection::response(request_id, answer))
             .await;
         if let Some(message) = out_of_service {
-            let _ = self.close.try_send(Close::TenantUnavailable(message));
+            self.close.request(Close::TenantUnavailable(message));
         }
     }
 
