@@ -21,6 +21,8 @@ export type {
   ResponseResult,
   SubscribeOptions,
 } from "./client.js";
+export { entityOf } from "./entity.js";
+export type { EntityCase, EntityFor } from "./entity.js";
 export { PmError } from "./errors.js";
 export type { PmErrorInit, PmErrorKind } from "./errors.js";
 export { Backoff } from "./options.js";
