@@ -42,7 +42,8 @@ describe("token refresh", () => {
   });
 
   test("an expiring token is refreshed in time through getToken; the connection stays", async () => {
-    const short = await server.token("auth", "alice", 2);
+    // Expires in 2 to 3 s; refreshed 2 s before, but no sooner than 1 s after connecting.
+    const short = await server.token("auth", "alice", 3);
     let calls = 0;
     const client = keep(
       await server.client("auth", "alice", {
@@ -51,7 +52,7 @@ describe("token refresh", () => {
           calls += 1;
           return await server.token("auth", "alice", 3600);
         },
-        refreshBeforeExpiryMs: 1_500,
+        refreshBeforeExpiryMs: 2_000,
       }),
     );
     const connectionId = client.welcome!.connectionId;
@@ -66,7 +67,7 @@ describe("token refresh", () => {
   });
 
   test("without getToken, an expired token ends in Goodbye AUTH_EXPIRED, close 4001, offline", async () => {
-    const short = await server.token("auth", "alice", 1);
+    const short = await server.token("auth", "alice", 2);
     const client = keep(await server.client("auth", "alice", { token: short }));
     await untilStatus(client, "offline", 5_000);
     expect(client.state.closeCode).toBe(4001);
@@ -76,7 +77,7 @@ describe("token refresh", () => {
   });
 
   test("with getToken, a connection closed for an expired token reconnects with a fresh one", async () => {
-    const short = await server.token("auth", "alice", 1);
+    const short = await server.token("auth", "alice", 2);
     const client = keep(
       await server.client("auth", "alice", {
         token: short,

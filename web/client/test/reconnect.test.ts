@@ -5,7 +5,7 @@ import { WebSocket } from "ws";
 
 import { CloseReason, PmClient, WorkItemType, entityOf } from "../src/index.js";
 import type { ConnectionState, Event, PmClientOptions } from "../src/index.js";
-import { TestServer, recordStates, until, untilStatus } from "./server.js";
+import { TestServer, recordStates, until, untilReconnected, untilStatus } from "./server.js";
 
 const cleanup: Array<() => Promise<void>> = [];
 
@@ -66,6 +66,7 @@ describe("reconnect and resume", () => {
   test("killed and restarted server: resuming → live at the last seq, no event lost or repeated", async () => {
     const server = await start();
     const writer = await connect(server, "alice");
+    const writerStates = recordStates(writer);
     const net = partition();
     const reader = await connect(server, "alice", { WebSocket: net.WebSocket });
     const states = recordStates(reader);
@@ -91,7 +92,7 @@ describe("reconnect and resume", () => {
     expect(reader.state.closeCode).toBe(1006);
     expect(reader.state.goodbye).toBeUndefined();
     expect(reader.state.lastSeq).toBe(lastBefore);
-    await untilStatus(writer, "live");
+    await untilReconnected(writerStates);
     const whileDown = await writeItems(writer, projectId, ["d", "e", "f", "g"]);
     await until("a few failed reconnect attempts", () => (reader.state.attempt ?? 0) >= 3);
     expect(reader.state.status).toBe("resuming");
@@ -120,6 +121,7 @@ describe("reconnect and resume", () => {
   test("orderly shutdown: Goodbye SHUTDOWN with close 1001, then resume on restart", async () => {
     const server = await start();
     const writer = await connect(server, "alice");
+    const writerStates = recordStates(writer);
     const reader = await connect(server, "alice");
     const seqs: bigint[] = [];
     reader.onEvent((event) => seqs.push(event.seq));
@@ -141,7 +143,7 @@ describe("reconnect and resume", () => {
 
     await untilStatus(reader, "live");
     expect(reader.state.resumedFromSeq).toBe(before[1]);
-    await untilStatus(writer, "live");
+    await untilReconnected(writerStates);
     const after = await writeItems(writer, projectId, ["c"]);
     await until("the event after the restart", () => reader.lastSeq === after[0]);
     expect(seqs).toEqual(seqRange(project.seq + 1n, after[0]!));

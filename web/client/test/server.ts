@@ -187,3 +187,15 @@ export async function until(what: string, check: () => boolean, timeoutMs = 10_0
 export async function untilStatus(client: PmClient, status: ConnectionStatus, timeoutMs = 10_000): Promise<void> {
   await until(`state ${status} (now ${client.state.status})`, () => client.state.status === status, timeoutMs);
 }
+
+/** Waits until `states` (from {@link recordStates}) show a drop followed by `live` again. */
+export async function untilReconnected(states: ConnectionState[], timeoutMs = 10_000): Promise<void> {
+  await until(
+    "resuming, then live",
+    () => {
+      const dropped = states.findIndex((s) => s.status === "resuming");
+      return dropped >= 0 && states.slice(dropped).some((s) => s.status === "live");
+    },
+    timeoutMs,
+  );
+}
