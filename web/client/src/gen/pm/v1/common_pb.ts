@@ -46,6 +46,8 @@ export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
 
 /**
  * Stable error codes. Clients switch on these; the message text is for humans.
+ * The values keep their short names (no ERROR_CODE_ prefix): deployed clients rely on them.
+ * buf:lint:ignore ENUM_VALUE_PREFIX
  *
  * @generated from enum pm.v1.ErrorCode
  */
@@ -141,6 +143,8 @@ export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
 
 /**
  * Why the server closes a connection on purpose (sent in `Goodbye`).
+ * The values keep their short names (no CLOSE_REASON_ prefix): deployed clients rely on them.
+ * buf:lint:ignore ENUM_VALUE_PREFIX
  *
  * @generated from enum pm.v1.CloseReason
  */
