@@ -200,8 +200,8 @@ describe("reconnect and resume", () => {
           : (a.reason as PmError).kind,
     );
     // Within the burst: answered; beyond it: RATE_LIMITED, until the strikes run out and the
-    // server closes the connection (the rest fail with `disconnected`).
-    expect(outcomes.filter((o) => o === "RATE_LIMITED").length).toBeGreaterThanOrEqual(1);
+    // server closes the connection. Answers still queued at the close may never be sent (the
+    // server's Goodbye goes first), so those calls fail with `disconnected`.
     for (const outcome of outcomes) expect(["ok", "RATE_LIMITED", "disconnected"]).toContain(outcome);
     await until("the 4029 close", () => states.some((s) => s.status === "resuming"));
     const resuming = states.find((s) => s.status === "resuming")!;
