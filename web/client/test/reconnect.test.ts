@@ -150,6 +150,81 @@ describe("reconnect and resume", () => {
     expect(statuses(states)).toEqual(["resuming", "live"]);
   });
 
+  test("slow consumer: close 4008, immediate resume from Goodbye.resume_from_seq, nothing lost", async () => {
+    const server = await start(["limits.outgoing_queue=4"]);
+    const writer = await connect(server, "alice");
+    // A real socket whose reading can be stopped (ws's pause), so that the server's queue for
+    // it overflows.
+    const sockets: WebSocket[] = [];
+    class PausableWebSocket extends WebSocket {
+      constructor(url: string) {
+        super(url);
+        sockets.push(this);
+      }
+    }
+    const reader = await connect(server, "alice", {
+      WebSocket: PausableWebSocket as unknown as PmClientOptions["WebSocket"],
+    });
+    const states = recordStates(reader);
+    const seqs: bigint[] = [];
+    reader.onEvent((event) => seqs.push(event.seq));
+    const project = await writer.command({ case: "createProject", value: { key: "SC", name: "Slow" } });
+    const projectId = entityOf(project, "project").id;
+    await reader.subscribe({ fromSeq: project.seq });
+
+    sockets[sockets.length - 1]!.pause();
+    // Events of about 200 KB each (the 100 000-character description, in the entity and in the
+    // field changes): a few dozen fill the socket buffers, then the server's queue of 4.
+    let last = project.seq;
+    const description = "x".repeat(100_000);
+    while ((await server.metric("pm_slow_consumer_disconnects_total")) < 1) {
+      const batch = await writer.batch(
+        Array.from({ length: 9 }, (_, i) => ({
+          kind: { case: "createWorkItem" as const, value: { projectId, itemType: WorkItemType.TASK, title: `t${i}`, description } },
+        })),
+      );
+      const outcome = batch.outcomes[batch.outcomes.length - 1]?.outcome;
+      if (outcome?.case === "commandResult") last = outcome.value.seq;
+      if (last > project.seq + 1000n) throw new Error("the server never cut the stalled subscriber off");
+    }
+    sockets[sockets.length - 1]!.resume();
+
+    await untilReconnected(states);
+    const cut = states.find((s) => s.status === "resuming")!;
+    expect(cut.closeCode).toBe(4008);
+    expect(cut.goodbye?.reason).toBe(CloseReason.SLOW_CONSUMER);
+    expect(cut.retryInMs).toBe(0);
+    // Every event sent before the Goodbye was delivered: the client resumes exactly there.
+    expect(cut.lastSeq).toBe(cut.goodbye!.resumeFromSeq);
+    expect(reader.state.resumedFromSeq).toBe(cut.goodbye!.resumeFromSeq);
+    await until("every event", () => reader.lastSeq === last);
+    expect(seqs).toEqual(seqRange(project.seq + 1n, last));
+  });
+
+  test("keep-alive: a peer that stops answering is noticed, and the client resumes", async () => {
+    const server = await start();
+    const writer = await connect(server, "alice");
+    const reader = await connect(server, "alice", { keepAliveMs: 200, connectTimeoutMs: 500 });
+    const project = await writer.command({ case: "createProject", value: { key: "KA", name: "Keep-alive" } });
+    await reader.subscribe({ fromSeq: project.seq });
+    const states = recordStates(reader);
+    server.pause(true);
+    try {
+      await untilStatus(reader, "resuming", 3_000);
+    } finally {
+      server.pause(false);
+    }
+    expect(states[0]?.closeCode).toBe(1006);
+    expect(states[0]?.error?.message).toMatch(/nothing received for three keep-alive intervals/);
+    await untilStatus(reader, "live");
+    expect(reader.state.resumedFromSeq).toBe(project.seq);
+    const item = await writer.command({
+      case: "createWorkItem",
+      value: { projectId: entityOf(project, "project").id, itemType: WorkItemType.TASK, title: "after" },
+    });
+    await until("the event after the pause", () => reader.lastSeq === item.seq);
+  });
+
   test("requests made while resuming wait and are sent once connected", async () => {
     const server = await start();
     const net = partition();

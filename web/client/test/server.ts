@@ -108,6 +108,14 @@ export class TestServer {
     this.#address = address;
   }
 
+  /** The value of a counter or gauge of `GET /metrics` (0 if absent). */
+  async metric(name: string): Promise<number> {
+    const response = await fetch(`http://${this.#address}/metrics`);
+    const text = await response.text();
+    const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
+  }
+
   /** Mints a token for `user` of `tenant` with the development secret. */
   async token(tenant: string, user: string, ttlSecs = 3600): Promise<string> {
     const { stdout } = await run(
