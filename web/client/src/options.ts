@@ -1,15 +1,21 @@
 // Connection options and the reconnect backoff.
 
+/**
+ * An event handler property. Declared through a method so that its parameter is checked
+ * bivariantly: the DOM's and the `ws` package's handlers take their own, richer event types.
+ */
+type Handler<E> = { handle(event: E): void }["handle"];
+
 /** The part of the WHATWG `WebSocket` the client uses (browsers, Node 22+, and the `ws` package). */
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<{ code: number; reason: string }> | null;
+  onerror: Handler<unknown> | null;
 }
 
 /** A `WebSocket` constructor: the global one, or e.g. `WebSocket` of the `ws` package. */

@@ -348,13 +348,13 @@ describe("subscriptions", () => {
 describe("timeouts and closing", () => {
   test("a request without an answer in time fails with timeout; the client stays usable", async () => {
     const client = await connect("timeout", "alice", { keepAliveMs: 0 });
-    server.pause(true);
+    await server.pause(true);
     const started = Date.now();
     let error: PmError;
     try {
       error = await failure(client.query({ case: "listProjects", value: {} }, { timeoutMs: 300 }));
     } finally {
-      server.pause(false);
+      await server.pause(false);
     }
     const waited = Date.now() - started;
     expect(error.kind).toBe("timeout");

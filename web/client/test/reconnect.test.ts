@@ -36,7 +36,7 @@ function partition() {
       super(gate.down ? "ws://127.0.0.1:1/ws" : url);
     }
   }
-  return { gate, WebSocket: GatedWebSocket as unknown as PmClientOptions["WebSocket"] };
+  return { gate, WebSocket: GatedWebSocket };
 }
 
 function seqRange(from: bigint, to: bigint): bigint[] {
@@ -163,7 +163,7 @@ describe("reconnect and resume", () => {
       }
     }
     const reader = await connect(server, "alice", {
-      WebSocket: PausableWebSocket as unknown as PmClientOptions["WebSocket"],
+      WebSocket: PausableWebSocket,
     });
     const states = recordStates(reader);
     const seqs: bigint[] = [];
@@ -208,11 +208,11 @@ describe("reconnect and resume", () => {
     const project = await writer.command({ case: "createProject", value: { key: "KA", name: "Keep-alive" } });
     await reader.subscribe({ fromSeq: project.seq });
     const states = recordStates(reader);
-    server.pause(true);
+    await server.pause(true);
     try {
       await untilStatus(reader, "resuming", 3_000);
     } finally {
-      server.pause(false);
+      await server.pause(false);
     }
     expect(states[0]?.closeCode).toBe(1006);
     expect(states[0]?.error?.message).toMatch(/nothing received for three keep-alive intervals/);
