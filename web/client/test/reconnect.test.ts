@@ -225,6 +225,51 @@ describe("reconnect and resume", () => {
     await until("the event after the pause", () => reader.lastSeq === item.seq);
   });
 
+  test("a resume older than the retained log: live with RESYNC_REQUIRED, then a fresh snapshot", async () => {
+    const server = await start(["changelog.retain_events=3", "changelog.prune_interval_secs=1"]);
+    const writer = await connect(server, "alice");
+    const net = partition();
+    const errors: unknown[] = [];
+    const reader = await connect(server, "alice", {
+      WebSocket: net.WebSocket,
+      onError: (error) => errors.push(error),
+    });
+    const project = await writer.command({ case: "createProject", value: { key: "RY", name: "Resync" } });
+    const projectId = entityOf(project, "project").id;
+    await reader.subscribe({ fromSeq: project.seq });
+    const states = recordStates(reader);
+
+    // The reader is cut off while the log moves on and its old part is pruned (the newest 3
+    // events are kept, pruning runs every second).
+    const writerStates = recordStates(writer);
+    net.gate.down = true;
+    await server.restart("SIGKILL");
+    await untilStatus(reader, "resuming");
+    await untilReconnected(writerStates);
+    await writeItems(writer, projectId, ["a", "b", "c", "d", "e", "f"]);
+    await new Promise((done) => setTimeout(done, 1_500));
+    const [head] = await writeItems(writer, projectId, ["g"]);
+    expect(states.every((s) => s.status === "resuming")).toBe(true);
+
+    net.gate.down = false;
+    await until("the failed resume", () => reader.state.status === "live" && reader.state.error !== undefined);
+    expect(reader.state.error?.code).toBe(ErrorCode.RESYNC_REQUIRED);
+    expect(reader.state.resumedFromSeq).toBeUndefined();
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as PmError).code).toBe(ErrorCode.RESYNC_REQUIRED);
+
+    // What the owner does: a fresh snapshot, then subscribe from its as_of_seq.
+    const snapshot = await reader.query({ case: "listWorkItems", value: { projectId } });
+    expect(snapshot.items.map((i) => i.title)).toEqual(["a", "b", "c", "d", "e", "f", "g"]);
+    expect(snapshot.asOfSeq).toBe(head);
+    const seqs: bigint[] = [];
+    reader.onEvent((event) => seqs.push(event.seq));
+    await reader.subscribe({ fromSeq: snapshot.asOfSeq });
+    const next = await writeItems(writer, projectId, ["h"]);
+    await until("the event after the snapshot", () => reader.lastSeq === next[0]);
+    expect(seqs).toEqual(next);
+  });
+
   test("requests made while resuming wait and are sent once connected", async () => {
     const server = await start();
     const net = partition();
