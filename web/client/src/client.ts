@@ -239,6 +239,7 @@ export class PmClient {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#refreshBeforeExpiryMs = options.refreshBeforeExpiryMs ?? 60_000;
+    if (options.onStateChange) this.#stateListeners.add(options.onStateChange);
     this.#onError =
       options.onError ??
       ((error: unknown) => {

@@ -1,5 +1,7 @@
 // Connection options and the reconnect backoff.
 
+import type { ConnectionState } from "./client.js";
+
 /**
  * An event handler property. Declared through a method so that its parameter is checked
  * bivariantly: the DOM's and the `ws` package's handlers take their own, richer event types.
@@ -81,6 +83,11 @@ export interface PmClientOptions {
   keepAliveMs?: number;
   /** The `WebSocket` constructor (default: `globalThis.WebSocket`; in Node 20 pass `ws`). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Called with every connection state from the start (`connecting` included, which
+   * `PmClient.onStateChange` registered after `connect` resolves cannot see).
+   */
+  onStateChange?: (state: ConnectionState) => void;
   /**
    * Errors that happen in the background, outside any call: a failed automatic token refresh,
    * a subscription that could not be resumed, an exception thrown by a listener. Default:

@@ -65,6 +65,13 @@ describe("connect", () => {
     expect(rtt).toBeGreaterThanOrEqual(0);
   });
 
+  test("the onStateChange option sees connecting, then live", async () => {
+    const seen: string[] = [];
+    const client = await connect("welcome", "alice", { onStateChange: (s: { status: string }) => seen.push(s.status) });
+    expect(seen).toEqual(["connecting", "live"]);
+    expect(client.state.status).toBe("live");
+  });
+
   test("a bad token is refused with Goodbye AUTH_FAILED and close code 4001", async () => {
     const error = await failure(server.client("welcome", "alice", { token: "not-a-jwt" }));
     expect(error.kind).toBe("rejected");
