@@ -352,6 +352,8 @@ async fn work_item_crud_soft_delete_and_restore() {
         updated_at: created.created_at,
         updated_by: "alice".into(),
         deleted_at: None,
+        // Bob never connected: no profile, no name.
+        assignee_name: String::new(),
     };
     assert_eq!(created, expected_created);
     assert_eq!(

@@ -15,6 +15,10 @@
 //!   deleted projects, removed members.
 //! - `pagination`: keyset pages under concurrent inserts; malformed page requests.
 //! - `search`: full-text search over titles, descriptions and live comments.
+//! - `people`: user profiles from token claims, `ListUsers`, names on members, assignees and
+//!   activity.
+//! - `tenant_search`: `Search` across the caller's projects and every searchable kind: rank,
+//!   snippets, pages.
 //! - `idempotency`: keyed commands replay their first answer.
 //! - `batches`: atomic batches commit all or nothing.
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
@@ -46,11 +50,13 @@ mod faults;
 mod idempotency;
 mod migrations;
 mod pagination;
+mod people;
 mod permissions;
 mod real_data;
 mod retention;
 mod rules;
 mod search;
+mod tenant_search;
 mod tenants;
 mod wal;
 mod writer;

@@ -336,7 +336,7 @@ fn query(which: usize, v: Values) -> Q {
         page_size: u,
         page_token: d,
     });
-    match which % 18 {
+    match which % 19 {
         0 => Q::GetProject(v1::GetProject { id: a }),
         1 => Q::ListProjects(v1::ListProjects {
             page,
@@ -403,6 +403,12 @@ fn query(which: usize, v: Values) -> Q {
             category: flag.then_some(e),
             include_deleted: flag,
         }),
+        17 => Q::Search(v1::Search {
+            text: a,
+            page,
+            entity_types: if flag { vec![e] } else { vec![] },
+            project_id: b,
+        }),
         _ => Q::ListActivity(v1::ListActivity {
             page,
             project_id: a,
@@ -450,7 +456,7 @@ async fn well_formed_but_wrong_commands_and_queries_get_coded_errors() {
         clients.push(app.client("acme", user).await.0);
     }
 
-    let strategy = (0usize..38 + 18 + 2, values(known));
+    let strategy = (0usize..38 + 19 + 2, values(known));
     let mut runner = runner(CASES);
     let mut refused = std::collections::BTreeMap::<String, u32>::new();
     let mut accepted = 0;
@@ -461,7 +467,7 @@ async fn well_formed_but_wrong_commands_and_queries_get_coded_errors() {
                 idempotency_key: if v.b { v.s[3].clone() } else { String::new() },
                 kind: Some(command(which, v)),
             }),
-            38..=55 => In::Query(v1::Query {
+            38..=56 => In::Query(v1::Query {
                 kind: Some(query(which - 38, v)),
             }),
             _ => In::Batch(v1::Batch {

@@ -498,3 +498,72 @@ async fn list_work_items_pages_through_every_item_once_and_searches_titles() {
         .unwrap();
     assert_eq!(titles_of(found), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn search_across_projects_over_the_wire_shows_only_the_callers_projects() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let (mut bob, _) = app.client("acme", "bob").await;
+    let pm = alice.create_project("PM").await;
+    let ops = alice.create_project("OPS").await;
+    let secret = bob.create_project("SEC").await;
+    alice.create_item(&pm.id, "Okapi sighting report").await;
+    alice.create_item(&ops.id, "Feed the okapi").await;
+    alice.create_item(&pm.id, "Unrelated").await;
+    bob.create_item(&secret.id, "Okapi budget").await;
+
+    let search = |text: &str| {
+        Q::Search(v1::Search {
+            text: text.into(),
+            ..Default::default()
+        })
+    };
+    let QR::SearchResult(found) = alice.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    let mut keys: Vec<&str> = found.items.iter().map(|h| h.display_key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["OPS-1", "PM-1"]);
+    assert_eq!(found.as_of_seq, 6);
+    let report = found
+        .items
+        .iter()
+        .find(|h| h.display_key == "PM-1")
+        .unwrap();
+    assert_eq!(report.title, "Okapi sighting report");
+    assert_eq!(report.entity_type(), v1::EntityType::WorkItem);
+    assert_eq!(
+        report.snippet,
+        vec![
+            v1::SnippetPart {
+                text: "Okapi".into(),
+                matched: true
+            },
+            v1::SnippetPart {
+                text: " sighting report".into(),
+                matched: false
+            },
+        ]
+    );
+
+    let QR::SearchResult(bobs) = bob.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    let keys: Vec<&str> = bobs.items.iter().map(|h| h.display_key.as_str()).collect();
+    assert_eq!(keys, vec!["SEC-1"]);
+
+    let (mut mallory, _) = app.client("acme", "mallory").await;
+    let QR::SearchResult(none) = mallory.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    assert_eq!(none.items, vec![]);
+    let refused = mallory
+        .query(Q::Search(v1::Search {
+            text: "okapi".into(),
+            project_id: pm.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), v1::ErrorCode::NotFound);
+}

@@ -545,6 +545,14 @@ pub fn probes(project_id: &str, item_id: &str, display_key: &str) -> Vec<(&'stat
             })),
         ),
         (
+            "Search in the project",
+            query(Q::Search(v1::Search {
+                text: "secret".into(),
+                project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
             "ListSwimLanes",
             query(Q::ListSwimLanes(v1::ListSwimLanes {
                 project_id: project_id.into(),
