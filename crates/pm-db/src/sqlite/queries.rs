@@ -147,8 +147,9 @@ pub(crate) async fn run(
         Q::ListDependencies(q) => {
             let project_id = r.project("project_id", &q.project_id).await?.0;
             let work_item = optional_id("work_item_id", q.work_item_id.as_deref())?;
-            let direction = v1::DependencyDirection::try_from(q.direction)
-                .map_err(|_| Error::invalid("direction", format!("unknown value {}", q.direction)))?;
+            let direction = v1::DependencyDirection::try_from(q.direction).map_err(|_| {
+                Error::invalid("direction", format!("unknown value {}", q.direction))
+            })?;
             let sides: &[&str] = match direction {
                 v1::DependencyDirection::Unspecified | v1::DependencyDirection::Both => {
                     &["t.blocking_item_id", "t.blocked_item_id"]

@@ -109,10 +109,7 @@ async fn status_counts(
         .map(|row| {
             Ok((
                 row.try_get::<String, _>("status")?,
-                (
-                    count(row.try_get("items")?),
-                    count(row.try_get("points")?),
-                ),
+                (count(row.try_get("items")?), count(row.try_get("points")?)),
             ))
         })
         .collect()
@@ -350,9 +347,8 @@ impl Reader<'_> {
     }
 
     pub(super) async fn time_totals(&mut self, q: v1::GetTimeTotals) -> Result<R> {
-        let group = v1::TimeGrouping::try_from(q.group_by).map_err(|_| {
-            Error::invalid("group_by", format!("unknown value {}", q.group_by))
-        })?;
+        let group = v1::TimeGrouping::try_from(q.group_by)
+            .map_err(|_| Error::invalid("group_by", format!("unknown value {}", q.group_by)))?;
         let work_item = optional_id("work_item_id", q.work_item_id.as_deref())?;
         let sprint = optional_id("sprint_id", q.sprint_id.as_deref())?;
         let user = q

@@ -278,7 +278,8 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
         (1, 1, 0)
     );
     assert_eq!(
-        status.target_version, embedded(),
+        status.target_version,
+        embedded(),
         "opens went back to the old set"
     );
     assert!(
@@ -307,9 +308,7 @@ async fn a_directory_that_changes_an_applied_migration_is_refused() {
     let migrations = migrations_copy();
     let env = env_with(migrations.path());
     let tenant = env.tenant("a").await;
-    let initial = migrations
-        .path()
-        .join(format!("{INITIAL}_initial.sql"));
+    let initial = migrations.path().join(format!("{INITIAL}_initial.sql"));
     let mut sql = std::fs::read_to_string(&initial).unwrap();
     sql.push_str("\n-- edited\n");
     std::fs::write(&initial, sql).unwrap();

@@ -262,6 +262,14 @@ pub(super) async fn restore(cx: &mut Cx<'_>, c: &v1::RestoreWorkItem) -> Result<
     Ok(applied.warned(warnings))
 }
 
+/// "1 work item", "2 work items".
+fn work_items(count: u64) -> String {
+    match count {
+        1 => "1 work item".to_owned(),
+        n => format!("{n} work items"),
+    }
+}
+
 /// The live lanes of a project whose WIP limit is enforced, from the cache or one query.
 async fn enforced_lanes(cx: &mut Cx<'_>, project_id: &str) -> Result<Vec<EnforcedLane>> {
     if let Some(lanes) = cx.cache.lanes.get(project_id) {
@@ -294,9 +302,7 @@ async fn enforced_lanes(cx: &mut Cx<'_>, project_id: &str) -> Result<Vec<Enforce
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    cx.cache
-        .lanes
-        .insert(project_id.to_owned(), lanes.clone());
+    cx.cache.lanes.insert(project_id.to_owned(), lanes.clone());
     Ok(lanes)
 }
 
@@ -305,11 +311,7 @@ async fn enforced_lanes(cx: &mut Cx<'_>, project_id: &str) -> Result<Vec<Enforce
 /// would take over its limit refuses the change with `FAILED_PRECONDITION`; each `warn` lane
 /// it takes over its limit adds a warning. Costs nothing for a project without enforced
 /// lanes in that status (cached); otherwise one count.
-async fn enter_lanes(
-    cx: &mut Cx<'_>,
-    project_id: &str,
-    status: i32,
-) -> Result<Vec<v1::Warning>> {
+async fn enter_lanes(cx: &mut Cx<'_>, project_id: &str, status: i32) -> Result<Vec<v1::Warning>> {
     let Ok(Some(status)) = convert::work_item_status("status", status) else {
         // Unknown or unset: the row's rules refuse it.
         return Ok(Vec::new());
@@ -339,9 +341,10 @@ async fn enter_lanes(
     let over = |lane: &EnforcedLane| present + 1 > u64::from(lane.limit);
     if let Some(lane) = lanes.iter().find(|lane| lane.refuse && over(lane)) {
         return Err(Error::FailedPrecondition(format!(
-            "swim lane \"{}\" holds {present} work items and its WIP limit is {}; move one \
-             out first",
-            lane.name, lane.limit
+            "swim lane \"{}\" holds {} and its WIP limit is {}; move one out first",
+            lane.name,
+            work_items(present),
+            lane.limit
         )));
     }
     Ok(lanes
@@ -350,9 +353,9 @@ async fn enter_lanes(
         .map(|lane| v1::Warning {
             code: v1::WarningCode::WipLimitExceeded.into(),
             message: format!(
-                "swim lane \"{}\" is over its WIP limit: {} work items, limit {}",
+                "swim lane \"{}\" is over its WIP limit: {}, limit {}",
                 lane.name,
-                present + 1,
+                work_items(present + 1),
                 lane.limit
             ),
             entity_id: lane.id.clone(),
