@@ -13,7 +13,7 @@ use prost::Message;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::pages::{bad_token, decode_token, encode_token, list, Key};
-use super::{changelog, records};
+use super::{changelog, read_model, records};
 use crate::engine::SubscriptionSnapshot;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -46,6 +46,10 @@ pub(crate) async fn run(
             })
         }
         Q::ListProjects(q) => r.list_projects(q).await?,
+        Q::GetBoardSummary(q) => r.board_summary(q).await?,
+        Q::GetWorkItemHierarchy(q) => r.hierarchy(q).await?,
+        Q::GetRunningTimer(_) => r.running_timer().await?,
+        Q::GetTimeTotals(q) => r.time_totals(q).await?,
         Q::ListMembers(q) => {
             let project_id = r.project("project_id", &q.project_id).await?.0;
             let (items, next_page_token) =
@@ -64,15 +68,10 @@ pub(crate) async fn run(
                 as_of_seq,
             })
         }
-        Q::GetWorkItem(q) => {
-            let mut items = [r.get_work_item(q).await?];
-            assignee_names(r.conn, &mut items).await?;
-            let [work_item] = items;
-            R::GetWorkItemResult(v1::GetWorkItemResult {
-                work_item: Some(work_item),
-                as_of_seq,
-            })
-        }
+        Q::GetWorkItem(q) => R::GetWorkItemResult(v1::GetWorkItemResult {
+            work_item: Some(r.get_work_item(q).await?),
+            as_of_seq,
+        }),
         Q::ListWorkItems(q) => r.list_work_items(q).await?,
         Q::GetSprint(q) => R::GetSprintResult(v1::GetSprintResult {
             sprint: Some(r.get("id", &q.id).await?.0),
@@ -155,15 +154,39 @@ pub(crate) async fn run(
         Q::ListDependencies(q) => {
             let project_id = r.project("project_id", &q.project_id).await?.0;
             let work_item = optional_id("work_item_id", q.work_item_id.as_deref())?;
+            let direction = v1::DependencyDirection::try_from(q.direction).map_err(|_| {
+                Error::invalid("direction", format!("unknown value {}", q.direction))
+            })?;
+            let sides: &[&str] = match direction {
+                v1::DependencyDirection::Unspecified | v1::DependencyDirection::Both => {
+                    &["t.blocking_item_id", "t.blocked_item_id"]
+                }
+                v1::DependencyDirection::Blocking => &["t.blocking_item_id"],
+                v1::DependencyDirection::BlockedBy => &["t.blocked_item_id"],
+            };
+            if work_item.is_none() && sides.len() == 1 {
+                return Err(Error::invalid(
+                    "direction",
+                    "needs work_item_id: the item whose side it names",
+                ));
+            }
+            let dependency_type =
+                convert::dependency_type("dependency_type", q.dependency_type.unwrap_or_default())?;
             let (items, next_page_token) =
                 list::<v1::Dependency>(r.conn, &["t.created_at", "t.id"], q.page.as_ref(), |b| {
                     b.push(" AND t.project_id = ").push_bind(project_id);
                     if let Some(id) = work_item {
-                        b.push(" AND (t.blocking_item_id = ")
-                            .push_bind(id.clone())
-                            .push(" OR t.blocked_item_id = ")
-                            .push_bind(id)
-                            .push(")");
+                        b.push(" AND (");
+                        for (i, side) in sides.iter().enumerate() {
+                            if i > 0 {
+                                b.push(" OR ");
+                            }
+                            b.push(format_args!("{side} = ")).push_bind(id.clone());
+                        }
+                        b.push(")");
+                    }
+                    if let Some(kind) = dependency_type {
+                        b.push(" AND t.dependency_type = ").push_bind(kind.as_str());
                     }
                     live_only(b, q.include_deleted);
                 })
@@ -296,7 +319,7 @@ async fn names<'i>(
 }
 
 /// Fills in `assignee_name` of `items`.
-async fn assignee_names(conn: &mut SqliteConnection, items: &mut [v1::WorkItem]) -> Result<()> {
+pub(super) async fn assignee_names(conn: &mut SqliteConnection, items: &mut [v1::WorkItem]) -> Result<()> {
     let names = names(conn, items.iter().filter_map(|w| w.assignee_id.as_deref())).await?;
     for item in items {
         if let Some(name) = item.assignee_id.as_ref().and_then(|a| names.get(a)) {
@@ -326,19 +349,20 @@ pub(crate) async fn known_users(
         .collect()
 }
 
-struct Reader<'a> {
-    conn: &'a mut SqliteConnection,
-    actor: &'a UserId,
-    as_of_seq: u64,
+/// One query's read transaction, as `actor`, and the change number it reads as of.
+pub(super) struct Reader<'a> {
+    pub(super) conn: &'a mut SqliteConnection,
+    pub(super) actor: &'a UserId,
+    pub(super) as_of_seq: u64,
 }
 
-fn live_only(b: &mut QueryBuilder<'_, Sqlite>, include_deleted: bool) {
+pub(super) fn live_only(b: &mut QueryBuilder<'_, Sqlite>, include_deleted: bool) {
     if !include_deleted {
         b.push(" AND t.deleted_at IS NULL");
     }
 }
 
-fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
+pub(super) fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
     Ok(raw
         .map(|id| EntityId::parse(field, id))
         .transpose()?
@@ -370,7 +394,7 @@ impl Reader<'_> {
     }
 
     /// A project id from the request that the caller is a member of: (id, key).
-    async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
+    pub(super) async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let (_, key) = self
             .membership(&id)
@@ -380,7 +404,7 @@ impl Reader<'_> {
     }
 
     /// An entity by id, deleted or not, if the caller may see its project.
-    async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
+    pub(super) async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let not_found = || Error::NotFound(format!("{} not found", T::NAME));
         let record: T = records::find(&mut *self.conn, &id)
@@ -418,7 +442,11 @@ impl Reader<'_> {
             }
         };
         let (item, key) = self.get::<v1::WorkItem>("id", &id).await?;
-        Ok(item.with_project_key(&key))
+        let mut items = [item.with_project_key(&key)];
+        read_model::fill_blocked(self.conn, &mut items).await?;
+        assignee_names(self.conn, &mut items).await?;
+        let [item] = items;
+        Ok(item)
     }
 
     async fn list_projects(&mut self, q: v1::ListProjects) -> Result<R> {
@@ -517,6 +545,7 @@ impl Reader<'_> {
             .into_iter()
             .map(|item| item.with_project_key(&key))
             .collect();
+        read_model::fill_blocked(self.conn, &mut items).await?;
         assignee_names(self.conn, &mut items).await?;
         Ok(R::ListWorkItemsResult(v1::ListWorkItemsResult {
             items,

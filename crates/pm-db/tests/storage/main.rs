@@ -32,6 +32,9 @@
 //! - `wal`: checkpoints leave a quiet or closed tenant without a WAL on disk.
 //! - `export`: JSON Lines export and validated, all-or-nothing import (its source tenant is
 //!   built in `export::fixture`).
+//! - `read_model`: the cancelled status, the derived `blocked` flag, WIP policies, and the
+//!   board summary, hierarchy, running timer, time totals and dependency reads; a tenant from
+//!   before them, migrated.
 //! - `real_data`: the real shared export (`../shared/data/`) replayed through commands and
 //!   read back.
 
@@ -52,6 +55,7 @@ mod migrations;
 mod pagination;
 mod people;
 mod permissions;
+mod read_model;
 mod real_data;
 mod retention;
 mod rules;
