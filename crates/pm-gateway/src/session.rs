@@ -459,21 +459,22 @@ impl Session {
             self.app.verifier.verify(&refresh.token).map_err(|e| {
                 v1::Error::new(v1::ErrorCode::Unauthenticated, e.to_string(), "token")
             })?;
-        let mut current = self
-            .identity
-            .lock()
-            .expect("identity lock is never poisoned");
-        if identity.tenant != current.tenant || identity.user != current.user {
-            return Err(v1::Error::new(
-                v1::ErrorCode::PermissionDenied,
-                "the token is for another tenant or user",
-                "token",
-            ));
-        }
         let expires_at = identity.expires_at_ms;
         let profile = profile(&identity);
-        *current = identity;
-        drop(current);
+        {
+            let mut current = self
+                .identity
+                .lock()
+                .expect("identity lock is never poisoned");
+            if identity.tenant != current.tenant || identity.user != current.user {
+                return Err(v1::Error::new(
+                    v1::ErrorCode::PermissionDenied,
+                    "the token is for another tenant or user",
+                    "token",
+                ));
+            }
+            *current = identity;
+        }
         remember(&*self.tenant, &profile).await;
         Ok(Out::RefreshTokenResult(v1::RefreshTokenResult {
             expires_at,

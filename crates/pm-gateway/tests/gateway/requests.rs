@@ -567,3 +567,66 @@ async fn search_across_projects_over_the_wire_shows_only_the_callers_projects() 
         .unwrap_err();
     assert_eq!(code(&refused), v1::ErrorCode::NotFound);
 }
+
+/// (id, name, email) of every user `client` may list.
+async fn list_users(client: &mut Client) -> Vec<(String, String, String)> {
+    match client.query(Q::ListUsers(v1::ListUsers::default())).await.unwrap() {
+        QR::ListUsersResult(r) => r.items.into_iter().map(|u| (u.id, u.name, u.email)).collect(),
+        other => panic!("expected ListUsersResult, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn names_and_emails_from_tokens_are_listed_to_people_who_share_a_project() {
+    let app = spawn_app().await;
+    let signed = |user: &str, extra: serde_json::Value| hs256(&claims("acme", user, extra));
+    let mut alice = Client::connect(app.addr).await;
+    alice
+        .hello(&signed(
+            "alice",
+            serde_json::json!({"name": "Alice Liddell", "email": "alice@example.com"}),
+        ))
+        .await;
+    let mut bob = Client::connect(app.addr).await;
+    bob.hello(&signed("bob", serde_json::json!({"name": "Bob"})))
+        .await;
+    let project = alice.create_project("PM").await;
+    alice
+        .add_member(&project.id, "bob", v1::ProjectRole::Editor)
+        .await;
+
+    let owned = |v: &[(&str, &str, &str)]| {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list_users(&mut bob).await,
+        owned(&[
+            ("alice", "Alice Liddell", "alice@example.com"),
+            ("bob", "Bob", ""),
+        ])
+    );
+
+    // A refreshed token with a new name is what others see from then on.
+    let refreshed = bob
+        .request(In::RefreshToken(v1::RefreshToken {
+            token: signed("bob", serde_json::json!({"name": "Robert Paulson"})),
+        }))
+        .await;
+    assert!(matches!(refreshed, Out::RefreshTokenResult(_)), "{refreshed:?}");
+    assert_eq!(
+        list_users(&mut alice).await,
+        owned(&[
+            ("alice", "Alice Liddell", "alice@example.com"),
+            ("bob", "Robert Paulson", ""),
+        ])
+    );
+
+    // Someone who is in no project sees nobody, not even themselves.
+    let mut mallory = Client::connect(app.addr).await;
+    mallory
+        .hello(&signed("mallory", serde_json::json!({"name": "M"})))
+        .await;
+    assert_eq!(list_users(&mut mallory).await, owned(&[]));
+}
