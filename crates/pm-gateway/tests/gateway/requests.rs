@@ -524,7 +524,7 @@ async fn search_across_projects_over_the_wire_shows_only_the_callers_projects() 
     let mut keys: Vec<&str> = found.items.iter().map(|h| h.display_key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, vec!["OPS-1", "PM-1"]);
-    assert_eq!(found.as_of_seq, 6);
+    assert_eq!(found.as_of_seq, 10);
     let report = found
         .items
         .iter()
