@@ -1502,3 +1502,63 @@ async fn a_tenant_from_before_the_read_model_keeps_its_rows_links_and_search() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn an_export_from_before_wip_policies_imports_its_lanes_with_none() {
+    use pm_db::export::ImportOptions;
+    use pm_db::sqlite::transfer::{export_tenant, import_tenant};
+
+    let source = TestEnv::new();
+    let tenant = source.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    let old_lane = lane(
+        &tenant,
+        &project.id,
+        "Doing",
+        S::InProgress,
+        0,
+        Some(2),
+        v1::WipPolicy::Unspecified,
+    )
+    .await;
+    drop(tenant);
+    source.engine.close_idle().await;
+    let mut out = Vec::new();
+    export_tenant(source.engine.config(), &acme(), &mut out)
+        .await
+        .unwrap();
+
+    // As the previous schema wrote it: no `wipPolicy`.
+    let lines: Vec<String> = std::str::from_utf8(&out)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+            if i == 0 {
+                value["schema_version"] = 20261121000001i64.into();
+            } else if value["kind"] == "swim_lane" {
+                let data = value["data"].as_object_mut().unwrap();
+                assert_eq!(data.remove("wipPolicy"), Some("WIP_POLICY_NONE".into()));
+            }
+            value.to_string()
+        })
+        .collect();
+    let old = lines.join("\n") + "\n";
+
+    let target = TestEnv::new();
+    import_tenant(
+        target.engine.config(),
+        &acme(),
+        old.as_bytes(),
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    let tenant = target.tenant("acme").await;
+    let lane = get::<v1::SwimLane>(&tenant, &ALICE, &old_lane.id)
+        .await
+        .unwrap();
+    assert_eq!(lane, old_lane);
+    assert_eq!(lane.wip_policy, i32::from(v1::WipPolicy::None));
+}
