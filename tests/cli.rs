@@ -576,8 +576,14 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
         stdout(&output),
         "acme: current\n\
          \x20 applied  20261121000001 initial\n\
-         fresh: 1 pending\n\
+         \x20 applied  20261129120000 board read model\n\
+         \x20 applied  20261129130000 search sprints and context\n\
+         \x20 applied  20261129130001 users\n\
+         fresh: 4 pending\n\
          \x20 pending  20261121000001 initial\n\
+         \x20 pending  20261129120000 board read model\n\
+         \x20 pending  20261129130000 search sprints and context\n\
+         \x20 pending  20261129130001 users\n\
          2 tenant(s): 1 current, 1 with pending migrations, 0 failed\n"
     );
 
@@ -599,6 +605,9 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
         stdout(&output),
         "acme: 1 pending\n\
          \x20 applied  20261121000001 initial\n\
+         \x20 applied  20261129120000 board read model\n\
+         \x20 applied  20261129130000 search sprints and context\n\
+         \x20 applied  20261129130001 users\n\
          \x20 pending  20270101000000 work item color\n\
          1 tenant(s): 0 current, 1 with pending migrations, 0 failed\n"
     );
@@ -740,7 +749,7 @@ fn sighup_rolls_out_a_new_migration_and_migrate_and_stats_use_the_directory() {
     assert_eq!(
         (&stats[0]["schema_version"], &stats[0]["migration_pending"]),
         (
-            &serde_json::json!(20261121000001i64),
+            &serde_json::json!(pm_db::sqlite::migrations::embedded_version()),
             &serde_json::json!(true)
         )
     );
@@ -766,7 +775,10 @@ fn sighup_rolls_out_a_new_migration_and_migrate_and_stats_use_the_directory() {
     );
     assert!(output.status.success(), "{}", stdout(&output));
     assert!(
-        stdout(&output).contains("migrated    20261121000001 -> 20270101000000, head_seq=0"),
+        stdout(&output).contains(&format!(
+            "migrated    {} -> 20270101000000, head_seq=0",
+            pm_db::sqlite::migrations::embedded_version()
+        )),
         "{}",
         stdout(&output)
     );
@@ -865,8 +877,9 @@ fn backup_and_restore_while_the_server_serves() {
     assert_eq!(
         stdout(&output),
         format!(
-            "{:<24} restored  head_seq=2, schema=20261121000001\n1 tenant(s): 1 restored, 0 failed\n",
-            "dev"
+            "{:<24} restored  head_seq=2, schema={}\n1 tenant(s): 1 restored, 0 failed\n",
+            "dev",
+            pm_db::sqlite::migrations::embedded_version()
         )
     );
     let output = pm_server(&["tenants", "stats", "--json"], fresh.path());

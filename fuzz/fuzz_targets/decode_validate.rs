@@ -86,6 +86,7 @@ fn command(c: &v1::Command) {
             if let Some(limit) = c.wip_limit {
                 let _ = rules::check_wip_limit(limit);
             }
+            let _ = convert::wip_policy("wip_policy", c.wip_policy);
         }
         _ => {}
     }

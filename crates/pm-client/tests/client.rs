@@ -50,6 +50,7 @@ fn token(user: &str, issuer: Option<&str>) -> String {
         tid: "acme".into(),
         exp: pm_gateway::auth::unix_now() + 3600,
         name: None,
+        email: None,
         nbf: None,
         iss: Some(issuer.into()),
         aud: None,

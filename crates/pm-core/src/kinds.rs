@@ -65,7 +65,14 @@ vocabulary! {
         InProgress => "in_progress",
         Review => "review",
         Done => "done",
+        /// Won't do: closed without being done.
+        Cancelled => "cancelled",
     }
+}
+
+vocabulary! {
+    /// What a swim lane's WIP limit does when a change would take the lane over it.
+    WipPolicy { None => "none", Warn => "warn", Refuse => "refuse" }
 }
 
 vocabulary! {
@@ -125,6 +132,14 @@ vocabulary! {
     }
 }
 
+impl WorkItemStatus {
+    /// Closed statuses: done or cancelled. A closed blocker no longer blocks, and sprint
+    /// progress counts closed items as finished.
+    pub fn is_closed(self) -> bool {
+        matches!(self, WorkItemStatus::Done | WorkItemStatus::Cancelled)
+    }
+}
+
 impl Role {
     /// Whether this role includes the rights of `needed`.
     pub fn allows(self, needed: Role) -> bool {
@@ -145,6 +160,19 @@ mod tests {
             assert_eq!(EntityKind::parse("entity_type", k.as_str()).unwrap(), *k);
         }
         assert_eq!(WorkItemStatus::InProgress.to_string(), "in_progress");
+        for p in WipPolicy::ALL {
+            assert_eq!(WipPolicy::parse("wip_policy", p.as_str()).unwrap(), *p);
+        }
+    }
+
+    #[test]
+    fn done_and_cancelled_are_the_closed_statuses() {
+        let closed: Vec<_> = WorkItemStatus::ALL
+            .iter()
+            .filter(|s| s.is_closed())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(closed, ["done", "cancelled"]);
     }
 
     #[test]

@@ -80,6 +80,50 @@ pub trait Tenant: Send + Sync + Debug {
     /// The live projects `user` is a member of, the head seq they are as of and the oldest
     /// retained seq, all from one snapshot: where a subscription starts.
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot>;
+
+    /// Records who a user says they are (their token's claims, on Hello and RefreshToken),
+    /// for `ListUsers` and the names queries show. Writes only when it changed.
+    async fn remember_user(&self, profile: &UserProfile) -> Result<()>;
+}
+
+/// A user as their token describes them: see [`Tenant::remember_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    /// The token's `sub`.
+    pub id: UserId,
+    /// The `name` claim, at most [`UserProfile::MAX_NAME_CHARS`] characters (empty: none).
+    pub name: String,
+    /// The `email` claim, if it looks like one.
+    pub email: Option<String>,
+}
+
+impl UserProfile {
+    /// Longest name kept; a longer one is cut.
+    pub const MAX_NAME_CHARS: usize = 200;
+    /// Longest email kept; a longer one, or one without an `@`, is left out.
+    pub const MAX_EMAIL_BYTES: usize = 320;
+
+    /// A profile from token claims, tidied: control characters dropped, the name cut to its
+    /// limit, an email that does not look like one left out (a token's claims are not
+    /// validated by its issuer for us).
+    pub fn from_claims(id: UserId, name: Option<&str>, email: Option<&str>) -> UserProfile {
+        let name: String = name
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(Self::MAX_NAME_CHARS)
+            .collect();
+        let email = email.map(str::trim).filter(|e| {
+            (3..=Self::MAX_EMAIL_BYTES).contains(&e.len())
+                && e.contains('@')
+                && !e.chars().any(|c| c.is_control() || c.is_whitespace())
+        });
+        UserProfile {
+            id,
+            name: name.trim().to_owned(),
+            email: email.map(str::to_owned),
+        }
+    }
 }
 
 /// Where a subscription starts: see [`Tenant::subscription_snapshot`].

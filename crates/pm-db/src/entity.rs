@@ -371,6 +371,7 @@ impl Entity for v1::SwimLane {
         if let Some(limit) = self.wip_limit {
             rules::check_wip_limit(limit)?;
         }
+        check_enum("wip_policy", self.wip_policy, convert::wip_policy)?;
         check_audit(self)
     }
 

@@ -243,8 +243,9 @@ impl Dataset {
                 "sprint" => data.sprints.push((line, parse_data(line, kind, raw.data)?)),
                 "work_item" => {
                     let mut item: v1::WorkItem = parse_data(line, kind, raw.data)?;
-                    // Derived from the project key; never stored.
+                    // Derived (from the project key, from dependencies); never stored.
                     item.display_key.clear();
+                    item.blocked = None;
                     data.items.push((line, item));
                 }
                 "comment" => data
@@ -256,7 +257,15 @@ impl Dataset {
                 "dependency" => data
                     .dependencies
                     .push((line, parse_data(line, kind, raw.data)?)),
-                "swim_lane" => data.lanes.push((line, parse_data(line, kind, raw.data)?)),
+                "swim_lane" => {
+                    let mut lane: v1::SwimLane = parse_data(line, kind, raw.data)?;
+                    // Exports from before WIP policies (schema 20261121000001) name none:
+                    // those lanes have the default.
+                    if lane.wip_policy == i32::from(v1::WipPolicy::Unspecified) {
+                        lane.wip_policy = v1::WipPolicy::None.into();
+                    }
+                    data.lanes.push((line, lane));
+                }
                 "llm_context" => data
                     .contexts
                     .push((line, parse_data(line, kind, raw.data)?)),

@@ -23,6 +23,7 @@ pub mod sqlite;
 
 pub use engine::{
     Engine, EngineFigures, RolloutReport, SchemaChange, SchemaStatus, SubscriptionSnapshot, Tenant,
+    UserProfile,
 };
 pub use error::{Error, Result};
 pub use events::{CommittedEvent, EventFilter, Retention, StoredEvent};

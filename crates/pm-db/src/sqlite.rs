@@ -9,7 +9,9 @@
 //!   it in groups; `group`: one group's transaction.
 //! - `commands`: each command applied inside the writer's transaction (one module per
 //!   command group); `records`: rows in and out of SQLite.
-//! - `queries`: reads with `as_of_seq`, through the read pool; `pages`: keyset pagination.
+//! - `queries`: reads with `as_of_seq`, through the read pool; `pages`: keyset pagination;
+//!   `read_model`: the board's derived reads (summary, hierarchy, timers, time totals, the
+//!   `blocked` flag).
 //! - `changelog`: the change log's SQL (append, range reads, retention).
 //! - `idempotency`: answers to commands sent with an idempotency key.
 //! - `checkpoint`: WAL checkpoints off the writer's path.
@@ -34,6 +36,7 @@ mod pages;
 mod pending;
 mod queries;
 mod queue;
+mod read_model;
 mod records;
 mod rollout;
 pub mod tenant;

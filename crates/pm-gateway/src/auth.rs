@@ -1,5 +1,5 @@
 //! Tokens: JWTs with `sub` (user id), `tid` (tenant id), `exp` (required) and optional
-//! `name`. The algorithm is pinned by configuration: a token that names another algorithm
+//! `name` and `email` (kept as the user's profile: see `Tenant::remember_user`). The algorithm is pinned by configuration: a token that names another algorithm
 //! (including `none`) is refused before its signature is looked at.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +25,9 @@ pub struct Claims {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Email address, shown to people who share a project with the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// Not valid before, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
@@ -45,6 +48,8 @@ pub struct Identity {
     pub user: UserId,
     /// Display name, if any.
     pub name: Option<String>,
+    /// Email address, if any.
+    pub email: Option<String>,
     /// Expiry, Unix milliseconds.
     pub expires_at_ms: i64,
 }
@@ -186,6 +191,7 @@ impl Verifier {
             tenant,
             user,
             name: claims.name,
+            email: claims.email,
             expires_at_ms: i64::try_from(claims.exp)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
@@ -211,6 +217,7 @@ pub fn mint_hs256(
         tid: tenant.as_str().to_owned(),
         exp: unix_now() + ttl.as_secs(),
         name: name.map(str::to_owned),
+        email: None,
         nbf: None,
         iss: None,
         aud: None,

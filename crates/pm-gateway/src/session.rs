@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
-use pm_db::Tenant;
+use pm_db::{Tenant, UserProfile};
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -201,6 +201,7 @@ async fn hello(
                 Close::TenantUnavailable("the tenant cannot be opened now; retry later".into())
             }
         })?;
+    remember(&*tenant, &profile(&identity)).await;
     let welcome = connection::frame(Body::Welcome(v1::Welcome {
         connection_id: connection_id.to_owned(),
         user_id: identity.user.as_str().to_owned(),
@@ -227,6 +228,29 @@ async fn hello(
     };
     Ok(Arc::new(session))
 }
+
+/// The profile a token's claims describe.
+fn profile(identity: &Identity) -> UserProfile {
+    UserProfile::from_claims(
+        identity.user.clone(),
+        identity.name.as_deref(),
+        identity.email.as_deref(),
+    )
+}
+
+/// Keeps the user's profile up to date. A failure only costs a stale name, so the session
+/// goes on; the storage fault itself shows in the tenant's health and metrics.
+async fn remember(tenant: &dyn Tenant, profile: &UserProfile) {
+    // Never holds up a session for long: a busy writer only delays the name.
+    match tokio::time::timeout(REMEMBER_TIMEOUT, tenant.remember_user(profile)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "the user's profile was not recorded"),
+        Err(_) => tracing::debug!("recording the user's profile timed out"),
+    }
+}
+
+/// How long Hello and RefreshToken wait for the user's profile to be recorded.
+const REMEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Session {
     fn identity(&self) -> Identity {
@@ -398,7 +422,7 @@ impl Session {
                     self.subscription.lock().await.take();
                     Ok(Out::UnsubscribeResult(v1::UnsubscribeResult {}))
                 }
-                In::RefreshToken(refresh) => self.refresh(refresh),
+                In::RefreshToken(refresh) => self.refresh(refresh).await,
                 In::Hello(_) => Err(v1::Error::new(
                     v1::ErrorCode::InvalidArgument,
                     "already authenticated",
@@ -430,24 +454,28 @@ impl Session {
         }
     }
 
-    fn refresh(&self, refresh: v1::RefreshToken) -> Result<Out, v1::Error> {
+    async fn refresh(&self, refresh: v1::RefreshToken) -> Result<Out, v1::Error> {
         let identity =
             self.app.verifier.verify(&refresh.token).map_err(|e| {
                 v1::Error::new(v1::ErrorCode::Unauthenticated, e.to_string(), "token")
             })?;
-        let mut current = self
-            .identity
-            .lock()
-            .expect("identity lock is never poisoned");
-        if identity.tenant != current.tenant || identity.user != current.user {
-            return Err(v1::Error::new(
-                v1::ErrorCode::PermissionDenied,
-                "the token is for another tenant or user",
-                "token",
-            ));
-        }
         let expires_at = identity.expires_at_ms;
-        *current = identity;
+        let profile = profile(&identity);
+        {
+            let mut current = self
+                .identity
+                .lock()
+                .expect("identity lock is never poisoned");
+            if identity.tenant != current.tenant || identity.user != current.user {
+                return Err(v1::Error::new(
+                    v1::ErrorCode::PermissionDenied,
+                    "the token is for another tenant or user",
+                    "token",
+                ));
+            }
+            *current = identity;
+        }
+        remember(&*self.tenant, &profile).await;
         Ok(Out::RefreshTokenResult(v1::RefreshTokenResult {
             expires_at,
         }))

@@ -45,7 +45,12 @@ enum_mapping! {
     /// Reads a wire `WorkItemStatus`.
     work_item_status: WorkItemStatus <=> WorkItemStatus {
         Backlog <=> Backlog, Todo <=> Todo, InProgress <=> InProgress, Review <=> Review, Done <=> Done,
+        Cancelled <=> Cancelled,
     }
+}
+enum_mapping! {
+    /// Reads a wire `WipPolicy`.
+    wip_policy: WipPolicy <=> WipPolicy { None <=> None, Warn <=> Warn, Refuse <=> Refuse }
 }
 enum_mapping! {
     /// Reads a wire `Priority`.
@@ -121,5 +126,13 @@ mod tests {
             Error::invalid("item_type", "is required")
         );
         assert_eq!(wire::<_, v1::Priority>(kinds::Priority::High), 3);
+        assert_eq!(
+            wire::<_, v1::WorkItemStatus>(kinds::WorkItemStatus::Cancelled),
+            6
+        );
+        for policy in kinds::WipPolicy::ALL {
+            let raw: i32 = v1::WipPolicy::from(*policy).into();
+            assert_eq!(wip_policy("wip_policy", raw).unwrap(), Some(*policy));
+        }
     }
 }

@@ -131,6 +131,7 @@ mod json_tests {
                 seq: 3,
                 entity: None,
                 replayed: true,
+                warnings: vec![],
             })),
         };
         assert_eq!(

@@ -287,6 +287,7 @@ vocabulary!(
     Priority <=> Priority via priority,
     SprintStatus <=> SprintStatus via sprint_status,
     DependencyType <=> DependencyType via dependency_type,
+    WipPolicy <=> WipPolicy via wip_policy,
     LlmContextCategory <=> LlmContextCategory via llm_context_category,
 );
 
@@ -376,6 +377,7 @@ columns!(SwimLane {
     status: (WorkItemStatus),
     position: small,
     wip_limit: opt_small,
+    wip_policy: (WipPolicy),
 });
 
 columns!(LlmContext {

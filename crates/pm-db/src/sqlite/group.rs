@@ -85,6 +85,7 @@ impl Group {
             seq: self.head(),
             entity: Some(v1::Entity::of(applied.entity)),
             replayed: false,
+            warnings: applied.warnings,
         }
     }
 

@@ -3,6 +3,8 @@
 //! client may subscribe from exactly there. Users see only projects they are members of:
 //! everything else is `NOT_FOUND` or simply not listed.
 
+use std::collections::{BTreeSet, HashMap};
+
 use pm_core::kinds::Role;
 use pm_core::rules::page;
 use pm_core::{text, EntityId, UserId};
@@ -11,7 +13,7 @@ use prost::Message;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::pages::{bad_token, decode_token, encode_token, list, Key};
-use super::{changelog, records};
+use super::{changelog, read_model, records};
 use crate::engine::SubscriptionSnapshot;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -44,6 +46,10 @@ pub(crate) async fn run(
             })
         }
         Q::ListProjects(q) => r.list_projects(q).await?,
+        Q::GetBoardSummary(q) => r.board_summary(q).await?,
+        Q::GetWorkItemHierarchy(q) => r.hierarchy(q).await?,
+        Q::GetRunningTimer(_) => r.running_timer().await?,
+        Q::GetTimeTotals(q) => r.time_totals(q).await?,
         Q::ListMembers(q) => {
             let project_id = r.project("project_id", &q.project_id).await?.0;
             let (items, next_page_token) =
@@ -51,6 +57,11 @@ pub(crate) async fn run(
                     b.push(" AND t.project_id = ").push_bind(project_id);
                 })
                 .await?;
+            let mut items: Vec<v1::ProjectMember> = items;
+            let names = names(r.conn, items.iter().map(|m| m.user_id.as_str())).await?;
+            for member in &mut items {
+                member.display_name = names.get(&member.user_id).cloned().unwrap_or_default();
+            }
             R::ListMembersResult(v1::ListMembersResult {
                 items,
                 next_page_token,
@@ -143,15 +154,39 @@ pub(crate) async fn run(
         Q::ListDependencies(q) => {
             let project_id = r.project("project_id", &q.project_id).await?.0;
             let work_item = optional_id("work_item_id", q.work_item_id.as_deref())?;
+            let direction = v1::DependencyDirection::try_from(q.direction).map_err(|_| {
+                Error::invalid("direction", format!("unknown value {}", q.direction))
+            })?;
+            let sides: &[&str] = match direction {
+                v1::DependencyDirection::Unspecified | v1::DependencyDirection::Both => {
+                    &["t.blocking_item_id", "t.blocked_item_id"]
+                }
+                v1::DependencyDirection::Blocking => &["t.blocking_item_id"],
+                v1::DependencyDirection::BlockedBy => &["t.blocked_item_id"],
+            };
+            if work_item.is_none() && sides.len() == 1 {
+                return Err(Error::invalid(
+                    "direction",
+                    "needs work_item_id: the item whose side it names",
+                ));
+            }
+            let dependency_type =
+                convert::dependency_type("dependency_type", q.dependency_type.unwrap_or_default())?;
             let (items, next_page_token) =
                 list::<v1::Dependency>(r.conn, &["t.created_at", "t.id"], q.page.as_ref(), |b| {
                     b.push(" AND t.project_id = ").push_bind(project_id);
                     if let Some(id) = work_item {
-                        b.push(" AND (t.blocking_item_id = ")
-                            .push_bind(id.clone())
-                            .push(" OR t.blocked_item_id = ")
-                            .push_bind(id)
-                            .push(")");
+                        b.push(" AND (");
+                        for (i, side) in sides.iter().enumerate() {
+                            if i > 0 {
+                                b.push(" OR ");
+                            }
+                            b.push(format_args!("{side} = ")).push_bind(id.clone());
+                        }
+                        b.push(")");
+                    }
+                    if let Some(kind) = dependency_type {
+                        b.push(" AND t.dependency_type = ").push_bind(kind.as_str());
                     }
                     live_only(b, q.include_deleted);
                 })
@@ -204,6 +239,8 @@ pub(crate) async fn run(
             })
         }
         Q::ListActivity(q) => r.list_activity(q).await?,
+        Q::Search(q) => r.search(q).await?,
+        Q::ListUsers(q) => r.list_users(q).await?,
     };
     // Read-only: nothing to commit; ending the transaction releases the snapshot.
     tx.rollback().await?;
@@ -259,19 +296,73 @@ pub(crate) async fn subscription_snapshot(
     Ok(snapshot)
 }
 
-struct Reader<'a> {
-    conn: &'a mut SqliteConnection,
-    actor: &'a UserId,
-    as_of_seq: u64,
+/// The display names of `ids` that have a profile (see `Tenant::remember_user`), in one
+/// statement.
+async fn names<'i>(
+    conn: &mut SqliteConnection,
+    ids: impl Iterator<Item = &'i str>,
+) -> Result<HashMap<String, String>> {
+    let ids: BTreeSet<&str> = ids.filter(|id| !id.is_empty()).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut b = QueryBuilder::<Sqlite>::new("SELECT id, name FROM users WHERE name <> '' AND id IN (");
+    let mut list = b.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_owned());
+    }
+    b.push(")");
+    let rows = b.build().fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("name")?)))
+        .collect()
 }
 
-fn live_only(b: &mut QueryBuilder<'_, Sqlite>, include_deleted: bool) {
+/// Fills in `assignee_name` of `items`.
+pub(super) async fn assignee_names(conn: &mut SqliteConnection, items: &mut [v1::WorkItem]) -> Result<()> {
+    let names = names(conn, items.iter().filter_map(|w| w.assignee_id.as_deref())).await?;
+    for item in items {
+        if let Some(name) = item.assignee_id.as_ref().and_then(|a| names.get(a)) {
+            item.assignee_name = name.clone();
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` stored profiles: id → (name, email).
+pub(crate) async fn known_users(
+    pool: &SqlitePool,
+    limit: usize,
+) -> Result<HashMap<String, (String, Option<String>)>> {
+    let mut conn = pool.acquire().await?;
+    let rows = sqlx::query("SELECT id, name, email FROM users LIMIT ?")
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id")?,
+                (row.try_get("name")?, row.try_get("email")?),
+            ))
+        })
+        .collect()
+}
+
+/// One query's read transaction, as `actor`, and the change number it reads as of.
+pub(super) struct Reader<'a> {
+    pub(super) conn: &'a mut SqliteConnection,
+    pub(super) actor: &'a UserId,
+    pub(super) as_of_seq: u64,
+}
+
+pub(super) fn live_only(b: &mut QueryBuilder<'_, Sqlite>, include_deleted: bool) {
     if !include_deleted {
         b.push(" AND t.deleted_at IS NULL");
     }
 }
 
-fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
+pub(super) fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
     Ok(raw
         .map(|id| EntityId::parse(field, id))
         .transpose()?
@@ -303,7 +394,7 @@ impl Reader<'_> {
     }
 
     /// A project id from the request that the caller is a member of: (id, key).
-    async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
+    pub(super) async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let (_, key) = self
             .membership(&id)
@@ -313,7 +404,7 @@ impl Reader<'_> {
     }
 
     /// An entity by id, deleted or not, if the caller may see its project.
-    async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
+    pub(super) async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let not_found = || Error::NotFound(format!("{} not found", T::NAME));
         let record: T = records::find(&mut *self.conn, &id)
@@ -351,7 +442,11 @@ impl Reader<'_> {
             }
         };
         let (item, key) = self.get::<v1::WorkItem>("id", &id).await?;
-        Ok(item.with_project_key(&key))
+        let mut items = [item.with_project_key(&key)];
+        read_model::fill_blocked(self.conn, &mut items).await?;
+        assignee_names(self.conn, &mut items).await?;
+        let [item] = items;
+        Ok(item)
     }
 
     async fn list_projects(&mut self, q: v1::ListProjects) -> Result<R> {
@@ -446,11 +541,251 @@ impl Reader<'_> {
                 live_only(b, q.include_deleted);
             })
             .await?;
-        let items = items
+        let mut items: Vec<v1::WorkItem> = items
             .into_iter()
             .map(|item| item.with_project_key(&key))
             .collect();
+        read_model::fill_blocked(self.conn, &mut items).await?;
+        assignee_names(self.conn, &mut items).await?;
         Ok(R::ListWorkItemsResult(v1::ListWorkItemsResult {
+            items,
+            next_page_token,
+            as_of_seq: self.as_of_seq,
+        }))
+    }
+
+    /// Tenant-wide search, ranked by BM25 (best first), keyset-paged on (rank, kind, id).
+    async fn search(&mut self, q: v1::Search) -> Result<R> {
+        use pm_core::kinds::EntityKind;
+        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
+        let text = fts_query(&q.text)?;
+        let mut kinds = Vec::new();
+        for raw in &q.entity_types {
+            let kind =
+                convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
+            if !matches!(
+                kind,
+                EntityKind::WorkItem | EntityKind::Comment | EntityKind::Sprint | EntityKind::LlmContext
+            ) {
+                return Err(Error::invalid(
+                    "entity_types",
+                    format!(
+                        "{} is not searchable (work_item, comment, sprint, llm_context are)",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            kinds.push(kind);
+        }
+        let wanted = |kind: EntityKind| kinds.is_empty() || kinds.contains(&kind);
+        let project = if q.project_id.is_empty() {
+            None
+        } else {
+            Some(self.project("project_id", &q.project_id).await?.0)
+        };
+        let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 3)?
+            .as_deref()
+        {
+            None => None,
+            Some([Key::Int(bits), Key::Text(kind), Key::Text(id)]) => {
+                Some((f64::from_bits(*bits as u64), kind.clone(), id.clone()))
+            }
+            Some(_) => return Err(bad_token()),
+        };
+
+        // One SELECT per searchable kind, each with its own FTS table and BM25 (titles weigh
+        // more than bodies), restricted to live rows of the caller's live projects.
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "WITH mine AS (SELECT m.project_id FROM project_members AS m \
+             JOIN projects AS p ON p.id = m.project_id \
+             WHERE p.deleted_at IS NULL AND m.user_id = ",
+        );
+        b.push_bind(self.actor.as_str().to_owned());
+        if let Some(project) = project {
+            b.push(" AND m.project_id = ").push_bind(project);
+        }
+        b.push("), hits AS (");
+        let mut first = true;
+        let mut union = |b: &mut QueryBuilder<'_, Sqlite>, select: &str, fts: &str| {
+            if !std::mem::take(&mut first) {
+                b.push(" UNION ALL ");
+            }
+            b.push(select)
+                .push(format_args!(" AND {fts} MATCH "))
+                .push_bind(text.clone());
+        };
+        let snippet = |fts: &str| {
+            format!(
+                "snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16)"
+            )
+        };
+        if wanted(EntityKind::WorkItem) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
+                     w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, {} AS snippet \
+                     FROM work_item_fts JOIN work_items AS w ON w.rowid = work_item_fts.rowid \
+                     WHERE w.deleted_at IS NULL AND w.project_id IN mine",
+                    snippet("work_item_fts")
+                ),
+                "work_item_fts",
+            );
+        }
+        if wanted(EntityKind::Comment) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
+                     w.title, bm25(comment_fts) AS rank, {} AS snippet \
+                     FROM comment_fts JOIN comments AS c ON c.rowid = comment_fts.rowid \
+                     JOIN work_items AS w ON w.id = c.work_item_id \
+                     WHERE c.deleted_at IS NULL AND w.deleted_at IS NULL \
+                     AND c.project_id IN mine",
+                    snippet("comment_fts")
+                ),
+                "comment_fts",
+            );
+        }
+        if wanted(EntityKind::Sprint) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
+                     NULL AS number, s.name AS title, bm25(sprint_fts, 4.0, 1.0) AS rank, \
+                     {} AS snippet \
+                     FROM sprint_fts JOIN sprints AS s ON s.rowid = sprint_fts.rowid \
+                     WHERE s.deleted_at IS NULL AND s.project_id IN mine",
+                    snippet("sprint_fts")
+                ),
+                "sprint_fts",
+            );
+        }
+        if wanted(EntityKind::LlmContext) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
+                     NULL AS number, x.title, bm25(llm_context_fts, 4.0, 1.0) AS rank, \
+                     {} AS snippet \
+                     FROM llm_context_fts JOIN llm_context AS x ON x.rowid = llm_context_fts.rowid \
+                     WHERE x.deleted_at IS NULL AND x.project_id IN mine",
+                    snippet("llm_context_fts")
+                ),
+                "llm_context_fts",
+            );
+        }
+        b.push(
+            ") SELECT h.kind, h.id, h.project_id, h.item_id, h.number, h.title, h.rank, \
+             h.snippet, p.key FROM hits AS h JOIN projects AS p ON p.id = h.project_id",
+        );
+        if let Some((rank, kind, id)) = cursor {
+            b.push(" WHERE h.rank > ")
+                .push_bind(rank)
+                .push(" OR (h.rank = ")
+                .push_bind(rank)
+                .push(" AND (h.kind, h.id) > (")
+                .push_bind(kind)
+                .push(", ")
+                .push_bind(id)
+                .push("))");
+        }
+        b.push(" ORDER BY h.rank, h.kind, h.id LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let mut rows = b.build().fetch_all(&mut *self.conn).await?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            let last = rows.last().expect("a full page has a last row");
+            let rank: f64 = last.try_get("rank")?;
+            encode_token(&[
+                Key::Int(rank.to_bits() as i64),
+                Key::Text(last.try_get("kind")?),
+                Key::Text(last.try_get("id")?),
+            ])
+        } else {
+            String::new()
+        };
+        let items = rows
+            .iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let kind = EntityKind::parse("kind", &kind)
+                    .map_err(|_| Error::Corrupt("unknown search hit kind".into()))?;
+                let number: Option<i64> = row.try_get("number")?;
+                let key: String = row.try_get("key")?;
+                let rank: f64 = row.try_get("rank")?;
+                let snippet: String = row.try_get("snippet")?;
+                Ok(v1::SearchHit {
+                    entity_type: convert::wire::<_, v1::EntityType>(kind),
+                    entity_id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    work_item_id: row.try_get::<Option<String>, _>("item_id")?.unwrap_or_default(),
+                    display_key: number
+                        .map(|n| format!("{key}-{n}"))
+                        .unwrap_or_default(),
+                    title: row.try_get("title")?,
+                    snippet: snippet_parts(&snippet),
+                    // BM25 as SQLite computes it is lower for better matches.
+                    score: -rank,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(R::SearchResult(v1::SearchResult {
+            items,
+            next_page_token,
+            as_of_seq: self.as_of_seq,
+        }))
+    }
+
+    /// The people who share a live project with the caller, by id, with their profiles.
+    async fn list_users(&mut self, q: v1::ListUsers) -> Result<R> {
+        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
+        let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 1)?
+            .as_deref()
+        {
+            None => None,
+            Some([Key::Text(id)]) => Some(id.clone()),
+            Some(_) => return Err(bad_token()),
+        };
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "SELECT m.user_id AS id, u.name, u.email, u.first_seen_at, u.updated_at \
+             FROM (SELECT DISTINCT o.user_id FROM project_members AS o \
+                   JOIN project_members AS mine ON mine.project_id = o.project_id \
+                   JOIN projects AS p ON p.id = o.project_id \
+                   WHERE p.deleted_at IS NULL AND mine.user_id = ",
+        );
+        b.push_bind(self.actor.as_str().to_owned());
+        if !q.project_id.is_empty() {
+            let (project_id, _) = self.project("project_id", &q.project_id).await?;
+            b.push(" AND o.project_id = ").push_bind(project_id);
+        }
+        b.push(") AS m LEFT JOIN users AS u ON u.id = m.user_id");
+        if let Some(after) = cursor {
+            b.push(" WHERE m.user_id > ").push_bind(after);
+        }
+        b.push(" ORDER BY m.user_id LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let mut rows = b.build().fetch_all(&mut *self.conn).await?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            let last = rows.last().expect("a full page has a last row");
+            encode_token(&[Key::Text(last.try_get("id")?)])
+        } else {
+            String::new()
+        };
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(v1::User {
+                    id: row.try_get("id")?,
+                    name: row.try_get::<Option<String>, _>("name")?.unwrap_or_default(),
+                    email: row.try_get::<Option<String>, _>("email")?.unwrap_or_default(),
+                    first_seen_at: row.try_get::<Option<i64>, _>("first_seen_at")?.unwrap_or_default(),
+                    updated_at: row.try_get::<Option<i64>, _>("updated_at")?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(R::ListUsersResult(v1::ListUsersResult {
             items,
             next_page_token,
             as_of_seq: self.as_of_seq,
@@ -527,15 +862,52 @@ impl Reader<'_> {
                     action: event.action,
                     changes: event.changes,
                     entity: event.change.map(|c| v1::Entity::of(c.into())),
+                    actor_name: String::new(),
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<v1::ActivityEntry>>>()?;
+        let mut items = items;
+        let names = names(self.conn, items.iter().map(|e| e.actor_id.as_str())).await?;
+        for entry in &mut items {
+            entry.actor_name = names.get(&entry.actor_id).cloned().unwrap_or_default();
+        }
         Ok(R::ListActivityResult(v1::ListActivityResult {
             items,
             next_page_token,
             as_of_seq: self.as_of_seq,
         }))
     }
+}
+
+/// Where a snippet's match starts and ends: private-use characters, which the indexed text
+/// is not expected to hold (if it does, the snippet only shows the wrong words as matched).
+const MATCH_START: char = '\u{e000}';
+const MATCH_END: char = '\u{e001}';
+
+/// Splits a snippet marked with [`MATCH_START`]/[`MATCH_END`] into parts.
+fn snippet_parts(marked: &str) -> Vec<v1::SnippetPart> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut matched = false;
+    let mut flush = |text: &mut String, matched: bool| {
+        if !text.is_empty() {
+            parts.push(v1::SnippetPart {
+                text: std::mem::take(text),
+                matched,
+            });
+        }
+    };
+    for c in marked.chars() {
+        match c {
+            MATCH_START | MATCH_END => {
+                flush(&mut text, matched);
+                matched = c == MATCH_START;
+            }
+            c => text.push(c),
+        }
+    }
+    flush(&mut text, matched);
+    parts
 }
 
 /// Turns user text into a safe FTS5 query: each word quoted (so operators and punctuation

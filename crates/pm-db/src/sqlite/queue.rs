@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use tokio::sync::{mpsc, oneshot};
 
 use super::health::HealthFlag;
-use crate::engine::SchemaChange;
+use crate::engine::{SchemaChange, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::Retention;
 
@@ -153,6 +153,11 @@ pub(super) enum Control {
         now: i64,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// Insert or update a user's profile (not part of the change log).
+    RememberUser {
+        profile: UserProfile,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Apply the pending migrations of `migrator` in one transaction (all or nothing).
     Migrate {
         migrator: Arc<Migrator>,
@@ -247,6 +252,14 @@ impl WriterHandle {
         answer
             .await
             .map_err(|_| Error::Unavailable("the tenant's writer stopped".into()))?
+    }
+
+    /// Records a user's profile.
+    pub(crate) async fn remember_user(&self, profile: UserProfile) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::RememberUser { profile, reply })
+        .await?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Drains the writer and applies the pending migrations of `migrator` in one

@@ -1,5 +1,6 @@
 //! One open SQLite tenant: its writer, its read pool, its checkpointer and its event feed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
 use super::writer::{self, Storage};
-use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant};
+use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
 use crate::registry::Resident;
@@ -50,7 +51,14 @@ pub struct SqliteTenant {
     lock: Mutex<Option<TenantLock>>,
     db_file: PathBuf,
     safeguards: Arc<Safeguards>,
+    /// Profiles known to be stored, so that a reconnect with the same claims writes nothing.
+    /// Bounded: forgotten when full (a forgotten profile costs one no-op write).
+    /// Loaded from the database on first use.
+    known_users: tokio::sync::Mutex<Option<HashMap<String, (String, Option<String>)>>>,
 }
+
+/// Profiles [`SqliteTenant::known_users`] keeps before it starts over.
+const KNOWN_USERS: usize = 10_000;
 
 impl SqliteTenant {
     /// Opens tenant `id`: creates its directory and database if needed, brings it to the
@@ -141,6 +149,7 @@ impl SqliteTenant {
             lock: Mutex::new(Some(lock)),
             db_file,
             safeguards: safeguards.clone(),
+            known_users: tokio::sync::Mutex::default(),
         }))
     }
 
@@ -351,5 +360,27 @@ impl Tenant for SqliteTenant {
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
         self.check_usable()?;
         self.read(queries::subscription_snapshot(&self.read_pool, user).await)
+    }
+
+    async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
+        self.check_usable()?;
+        let stored = (profile.name.clone(), profile.email.clone());
+        // Held across the write: one profile write at a time per tenant, and a reconnect
+        // storm after a restart reads the table once instead of writing once per user.
+        let mut known = self.known_users.lock().await;
+        if known.is_none() {
+            let loaded = self.read(queries::known_users(&self.read_pool, KNOWN_USERS).await)?;
+            *known = Some(loaded);
+        }
+        let known = known.as_mut().expect("loaded above");
+        if known.get(profile.id.as_str()) == Some(&stored) {
+            return Ok(());
+        }
+        self.writer.remember_user(profile.clone()).await?;
+        if known.len() >= KNOWN_USERS {
+            known.clear();
+        }
+        known.insert(profile.id.as_str().to_owned(), stored);
+        Ok(())
     }
 }

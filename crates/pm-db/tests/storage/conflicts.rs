@@ -110,7 +110,7 @@ async fn stale_expected_version_is_a_conflict_carrying_the_current_entity() {
         get::<v1::WorkItem>(&tenant, &ALICE, &item.id)
             .await
             .unwrap(),
-        updated
+        unblocked(&updated)
     );
     assert_eq!(
         get::<v1::Sprint>(&tenant, &ALICE, &sprint.id)
@@ -164,7 +164,7 @@ async fn concurrent_updates_of_one_row_exactly_one_wins() {
             get::<v1::WorkItem>(&tenant, &ALICE, &item.id)
                 .await
                 .unwrap(),
-            won
+            unblocked(&won)
         );
     }
 }

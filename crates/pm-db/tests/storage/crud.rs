@@ -35,7 +35,7 @@ async fn create_project_and_work_item_then_read_them_back() {
 
     let listed = list_items(&tenant, &ALICE, &project.id, 0, "").await;
     assert_eq!(listed.as_of_seq, 3);
-    assert_eq!(listed.items, vec![item]);
+    assert_eq!(listed.items, vec![unblocked(&item)]);
 }
 
 #[tokio::test]
@@ -352,13 +352,21 @@ async fn work_item_crud_soft_delete_and_restore() {
         updated_at: created.created_at,
         updated_by: "alice".into(),
         deleted_at: None,
+        // Derived by queries; command results leave it out.
+        blocked: None,
+        // Bob never connected: no profile, no name.
+        assignee_name: String::new(),
     };
     assert_eq!(created, expected_created);
+    let read = v1::WorkItem {
+        blocked: Some(false),
+        ..created.clone()
+    };
     assert_eq!(
         get::<v1::WorkItem>(&tenant, &ALICE, &created.id)
             .await
             .unwrap(),
-        created
+        read
     );
     let by_key = query(
         &tenant,
@@ -373,7 +381,7 @@ async fn work_item_crud_soft_delete_and_restore() {
     assert_eq!(
         by_key,
         R::GetWorkItemResult(v1::GetWorkItemResult {
-            work_item: Some(created.clone()),
+            work_item: Some(read.clone()),
             as_of_seq: 3,
         })
     );
@@ -400,7 +408,7 @@ async fn work_item_crud_soft_delete_and_restore() {
         get::<v1::WorkItem>(&tenant, &ALICE, &created.id)
             .await
             .unwrap(),
-        updated
+        unblocked(&updated)
     );
 
     // Clearing a nullable field names it; nothing else changes.
@@ -440,7 +448,7 @@ async fn work_item_crud_soft_delete_and_restore() {
     assert_eq!(all_items(&tenant, &ALICE, &project.id, false).await, vec![]);
     assert_eq!(
         all_items(&tenant, &ALICE, &project.id, true).await,
-        vec![deleted.clone()]
+        vec![unblocked(&deleted)]
     );
 
     let (restored, seq) = run::<v1::WorkItem>(
@@ -460,13 +468,13 @@ async fn work_item_crud_soft_delete_and_restore() {
     assert_eq!(restored, expected);
     assert_eq!(
         all_items(&tenant, &ALICE, &project.id, false).await,
-        vec![restored.clone()]
+        vec![unblocked(&restored)]
     );
     assert_eq!(
         get::<v1::WorkItem>(&tenant, &ALICE, &created.id)
             .await
             .unwrap(),
-        restored
+        unblocked(&restored)
     );
     assert_eq!(tenant.head_seq(), last);
 }

@@ -243,6 +243,7 @@ async fn swim_lane_crud_soft_delete_and_restore() {
             status: v1::WorkItemStatus::InProgress.into(),
             position: 2,
             wip_limit: Some(3),
+            wip_policy: v1::WipPolicy::Unspecified.into(),
         }),
     )
     .await;
@@ -256,6 +257,8 @@ async fn swim_lane_crud_soft_delete_and_restore() {
             status: v1::WorkItemStatus::InProgress.into(),
             position: 2,
             wip_limit: Some(3),
+            // Unset on create: none.
+            wip_policy: v1::WipPolicy::None.into(),
             version: 1,
             created_at: created.created_at,
             created_by: "alice".into(),

@@ -50,7 +50,7 @@ async fn export_then_import_into_an_empty_tenant_then_export_again_is_identical(
     assert_eq!(
         header,
         serde_json::json!({"format": "pm-server-export", "version": 1, "tenant": "acme",
-            "schema_version": 20261121000001i64, "head_seq": head})
+            "schema_version": pm_db::sqlite::migrations::embedded_version(), "head_seq": head})
     );
     let mut kinds: HashMap<String, usize> = HashMap::new();
     for line in &lines[1..] {

@@ -15,6 +15,10 @@
 //!   deleted projects, removed members.
 //! - `pagination`: keyset pages under concurrent inserts; malformed page requests.
 //! - `search`: full-text search over titles, descriptions and live comments.
+//! - `people`: user profiles from token claims, `ListUsers`, names on members, assignees and
+//!   activity.
+//! - `tenant_search`: `Search` across the caller's projects and every searchable kind: rank,
+//!   snippets, pages.
 //! - `idempotency`: keyed commands replay their first answer.
 //! - `batches`: atomic batches commit all or nothing.
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
@@ -28,6 +32,9 @@
 //! - `wal`: checkpoints leave a quiet or closed tenant without a WAL on disk.
 //! - `export`: JSON Lines export and validated, all-or-nothing import (its source tenant is
 //!   built in `export::fixture`).
+//! - `read_model`: the cancelled status, the derived `blocked` flag, WIP policies, and the
+//!   board summary, hierarchy, running timer, time totals and dependency reads; a tenant from
+//!   before them, migrated.
 //! - `real_data`: the real shared export (`../shared/data/`) replayed through commands and
 //!   read back.
 
@@ -46,11 +53,14 @@ mod faults;
 mod idempotency;
 mod migrations;
 mod pagination;
+mod people;
 mod permissions;
+mod read_model;
 mod real_data;
 mod retention;
 mod rules;
 mod search;
+mod tenant_search;
 mod tenants;
 mod wal;
 mod writer;

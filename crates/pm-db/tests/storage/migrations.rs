@@ -12,8 +12,13 @@ use pm_proto::v1::command::Kind as C;
 
 use crate::support::*;
 
-/// The version of the one embedded migration.
+/// The version of the first embedded migration.
 const INITIAL: i64 = 20261121000001;
+
+/// The newest embedded migration: where tenants are before the tests add one.
+fn embedded() -> i64 {
+    pm_db::sqlite::migrations::embedded_version()
+}
 /// The version of the migration the tests add.
 const NEXT: i64 = 20270101000000;
 
@@ -79,7 +84,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     let b = env.tenant("b").await;
     let project_a = create_project(&a, &ALICE, "PM").await;
     let project_b = create_project(&b, &ALICE, "PM").await;
-    assert_eq!(env.engine.schema_status().target_version, INITIAL);
+    assert_eq!(env.engine.schema_status().target_version, embedded());
 
     add_migration(
         migrations.path(),
@@ -95,7 +100,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
 
     assert_eq!(report.target_version, NEXT);
     let change = SchemaChange {
-        from: INITIAL,
+        from: embedded(),
         to: NEXT,
     };
     assert_eq!(
@@ -237,7 +242,7 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
         vec![(
             "a".to_owned(),
             SchemaChange {
-                from: INITIAL,
+                from: embedded(),
                 to: NEXT
             }
         )]
@@ -252,8 +257,8 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
 
     // `b` is exactly as before: old version, and not even the first statement's table.
     assert_eq!(schema_version(&env.engine, "a").await, NEXT);
-    assert_eq!(schema_version(&env.engine, "b").await, INITIAL);
-    assert_eq!(schema_version(&env.engine, "c").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "b").await, embedded());
+    assert_eq!(schema_version(&env.engine, "c").await, embedded());
     let marker: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('online_marker', 'projects_by_name')",
     )
@@ -273,7 +278,8 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
         (1, 1, 0)
     );
     assert_eq!(
-        status.target_version, INITIAL,
+        status.target_version,
+        embedded(),
         "opens went back to the old set"
     );
     assert!(
@@ -292,7 +298,7 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     let a = env.tenant("a").await;
     let c = env.tenant("c").await;
     assert_eq!(schema_version(&env.engine, "a").await, NEXT);
-    assert_eq!(schema_version(&env.engine, "c").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "c").await, embedded());
     exec(&a, &ALICE, project_named("XY", "Y")).await.unwrap();
     exec(&c, &ALICE, project_named("XY", "Y")).await.unwrap();
 }
@@ -302,12 +308,7 @@ async fn a_directory_that_changes_an_applied_migration_is_refused() {
     let migrations = migrations_copy();
     let env = env_with(migrations.path());
     let tenant = env.tenant("a").await;
-    let initial = std::fs::read_dir(migrations.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let initial = migrations.path().join(format!("{INITIAL}_initial.sql"));
     let mut sql = std::fs::read_to_string(&initial).unwrap();
     sql.push_str("\n-- edited\n");
     std::fs::write(&initial, sql).unwrap();
@@ -323,8 +324,8 @@ async fn a_directory_that_changes_an_applied_migration_is_refused() {
             if m.ends_with(&format!("migration {INITIAL} (initial) differs from the one already in use; applied migrations must not change"))),
         "{error}"
     );
-    assert_eq!(schema_version(&env.engine, "a").await, INITIAL);
-    assert_eq!(env.engine.schema_status().target_version, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, embedded());
+    assert_eq!(env.engine.schema_status().target_version, embedded());
     create_project(&tenant, &ALICE, "PM").await;
 
     // Without a directory there is nothing to roll out.
@@ -353,7 +354,7 @@ async fn closed_tenants_are_pending_until_they_are_opened() {
     assert_eq!(report.migrated, vec![]);
     assert_eq!(report.closed_pending, 2);
     assert_eq!(env.engine.schema_status().closed_pending, 2);
-    assert_eq!(schema_version(&env.engine, "x").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "x").await, embedded());
 
     let x = env.tenant("x").await;
     assert_eq!(schema_version(&env.engine, "x").await, NEXT);
@@ -376,7 +377,7 @@ async fn a_tenant_whose_new_migration_fails_at_open_still_opens_on_the_old_schem
     add_migration(migrations.path(), NEXT, "CREATE TABLE broken (;");
     let env = env_with(migrations.path());
     let tenant = env.tenant("a").await;
-    assert_eq!(schema_version(&env.engine, "a").await, INITIAL);
+    assert_eq!(schema_version(&env.engine, "a").await, embedded());
     create_project(&tenant, &ALICE, "PM").await;
     let status = env.engine.schema_status();
     assert_eq!((status.failed, status.applied), (1, 0));

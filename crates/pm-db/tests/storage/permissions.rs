@@ -85,11 +85,11 @@ async fn a_viewer_reads_but_cannot_write() {
 
     assert_eq!(
         get::<v1::WorkItem>(&tenant, &BOB, &item.id).await.unwrap(),
-        item
+        unblocked(&item)
     );
     assert_eq!(
         all_items(&tenant, &BOB, &project.id, false).await,
-        vec![item.clone()]
+        vec![unblocked(&item)]
     );
 
     let writes = [
@@ -415,7 +415,7 @@ async fn an_archived_project_refuses_content_writes() {
     // Reads go on.
     assert_eq!(
         get::<v1::WorkItem>(&tenant, &BOB, &item.id).await.unwrap(),
-        item
+        unblocked(&item)
     );
     let listed = list!(&tenant, &ALICE, ListProjects { status: Some(Archived.into()), ..Default::default() } => ListProjectsResult);
     assert_eq!(listed, vec![archived]);

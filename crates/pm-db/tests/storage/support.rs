@@ -425,3 +425,12 @@ pub async fn events(tenant: &SqliteTenant) -> Vec<(u64, Vec<u8>)> {
         .map(|e| (e.seq, e.event.to_vec()))
         .collect()
 }
+
+/// A work item as reads show it when nothing blocks it: reads derive `blocked`, command
+/// results and events leave it out.
+pub fn unblocked(item: &v1::WorkItem) -> v1::WorkItem {
+    v1::WorkItem {
+        blocked: Some(false),
+        ..item.clone()
+    }
+}

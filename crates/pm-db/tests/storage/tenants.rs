@@ -96,7 +96,7 @@ async fn tenants_are_isolated() {
     assert_eq!(projects, vec![globex_project.clone()]);
     assert_eq!(
         all_items(&globex, &ALICE, &globex_project.id, true).await,
-        vec![globex_item.clone()]
+        vec![unblocked(&globex_item)]
     );
     assert_eq!(
         search(&globex, &globex_project.id, "secret").await.unwrap(),
@@ -115,13 +115,13 @@ async fn tenants_are_isolated() {
     assert_eq!(
         by_key,
         R::GetWorkItemResult(v1::GetWorkItemResult {
-            work_item: Some(globex_item.clone()),
+            work_item: Some(unblocked(&globex_item)),
             as_of_seq: 3,
         })
     );
     assert_eq!(
         all_items(&acme, &ALICE, &acme_project.id, true).await,
-        vec![acme_item]
+        vec![unblocked(&acme_item)]
     );
 
     // Separate files in separate directories.
@@ -227,7 +227,7 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
         items.iter().map(|i| i.title.as_str()).collect::<Vec<_>>(),
         ["Kept", "Keyed"]
     );
-    assert_eq!(items[0], item);
+    assert_eq!(items[0], unblocked(&item));
     // Idempotency answers survive the reopen.
     let replayed = tenant
         .execute(
@@ -252,7 +252,10 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
     assert_eq!(tenant.head_seq(), 5);
     let again = all_items(&tenant, &ALICE, &project.id, true).await;
     assert_eq!(again.len(), 3);
-    assert_eq!((&again[0], &again[2]), (&item, &third));
+    assert_eq!(
+        (&again[0], &again[2]),
+        (&unblocked(&item), &unblocked(&third))
+    );
     let log = tenant
         .read_events(0, None, 100, &EventFilter::default())
         .await

@@ -217,7 +217,7 @@ async fn random_and_mutated_frames_get_coded_answers_and_never_break_the_server(
         .await
     {
         Ok(v1::query_result::Result::GetWorkItemResult(r)) => {
-            assert_eq!(r.work_item, Some(fresh))
+            assert_eq!(r.work_item, Some(unblocked(&fresh)))
         }
         other => panic!("{other:?}"),
     }

@@ -277,6 +277,7 @@ fn command(which: usize, v: Values) -> Cmd {
             status: e,
             position: u,
             wip_limit: flag.then_some(u),
+            wip_policy: e2,
         }),
         31 => Cmd::UpdateSwimLane(v1::UpdateSwimLane {
             id: a,
@@ -286,6 +287,7 @@ fn command(which: usize, v: Values) -> Cmd {
             position: Some(u),
             wip_limit: flag.then_some(m as u32),
             clear_fields: list,
+            wip_policy: flag.then_some(e3),
         }),
         32 => Cmd::DeleteSwimLane(v1::DeleteSwimLane {
             id: a,
@@ -321,13 +323,16 @@ fn command(which: usize, v: Values) -> Cmd {
     }
 }
 
-/// One of 18 queries, built from `v`.
+/// How many kinds of query [`query`] builds.
+const QUERIES: usize = 24;
+
+/// One of the [`QUERIES`] queries, built from `v`.
 fn query(which: usize, v: Values) -> Q {
     let Values {
         s: [a, b, _, d],
-        o: [x, y, _],
-        t: [t, _],
-        e: [e, _, _],
+        o: [x, y, z],
+        t: [t, t2],
+        e: [e, e2, _],
         u,
         b: flag,
         ..
@@ -336,7 +341,7 @@ fn query(which: usize, v: Values) -> Q {
         page_size: u,
         page_token: d,
     });
-    match which % 18 {
+    match which % QUERIES {
         0 => Q::GetProject(v1::GetProject { id: a }),
         1 => Q::ListProjects(v1::ListProjects {
             page,
@@ -389,6 +394,8 @@ fn query(which: usize, v: Values) -> Q {
             page,
             work_item_id: x,
             include_deleted: flag,
+            direction: e,
+            dependency_type: flag.then_some(e2),
         }),
         13 => Q::GetSwimLane(v1::GetSwimLane { id: a }),
         14 => Q::ListSwimLanes(v1::ListSwimLanes {
@@ -403,13 +410,41 @@ fn query(which: usize, v: Values) -> Q {
             category: flag.then_some(e),
             include_deleted: flag,
         }),
-        _ => Q::ListActivity(v1::ListActivity {
+        17 => Q::ListActivity(v1::ListActivity {
             page,
             project_id: a,
             entity_type: flag.then_some(e),
             entity_id: b,
             actor_id: x.unwrap_or_default(),
             oldest_first: flag,
+        }),
+        18 => Q::GetBoardSummary(v1::GetBoardSummary {
+            project_id: a,
+            sprint_id: x,
+        }),
+        19 => Q::GetWorkItemHierarchy(v1::GetWorkItemHierarchy {
+            id: a,
+            include_deleted: flag,
+        }),
+        20 => Q::GetRunningTimer(v1::GetRunningTimer {}),
+        21 => Q::Search(v1::Search {
+            text: a,
+            page,
+            entity_types: if flag { vec![e] } else { vec![] },
+            project_id: b,
+        }),
+        22 => Q::ListUsers(v1::ListUsers {
+            page,
+            project_id: a,
+        }),
+        _ => Q::GetTimeTotals(v1::GetTimeTotals {
+            project_id: a,
+            work_item_id: x,
+            sprint_id: y,
+            user_id: z,
+            start_at: flag.then_some(t),
+            end_at: Some(t2),
+            group_by: e,
         }),
     }
 }
@@ -450,7 +485,7 @@ async fn well_formed_but_wrong_commands_and_queries_get_coded_errors() {
         clients.push(app.client("acme", user).await.0);
     }
 
-    let strategy = (0usize..38 + 18 + 2, values(known));
+    let strategy = (0usize..38 + QUERIES + 2, values(known));
     let mut runner = runner(CASES);
     let mut refused = std::collections::BTreeMap::<String, u32>::new();
     let mut accepted = 0;
@@ -461,7 +496,7 @@ async fn well_formed_but_wrong_commands_and_queries_get_coded_errors() {
                 idempotency_key: if v.b { v.s[3].clone() } else { String::new() },
                 kind: Some(command(which, v)),
             }),
-            38..=55 => In::Query(v1::Query {
+            n if n < 38 + QUERIES => In::Query(v1::Query {
                 kind: Some(query(which - 38, v)),
             }),
             _ => In::Batch(v1::Batch {

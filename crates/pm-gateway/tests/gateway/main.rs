@@ -8,6 +8,8 @@
 //! - `token_lifetime`: expired tokens, the leeway, expiry on an open connection, `RefreshToken`.
 //! - `tenancy`: tenant ids in tokens (checked before any path), nothing shared between tenants.
 //! - `permissions`: roles, non-members, changed roles and removed members (subscribed too).
+//! - `read_model`: WIP refusals and warnings, `blocked`, board summary, hierarchy,
+//!   dependencies, running timer and time totals, for a viewer and a non-member.
 //! - `requests`: commands, queries, batches, idempotency and conflicts over the wire, paging.
 //! - `subscriptions`: what a subscription delivers: order, filters, event content, unsubscribe.
 //! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
@@ -31,6 +33,7 @@ mod fuzz_requests;
 mod operations;
 mod permissions;
 mod rate_limits;
+mod read_model;
 mod requests;
 mod resume;
 mod subscriptions;

@@ -37,7 +37,7 @@ async fn viewers_read_editors_write_and_non_members_learn_nothing() {
     assert_eq!(got.project.as_ref(), Some(&hidden));
     assert_eq!(got.as_of_seq, 8);
     let listed = all_items(&mut bob, &hidden.id).await;
-    assert_eq!(listed.items, std::slice::from_ref(&secret));
+    assert_eq!(listed.items, [unblocked(&secret)]);
     let denied = bob
         .command(create_item(&hidden.id, "from bob"))
         .await

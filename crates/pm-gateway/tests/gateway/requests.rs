@@ -181,7 +181,7 @@ async fn a_stale_update_is_a_conflict_carrying_the_current_item() {
     // The stale update changed nothing.
     assert_eq!(
         get_work_item(&mut alice, &item.id, "").await.unwrap(),
-        current
+        unblocked(&current)
     );
 }
 
@@ -441,7 +441,7 @@ async fn list_work_items_pages_through_every_item_once_and_searches_titles() {
         assert_eq!(page.as_of_seq, head);
         pages.push(page.items.len());
         token = page.next_page_token.clone();
-        created.retain(|c| !page.items.contains(c));
+        created.retain(|c| !page.items.contains(&unblocked(c)));
         for item in page.items {
             assert!(
                 created.iter().all(|c| c.id != item.id),
@@ -497,4 +497,136 @@ async fn list_work_items_pages_through_every_item_once_and_searches_titles() {
         .await
         .unwrap();
     assert_eq!(titles_of(found), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn search_across_projects_over_the_wire_shows_only_the_callers_projects() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let (mut bob, _) = app.client("acme", "bob").await;
+    let pm = alice.create_project("PM").await;
+    let ops = alice.create_project("OPS").await;
+    let secret = bob.create_project("SEC").await;
+    alice.create_item(&pm.id, "Okapi sighting report").await;
+    alice.create_item(&ops.id, "Feed the okapi").await;
+    alice.create_item(&pm.id, "Unrelated").await;
+    bob.create_item(&secret.id, "Okapi budget").await;
+
+    let search = |text: &str| {
+        Q::Search(v1::Search {
+            text: text.into(),
+            ..Default::default()
+        })
+    };
+    let QR::SearchResult(found) = alice.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    let mut keys: Vec<&str> = found.items.iter().map(|h| h.display_key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["OPS-1", "PM-1"]);
+    assert_eq!(found.as_of_seq, 10);
+    let report = found
+        .items
+        .iter()
+        .find(|h| h.display_key == "PM-1")
+        .unwrap();
+    assert_eq!(report.title, "Okapi sighting report");
+    assert_eq!(report.entity_type(), v1::EntityType::WorkItem);
+    assert_eq!(
+        report.snippet,
+        vec![
+            v1::SnippetPart {
+                text: "Okapi".into(),
+                matched: true
+            },
+            v1::SnippetPart {
+                text: " sighting report".into(),
+                matched: false
+            },
+        ]
+    );
+
+    let QR::SearchResult(bobs) = bob.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    let keys: Vec<&str> = bobs.items.iter().map(|h| h.display_key.as_str()).collect();
+    assert_eq!(keys, vec!["SEC-1"]);
+
+    let (mut mallory, _) = app.client("acme", "mallory").await;
+    let QR::SearchResult(none) = mallory.query(search("okapi")).await.unwrap() else {
+        panic!("expected a SearchResult");
+    };
+    assert_eq!(none.items, vec![]);
+    let refused = mallory
+        .query(Q::Search(v1::Search {
+            text: "okapi".into(),
+            project_id: pm.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), v1::ErrorCode::NotFound);
+}
+
+/// (id, name, email) of every user `client` may list.
+async fn list_users(client: &mut Client) -> Vec<(String, String, String)> {
+    match client.query(Q::ListUsers(v1::ListUsers::default())).await.unwrap() {
+        QR::ListUsersResult(r) => r.items.into_iter().map(|u| (u.id, u.name, u.email)).collect(),
+        other => panic!("expected ListUsersResult, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn names_and_emails_from_tokens_are_listed_to_people_who_share_a_project() {
+    let app = spawn_app().await;
+    let signed = |user: &str, extra: serde_json::Value| hs256(&claims("acme", user, extra));
+    let mut alice = Client::connect(app.addr).await;
+    alice
+        .hello(&signed(
+            "alice",
+            serde_json::json!({"name": "Alice Liddell", "email": "alice@example.com"}),
+        ))
+        .await;
+    let mut bob = Client::connect(app.addr).await;
+    bob.hello(&signed("bob", serde_json::json!({"name": "Bob"})))
+        .await;
+    let project = alice.create_project("PM").await;
+    alice
+        .add_member(&project.id, "bob", v1::ProjectRole::Editor)
+        .await;
+
+    let owned = |v: &[(&str, &str, &str)]| {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list_users(&mut bob).await,
+        owned(&[
+            ("alice", "Alice Liddell", "alice@example.com"),
+            ("bob", "Bob", ""),
+        ])
+    );
+
+    // A refreshed token with a new name is what others see from then on.
+    let refreshed = bob
+        .request(In::RefreshToken(v1::RefreshToken {
+            token: signed("bob", serde_json::json!({"name": "Robert Paulson"})),
+        }))
+        .await;
+    assert!(matches!(refreshed, Out::RefreshTokenResult(_)), "{refreshed:?}");
+    assert_eq!(
+        list_users(&mut alice).await,
+        owned(&[
+            ("alice", "Alice Liddell", "alice@example.com"),
+            ("bob", "Robert Paulson", ""),
+        ])
+    );
+
+    // Someone who is in no project sees nobody, not even themselves.
+    let mut mallory = Client::connect(app.addr).await;
+    mallory
+        .hello(&signed("mallory", serde_json::json!({"name": "M"})))
+        .await;
+    assert_eq!(list_users(&mut mallory).await, owned(&[]));
 }

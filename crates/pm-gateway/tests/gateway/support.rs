@@ -399,6 +399,15 @@ pub async fn list_items(
     }
 }
 
+/// A work item as reads show it when nothing blocks it: reads derive `blocked`, command
+/// results and events leave it out.
+pub fn unblocked(item: &v1::WorkItem) -> v1::WorkItem {
+    v1::WorkItem {
+        blocked: Some(false),
+        ..item.clone()
+    }
+}
+
 /// One page holding every item (at most 500).
 pub async fn all_items(client: &mut Client, project_id: &str) -> v1::ListWorkItemsResult {
     let page = list_items(client, project_id, 500, "", "")
@@ -545,9 +554,48 @@ pub fn probes(project_id: &str, item_id: &str, display_key: &str) -> Vec<(&'stat
             })),
         ),
         (
+            "Search in the project",
+            query(Q::Search(v1::Search {
+                text: "secret".into(),
+                project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
             "ListSwimLanes",
             query(Q::ListSwimLanes(v1::ListSwimLanes {
                 project_id: project_id.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "GetBoardSummary",
+            query(Q::GetBoardSummary(v1::GetBoardSummary {
+                project_id: project_id.into(),
+                sprint_id: None,
+            })),
+        ),
+        (
+            "GetWorkItemHierarchy",
+            query(Q::GetWorkItemHierarchy(v1::GetWorkItemHierarchy {
+                id: item_id.into(),
+                include_deleted: true,
+            })),
+        ),
+        (
+            "GetTimeTotals",
+            query(Q::GetTimeTotals(v1::GetTimeTotals {
+                project_id: project_id.into(),
+                group_by: v1::TimeGrouping::User.into(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "ListDependencies of an item",
+            query(Q::ListDependencies(v1::ListDependencies {
+                project_id: project_id.into(),
+                work_item_id: Some(item_id.into()),
+                direction: v1::DependencyDirection::BlockedBy.into(),
                 ..Default::default()
             })),
         ),

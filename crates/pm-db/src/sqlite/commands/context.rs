@@ -24,6 +24,8 @@ pub(crate) struct Applied {
     pub(crate) changes: Vec<Change>,
     /// The entity the command answers with.
     pub(crate) entity: v1::entity::Kind,
+    /// What the client should know although the command succeeded.
+    pub(crate) warnings: Vec<v1::Warning>,
 }
 
 impl Applied {
@@ -31,8 +33,27 @@ impl Applied {
         Applied {
             entity: change.entity.clone(),
             changes: vec![change],
+            warnings: Vec::new(),
         }
     }
+
+    /// The same, carrying `warnings`.
+    pub(crate) fn warned(mut self, warnings: Vec<v1::Warning>) -> Self {
+        self.warnings.extend(warnings);
+        self
+    }
+}
+
+/// A live swim lane whose WIP limit is enforced (policy `warn` or `refuse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EnforcedLane {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// The stored status name it shows.
+    pub(crate) status: String,
+    pub(crate) limit: u32,
+    /// `refuse` (else `warn`).
+    pub(crate) refuse: bool,
 }
 
 /// Facts the writer keeps between commands to save a statement per command. The writer is
@@ -43,6 +64,8 @@ pub(crate) struct Cache {
     pub(crate) projects: HashMap<String, Option<ProjectInfo>>,
     pub(crate) roles: HashMap<(String, String), Option<Role>>,
     pub(crate) next_numbers: HashMap<String, u64>,
+    /// Per project, its lanes with an enforced WIP limit (most projects: none).
+    pub(crate) lanes: HashMap<String, Vec<EnforcedLane>>,
 }
 
 /// Bound on cached facts before the cache is simply emptied.
@@ -53,10 +76,13 @@ impl Cache {
         self.projects.clear();
         self.roles.clear();
         self.next_numbers.clear();
+        self.lanes.clear();
     }
 
     pub(crate) fn trim(&mut self) {
-        if self.projects.len() + self.roles.len() + self.next_numbers.len() > CACHE_LIMIT {
+        let facts =
+            self.projects.len() + self.roles.len() + self.next_numbers.len() + self.lanes.len();
+        if facts > CACHE_LIMIT {
             self.clear();
         }
     }

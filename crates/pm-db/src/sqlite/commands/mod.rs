@@ -31,9 +31,24 @@ pub(crate) fn needs_savepoint(kind: &Kind) -> bool {
     matches!(kind, Kind::CreateProject(_))
 }
 
+/// Commands that change swim lanes, and so the WIP limits the writer caches.
+fn changes_lanes(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::CreateSwimLane(_)
+            | Kind::UpdateSwimLane(_)
+            | Kind::DeleteSwimLane(_)
+            | Kind::RestoreSwimLane(_)
+    )
+}
+
 /// Applies one command.
 pub(crate) async fn apply(cx: &mut Cx<'_>, kind: &Kind) -> Result<Applied> {
     cx.cache.trim();
+    if changes_lanes(kind) {
+        // Rare: forget every project's enforced lanes rather than find the lane's project.
+        cx.cache.lanes.clear();
+    }
     match kind {
         Kind::CreateProject(c) => projects::create(cx, c).await,
         Kind::UpdateProject(c) => projects::update(cx, c).await,
@@ -49,9 +64,7 @@ pub(crate) async fn apply(cx: &mut Cx<'_>, kind: &Kind) -> Result<Applied> {
         Kind::DeleteWorkItem(c) => {
             soft_delete::<v1::WorkItem>(cx, &c.id, c.expected_version, editor).await
         }
-        Kind::RestoreWorkItem(c) => {
-            restore::<v1::WorkItem>(cx, &c.id, c.expected_version, editor).await
-        }
+        Kind::RestoreWorkItem(c) => work_items::restore(cx, c).await,
 
         Kind::CreateSprint(c) => planning::create_sprint(cx, c).await,
         Kind::UpdateSprint(c) => planning::update_sprint(cx, c).await,

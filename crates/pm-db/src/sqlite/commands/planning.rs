@@ -1,6 +1,6 @@
 //! Sprints, swim lanes and LLM context: the project's planning and board configuration.
 
-use pm_core::kinds::{ChangeAction, Role};
+use pm_core::kinds::{ChangeAction, Role, WipPolicy};
 use pm_core::{rules, EntityId};
 use pm_proto::{convert, v1};
 
@@ -85,6 +85,11 @@ pub(super) async fn create_swim_lane(cx: &mut Cx<'_>, c: &v1::CreateSwimLane) ->
     let project_id = parse_id("project_id", &c.project_id)?;
     cx.authorize_content(&project_id, "project", Role::Editor)
         .await?;
+    // An unset policy takes its default; other values are checked with the row.
+    let wip_policy = match convert::wip_policy("wip_policy", c.wip_policy) {
+        Ok(None) => v1::WipPolicy::from(WipPolicy::None).into(),
+        _ => c.wip_policy,
+    };
     let lane = cx.created(v1::SwimLane {
         id: EntityId::new().to_text(),
         project_id,
@@ -92,6 +97,7 @@ pub(super) async fn create_swim_lane(cx: &mut Cx<'_>, c: &v1::CreateSwimLane) ->
         status: c.status,
         position: c.position,
         wip_limit: c.wip_limit,
+        wip_policy,
         ..Default::default()
     })?;
     records::insert(cx.conn, &lane).await?;
@@ -123,6 +129,12 @@ pub(super) async fn update_swim_lane(cx: &mut Cx<'_>, c: &v1::UpdateSwimLane) ->
     }
     if !c.clear_fields.is_empty() {
         after.wip_limit = None;
+    }
+    if let Some(policy) = c.wip_policy {
+        after.wip_policy = convert::wire::<_, v1::WipPolicy>(convert::required(
+            "wip_policy",
+            convert::wip_policy("wip_policy", policy),
+        )?);
     }
     cx.save(&lane, after, ChangeAction::Updated).await
 }

@@ -51,6 +51,7 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<App
     Ok(Applied {
         changes: vec![Change::created(&admin), Change::created(&project)],
         entity: project.into_kind(),
+        warnings: Vec::new(),
     })
 }
 

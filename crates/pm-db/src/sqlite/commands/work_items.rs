@@ -1,12 +1,12 @@
 //! Work items: create, update and move (delete and restore are generic).
 
-use pm_core::kinds::{ChangeAction, Priority, Role, WorkItemStatus};
+use pm_core::kinds::{ChangeAction, Priority, Role, WipPolicy, WorkItemStatus};
 use pm_core::{rank, rules, EntityId, UserId};
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
-use super::context::{parse_id, Applied, Cx};
-use crate::access::{check_version, check_writable, require, ProjectInfo};
+use super::context::{self, parse_id, Applied, Cx, EnforcedLane};
+use crate::access::{check_version, check_writable, editor, require, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::events::Change;
@@ -79,6 +79,7 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
             ..Default::default()
         })?
         .with_project_key(&info.key);
+    let warnings = enter_lanes(cx, &project_id, item.status).await?;
     let change = Change::created(&item);
     match cx.deferred.as_deref_mut() {
         // Validated and numbered: only an unexpected storage failure can refuse it now, and
@@ -87,7 +88,7 @@ pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Ap
         None => records::insert(cx.conn, &item).await?,
     }
     cx.cache.next_numbers.insert(project_id, number + 1);
-    Ok(Applied::one(change))
+    Ok(Applied::one(change).warned(warnings))
 }
 
 /// The next per-project number: numbers are never reused because rows are only soft-deleted.
@@ -224,7 +225,142 @@ pub(super) async fn update(cx: &mut Cx<'_>, c: &v1::UpdateWorkItem) -> Result<Ap
             _ => unreachable!("checked by check_clear_fields"),
         }
     }
-    cx.save(&item, after, ChangeAction::Updated).await
+    let warnings = status_change(cx, &item, &after).await?;
+    let applied = cx.save(&item, after, ChangeAction::Updated).await?;
+    Ok(applied.warned(warnings))
+}
+
+/// The WIP limits of the lanes an item enters when an update or move changes its status
+/// (checked after the row's own rules, so bad input is `INVALID_ARGUMENT` first).
+async fn status_change(
+    cx: &mut Cx<'_>,
+    before: &v1::WorkItem,
+    after: &v1::WorkItem,
+) -> Result<Vec<v1::Warning>> {
+    if after.status == before.status {
+        return Ok(Vec::new());
+    }
+    after.validate()?;
+    enter_lanes(cx, &after.project_id, after.status).await
+}
+
+/// Restores a deleted work item, which enters the lanes of its status again.
+pub(super) async fn restore(cx: &mut Cx<'_>, c: &v1::RestoreWorkItem) -> Result<Applied> {
+    let (item, role, info) = cx.load_any::<v1::WorkItem>("id", &c.id, false).await?;
+    // The generic restore below checks all of this again and answers for it; the limits are
+    // checked only for a restore it would make.
+    let warnings = if role.allows(Role::Editor)
+        && !info.archived
+        && item.deleted_at.is_some()
+        && item.version == c.expected_version
+    {
+        enter_lanes(cx, &item.project_id, item.status).await?
+    } else {
+        Vec::new()
+    };
+    let applied = context::restore::<v1::WorkItem>(cx, &c.id, c.expected_version, editor).await?;
+    Ok(applied.warned(warnings))
+}
+
+/// "1 work item", "2 work items".
+fn work_items(count: u64) -> String {
+    match count {
+        1 => "1 work item".to_owned(),
+        n => format!("{n} work items"),
+    }
+}
+
+/// The live lanes of a project whose WIP limit is enforced, from the cache or one query.
+async fn enforced_lanes(cx: &mut Cx<'_>, project_id: &str) -> Result<Vec<EnforcedLane>> {
+    if let Some(lanes) = cx.cache.lanes.get(project_id) {
+        return Ok(lanes.clone());
+    }
+    let rows = sqlx::query(
+        r#"
+        SELECT id, name, status, wip_limit, wip_policy
+        FROM swim_lanes
+        WHERE project_id = ?1
+          AND deleted_at IS NULL
+          AND wip_limit IS NOT NULL
+          AND wip_policy <> 'none'
+        ORDER BY position, id
+        "#,
+    )
+    .bind(project_id)
+    .fetch_all(&mut *cx.conn)
+    .await?;
+    let lanes = rows
+        .iter()
+        .map(|row| -> Result<EnforcedLane> {
+            Ok(EnforcedLane {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                status: row.try_get("status")?,
+                limit: u32::try_from(row.try_get::<i64, _>("wip_limit")?)
+                    .map_err(|_| Error::Corrupt("wip_limit out of range".into()))?,
+                refuse: row.try_get::<String, _>("wip_policy")? == WipPolicy::Refuse.as_str(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    cx.cache.lanes.insert(project_id.to_owned(), lanes.clone());
+    Ok(lanes)
+}
+
+/// Checks the WIP limits of the lanes a work item enters by taking `status` in its project
+/// (created or restored in it, or moved into it from another status): a `refuse` lane it
+/// would take over its limit refuses the change with `FAILED_PRECONDITION`; each `warn` lane
+/// it takes over its limit adds a warning. Costs nothing for a project without enforced
+/// lanes in that status (cached); otherwise one count.
+async fn enter_lanes(cx: &mut Cx<'_>, project_id: &str, status: i32) -> Result<Vec<v1::Warning>> {
+    let Ok(Some(status)) = convert::work_item_status("status", status) else {
+        // Unknown or unset: the row's rules refuse it.
+        return Ok(Vec::new());
+    };
+    let lanes: Vec<EnforcedLane> = enforced_lanes(cx, project_id)
+        .await?
+        .into_iter()
+        .filter(|lane| lane.status == status.as_str())
+        .collect();
+    if lanes.is_empty() {
+        return Ok(Vec::new());
+    }
+    // New items of this group may still wait to be inserted: count them too.
+    cx.flush_deferred().await?;
+    let present: i64 = sqlx::query_scalar(
+        r#"
+        SELECT COUNT(*)
+        FROM work_items
+        WHERE project_id = ?1 AND status = ?2 AND deleted_at IS NULL
+        "#,
+    )
+    .bind(project_id)
+    .bind(status.as_str())
+    .fetch_one(&mut *cx.conn)
+    .await?;
+    let present = u64::try_from(present).unwrap_or(0);
+    let over = |lane: &EnforcedLane| present + 1 > u64::from(lane.limit);
+    if let Some(lane) = lanes.iter().find(|lane| lane.refuse && over(lane)) {
+        return Err(Error::FailedPrecondition(format!(
+            "swim lane \"{}\" holds {} and its WIP limit is {}; move one out first",
+            lane.name,
+            work_items(present),
+            lane.limit
+        )));
+    }
+    Ok(lanes
+        .iter()
+        .filter(|lane| over(lane))
+        .map(|lane| v1::Warning {
+            code: v1::WarningCode::WipLimitExceeded.into(),
+            message: format!(
+                "swim lane \"{}\" is over its WIP limit: {}, limit {}",
+                lane.name,
+                work_items(present + 1),
+                lane.limit
+            ),
+            entity_id: lane.id.clone(),
+        })
+        .collect())
 }
 
 /// A drag-and-drop: status, place among neighbours, sprint and parent in one change.
@@ -260,7 +396,9 @@ pub(super) async fn move_item(cx: &mut Cx<'_>, c: &v1::MoveWorkItem) -> Result<A
     if c.after_id.is_some() || c.before_id.is_some() {
         after.rank = new_rank(cx, &item, c.after_id.as_deref(), c.before_id.as_deref()).await?;
     }
-    cx.save(&item, after, ChangeAction::Moved).await
+    let warnings = status_change(cx, &item, &after).await?;
+    let applied = cx.save(&item, after, ChangeAction::Moved).await?;
+    Ok(applied.warned(warnings))
 }
 
 /// A rank between the named neighbours, read in one query.

@@ -337,6 +337,12 @@ pub(super) async fn load_every_kind(tenant: &SqliteTenant) {
                 status: v1::WorkItemStatus::InProgress.into(),
                 position,
                 wip_limit,
+                // The lane with a limit warns; the other keeps the default.
+                wip_policy: if wip_limit.is_some() {
+                    v1::WipPolicy::Warn.into()
+                } else {
+                    v1::WipPolicy::Unspecified.into()
+                },
             }),
         )
         .await;
