@@ -1,0 +1,4 @@
+import { render } from "preact";
+import "./style.css";
+
+render(<p>pm-server board</p>, document.getElementById("app")!);
