@@ -10,6 +10,22 @@ import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 const root = dirname(fileURLToPath(import.meta.url));
 const dist = join(root, "dist");
 
+// The client's one runtime dependency resolved from this package (the same exact version as
+// web/client's lockfile), wherever it is imported from: one copy in the bundle, and web/client
+// needs no install of its own for the board to build.
+const runtimeDir = join(root, "node_modules/@bufbuild/protobuf");
+const runtimeExports = JSON.parse(readFileSync(join(runtimeDir, "package.json"), "utf8")).exports;
+const ownRuntime = {
+  name: "own-runtime",
+  setup(build) {
+    build.onResolve({ filter: /^@bufbuild\/protobuf(\/|$)/ }, (args) => {
+      const entry = runtimeExports[`.${args.path.slice("@bufbuild/protobuf".length)}`]?.import;
+      if (!entry) return { errors: [{ text: `${args.path} is not exported as an ES module` }] };
+      return { path: join(runtimeDir, entry) };
+    });
+  },
+};
+
 const result = await build({
   absWorkingDir: root,
   entryPoints: ["src/main.tsx"],
@@ -20,9 +36,10 @@ const result = await build({
   platform: "browser",
   jsx: "automatic",
   jsxImportSource: "preact",
-  // The client package from its TypeScript source: the bundle then depends on sources
-  // only, not on whether web/client was built.
+  // The client package from its TypeScript source: the bundle then depends on sources only,
+  // not on whether web/client was built.
   alias: { "@pm-server/client": join(root, "../client/src/index.ts") },
+  plugins: [ownRuntime],
   outdir: "dist/assets",
   entryNames: "app-[hash]",
   assetNames: "[name]-[hash]",
