@@ -183,9 +183,9 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
             onInput={(e) => set("description", e.currentTarget.value)}
           />
           <div class="grid">
-            <label>
-              Type
-              <select
+            <div>
+              <label for="item-type">Type</label>
+              <select id="item-type"
                 value={editing ? base?.itemType : itemType}
                 disabled={editing}
                 onChange={(e) => setItemType(Number(e.currentTarget.value))}
@@ -196,30 +196,30 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
                   </option>
                 ))}
               </select>
-            </label>
-            <label>
-              Status
-              <select value={draft.status} onChange={(e) => set("status", Number(e.currentTarget.value))}>
+            </div>
+            <div>
+              <label for="item-status">Status</label>
+              <select id="item-status" value={draft.status} onChange={(e) => set("status", Number(e.currentTarget.value))}>
                 {STATUSES.map((s) => (
                   <option key={s} value={s}>
                     {STATUS_NAMES[s]}
                   </option>
                 ))}
               </select>
-            </label>
-            <label>
-              Priority
-              <select value={draft.priority} onChange={(e) => set("priority", Number(e.currentTarget.value))}>
+            </div>
+            <div>
+              <label for="item-priority">Priority</label>
+              <select id="item-priority" value={draft.priority} onChange={(e) => set("priority", Number(e.currentTarget.value))}>
                 {PRIORITIES.map((p) => (
                   <option key={p} value={p}>
                     {PRIORITY_NAMES[p]}
                   </option>
                 ))}
               </select>
-            </label>
-            <label>
-              Points
-              <input
+            </div>
+            <div>
+              <label for="item-points">Points</label>
+              <input id="item-points"
                 type="number"
                 min={0}
                 max={1000}
@@ -229,10 +229,10 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
                   set("storyPoints", v === "" ? undefined : Number(v));
                 }}
               />
-            </label>
-            <label>
-              Assignee
-              <input
+            </div>
+            <div>
+              <label for="item-assignee">Assignee</label>
+              <input id="item-assignee"
                 list="members"
                 value={draft.assigneeId ?? ""}
                 onInput={(e) => set("assigneeId", e.currentTarget.value.trim() || undefined)}
@@ -243,10 +243,10 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
                   <option key={m} value={m} />
                 ))}
               </datalist>
-            </label>
-            <label>
-              Sprint
-              <select value={draft.sprintId ?? ""} onChange={(e) => set("sprintId", e.currentTarget.value || undefined)}>
+            </div>
+            <div>
+              <label for="item-sprint">Sprint</label>
+              <select id="item-sprint" value={draft.sprintId ?? ""} onChange={(e) => set("sprintId", e.currentTarget.value || undefined)}>
                 <option value="">No sprint</option>
                 {sprints.map((s) => (
                   <option key={s.id} value={s.id}>
@@ -254,7 +254,7 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
                   </option>
                 ))}
               </select>
-            </label>
+            </div>
           </div>
         </fieldset>
         <footer>

@@ -272,6 +272,59 @@ describe("board page", { timeout: 120_000 }, () => {
     });
   });
 
+  test("sprint filter, full-text search, and editing every field of a card", async () => {
+    await withServer(async (server) => {
+      const project = await seedProject(server, "SP");
+      const sprint = await server.command({ createSprint: { projectId: project.id, name: "Sprint 1" } });
+      const zebra = await createItem(server, project.id, "Stripes");
+      await createItem(server, project.id, "Plain");
+      await server.command({ createComment: { workItemId: zebra.id, content: "a zebra was seen" } });
+      const page = await openPage(browser);
+      await signIn(page, server, server.token, "SP");
+      await eventually(() => titlesIn(page, "To do"), ["Stripes", "Plain"]);
+
+      // Edit all fields of a card at once: the sprint goes with the update, in one step.
+      await card(page, "Stripes").locator(".card-open").click();
+      await page.locator("#item-title").fill("Stripes and dots");
+      await page.locator("#item-description").fill("Markdown *here*");
+      await page.locator("#item-status").selectOption({ label: "Review" });
+      await page.locator("#item-priority").selectOption({ label: "High" });
+      await page.locator("#item-points").fill("5");
+      await page.locator("#item-assignee").fill("bob");
+      await page.locator("#item-sprint").selectOption({ label: "Sprint 1" });
+      await page.getByRole("button", { name: "Save" }).click();
+      await eventually(() => titlesIn(page, "Review"), ["Stripes and dots"]);
+      const { workItem } = await server.query({ getWorkItem: { id: zebra.id } });
+      assert.deepEqual(
+        [workItem.title, workItem.description, workItem.status, workItem.priority, workItem.storyPoints, workItem.assigneeId, workItem.sprintId],
+        ["Stripes and dots", "Markdown *here*", "WORK_ITEM_STATUS_REVIEW", "PRIORITY_HIGH", 5, "bob", sprint.id],
+      );
+      assert.match(await card(page, "Stripes and dots").innerText(), /5 pt[\s\S]*@bob/);
+
+      // A new item in the sprint, from the dialog.
+      await page.getByRole("button", { name: "New item" }).click();
+      await page.locator("#item-title").fill("Sprint work");
+      await page.locator("#item-type").selectOption({ label: "Bug" });
+      await page.locator("#item-sprint").selectOption({ label: "Sprint 1" });
+      await page.getByRole("button", { name: "Create", exact: true }).click();
+      await card(page, "Sprint work").waitFor();
+
+      const filter = page.getByLabel("Sprint filter");
+      await filter.selectOption({ label: "Sprint 1 (planned)" });
+      await eventually(() => page.locator("li.card .card-title").allTextContents(), ["Sprint work", "Stripes and dots"]);
+      await filter.selectOption({ label: "No sprint" });
+      await eventually(() => page.locator("li.card .card-title").allTextContents(), ["Plain"]);
+      await filter.selectOption({ label: "All items" });
+
+      // Search covers comments; words match as prefixes.
+      await page.getByLabel("Search").fill("zeb");
+      await eventually(() => page.locator("li.card .card-title").allTextContents(), ["Stripes and dots"]);
+      await page.getByLabel("Search").fill("");
+      await eventually(() => page.locator("li.card").count(), 3);
+      assert.deepEqual(page.errors, []);
+    });
+  });
+
   test("readable on a phone: columns stack, the feed follows", async () => {
     await withServer(async (server) => {
       const project = await seedProject(server, "MOB", { wip: 1 });
