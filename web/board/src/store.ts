@@ -122,6 +122,7 @@ export class Store {
   #noticeId = 0;
   readonly #listeners = new Set<() => void>();
   #scheduled = false;
+  #resyncing = false;
 
   private constructor(client: PmClient) {
     this.client = client;
@@ -140,6 +141,7 @@ export class Store {
     const store = new Store(client);
     client.onStateChange((state) => {
       store.connection = state;
+      if (state.status === "live" && state.error?.code === ErrorCode.RESYNC_REQUIRED) void store.#resync();
       store.changed();
     });
     client.onEvent((event) => store.#apply(event));
@@ -274,6 +276,31 @@ export class Store {
       pageToken = page.nextPageToken;
     } while (pageToken);
     return ids;
+  }
+
+  /**
+   * The server no longer has every change since the last one this page saw (its change log
+   * was pruned while the page was away): forget everything, read it again, subscribe anew.
+   */
+  async #resync(): Promise<void> {
+    if (this.#resyncing) return;
+    this.#resyncing = true;
+    const open = [...this.loaded];
+    try {
+      for (const table of [this.projects, this.items, this.lanes, this.sprints]) table.rows.clear();
+      this.members.clear();
+      this.activity.clear();
+      this.loaded.clear();
+      this.changed();
+      const asOf = await this.#loadProjects();
+      await this.client.subscribe({ fromSeq: asOf });
+      for (const projectId of open) await this.loadProject(projectId);
+      this.notify("info", "The board was read again: the server no longer had every change since this page last saw one.");
+    } catch (error) {
+      this.notify("error", `Could not read the board again: ${describe(error)}. Reload the page.`);
+    } finally {
+      this.#resyncing = false;
+    }
   }
 
   async #loadProjects(): Promise<bigint> {

@@ -184,6 +184,37 @@ describe("board page", { timeout: 120_000 }, () => {
     });
   });
 
+  test("away longer than the change log is kept: the page reads the board again (RESYNC_REQUIRED)", async () => {
+    await withServer(async (server) => {
+      const project = await seedProject(server, "RS");
+      await createItem(server, project.id, "Kept");
+      const page = await openPage(browser);
+      await signIn(page, server, server.token, "RS");
+      await card(page, "Kept").waitFor();
+      await server.stop();
+      await page.locator(".connection[data-status=resuming]").waitFor();
+
+      // Meanwhile a server that keeps only the newest event prunes what the page would need.
+      const aside = await Server.start({
+        dataDir: server.dataDir,
+        port: await freePort(),
+        settings: ["changelog.retain_events=1", "changelog.prune_interval_secs=1"],
+      });
+      const gone = await createItem(aside, project.id, "Deleted while away");
+      await aside.command({ deleteWorkItem: { id: gone.id, expectedVersion: gone.version } });
+      await createItem(aside, project.id, "Made while away");
+      const head = (await aside.query({ listProjects: {} })).asOfSeq;
+      await eventually(async () => (await aside.stats()).oldest_seq, Number(head), { timeout: 15_000, message: "oldest seq" });
+      await aside.stop();
+
+      await server.restart();
+      await page.locator(".notice", { hasText: "The board was read again" }).waitFor({ timeout: 30_000 });
+      await eventually(() => titlesIn(page, "To do"), ["Kept", "Made while away"], { message: "To do" });
+      assert.equal(await page.locator("li.card").count(), 2);
+      assert.equal(await page.locator(".connection").getAttribute("data-status"), "live");
+    });
+  });
+
   test("a viewer sees the board with every control disabled, and the server refuses a forced move", async () => {
     await withServer(async (server) => {
       const project = await seedProject(server, "VW");

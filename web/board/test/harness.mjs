@@ -34,9 +34,13 @@ export async function freePort() {
 
 /** A `serve --dev` process; `stop()` ends it with SIGTERM (a clean shutdown). */
 export class Server {
-  /** Starts the server on `port` (default: a free one) with `dataDir` (default: a new one). */
-  static async start({ port, dataDir } = {}) {
+  /**
+   * Starts the server on `port` (default: a free one) with `dataDir` (default: a new one) and
+   * `settings` (`section.key=value`, each passed as `--set`).
+   */
+  static async start({ port, dataDir, settings = [] } = {}) {
     const server = new Server();
+    server.settings = settings;
     server.dataDir = dataDir ?? mkdtempSync(join(tmpdir(), "pm-board-test-"));
     server.ownsDir = dataDir === undefined;
     server.port = port ?? (await freePort());
@@ -47,7 +51,15 @@ export class Server {
   async #spawn() {
     const child = spawn(
       BIN,
-      ["serve", "--dev", "--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir],
+      [
+        "serve",
+        "--dev",
+        "--listen",
+        `127.0.0.1:${this.port}`,
+        "--data-dir",
+        this.dataDir,
+        ...this.settings.flatMap((setting) => ["--set", setting]),
+      ],
       { env: env({ PM_LOG: process.env.PM_LOG ?? "warn" }), stdio: ["ignore", "pipe", "inherit"] },
     );
     this.child = child;
@@ -120,6 +132,14 @@ export class Server {
     const entity = answer.commandResult?.entity;
     if (!entity) throw new Error(`no entity in ${JSON.stringify(answer)}`);
     return Object.values(entity)[0];
+  }
+
+  /** The tenant `dev`'s figures from `pm-server tenants stats --json` (safe while serving). */
+  async stats() {
+    const { stdout } = await run(BIN, ["tenants", "stats", "--json", "--data-dir", this.dataDir, "--tenant", "dev"], {
+      env: env({ PM_LOG: "error" }),
+    });
+    return JSON.parse(stdout)[0];
   }
 
   async query(query, options) {
