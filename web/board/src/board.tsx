@@ -39,6 +39,11 @@ function columnsOf(store: Store, projectId: string): Column[] {
   return columns;
 }
 
+/** The card whose button takes the focus once it is rendered where a move put it. */
+let focusAfterMove: string | undefined;
+/** Cards with a move on the way: another press waits for the answer (it would be a conflict). */
+const moving = new Set<string>();
+
 type Editing = { mode: "create"; status: WorkItemStatus } | { mode: "edit"; id: string };
 
 export function ProjectView({ store, project }: { store: Store; project: Project }) {
@@ -307,18 +312,37 @@ function ColumnView(props: ColumnProps) {
 function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
   const { store, item, column, cards, canEdit, prev, next, onOpen } = props;
   const index = cards.findIndex((c) => c.id === item.id);
+  const button = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (focusAfterMove === item.id) {
+      focusAfterMove = undefined;
+      button.current?.focus();
+    }
+  });
+  // A keyboard user keeps the card under focus wherever it goes.
+  const move = async (status: WorkItemStatus, afterId: string | undefined, beforeId: string | undefined) => {
+    if (moving.has(item.id)) return;
+    moving.add(item.id);
+    try {
+      const outcome = await store.move(item, status, afterId, beforeId);
+      if (outcome.ok) focusAfterMove = item.id;
+    } finally {
+      moving.delete(item.id);
+      store.changed();
+    }
+  };
   const moveTo = (target: Column) => {
     // Last in the target column, among what is shown there.
     const there = props.visible.filter((i) => i.status === target.status && i.id !== item.id);
-    void store.move(item, target.status, there[there.length - 1]?.id, undefined);
+    void move(target.status, there[there.length - 1]?.id, undefined);
   };
   const up = () => {
     if (index <= 0) return;
-    void store.move(item, column.status, cards[index - 2]?.id, cards[index - 1]!.id);
+    void move(column.status, cards[index - 2]?.id, cards[index - 1]!.id);
   };
   const down = () => {
     if (index < 0 || index >= cards.length - 1) return;
-    void store.move(item, column.status, cards[index + 1]!.id, cards[index + 2]?.id);
+    void move(column.status, cards[index + 1]!.id, cards[index + 2]?.id);
   };
   const onKey = (e: KeyboardEvent) => {
     if (!e.altKey || !canEdit) return;
@@ -349,6 +373,7 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
       onDragEnd={() => props.setDragged(undefined)}
     >
       <button
+        ref={button}
         type="button"
         class="card-open"
         onClick={() => onOpen(item.id)}

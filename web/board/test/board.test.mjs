@@ -340,6 +340,26 @@ describe("board page", { timeout: 120_000 }, () => {
       await page.getByRole("button", { name: "Create", exact: true }).click();
       await card(page, "Sprint work").waitFor();
 
+      // The keyboard way: Alt+arrows on a focused card; the focus follows the card.
+      const plain = card(page, "Plain").locator(".card-open");
+      await plain.focus();
+      await page.keyboard.press("Alt+ArrowRight");
+      await eventually(() => titlesIn(page, "In progress"), ["Plain"]);
+      await eventually(() => page.evaluate(() => document.activeElement?.closest("li.card")?.dataset.key), "SP-2");
+      await page.keyboard.press("Alt+ArrowLeft");
+      await eventually(() => titlesIn(page, "To do"), ["Plain"]);
+      await page.keyboard.press("Alt+ArrowRight");
+      await eventually(() => titlesIn(page, "In progress"), ["Plain"]);
+      await page.keyboard.press("Alt+ArrowRight");
+      await eventually(() => titlesIn(page, "Review"), ["Stripes and dots", "Plain"]);
+      await page.keyboard.press("Alt+ArrowUp");
+      await eventually(() => titlesIn(page, "Review"), ["Plain", "Stripes and dots"]);
+      assert.deepEqual(await serverOrder(server, project.id, "WORK_ITEM_STATUS_REVIEW"), ["Plain", "Stripes and dots"]);
+      await page.keyboard.press("Alt+ArrowLeft");
+      await eventually(() => titlesIn(page, "In progress"), ["Plain"]);
+      await page.keyboard.press("Alt+ArrowLeft");
+      await eventually(() => titlesIn(page, "To do"), ["Plain"]);
+
       const filter = page.getByLabel("Sprint filter");
       await filter.selectOption({ label: "Sprint 1 (planned)" });
       await eventually(() => page.locator("li.card .card-title").allTextContents(), ["Sprint work", "Stripes and dots"]);
