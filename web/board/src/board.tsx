@@ -393,24 +393,40 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
         </span>
       </button>
       <span class="moves" role="group" aria-label={`Move ${item.displayKey}`}>
-        <button type="button" class="icon" disabled={!canEdit || !prev} onClick={() => prev && moveTo(prev)}
-          aria-label={`Move ${item.displayKey} to ${prev?.name ?? "the left"}`} title={prev ? `to ${prev.name}` : undefined}>
+        <MoveButton
+          label={`Move ${item.displayKey} to ${prev?.name ?? "the left"}`}
+          disabled={!canEdit || !prev}
+          onClick={() => prev && moveTo(prev)}
+        >
           ←
-        </button>
-        <button type="button" class="icon" disabled={!canEdit || index <= 0} onClick={up}
-          aria-label={`Move ${item.displayKey} up`}>
+        </MoveButton>
+        <MoveButton label={`Move ${item.displayKey} up`} disabled={!canEdit || index <= 0} onClick={up}>
           ↑
-        </button>
-        <button type="button" class="icon" disabled={!canEdit || index >= cards.length - 1} onClick={down}
-          aria-label={`Move ${item.displayKey} down`}>
+        </MoveButton>
+        <MoveButton
+          label={`Move ${item.displayKey} down`}
+          disabled={!canEdit || index >= cards.length - 1}
+          onClick={down}
+        >
           ↓
-        </button>
-        <button type="button" class="icon" disabled={!canEdit || !next} onClick={() => next && moveTo(next)}
-          aria-label={`Move ${item.displayKey} to ${next?.name ?? "the right"}`} title={next ? `to ${next.name}` : undefined}>
+        </MoveButton>
+        <MoveButton
+          label={`Move ${item.displayKey} to ${next?.name ?? "the right"}`}
+          disabled={!canEdit || !next}
+          onClick={() => next && moveTo(next)}
+        >
           →
-        </button>
+        </MoveButton>
       </span>
     </li>
+  );
+}
+
+function MoveButton(props: { label: string; disabled: boolean; onClick: () => void; children: string }) {
+  return (
+    <button type="button" class="icon" disabled={props.disabled} onClick={props.onClick} aria-label={props.label} title={props.label}>
+      {props.children}
+    </button>
   );
 }
 

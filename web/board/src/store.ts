@@ -386,21 +386,20 @@ export class Store {
       expectedVersion: base.version,
       clearFields: [],
     };
-    let changed = false;
-    if (draft.title !== base.title) ((update.title = draft.title), (changed = true));
-    if (draft.description !== base.description) ((update.description = draft.description), (changed = true));
-    if (draft.status !== base.status) ((update.status = draft.status), (changed = true));
-    if (draft.priority !== base.priority) ((update.priority = draft.priority), (changed = true));
+    if (draft.title !== base.title) update.title = draft.title;
+    if (draft.description !== base.description) update.description = draft.description;
+    if (draft.status !== base.status) update.status = draft.status;
+    if (draft.priority !== base.priority) update.priority = draft.priority;
     if (draft.storyPoints !== base.storyPoints) {
       if (draft.storyPoints === undefined) update.clearFields!.push("story_points");
       else update.storyPoints = draft.storyPoints;
-      changed = true;
     }
     if (draft.assigneeId !== base.assigneeId) {
       if (draft.assigneeId === undefined) update.clearFields!.push("assignee_id");
       else update.assigneeId = draft.assigneeId;
-      changed = true;
     }
+    // Anything besides id, version and the (empty) clear list is a change.
+    const changed = Object.keys(update).length > 3 || update.clearFields!.length > 0;
     const sprintChanged = draft.sprintId !== base.sprintId;
     try {
       let item = base;
@@ -463,7 +462,7 @@ export class Store {
       return { ok: true, item: moved };
     } catch (error) {
       const outcome = this.#failed(error);
-      this.notify("error", outcome.conflict ? `Not moved: ${outcome.message}` : `Not moved: ${outcome.message}`);
+      this.notify("error", `Not moved: ${outcome.message}`);
       return outcome;
     }
   }
