@@ -15,11 +15,19 @@ const dist = join(root, "dist");
 // needs no install of its own for the board to build.
 const runtimeDir = join(root, "node_modules/@bufbuild/protobuf");
 const runtimeExports = JSON.parse(readFileSync(join(runtimeDir, "package.json"), "utf8")).exports;
+/** The ES module file of a package.json `exports` target (conditions `import`, then `default`). */
+function esmFile(target) {
+  if (typeof target === "string") return target;
+  for (const condition of ["import", "default"]) {
+    if (target?.[condition]) return esmFile(target[condition]);
+  }
+  return undefined;
+}
 const ownRuntime = {
   name: "own-runtime",
   setup(build) {
     build.onResolve({ filter: /^@bufbuild\/protobuf(\/|$)/ }, (args) => {
-      const entry = runtimeExports[`.${args.path.slice("@bufbuild/protobuf".length)}`]?.import;
+      const entry = esmFile(runtimeExports[`.${args.path.slice("@bufbuild/protobuf".length)}`]);
       if (!entry) return { errors: [{ text: `${args.path} is not exported as an ES module` }] };
       return { path: join(runtimeDir, entry) };
     });
