@@ -163,6 +163,16 @@ interface PingWaiter {
   reject?: (error: PmError) => void;
 }
 
+/** A socket just welcomed, with whatever arrived before the client took it into service. */
+interface Opened {
+  ws: WebSocketLike;
+  welcome: Welcome;
+  /** Frames that followed the `Welcome` before {@link PmClient} attached its handlers. */
+  early: unknown[];
+  /** The close that followed, if it came that early. */
+  earlyClose: { code: number; reason: string } | undefined;
+}
+
 /** One welcomed WebSocket. */
 interface Connection {
   ws: WebSocketLike;
@@ -229,6 +239,7 @@ export class PmClient {
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#refreshBeforeExpiryMs = options.refreshBeforeExpiryMs ?? 60_000;
+    if (options.onStateChange) this.#stateListeners.add(options.onStateChange);
     this.#onError =
       options.onError ??
       ((error: unknown) => {
@@ -251,9 +262,9 @@ export class PmClient {
     this.#setState({ status: "connecting", lastSeq: 0n, attempt: 1 });
     try {
       const token = this.#options.token ?? (await this.#freshToken());
-      const { ws, welcome } = await this.#open(this.#urls[0] as string, token);
+      const opened = await this.#open(this.#urls[0] as string, token);
       this.#token = token;
-      this.#attach(ws, welcome, false);
+      this.#attach(opened, false);
     } catch (error) {
       const failure =
         error instanceof PmError
@@ -572,7 +583,7 @@ export class PmClient {
   // ----- connections ------------------------------------------------------------------------
 
   /** Opens a socket, sends `Hello` and waits for `Welcome`. */
-  #open(url: string, token: string): Promise<{ ws: WebSocketLike; welcome: Welcome }> {
+  #open(url: string, token: string): Promise<Opened> {
     return new Promise((resolve, reject) => {
       let ws: WebSocketLike;
       try {
@@ -591,11 +602,11 @@ export class PmClient {
         clearTimeout(timer);
         clearTimeout(goodbyeTimer);
         ws.onopen = null;
-        ws.onmessage = null;
-        ws.onclose = null;
         // Never null: some implementations (the `ws` package) throw on an unhandled error.
         ws.onerror = ignore;
         if (error) {
+          ws.onmessage = null;
+          ws.onclose = null;
           try {
             ws.close();
           } catch {
@@ -603,7 +614,14 @@ export class PmClient {
           }
           reject(error);
         } else {
-          resolve({ ws, welcome: welcome as Welcome });
+          // Frames of the same read as the Welcome may be dispatched before the caller gets
+          // the socket: keep them (and an early close) for `#attach`.
+          const opened: Opened = { ws, welcome: welcome as Welcome, early: [], earlyClose: undefined };
+          ws.onmessage = (message) => opened.early.push(message.data);
+          ws.onclose = (event) => {
+            opened.earlyClose = { code: event.code, reason: event.reason };
+          };
+          resolve(opened);
         }
       };
       const rejected = (bye: Goodbye, closeCode: number | undefined) =>
@@ -672,7 +690,8 @@ export class PmClient {
   }
 
   /** Takes a welcomed socket into service. */
-  #attach(ws: WebSocketLike, welcome: Welcome, reconnected: boolean): void {
+  #attach(opened: Opened, reconnected: boolean): void {
+    const { ws, welcome } = opened;
     const conn: Connection = {
       ws,
       welcome,
@@ -724,6 +743,8 @@ export class PmClient {
     }
     for (const pending of this.#queue.splice(0)) this.#transmit(conn, pending);
     this.#scheduleRefresh();
+    for (const data of opened.early) this.#onMessage(conn, data);
+    if (opened.earlyClose) this.#onDrop(conn, opened.earlyClose.code, opened.earlyClose.reason);
   }
 
   #onMessage(conn: Connection, data: unknown): void {
@@ -877,16 +898,16 @@ export class PmClient {
       }
       if (this.#closed) return;
       try {
-        const { ws, welcome } = await this.#open(this.url, token);
+        const opened = await this.#open(this.url, token);
         if (this.#closed) {
-          ws.close(1000, "client closed");
+          opened.ws.close(1000, "client closed");
           return;
         }
         if (token !== this.#token) {
           this.#token = token;
           this.#tokenExpiresAt = undefined;
         }
-        this.#attach(ws, welcome, true);
+        this.#attach(opened, true);
         return;
       } catch (failure) {
         error =

@@ -1,15 +1,23 @@
 // Connection options and the reconnect backoff.
 
+import type { ConnectionState } from "./client.js";
+
+/**
+ * An event handler property. Declared through a method so that its parameter is checked
+ * bivariantly: the DOM's and the `ws` package's handlers take their own, richer event types.
+ */
+type Handler<E> = { handle(event: E): void }["handle"];
+
 /** The part of the WHATWG `WebSocket` the client uses (browsers, Node 22+, and the `ws` package). */
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<{ code: number; reason: string }> | null;
+  onerror: Handler<unknown> | null;
 }
 
 /** A `WebSocket` constructor: the global one, or e.g. `WebSocket` of the `ws` package. */
@@ -75,6 +83,11 @@ export interface PmClientOptions {
   keepAliveMs?: number;
   /** The `WebSocket` constructor (default: `globalThis.WebSocket`; in Node 20 pass `ws`). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Called with every connection state from the start (`connecting` included, which
+   * `PmClient.onStateChange` registered after `connect` resolves cannot see).
+   */
+  onStateChange?: (state: ConnectionState) => void;
   /**
    * Errors that happen in the background, outside any call: a failed automatic token refresh,
    * a subscription that could not be resumed, an exception thrown by a listener. Default:

@@ -65,6 +65,13 @@ describe("connect", () => {
     expect(rtt).toBeGreaterThanOrEqual(0);
   });
 
+  test("the onStateChange option sees connecting, then live", async () => {
+    const seen: string[] = [];
+    const client = await connect("welcome", "alice", { onStateChange: (s: { status: string }) => seen.push(s.status) });
+    expect(seen).toEqual(["connecting", "live"]);
+    expect(client.state.status).toBe("live");
+  });
+
   test("a bad token is refused with Goodbye AUTH_FAILED and close code 4001", async () => {
     const error = await failure(server.client("welcome", "alice", { token: "not-a-jwt" }));
     expect(error.kind).toBe("rejected");
@@ -348,13 +355,13 @@ describe("subscriptions", () => {
 describe("timeouts and closing", () => {
   test("a request without an answer in time fails with timeout; the client stays usable", async () => {
     const client = await connect("timeout", "alice", { keepAliveMs: 0 });
-    server.pause(true);
+    await server.pause(true);
     const started = Date.now();
     let error: PmError;
     try {
       error = await failure(client.query({ case: "listProjects", value: {} }, { timeoutMs: 300 }));
     } finally {
-      server.pause(false);
+      await server.pause(false);
     }
     const waited = Date.now() - started;
     expect(error.kind).toBe("timeout");

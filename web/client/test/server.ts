@@ -4,7 +4,7 @@
 
 import { execFile, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -108,6 +108,14 @@ export class TestServer {
     this.#address = address;
   }
 
+  /** The value of a counter or gauge of `GET /metrics` (0 if absent). */
+  async metric(name: string): Promise<number> {
+    const response = await fetch(`http://${this.#address}/metrics`);
+    const text = await response.text();
+    const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
+  }
+
   /** Mints a token for `user` of `tenant` with the development secret. */
   async token(tenant: string, user: string, ttlSecs = 3600): Promise<string> {
     const { stdout } = await run(
@@ -137,14 +145,32 @@ export class TestServer {
     await this.#spawn(this.#address);
   }
 
-  /** Pauses (SIGSTOP) or resumes (SIGCONT) the process: it holds its sockets but answers nothing. */
-  pause(paused: boolean): void {
+  /**
+   * Pauses (SIGSTOP) or resumes (SIGCONT) the process: paused, it holds its sockets but answers
+   * nothing. Pausing waits until every thread of the process has stopped (a signal takes
+   * effect asynchronously), as /proc shows.
+   */
+  async pause(paused: boolean): Promise<void> {
+    const pid = this.#child?.pid;
+    if (pid === undefined) return;
     this.#child?.kill(paused ? "SIGSTOP" : "SIGCONT");
+    if (!paused || !existsSync(`/proc/${pid}/task`)) return;
+    await until(`pm-server (pid ${pid}) stopped`, () => {
+      try {
+        return readdirSync(`/proc/${pid}/task`).every((task) => {
+          // "pid (comm) S ...": the state follows the last parenthesis.
+          const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, "utf8");
+          return /^[Tt]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
+        });
+      } catch {
+        return false;
+      }
+    }, 5_000);
   }
 
   /** Stops the server and removes its data. */
   async dispose(): Promise<void> {
-    this.pause(false);
+    await this.pause(false);
     await this.stop("SIGKILL");
     rmSync(this.dataDir, { recursive: true, force: true });
   }
@@ -159,7 +185,7 @@ export class TestServer {
     return await PmClient.connect({
       url: this.url,
       ...(token !== undefined ? { token } : {}),
-      WebSocket: WebSocket as unknown as PmClientOptions["WebSocket"],
+      WebSocket,
       reconnect: { initialMs: 50, maxMs: 300, jitter: 0.5 },
       onError: () => {},
       ...options,
