@@ -124,11 +124,13 @@ fn serve_dev_args(data_dir: &Path, settings: &[String]) -> Vec<std::ffi::OsStrin
     args
 }
 
-/// A `serve --dev` child on a free port: the process, its address and its printed token.
+/// A `serve --dev` child on a free port: the process, its address, its printed token and
+/// board URL.
 struct DevServer {
     child: std::process::Child,
     address: String,
     token: String,
+    board: String,
 }
 
 impl DevServer {
@@ -158,9 +160,13 @@ impl DevServer {
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut address = None;
         let mut token = None;
+        let mut board = None;
         for line in lines {
             let line = line.unwrap();
             let line = line.trim();
+            if let Some(url) = line.strip_prefix("board:") {
+                board = Some(url.trim().to_owned());
+            }
             if let Some(url) = line.strip_prefix("WebSocket:") {
                 address = Some(
                     url.trim()
@@ -180,6 +186,7 @@ impl DevServer {
             child,
             address: address.expect("the WebSocket address is printed"),
             token: token.expect("a token is printed"),
+            board: board.expect("the board's URL is printed"),
         }
     }
 
@@ -199,7 +206,7 @@ impl DevServer {
 }
 
 #[test]
-fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
+fn serve_dev_prints_a_working_token_and_the_board_and_stops_cleanly_on_sigterm() {
     use std::io::{Read, Write};
 
     let dir = tempfile::tempdir().unwrap();
@@ -213,6 +220,28 @@ fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+
+    // The board opens signed in: the token in the fragment, which the browser never sends
+    // (so no query string for logs to keep), and the page at `/`.
+    assert_eq!(
+        server.board,
+        format!("http://{}/#token={}", server.address, server.token)
+    );
+    let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("\r\ncontent-type: text/html; charset=utf-8\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.contains("<title>pm-server board</title>"),
+        "{response}"
+    );
 
     // The printed token is accepted by the server that printed it.
     let secret = std::fs::read_to_string(dir.path().join("dev-secret")).unwrap();

@@ -1,5 +1,6 @@
 //! `pm-server serve`: the gateway on one port until SIGINT or SIGTERM, with online schema
-//! migrations on SIGHUP; `--dev` adds a development secret and prints a ready-to-use token.
+//! migrations on SIGHUP; `--dev` adds a development secret and prints a ready-to-use token and
+//! the board's URL signed in with it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,16 +76,14 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", settings.server.listen)))?;
-    let address = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let local = listener.local_addr().ok();
+    let address = local.map(|a| a.to_string()).unwrap_or_default();
     let secret = settings.auth.secret.clone();
     let data_dir = settings.server.data_dir.clone();
     let app = App::new(settings, BUILD_VERSION).map_err(|e| Failure(e.to_string()))?;
     tracing::info!(%address, version = BUILD_VERSION, "serving");
     if args.dev {
-        print_dev_banner(&secret, &address, &data_dir)?;
+        print_dev_banner(&secret, local, &data_dir)?;
     }
     // SIGHUP: apply new migrations of `storage.migrations_dir` while serving.
     let migrations = tokio::spawn(app.clone().migrate_online_on_sighup());
@@ -93,12 +92,20 @@ async fn serve(args: Args) -> Result<(), Failure> {
     served.map_err(|e| Failure(e.to_string()))
 }
 
-/// What `--dev` prints: where the server is, a token for tenant `dev`, and how to use it.
+/// What `--dev` prints: where the server is, the board signed in, a token for tenant `dev`,
+/// and how to use it.
 fn print_dev_banner(
     secret: &str,
-    address: &str,
+    local: Option<std::net::SocketAddr>,
     data_dir: &std::path::Path,
 ) -> Result<(), Failure> {
+    // A browser cannot open 0.0.0.0 or [::]: point it at loopback on the same port.
+    let address = match local {
+        Some(a) if a.ip().is_unspecified() && a.is_ipv4() => format!("127.0.0.1:{}", a.port()),
+        Some(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        Some(a) => a.to_string(),
+        None => String::new(),
+    };
     let tenant = TenantId::parse("dev").expect("a valid tenant id");
     let user = UserId::parse("sub", "dev-user").expect("a valid user id");
     let token = auth::mint_hs256(
@@ -111,6 +118,9 @@ fn print_dev_banner(
     .map_err(|e| Failure(e.to_string()))?;
     println!("pm-server {} (development mode)", BUILD_VERSION);
     println!("  data directory: {}", data_dir.display());
+    // The token rides in the fragment, which the browser keeps to itself: it never reaches a
+    // request line or a log. The page moves it to session storage and clears the address bar.
+    println!("  board:          http://{address}/#token={token}");
     println!("  WebSocket:      ws://{address}/ws");
     println!("  token (tenant dev, user dev-user, 24 h):\n    {token}");
     println!("  try it:         export PM_URL=ws://{address}/ws PM_TOKEN={token}");

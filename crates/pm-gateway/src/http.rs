@@ -1,6 +1,6 @@
 //! The HTTP/1.1 side of the one port, on `hyper`: `GET /healthz`, `/readyz` and `/metrics`
-//! answered as plain HTTP, and `/ws` upgraded to a WebSocket that tokio-tungstenite then
-//! serves.
+//! answered as plain HTTP, `/ws` upgraded to a WebSocket that tokio-tungstenite then
+//! serves, and every other path the board page's files ([`assets`]).
 //!
 //! Each accepted socket is one [`connection`]: hyper reads requests (keep-alive; a request
 //! head must arrive within the hello timeout, which also closes silent and idle sockets) until
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::app::App;
-use crate::{metrics, session};
+use crate::{assets, metrics, session};
 
 /// Longest request head accepted (hyper's smallest read buffer bound).
 const MAX_HEAD: usize = 8 * 1024;
@@ -161,10 +161,8 @@ fn route(
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
             response
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /ws, /healthz, /readyz or /metrics\n",
-        ),
+        // The board page's files, and 404/405 for anything else.
+        path => assets::answer(request.method(), path, request.headers()),
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`app`]: the state every connection shares, and the online schema rollout (SIGHUP).
 //! - [`server`]: the listener, the connection cap and the orderly shutdown.
 //! - [`http`]: the HTTP/1.1 layer: health, readiness, metrics, and the WebSocket upgrade.
+//! - `assets`: the board page's files (embedded in release builds), with ETags and
+//!   precompressed bodies.
 //! - [`session`]: one connection: hello, requests, subscription, heartbeat, goodbye.
 //! - [`connection`]: what is queued for a client, why a connection is closed, the writer task.
 //! - [`reader`]: the reading side: frame rules and the request budget on each message.
@@ -23,6 +25,7 @@
 //! - `testing` (feature `test-util`): a real server on port 0 for tests.
 
 pub mod app;
+pub(crate) mod assets;
 pub mod auth;
 pub(crate) mod connection;
 pub mod http;

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - `assets`: the board page's files: types, caching, ETags and 304, precompressed bodies.
 //! - `auth`: Hello and the `Welcome`, first-frame rules, every way a token is refused at Hello.
 //! - `token_lifetime`: expired tokens, the leeway, expiry on an open connection, `RefreshToken`.
 //! - `tenancy`: tenant ids in tokens (checked before any path), nothing shared between tenants.
@@ -23,6 +24,7 @@
 //! - `operations`: health, readiness and metrics over HTTP, shutdown, online migration.
 //! - `support`: the harness (`spawn_app`, the WebSocket `Client`) and helpers files share.
 
+mod assets;
 mod auth;
 mod backpressure;
 mod connections;
