@@ -8,7 +8,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChangeAction, DependencyType, EntityType, ErrorCode, FieldChange, LlmContextCategory, Priority, ProjectRole, ProjectStatus, SprintStatus, WorkItemStatus, WorkItemType } from "./common_pb.js";
+import type { ChangeAction, DependencyType, EntityType, ErrorCode, FieldChange, LlmContextCategory, Priority, ProjectRole, ProjectStatus, SprintStatus, WipPolicy, WorkItemStatus, WorkItemType } from "./common_pb.js";
 import { file_pm_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pm/v1/entities.proto.
  */
 export const file_pm_v1_entities: GenFile = /*@__PURE__*/
-  fileDesc("ChRwbS92MS9lbnRpdGllcy5wcm90bxIFcG0udjEi9AEKB1Byb2plY3QSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSJAoGc3RhdHVzGAUgASgOMhQucG0udjEuUHJvamVjdFN0YXR1cxIPCgd2ZXJzaW9uGAYgASgEEhIKCmNyZWF0ZWRfYXQYByABKAMSEgoKY3JlYXRlZF9ieRgIIAEoCRISCgp1cGRhdGVkX2F0GAkgASgDEhIKCnVwZGF0ZWRfYnkYCiABKAkSFwoKZGVsZXRlZF9hdBgLIAEoA0gAiAEBQg0KC19kZWxldGVkX2F0It8BCg1Qcm9qZWN0TWVtYmVyEhIKCnByb2plY3RfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIgCgRyb2xlGAMgASgOMhIucG0udjEuUHJvamVjdFJvbGUSDwoHdmVyc2lvbhgEIAEoBBISCgpjcmVhdGVkX2F0GAUgASgDEhIKCmNyZWF0ZWRfYnkYBiABKAkSEgoKdXBkYXRlZF9hdBgHIAEoAxISCgp1cGRhdGVkX2J5GAggASgJEhcKCmRlbGV0ZWRfYXQYCSABKANIAIgBAUINCgtfZGVsZXRlZF9hdCKeBAoIV29ya0l0ZW0SCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIOCgZudW1iZXIYAyABKAQSEwoLZGlzcGxheV9rZXkYBCABKAkSJgoJaXRlbV90eXBlGAUgASgOMhMucG0udjEuV29ya0l0ZW1UeXBlEhYKCXBhcmVudF9pZBgGIAEoCUgAiAEBEg0KBXRpdGxlGAcgASgJEhMKC2Rlc2NyaXB0aW9uGAggASgJEiUKBnN0YXR1cxgJIAEoDjIVLnBtLnYxLldvcmtJdGVtU3RhdHVzEiEKCHByaW9yaXR5GAogASgOMg8ucG0udjEuUHJpb3JpdHkSGQoMc3RvcnlfcG9pbnRzGAsgASgNSAGIAQESGAoLYXNzaWduZWVfaWQYDCABKAlIAogBARIWCglzcHJpbnRfaWQYDSABKAlIA4gBARIMCgRyYW5rGA4gASgJEg8KB3ZlcnNpb24YDyABKAQSEgoKY3JlYXRlZF9hdBgQIAEoAxISCgpjcmVhdGVkX2J5GBEgASgJEhIKCnVwZGF0ZWRfYXQYEiABKAMSEgoKdXBkYXRlZF9ieRgTIAEoCRIXCgpkZWxldGVkX2F0GBQgASgDSASIAQFCDAoKX3BhcmVudF9pZEIPCg1fc3RvcnlfcG9pbnRzQg4KDF9hc3NpZ25lZV9pZEIMCgpfc3ByaW50X2lkQg0KC19kZWxldGVkX2F0IrYCCgZTcHJpbnQSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBGdvYWwYBCABKAkSIwoGc3RhdHVzGAUgASgOMhMucG0udjEuU3ByaW50U3RhdHVzEhUKCHN0YXJ0X2F0GAYgASgDSACIAQESEwoGZW5kX2F0GAcgASgDSAGIAQESDwoHdmVyc2lvbhgIIAEoBBISCgpjcmVhdGVkX2F0GAkgASgDEhIKCmNyZWF0ZWRfYnkYCiABKAkSEgoKdXBkYXRlZF9hdBgLIAEoAxISCgp1cGRhdGVkX2J5GAwgASgJEhcKCmRlbGV0ZWRfYXQYDSABKANIAogBAUILCglfc3RhcnRfYXRCCQoHX2VuZF9hdEINCgtfZGVsZXRlZF9hdCLZAQoHQ29tbWVudBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhQKDHdvcmtfaXRlbV9pZBgDIAEoCRIPCgdjb250ZW50GAQgASgJEg8KB3ZlcnNpb24YBSABKAQSEgoKY3JlYXRlZF9hdBgGIAEoAxISCgpjcmVhdGVkX2J5GAcgASgJEhIKCnVwZGF0ZWRfYXQYCCABKAMSEgoKdXBkYXRlZF9ieRgJIAEoCRIXCgpkZWxldGVkX2F0GAogASgDSACIAQFCDQoLX2RlbGV0ZWRfYXQiqAIKCVRpbWVFbnRyeRIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhQKDHdvcmtfaXRlbV9pZBgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhIKCnN0YXJ0ZWRfYXQYBSABKAMSFQoIZW5kZWRfYXQYBiABKANIAIgBARITCgtkZXNjcmlwdGlvbhgHIAEoCRIPCgd2ZXJzaW9uGAggASgEEhIKCmNyZWF0ZWRfYXQYCSABKAMSEgoKY3JlYXRlZF9ieRgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgDEhIKCnVwZGF0ZWRfYnkYDCABKAkSFwoKZGVsZXRlZF9hdBgNIAEoA0gBiAEBQgsKCV9lbmRlZF9hdEINCgtfZGVsZXRlZF9hdCKYAgoKRGVwZW5kZW5jeRIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhgKEGJsb2NraW5nX2l0ZW1faWQYAyABKAkSFwoPYmxvY2tlZF9pdGVtX2lkGAQgASgJEi4KD2RlcGVuZGVuY3lfdHlwZRgFIAEoDjIVLnBtLnYxLkRlcGVuZGVuY3lUeXBlEg8KB3ZlcnNpb24YBiABKAQSEgoKY3JlYXRlZF9hdBgHIAEoAxISCgpjcmVhdGVkX2J5GAggASgJEhIKCnVwZGF0ZWRfYXQYCSABKAMSEgoKdXBkYXRlZF9ieRgKIAEoCRIXCgpkZWxldGVkX2F0GAsgASgDSACIAQFCDQoLX2RlbGV0ZWRfYXQioAIKCFN3aW1MYW5lEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIlCgZzdGF0dXMYBCABKA4yFS5wbS52MS5Xb3JrSXRlbVN0YXR1cxIQCghwb3NpdGlvbhgFIAEoDRIWCgl3aXBfbGltaXQYBiABKA1IAIgBARIPCgd2ZXJzaW9uGAcgASgEEhIKCmNyZWF0ZWRfYXQYCCABKAMSEgoKY3JlYXRlZF9ieRgJIAEoCRISCgp1cGRhdGVkX2F0GAogASgDEhIKCnVwZGF0ZWRfYnkYCyABKAkSFwoKZGVsZXRlZF9hdBgMIAEoA0gBiAEBQgwKCl93aXBfbGltaXRCDQoLX2RlbGV0ZWRfYXQilAIKCkxsbUNvbnRleHQSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIrCghjYXRlZ29yeRgDIAEoDjIZLnBtLnYxLkxsbUNvbnRleHRDYXRlZ29yeRINCgV0aXRsZRgEIAEoCRIPCgdjb250ZW50GAUgASgJEhAKCHByaW9yaXR5GAYgASgFEg8KB3ZlcnNpb24YByABKAQSEgoKY3JlYXRlZF9hdBgIIAEoAxISCgpjcmVhdGVkX2J5GAkgASgJEhIKCnVwZGF0ZWRfYXQYCiABKAMSEgoKdXBkYXRlZF9ieRgLIAEoCRIXCgpkZWxldGVkX2F0GAwgASgDSACIAQFCDQoLX2RlbGV0ZWRfYXQi8gEKDUFjdGl2aXR5RW50cnkSCwoDc2VxGAEgASgEEgoKAmF0GAIgASgDEhAKCGFjdG9yX2lkGAMgASgJEhIKCnByb2plY3RfaWQYBCABKAkSJgoLZW50aXR5X3R5cGUYBSABKA4yES5wbS52MS5FbnRpdHlUeXBlEhEKCWVudGl0eV9pZBgGIAEoCRIjCgZhY3Rpb24YByABKA4yEy5wbS52MS5DaGFuZ2VBY3Rpb24SIwoHY2hhbmdlcxgIIAMoCzISLnBtLnYxLkZpZWxkQ2hhbmdlEh0KBmVudGl0eRgJIAEoCzINLnBtLnYxLkVudGl0eSLuAgoGRW50aXR5EiEKB3Byb2plY3QYASABKAsyDi5wbS52MS5Qcm9qZWN0SAASLgoOcHJvamVjdF9tZW1iZXIYAiABKAsyFC5wbS52MS5Qcm9qZWN0TWVtYmVySAASJAoJd29ya19pdGVtGAMgASgLMg8ucG0udjEuV29ya0l0ZW1IABIfCgZzcHJpbnQYBCABKAsyDS5wbS52MS5TcHJpbnRIABIhCgdjb21tZW50GAUgASgLMg4ucG0udjEuQ29tbWVudEgAEiYKCnRpbWVfZW50cnkYBiABKAsyEC5wbS52MS5UaW1lRW50cnlIABInCgpkZXBlbmRlbmN5GAcgASgLMhEucG0udjEuRGVwZW5kZW5jeUgAEiQKCXN3aW1fbGFuZRgIIAEoCzIPLnBtLnYxLlN3aW1MYW5lSAASKAoLbGxtX2NvbnRleHQYCSABKAsyES5wbS52MS5MbG1Db250ZXh0SABCBgoEa2luZCJnCgVFcnJvchIeCgRjb2RlGAEgASgOMhAucG0udjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSDQoFZmllbGQYAyABKAkSHgoHY3VycmVudBgEIAEoCzINLnBtLnYxLkVudGl0eWIGcHJvdG8z", [file_pm_v1_common]);
+  fileDesc("ChRwbS92MS9lbnRpdGllcy5wcm90bxIFcG0udjEi9AEKB1Byb2plY3QSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEgwKBG5hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSJAoGc3RhdHVzGAUgASgOMhQucG0udjEuUHJvamVjdFN0YXR1cxIPCgd2ZXJzaW9uGAYgASgEEhIKCmNyZWF0ZWRfYXQYByABKAMSEgoKY3JlYXRlZF9ieRgIIAEoCRISCgp1cGRhdGVkX2F0GAkgASgDEhIKCnVwZGF0ZWRfYnkYCiABKAkSFwoKZGVsZXRlZF9hdBgLIAEoA0gAiAEBQg0KC19kZWxldGVkX2F0IvUBCg1Qcm9qZWN0TWVtYmVyEhIKCnByb2plY3RfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIgCgRyb2xlGAMgASgOMhIucG0udjEuUHJvamVjdFJvbGUSDwoHdmVyc2lvbhgEIAEoBBISCgpjcmVhdGVkX2F0GAUgASgDEhIKCmNyZWF0ZWRfYnkYBiABKAkSEgoKdXBkYXRlZF9hdBgHIAEoAxISCgp1cGRhdGVkX2J5GAggASgJEhcKCmRlbGV0ZWRfYXQYCSABKANIAIgBARIUCgxkaXNwbGF5X25hbWUYHiABKAlCDQoLX2RlbGV0ZWRfYXQi1wQKCFdvcmtJdGVtEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSDgoGbnVtYmVyGAMgASgEEhMKC2Rpc3BsYXlfa2V5GAQgASgJEiYKCWl0ZW1fdHlwZRgFIAEoDjITLnBtLnYxLldvcmtJdGVtVHlwZRIWCglwYXJlbnRfaWQYBiABKAlIAIgBARINCgV0aXRsZRgHIAEoCRITCgtkZXNjcmlwdGlvbhgIIAEoCRIlCgZzdGF0dXMYCSABKA4yFS5wbS52MS5Xb3JrSXRlbVN0YXR1cxIhCghwcmlvcml0eRgKIAEoDjIPLnBtLnYxLlByaW9yaXR5EhkKDHN0b3J5X3BvaW50cxgLIAEoDUgBiAEBEhgKC2Fzc2lnbmVlX2lkGAwgASgJSAKIAQESFgoJc3ByaW50X2lkGA0gASgJSAOIAQESDAoEcmFuaxgOIAEoCRIPCgd2ZXJzaW9uGA8gASgEEhIKCmNyZWF0ZWRfYXQYECABKAMSEgoKY3JlYXRlZF9ieRgRIAEoCRISCgp1cGRhdGVkX2F0GBIgASgDEhIKCnVwZGF0ZWRfYnkYEyABKAkSFwoKZGVsZXRlZF9hdBgUIAEoA0gEiAEBEhQKB2Jsb2NrZWQYFSABKAhIBYgBARIVCg1hc3NpZ25lZV9uYW1lGB4gASgJQgwKCl9wYXJlbnRfaWRCDwoNX3N0b3J5X3BvaW50c0IOCgxfYXNzaWduZWVfaWRCDAoKX3NwcmludF9pZEINCgtfZGVsZXRlZF9hdEIKCghfYmxvY2tlZCK2AgoGU3ByaW50EgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIMCgRnb2FsGAQgASgJEiMKBnN0YXR1cxgFIAEoDjITLnBtLnYxLlNwcmludFN0YXR1cxIVCghzdGFydF9hdBgGIAEoA0gAiAEBEhMKBmVuZF9hdBgHIAEoA0gBiAEBEg8KB3ZlcnNpb24YCCABKAQSEgoKY3JlYXRlZF9hdBgJIAEoAxISCgpjcmVhdGVkX2J5GAogASgJEhIKCnVwZGF0ZWRfYXQYCyABKAMSEgoKdXBkYXRlZF9ieRgMIAEoCRIXCgpkZWxldGVkX2F0GA0gASgDSAKIAQFCCwoJX3N0YXJ0X2F0QgkKB19lbmRfYXRCDQoLX2RlbGV0ZWRfYXQi2QEKB0NvbW1lbnQSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIUCgx3b3JrX2l0ZW1faWQYAyABKAkSDwoHY29udGVudBgEIAEoCRIPCgd2ZXJzaW9uGAUgASgEEhIKCmNyZWF0ZWRfYXQYBiABKAMSEgoKY3JlYXRlZF9ieRgHIAEoCRISCgp1cGRhdGVkX2F0GAggASgDEhIKCnVwZGF0ZWRfYnkYCSABKAkSFwoKZGVsZXRlZF9hdBgKIAEoA0gAiAEBQg0KC19kZWxldGVkX2F0IqgCCglUaW1lRW50cnkSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIUCgx3b3JrX2l0ZW1faWQYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRISCgpzdGFydGVkX2F0GAUgASgDEhUKCGVuZGVkX2F0GAYgASgDSACIAQESEwoLZGVzY3JpcHRpb24YByABKAkSDwoHdmVyc2lvbhgIIAEoBBISCgpjcmVhdGVkX2F0GAkgASgDEhIKCmNyZWF0ZWRfYnkYCiABKAkSEgoKdXBkYXRlZF9hdBgLIAEoAxISCgp1cGRhdGVkX2J5GAwgASgJEhcKCmRlbGV0ZWRfYXQYDSABKANIAYgBAUILCglfZW5kZWRfYXRCDQoLX2RlbGV0ZWRfYXQimAIKCkRlcGVuZGVuY3kSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIYChBibG9ja2luZ19pdGVtX2lkGAMgASgJEhcKD2Jsb2NrZWRfaXRlbV9pZBgEIAEoCRIuCg9kZXBlbmRlbmN5X3R5cGUYBSABKA4yFS5wbS52MS5EZXBlbmRlbmN5VHlwZRIPCgd2ZXJzaW9uGAYgASgEEhIKCmNyZWF0ZWRfYXQYByABKAMSEgoKY3JlYXRlZF9ieRgIIAEoCRISCgp1cGRhdGVkX2F0GAkgASgDEhIKCnVwZGF0ZWRfYnkYCiABKAkSFwoKZGVsZXRlZF9hdBgLIAEoA0gAiAEBQg0KC19kZWxldGVkX2F0IsYCCghTd2ltTGFuZRIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSJQoGc3RhdHVzGAQgASgOMhUucG0udjEuV29ya0l0ZW1TdGF0dXMSEAoIcG9zaXRpb24YBSABKA0SFgoJd2lwX2xpbWl0GAYgASgNSACIAQESDwoHdmVyc2lvbhgHIAEoBBISCgpjcmVhdGVkX2F0GAggASgDEhIKCmNyZWF0ZWRfYnkYCSABKAkSEgoKdXBkYXRlZF9hdBgKIAEoAxISCgp1cGRhdGVkX2J5GAsgASgJEhcKCmRlbGV0ZWRfYXQYDCABKANIAYgBARIkCgp3aXBfcG9saWN5GA0gASgOMhAucG0udjEuV2lwUG9saWN5QgwKCl93aXBfbGltaXRCDQoLX2RlbGV0ZWRfYXQilAIKCkxsbUNvbnRleHQSCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIrCghjYXRlZ29yeRgDIAEoDjIZLnBtLnYxLkxsbUNvbnRleHRDYXRlZ29yeRINCgV0aXRsZRgEIAEoCRIPCgdjb250ZW50GAUgASgJEhAKCHByaW9yaXR5GAYgASgFEg8KB3ZlcnNpb24YByABKAQSEgoKY3JlYXRlZF9hdBgIIAEoAxISCgpjcmVhdGVkX2J5GAkgASgJEhIKCnVwZGF0ZWRfYXQYCiABKAMSEgoKdXBkYXRlZF9ieRgLIAEoCRIXCgpkZWxldGVkX2F0GAwgASgDSACIAQFCDQoLX2RlbGV0ZWRfYXQihgIKDUFjdGl2aXR5RW50cnkSCwoDc2VxGAEgASgEEgoKAmF0GAIgASgDEhAKCGFjdG9yX2lkGAMgASgJEhIKCnByb2plY3RfaWQYBCABKAkSJgoLZW50aXR5X3R5cGUYBSABKA4yES5wbS52MS5FbnRpdHlUeXBlEhEKCWVudGl0eV9pZBgGIAEoCRIjCgZhY3Rpb24YByABKA4yEy5wbS52MS5DaGFuZ2VBY3Rpb24SIwoHY2hhbmdlcxgIIAMoCzISLnBtLnYxLkZpZWxkQ2hhbmdlEh0KBmVudGl0eRgJIAEoCzINLnBtLnYxLkVudGl0eRISCgphY3Rvcl9uYW1lGB4gASgJIu4CCgZFbnRpdHkSIQoHcHJvamVjdBgBIAEoCzIOLnBtLnYxLlByb2plY3RIABIuCg5wcm9qZWN0X21lbWJlchgCIAEoCzIULnBtLnYxLlByb2plY3RNZW1iZXJIABIkCgl3b3JrX2l0ZW0YAyABKAsyDy5wbS52MS5Xb3JrSXRlbUgAEh8KBnNwcmludBgEIAEoCzINLnBtLnYxLlNwcmludEgAEiEKB2NvbW1lbnQYBSABKAsyDi5wbS52MS5Db21tZW50SAASJgoKdGltZV9lbnRyeRgGIAEoCzIQLnBtLnYxLlRpbWVFbnRyeUgAEicKCmRlcGVuZGVuY3kYByABKAsyES5wbS52MS5EZXBlbmRlbmN5SAASJAoJc3dpbV9sYW5lGAggASgLMg8ucG0udjEuU3dpbUxhbmVIABIoCgtsbG1fY29udGV4dBgJIAEoCzIRLnBtLnYxLkxsbUNvbnRleHRIAEIGCgRraW5kIloKBFVzZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIVCg1maXJzdF9zZWVuX2F0GAQgASgDEhIKCnVwZGF0ZWRfYXQYBSABKAMiZwoFRXJyb3ISHgoEY29kZRgBIAEoDjIQLnBtLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEg0KBWZpZWxkGAMgASgJEh4KB2N1cnJlbnQYBCABKAsyDS5wbS52MS5FbnRpdHliBnByb3RvMw", [file_pm_v1_common]);
 
 /**
  * @generated from message pm.v1.Project
@@ -138,6 +138,14 @@ export type ProjectMember = Message<"pm.v1.ProjectMember"> & {
    * @generated from field: optional int64 deleted_at = 9;
    */
   deletedAt?: bigint | undefined;
+
+  /**
+   * The member's display name from their token (`name` claim) when they last connected;
+   * empty if they never have. Filled in by queries, not in events.
+   *
+   * @generated from field: string display_name = 30;
+   */
+  displayName: string;
 };
 
 /**
@@ -256,6 +264,24 @@ export type WorkItem = Message<"pm.v1.WorkItem"> & {
    * @generated from field: optional int64 deleted_at = 20;
    */
   deletedAt?: bigint | undefined;
+
+  /**
+   * Derived, not stored: true when a live `blocks` dependency names this item as blocked and
+   * its blocking item is live and not closed (done or cancelled). Set by queries (`Get*`,
+   * `List*`, hierarchy, running timer); absent in command results and change events, where
+   * a client derives it from dependency and status changes or reads the item again.
+   *
+   * @generated from field: optional bool blocked = 21;
+   */
+  blocked?: boolean | undefined;
+
+  /**
+   * The assignee's display name (see `User.name`); empty if unknown or unassigned. Filled
+   * in by queries, not in events.
+   *
+   * @generated from field: string assignee_name = 30;
+   */
+  assigneeName: string;
 };
 
 /**
@@ -587,7 +613,7 @@ export type SwimLane = Message<"pm.v1.SwimLane"> & {
   position: number;
 
   /**
-   * Advisory limit on work in progress in this lane.
+   * Limit on the live work items of the project in this lane's status.
    *
    * @generated from field: optional uint32 wip_limit = 6;
    */
@@ -622,6 +648,14 @@ export type SwimLane = Message<"pm.v1.SwimLane"> & {
    * @generated from field: optional int64 deleted_at = 12;
    */
   deletedAt?: bigint | undefined;
+
+  /**
+   * What the limit does when a create, update, move or restore would take the lane over
+   * it; inert without a `wip_limit`.
+   *
+   * @generated from field: pm.v1.WipPolicy wip_policy = 13;
+   */
+  wipPolicy: WipPolicy;
 };
 
 /**
@@ -761,6 +795,13 @@ export type ActivityEntry = Message<"pm.v1.ActivityEntry"> & {
    * @generated from field: pm.v1.Entity entity = 9;
    */
   entity?: Entity | undefined;
+
+  /**
+   * The actor's display name (see `User.name`); empty if unknown.
+   *
+   * @generated from field: string actor_name = 30;
+   */
+  actorName: string;
 };
 
 /**
@@ -845,7 +886,55 @@ export const EntitySchema: GenMessage<Entity> = /*@__PURE__*/
 
 /**
  * A request failure. Text never carries file paths, SQL, or another tenant's data.
+ * A person who has connected to the tenant, as their token last described them.
  *
+ * @generated from message pm.v1.User
+ */
+export type User = Message<"pm.v1.User"> & {
+  /**
+   * The token's `sub`.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The token's `name` claim; empty if it had none.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The token's `email` claim; empty if it had none.
+   *
+   * @generated from field: string email = 3;
+   */
+  email: string;
+
+  /**
+   * When the user first connected, Unix ms.
+   *
+   * @generated from field: int64 first_seen_at = 4;
+   */
+  firstSeenAt: bigint;
+
+  /**
+   * When the name or email last changed, Unix ms.
+   *
+   * @generated from field: int64 updated_at = 5;
+   */
+  updatedAt: bigint;
+};
+
+/**
+ * Describes the message pm.v1.User.
+ * Use `create(UserSchema)` to create a new message.
+ */
+export const UserSchema: GenMessage<User> = /*@__PURE__*/
+  messageDesc(file_pm_v1_entities, 11);
+
+/**
  * @generated from message pm.v1.Error
  */
 export type Error = Message<"pm.v1.Error"> & {
@@ -881,5 +970,5 @@ export type Error = Message<"pm.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_pm_v1_entities, 11);
+  messageDesc(file_pm_v1_entities, 12);
 

@@ -8,11 +8,11 @@
 // @generated from file pm/v1/queries.proto (package pm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EntityType, LlmContextCategory, ProjectStatus, SprintStatus, WorkItemStatus, WorkItemType } from "./common_pb.js";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { DependencyType, EntityType, LlmContextCategory, ProjectStatus, SprintStatus, WorkItemStatus, WorkItemType } from "./common_pb.js";
 import { file_pm_v1_common } from "./common_pb.js";
-import type { ActivityEntry, Comment, Dependency, LlmContext, Project, ProjectMember, Sprint, SwimLane, TimeEntry, WorkItem } from "./entities_pb.js";
+import type { ActivityEntry, Comment, Dependency, LlmContext, Project, ProjectMember, Sprint, SwimLane, TimeEntry, User, WorkItem } from "./entities_pb.js";
 import { file_pm_v1_entities } from "./entities_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pm/v1/queries.proto.
  */
 export const file_pm_v1_queries: GenFile = /*@__PURE__*/
-  fileDesc("ChNwbS92MS9xdWVyaWVzLnByb3RvEgVwbS52MSLXBgoFUXVlcnkSKAoLZ2V0X3Byb2plY3QYCiABKAsyES5wbS52MS5HZXRQcm9qZWN0SAASLAoNbGlzdF9wcm9qZWN0cxgLIAEoCzITLnBtLnYxLkxpc3RQcm9qZWN0c0gAEioKDGxpc3RfbWVtYmVycxgMIAEoCzISLnBtLnYxLkxpc3RNZW1iZXJzSAASKwoNZ2V0X3dvcmtfaXRlbRgUIAEoCzISLnBtLnYxLkdldFdvcmtJdGVtSAASLwoPbGlzdF93b3JrX2l0ZW1zGBUgASgLMhQucG0udjEuTGlzdFdvcmtJdGVtc0gAEiYKCmdldF9zcHJpbnQYHiABKAsyEC5wbS52MS5HZXRTcHJpbnRIABIqCgxsaXN0X3NwcmludHMYHyABKAsyEi5wbS52MS5MaXN0U3ByaW50c0gAEigKC2dldF9jb21tZW50GCggASgLMhEucG0udjEuR2V0Q29tbWVudEgAEiwKDWxpc3RfY29tbWVudHMYKSABKAsyEy5wbS52MS5MaXN0Q29tbWVudHNIABItCg5nZXRfdGltZV9lbnRyeRgyIAEoCzITLnBtLnYxLkdldFRpbWVFbnRyeUgAEjMKEWxpc3RfdGltZV9lbnRyaWVzGDMgASgLMhYucG0udjEuTGlzdFRpbWVFbnRyaWVzSAASLgoOZ2V0X2RlcGVuZGVuY3kYPCABKAsyFC5wbS52MS5HZXREZXBlbmRlbmN5SAASNAoRbGlzdF9kZXBlbmRlbmNpZXMYPSABKAsyFy5wbS52MS5MaXN0RGVwZW5kZW5jaWVzSAASKwoNZ2V0X3N3aW1fbGFuZRhGIAEoCzISLnBtLnYxLkdldFN3aW1MYW5lSAASLwoPbGlzdF9zd2ltX2xhbmVzGEcgASgLMhQucG0udjEuTGlzdFN3aW1MYW5lc0gAEi8KD2dldF9sbG1fY29udGV4dBhQIAEoCzIULnBtLnYxLkdldExsbUNvbnRleHRIABIxChBsaXN0X2xsbV9jb250ZXh0GFEgASgLMhUucG0udjEuTGlzdExsbUNvbnRleHRIABIsCg1saXN0X2FjdGl2aXR5GFogASgLMhMucG0udjEuTGlzdEFjdGl2aXR5SABCBgoEa2luZCI0CgtQYWdlUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSIYCgpHZXRQcm9qZWN0EgoKAmlkGAEgASgJIn8KDExpc3RQcm9qZWN0cxIgCgRwYWdlGAEgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIEikKBnN0YXR1cxgDIAEoDjIULnBtLnYxLlByb2plY3RTdGF0dXNIAIgBAUIJCgdfc3RhdHVzIkMKC0xpc3RNZW1iZXJzEhIKCnByb2plY3RfaWQYASABKAkSIAoEcGFnZRgCIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0Ii4KC0dldFdvcmtJdGVtEgoKAmlkGAEgASgJEhMKC2Rpc3BsYXlfa2V5GAIgASgJIsYCCg1MaXN0V29ya0l0ZW1zEhIKCnByb2plY3RfaWQYASABKAkSIAoEcGFnZRgCIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0EhYKCXNwcmludF9pZBgDIAEoCUgAiAEBEicKCHN0YXR1c2VzGAQgAygOMhUucG0udjEuV29ya0l0ZW1TdGF0dXMSGAoLYXNzaWduZWVfaWQYBSABKAlIAYgBARIrCglpdGVtX3R5cGUYBiABKA4yEy5wbS52MS5Xb3JrSXRlbVR5cGVIAogBARIWCglwYXJlbnRfaWQYByABKAlIA4gBARIMCgR0ZXh0GAggASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgJIAEoCEIMCgpfc3ByaW50X2lkQg4KDF9hc3NpZ25lZV9pZEIMCgpfaXRlbV90eXBlQgwKCl9wYXJlbnRfaWQiFwoJR2V0U3ByaW50EgoKAmlkGAEgASgJIpEBCgtMaXN0U3ByaW50cxISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIoCgZzdGF0dXMYAyABKA4yEy5wbS52MS5TcHJpbnRTdGF0dXNIAIgBARIXCg9pbmNsdWRlX2RlbGV0ZWQYBCABKAhCCQoHX3N0YXR1cyIYCgpHZXRDb21tZW50EgoKAmlkGAEgASgJIl8KDExpc3RDb21tZW50cxIUCgx3b3JrX2l0ZW1faWQYASABKAkSIAoEcGFnZRgCIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0EhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCIaCgxHZXRUaW1lRW50cnkSCgoCaWQYASABKAkirgEKD0xpc3RUaW1lRW50cmllcxISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIZCgx3b3JrX2l0ZW1faWQYAyABKAlIAIgBARIUCgd1c2VyX2lkGAQgASgJSAGIAQESFwoPaW5jbHVkZV9kZWxldGVkGAUgASgIQg8KDV93b3JrX2l0ZW1faWRCCgoIX3VzZXJfaWQiGwoNR2V0RGVwZW5kZW5jeRIKCgJpZBgBIAEoCSKNAQoQTGlzdERlcGVuZGVuY2llcxISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIZCgx3b3JrX2l0ZW1faWQYAyABKAlIAIgBARIXCg9pbmNsdWRlX2RlbGV0ZWQYBCABKAhCDwoNX3dvcmtfaXRlbV9pZCIZCgtHZXRTd2ltTGFuZRIKCgJpZBgBIAEoCSJeCg1MaXN0U3dpbUxhbmVzEhIKCnByb2plY3RfaWQYASABKAkSIAoEcGFnZRgCIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0EhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCIbCg1HZXRMbG1Db250ZXh0EgoKAmlkGAEgASgJIp4BCg5MaXN0TGxtQ29udGV4dBISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIwCghjYXRlZ29yeRgDIAEoDjIZLnBtLnYxLkxsbUNvbnRleHRDYXRlZ29yeUgAiAEBEhcKD2luY2x1ZGVfZGVsZXRlZBgEIAEoCEILCglfY2F0ZWdvcnkivAEKDExpc3RBY3Rpdml0eRIgCgRwYWdlGAEgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgCIAEoCRIrCgtlbnRpdHlfdHlwZRgDIAEoDjIRLnBtLnYxLkVudGl0eVR5cGVIAIgBARIRCgllbnRpdHlfaWQYBCABKAkSEAoIYWN0b3JfaWQYBSABKAkSFAoMb2xkZXN0X2ZpcnN0GAYgASgIQg4KDF9lbnRpdHlfdHlwZSJGChBHZXRQcm9qZWN0UmVzdWx0Eh8KB3Byb2plY3QYASABKAsyDi5wbS52MS5Qcm9qZWN0EhEKCWFzX29mX3NlcRgCIAEoBCJfChJMaXN0UHJvamVjdHNSZXN1bHQSHQoFaXRlbXMYASADKAsyDi5wbS52MS5Qcm9qZWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiZAoRTGlzdE1lbWJlcnNSZXN1bHQSIwoFaXRlbXMYASADKAsyFC5wbS52MS5Qcm9qZWN0TWVtYmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiSgoRR2V0V29ya0l0ZW1SZXN1bHQSIgoJd29ya19pdGVtGAEgASgLMg8ucG0udjEuV29ya0l0ZW0SEQoJYXNfb2Zfc2VxGAIgASgEImEKE0xpc3RXb3JrSXRlbXNSZXN1bHQSHgoFaXRlbXMYASADKAsyDy5wbS52MS5Xb3JrSXRlbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIkMKD0dldFNwcmludFJlc3VsdBIdCgZzcHJpbnQYASABKAsyDS5wbS52MS5TcHJpbnQSEQoJYXNfb2Zfc2VxGAIgASgEIl0KEUxpc3RTcHJpbnRzUmVzdWx0EhwKBWl0ZW1zGAEgAygLMg0ucG0udjEuU3ByaW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiRgoQR2V0Q29tbWVudFJlc3VsdBIfCgdjb21tZW50GAEgASgLMg4ucG0udjEuQ29tbWVudBIRCglhc19vZl9zZXEYAiABKAQiXwoSTGlzdENvbW1lbnRzUmVzdWx0Eh0KBWl0ZW1zGAEgAygLMg4ucG0udjEuQ29tbWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIk0KEkdldFRpbWVFbnRyeVJlc3VsdBIkCgp0aW1lX2VudHJ5GAEgASgLMhAucG0udjEuVGltZUVudHJ5EhEKCWFzX29mX3NlcRgCIAEoBCJkChVMaXN0VGltZUVudHJpZXNSZXN1bHQSHwoFaXRlbXMYASADKAsyEC5wbS52MS5UaW1lRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhEKCWFzX29mX3NlcRgDIAEoBCJPChNHZXREZXBlbmRlbmN5UmVzdWx0EiUKCmRlcGVuZGVuY3kYASABKAsyES5wbS52MS5EZXBlbmRlbmN5EhEKCWFzX29mX3NlcRgCIAEoBCJmChZMaXN0RGVwZW5kZW5jaWVzUmVzdWx0EiAKBWl0ZW1zGAEgAygLMhEucG0udjEuRGVwZW5kZW5jeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIkoKEUdldFN3aW1MYW5lUmVzdWx0EiIKCXN3aW1fbGFuZRgBIAEoCzIPLnBtLnYxLlN3aW1MYW5lEhEKCWFzX29mX3NlcRgCIAEoBCJhChNMaXN0U3dpbUxhbmVzUmVzdWx0Eh4KBWl0ZW1zGAEgAygLMg8ucG0udjEuU3dpbUxhbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhEKCWFzX29mX3NlcRgDIAEoBCJQChNHZXRMbG1Db250ZXh0UmVzdWx0EiYKC2xsbV9jb250ZXh0GAEgASgLMhEucG0udjEuTGxtQ29udGV4dBIRCglhc19vZl9zZXEYAiABKAQiZAoUTGlzdExsbUNvbnRleHRSZXN1bHQSIAoFaXRlbXMYASADKAsyES5wbS52MS5MbG1Db250ZXh0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiZQoSTGlzdEFjdGl2aXR5UmVzdWx0EiMKBWl0ZW1zGAEgAygLMhQucG0udjEuQWN0aXZpdHlFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIskICgtRdWVyeVJlc3VsdBI1ChJnZXRfcHJvamVjdF9yZXN1bHQYCiABKAsyFy5wbS52MS5HZXRQcm9qZWN0UmVzdWx0SAASOQoUbGlzdF9wcm9qZWN0c19yZXN1bHQYCyABKAsyGS5wbS52MS5MaXN0UHJvamVjdHNSZXN1bHRIABI3ChNsaXN0X21lbWJlcnNfcmVzdWx0GAwgASgLMhgucG0udjEuTGlzdE1lbWJlcnNSZXN1bHRIABI4ChRnZXRfd29ya19pdGVtX3Jlc3VsdBgUIAEoCzIYLnBtLnYxLkdldFdvcmtJdGVtUmVzdWx0SAASPAoWbGlzdF93b3JrX2l0ZW1zX3Jlc3VsdBgVIAEoCzIaLnBtLnYxLkxpc3RXb3JrSXRlbXNSZXN1bHRIABIzChFnZXRfc3ByaW50X3Jlc3VsdBgeIAEoCzIWLnBtLnYxLkdldFNwcmludFJlc3VsdEgAEjcKE2xpc3Rfc3ByaW50c19yZXN1bHQYHyABKAsyGC5wbS52MS5MaXN0U3ByaW50c1Jlc3VsdEgAEjUKEmdldF9jb21tZW50X3Jlc3VsdBgoIAEoCzIXLnBtLnYxLkdldENvbW1lbnRSZXN1bHRIABI5ChRsaXN0X2NvbW1lbnRzX3Jlc3VsdBgpIAEoCzIZLnBtLnYxLkxpc3RDb21tZW50c1Jlc3VsdEgAEjoKFWdldF90aW1lX2VudHJ5X3Jlc3VsdBgyIAEoCzIZLnBtLnYxLkdldFRpbWVFbnRyeVJlc3VsdEgAEkAKGGxpc3RfdGltZV9lbnRyaWVzX3Jlc3VsdBgzIAEoCzIcLnBtLnYxLkxpc3RUaW1lRW50cmllc1Jlc3VsdEgAEjsKFWdldF9kZXBlbmRlbmN5X3Jlc3VsdBg8IAEoCzIaLnBtLnYxLkdldERlcGVuZGVuY3lSZXN1bHRIABJBChhsaXN0X2RlcGVuZGVuY2llc19yZXN1bHQYPSABKAsyHS5wbS52MS5MaXN0RGVwZW5kZW5jaWVzUmVzdWx0SAASOAoUZ2V0X3N3aW1fbGFuZV9yZXN1bHQYRiABKAsyGC5wbS52MS5HZXRTd2ltTGFuZVJlc3VsdEgAEjwKFmxpc3Rfc3dpbV9sYW5lc19yZXN1bHQYRyABKAsyGi5wbS52MS5MaXN0U3dpbUxhbmVzUmVzdWx0SAASPAoWZ2V0X2xsbV9jb250ZXh0X3Jlc3VsdBhQIAEoCzIaLnBtLnYxLkdldExsbUNvbnRleHRSZXN1bHRIABI+ChdsaXN0X2xsbV9jb250ZXh0X3Jlc3VsdBhRIAEoCzIbLnBtLnYxLkxpc3RMbG1Db250ZXh0UmVzdWx0SAASOQoUbGlzdF9hY3Rpdml0eV9yZXN1bHQYWiABKAsyGS5wbS52MS5MaXN0QWN0aXZpdHlSZXN1bHRIAEIICgZyZXN1bHRiBnByb3RvMw", [file_pm_v1_common, file_pm_v1_entities]);
+  fileDesc("ChNwbS92MS9xdWVyaWVzLnByb3RvEgVwbS52MSL7CAoFUXVlcnkSKAoLZ2V0X3Byb2plY3QYCiABKAsyES5wbS52MS5HZXRQcm9qZWN0SAASLAoNbGlzdF9wcm9qZWN0cxgLIAEoCzITLnBtLnYxLkxpc3RQcm9qZWN0c0gAEioKDGxpc3RfbWVtYmVycxgMIAEoCzISLnBtLnYxLkxpc3RNZW1iZXJzSAASMwoRZ2V0X2JvYXJkX3N1bW1hcnkYDSABKAsyFi5wbS52MS5HZXRCb2FyZFN1bW1hcnlIABIrCg1nZXRfd29ya19pdGVtGBQgASgLMhIucG0udjEuR2V0V29ya0l0ZW1IABIvCg9saXN0X3dvcmtfaXRlbXMYFSABKAsyFC5wbS52MS5MaXN0V29ya0l0ZW1zSAASPgoXZ2V0X3dvcmtfaXRlbV9oaWVyYXJjaHkYFiABKAsyGy5wbS52MS5HZXRXb3JrSXRlbUhpZXJhcmNoeUgAEiYKCmdldF9zcHJpbnQYHiABKAsyEC5wbS52MS5HZXRTcHJpbnRIABIqCgxsaXN0X3NwcmludHMYHyABKAsyEi5wbS52MS5MaXN0U3ByaW50c0gAEigKC2dldF9jb21tZW50GCggASgLMhEucG0udjEuR2V0Q29tbWVudEgAEiwKDWxpc3RfY29tbWVudHMYKSABKAsyEy5wbS52MS5MaXN0Q29tbWVudHNIABItCg5nZXRfdGltZV9lbnRyeRgyIAEoCzITLnBtLnYxLkdldFRpbWVFbnRyeUgAEjMKEWxpc3RfdGltZV9lbnRyaWVzGDMgASgLMhYucG0udjEuTGlzdFRpbWVFbnRyaWVzSAASMwoRZ2V0X3J1bm5pbmdfdGltZXIYNCABKAsyFi5wbS52MS5HZXRSdW5uaW5nVGltZXJIABIvCg9nZXRfdGltZV90b3RhbHMYNSABKAsyFC5wbS52MS5HZXRUaW1lVG90YWxzSAASLgoOZ2V0X2RlcGVuZGVuY3kYPCABKAsyFC5wbS52MS5HZXREZXBlbmRlbmN5SAASNAoRbGlzdF9kZXBlbmRlbmNpZXMYPSABKAsyFy5wbS52MS5MaXN0RGVwZW5kZW5jaWVzSAASKwoNZ2V0X3N3aW1fbGFuZRhGIAEoCzISLnBtLnYxLkdldFN3aW1MYW5lSAASLwoPbGlzdF9zd2ltX2xhbmVzGEcgASgLMhQucG0udjEuTGlzdFN3aW1MYW5lc0gAEi8KD2dldF9sbG1fY29udGV4dBhQIAEoCzIULnBtLnYxLkdldExsbUNvbnRleHRIABIxChBsaXN0X2xsbV9jb250ZXh0GFEgASgLMhUucG0udjEuTGlzdExsbUNvbnRleHRIABIsCg1saXN0X2FjdGl2aXR5GFogASgLMhMucG0udjEuTGlzdEFjdGl2aXR5SAASHwoGc2VhcmNoGGQgASgLMg0ucG0udjEuU2VhcmNoSAASJgoKbGlzdF91c2VycxhlIAEoCzIQLnBtLnYxLkxpc3RVc2Vyc0gAQgYKBGtpbmQiNAoLUGFnZVJlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiGAoKR2V0UHJvamVjdBIKCgJpZBgBIAEoCSJ/CgxMaXN0UHJvamVjdHMSIAoEcGFnZRgBIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0EhcKD2luY2x1ZGVfZGVsZXRlZBgCIAEoCBIpCgZzdGF0dXMYAyABKA4yFC5wbS52MS5Qcm9qZWN0U3RhdHVzSACIAQFCCQoHX3N0YXR1cyJDCgtMaXN0TWVtYmVycxISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdCIuCgtHZXRXb3JrSXRlbRIKCgJpZBgBIAEoCRITCgtkaXNwbGF5X2tleRgCIAEoCSLGAgoNTGlzdFdvcmtJdGVtcxISCgpwcm9qZWN0X2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIWCglzcHJpbnRfaWQYAyABKAlIAIgBARInCghzdGF0dXNlcxgEIAMoDjIVLnBtLnYxLldvcmtJdGVtU3RhdHVzEhgKC2Fzc2lnbmVlX2lkGAUgASgJSAGIAQESKwoJaXRlbV90eXBlGAYgASgOMhMucG0udjEuV29ya0l0ZW1UeXBlSAKIAQESFgoJcGFyZW50X2lkGAcgASgJSAOIAQESDAoEdGV4dBgIIAEoCRIXCg9pbmNsdWRlX2RlbGV0ZWQYCSABKAhCDAoKX3NwcmludF9pZEIOCgxfYXNzaWduZWVfaWRCDAoKX2l0ZW1fdHlwZUIMCgpfcGFyZW50X2lkIhcKCUdldFNwcmludBIKCgJpZBgBIAEoCSKRAQoLTGlzdFNwcmludHMSEgoKcHJvamVjdF9pZBgBIAEoCRIgCgRwYWdlGAIgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSKAoGc3RhdHVzGAMgASgOMhMucG0udjEuU3ByaW50U3RhdHVzSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAQgASgIQgkKB19zdGF0dXMiGAoKR2V0Q29tbWVudBIKCgJpZBgBIAEoCSJfCgxMaXN0Q29tbWVudHMSFAoMd29ya19pdGVtX2lkGAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBIXCg9pbmNsdWRlX2RlbGV0ZWQYAyABKAgiGgoMR2V0VGltZUVudHJ5EgoKAmlkGAEgASgJIq4BCg9MaXN0VGltZUVudHJpZXMSEgoKcHJvamVjdF9pZBgBIAEoCRIgCgRwYWdlGAIgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSGQoMd29ya19pdGVtX2lkGAMgASgJSACIAQESFAoHdXNlcl9pZBgEIAEoCUgBiAEBEhcKD2luY2x1ZGVfZGVsZXRlZBgFIAEoCEIPCg1fd29ya19pdGVtX2lkQgoKCF91c2VyX2lkIhsKDUdldERlcGVuZGVuY3kSCgoCaWQYASABKAkihQIKEExpc3REZXBlbmRlbmNpZXMSEgoKcHJvamVjdF9pZBgBIAEoCRIgCgRwYWdlGAIgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSGQoMd29ya19pdGVtX2lkGAMgASgJSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAQgASgIEi0KCWRpcmVjdGlvbhgFIAEoDjIaLnBtLnYxLkRlcGVuZGVuY3lEaXJlY3Rpb24SMwoPZGVwZW5kZW5jeV90eXBlGAYgASgOMhUucG0udjEuRGVwZW5kZW5jeVR5cGVIAYgBAUIPCg1fd29ya19pdGVtX2lkQhIKEF9kZXBlbmRlbmN5X3R5cGUiEQoPR2V0UnVubmluZ1RpbWVyIoICCg1HZXRUaW1lVG90YWxzEhIKCnByb2plY3RfaWQYASABKAkSGQoMd29ya19pdGVtX2lkGAIgASgJSACIAQESFgoJc3ByaW50X2lkGAMgASgJSAGIAQESFAoHdXNlcl9pZBgEIAEoCUgCiAEBEhUKCHN0YXJ0X2F0GAUgASgDSAOIAQESEwoGZW5kX2F0GAYgASgDSASIAQESJQoIZ3JvdXBfYnkYByABKA4yEy5wbS52MS5UaW1lR3JvdXBpbmdCDwoNX3dvcmtfaXRlbV9pZEIMCgpfc3ByaW50X2lkQgoKCF91c2VyX2lkQgsKCV9zdGFydF9hdEIJCgdfZW5kX2F0IhkKC0dldFN3aW1MYW5lEgoKAmlkGAEgASgJIksKD0dldEJvYXJkU3VtbWFyeRISCgpwcm9qZWN0X2lkGAEgASgJEhYKCXNwcmludF9pZBgCIAEoCUgAiAEBQgwKCl9zcHJpbnRfaWQiOwoUR2V0V29ya0l0ZW1IaWVyYXJjaHkSCgoCaWQYASABKAkSFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIIl4KDUxpc3RTd2ltTGFuZXMSEgoKcHJvamVjdF9pZBgBIAEoCRIgCgRwYWdlGAIgASgLMhIucG0udjEuUGFnZVJlcXVlc3QSFwoPaW5jbHVkZV9kZWxldGVkGAMgASgIIhsKDUdldExsbUNvbnRleHQSCgoCaWQYASABKAkingEKDkxpc3RMbG1Db250ZXh0EhIKCnByb2plY3RfaWQYASABKAkSIAoEcGFnZRgCIAEoCzISLnBtLnYxLlBhZ2VSZXF1ZXN0EjAKCGNhdGVnb3J5GAMgASgOMhkucG0udjEuTGxtQ29udGV4dENhdGVnb3J5SACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAQgASgIQgsKCV9jYXRlZ29yeSK8AQoMTGlzdEFjdGl2aXR5EiAKBHBhZ2UYASABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAIgASgJEisKC2VudGl0eV90eXBlGAMgASgOMhEucG0udjEuRW50aXR5VHlwZUgAiAEBEhEKCWVudGl0eV9pZBgEIAEoCRIQCghhY3Rvcl9pZBgFIAEoCRIUCgxvbGRlc3RfZmlyc3QYBiABKAhCDgoMX2VudGl0eV90eXBlInUKBlNlYXJjaBIMCgR0ZXh0GAEgASgJEiAKBHBhZ2UYAiABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBInCgxlbnRpdHlfdHlwZXMYAyADKA4yES5wbS52MS5FbnRpdHlUeXBlEhIKCnByb2plY3RfaWQYBCABKAkiLAoLU25pcHBldFBhcnQSDAoEdGV4dBgBIAEoCRIPCgdtYXRjaGVkGAIgASgIIsgBCglTZWFyY2hIaXQSJgoLZW50aXR5X3R5cGUYASABKA4yES5wbS52MS5FbnRpdHlUeXBlEhEKCWVudGl0eV9pZBgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEhQKDHdvcmtfaXRlbV9pZBgEIAEoCRITCgtkaXNwbGF5X2tleRgFIAEoCRINCgV0aXRsZRgGIAEoCRIjCgdzbmlwcGV0GAcgAygLMhIucG0udjEuU25pcHBldFBhcnQSDQoFc2NvcmUYCCABKAEiWwoMU2VhcmNoUmVzdWx0Eh8KBWl0ZW1zGAEgAygLMhAucG0udjEuU2VhcmNoSGl0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiQQoJTGlzdFVzZXJzEiAKBHBhZ2UYASABKAsyEi5wbS52MS5QYWdlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAIgASgJIlkKD0xpc3RVc2Vyc1Jlc3VsdBIaCgVpdGVtcxgBIAMoCzILLnBtLnYxLlVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhEKCWFzX29mX3NlcRgDIAEoBCJGChBHZXRQcm9qZWN0UmVzdWx0Eh8KB3Byb2plY3QYASABKAsyDi5wbS52MS5Qcm9qZWN0EhEKCWFzX29mX3NlcRgCIAEoBCJfChJMaXN0UHJvamVjdHNSZXN1bHQSHQoFaXRlbXMYASADKAsyDi5wbS52MS5Qcm9qZWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiZAoRTGlzdE1lbWJlcnNSZXN1bHQSIwoFaXRlbXMYASADKAsyFC5wbS52MS5Qcm9qZWN0TWVtYmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiSgoRR2V0V29ya0l0ZW1SZXN1bHQSIgoJd29ya19pdGVtGAEgASgLMg8ucG0udjEuV29ya0l0ZW0SEQoJYXNfb2Zfc2VxGAIgASgEImEKE0xpc3RXb3JrSXRlbXNSZXN1bHQSHgoFaXRlbXMYASADKAsyDy5wbS52MS5Xb3JrSXRlbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIkMKD0dldFNwcmludFJlc3VsdBIdCgZzcHJpbnQYASABKAsyDS5wbS52MS5TcHJpbnQSEQoJYXNfb2Zfc2VxGAIgASgEIl0KEUxpc3RTcHJpbnRzUmVzdWx0EhwKBWl0ZW1zGAEgAygLMg0ucG0udjEuU3ByaW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiRgoQR2V0Q29tbWVudFJlc3VsdBIfCgdjb21tZW50GAEgASgLMg4ucG0udjEuQ29tbWVudBIRCglhc19vZl9zZXEYAiABKAQiXwoSTGlzdENvbW1lbnRzUmVzdWx0Eh0KBWl0ZW1zGAEgAygLMg4ucG0udjEuQ29tbWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIk0KEkdldFRpbWVFbnRyeVJlc3VsdBIkCgp0aW1lX2VudHJ5GAEgASgLMhAucG0udjEuVGltZUVudHJ5EhEKCWFzX29mX3NlcRgCIAEoBCJkChVMaXN0VGltZUVudHJpZXNSZXN1bHQSHwoFaXRlbXMYASADKAsyEC5wbS52MS5UaW1lRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhEKCWFzX29mX3NlcRgDIAEoBCJPChNHZXREZXBlbmRlbmN5UmVzdWx0EiUKCmRlcGVuZGVuY3kYASABKAsyES5wbS52MS5EZXBlbmRlbmN5EhEKCWFzX29mX3NlcRgCIAEoBCJmChZMaXN0RGVwZW5kZW5jaWVzUmVzdWx0EiAKBWl0ZW1zGAEgAygLMhEucG0udjEuRGVwZW5kZW5jeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEIkoKEUdldFN3aW1MYW5lUmVzdWx0EiIKCXN3aW1fbGFuZRgBIAEoCzIPLnBtLnYxLlN3aW1MYW5lEhEKCWFzX29mX3NlcRgCIAEoBCJhChNMaXN0U3dpbUxhbmVzUmVzdWx0Eh4KBWl0ZW1zGAEgAygLMg8ucG0udjEuU3dpbUxhbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhEKCWFzX29mX3NlcRgDIAEoBCJQChNHZXRMbG1Db250ZXh0UmVzdWx0EiYKC2xsbV9jb250ZXh0GAEgASgLMhEucG0udjEuTGxtQ29udGV4dBIRCglhc19vZl9zZXEYAiABKAQiZAoUTGlzdExsbUNvbnRleHRSZXN1bHQSIAoFaXRlbXMYASADKAsyES5wbS52MS5MbG1Db250ZXh0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIRCglhc19vZl9zZXEYAyABKAQiZQoSTGlzdEFjdGl2aXR5UmVzdWx0EiMKBWl0ZW1zGAEgAygLMhQucG0udjEuQWN0aXZpdHlFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEQoJYXNfb2Zfc2VxGAMgASgEInQKFUdldFJ1bm5pbmdUaW1lclJlc3VsdBIkCgp0aW1lX2VudHJ5GAEgASgLMhAucG0udjEuVGltZUVudHJ5EiIKCXdvcmtfaXRlbRgCIAEoCzIPLnBtLnYxLldvcmtJdGVtEhEKCWFzX29mX3NlcRgDIAEoBCKQAQoTR2V0VGltZVRvdGFsc1Jlc3VsdBIgCgZncm91cHMYASADKAsyEC5wbS52MS5UaW1lVG90YWwSEwoLZHVyYXRpb25fbXMYAiABKAMSDwoHZW50cmllcxgDIAEoDRIRCgl0cnVuY2F0ZWQYBCABKAgSEQoJYXNfb2Zfc2VxGAUgASgEEgsKA25vdxgGIAEoAyJNCglUaW1lVG90YWwSCwoDa2V5GAEgASgJEg0KBWxhYmVsGAIgASgJEhMKC2R1cmF0aW9uX21zGAMgASgDEg8KB2VudHJpZXMYBCABKA0ipAEKFUdldEJvYXJkU3VtbWFyeVJlc3VsdBIkCghzdGF0dXNlcxgBIAMoCzISLnBtLnYxLlN0YXR1c0NvdW50EiIKBWxhbmVzGAIgAygLMhMucG0udjEuU3dpbUxhbmVMb2FkEi4KD3NwcmludF9wcm9ncmVzcxgDIAEoCzIVLnBtLnYxLlNwcmludFByb2dyZXNzEhEKCWFzX29mX3NlcRgEIAEoBCJZCgtTdGF0dXNDb3VudBIlCgZzdGF0dXMYASABKA4yFS5wbS52MS5Xb3JrSXRlbVN0YXR1cxINCgVpdGVtcxgCIAEoDRIUCgxzdG9yeV9wb2ludHMYAyABKA0iawoMU3dpbUxhbmVMb2FkEiIKCXN3aW1fbGFuZRgBIAEoCzIPLnBtLnYxLlN3aW1MYW5lEg0KBWl0ZW1zGAIgASgNEhQKDHN0b3J5X3BvaW50cxgDIAEoDRISCgpvdmVyX2xpbWl0GAQgASgIIq0BCg5TcHJpbnRQcm9ncmVzcxIdCgZzcHJpbnQYASABKAsyDS5wbS52MS5TcHJpbnQSDQoFaXRlbXMYAiABKA0SFAoMY2xvc2VkX2l0ZW1zGAMgASgNEhQKDHN0b3J5X3BvaW50cxgEIAEoDRIbChNjbG9zZWRfc3RvcnlfcG9pbnRzGAUgASgNEiQKCHN0YXR1c2VzGAYgAygLMhIucG0udjEuU3RhdHVzQ291bnQisAEKGkdldFdvcmtJdGVtSGllcmFyY2h5UmVzdWx0EiIKCWFuY2VzdG9ycxgBIAMoCzIPLnBtLnYxLldvcmtJdGVtEiIKCXdvcmtfaXRlbRgCIAEoCzIPLnBtLnYxLldvcmtJdGVtEiQKC2Rlc2NlbmRhbnRzGAMgAygLMg8ucG0udjEuV29ya0l0ZW0SEQoJdHJ1bmNhdGVkGAQgASgIEhEKCWFzX29mX3NlcRgFIAEoBCK7CwoLUXVlcnlSZXN1bHQSNQoSZ2V0X3Byb2plY3RfcmVzdWx0GAogASgLMhcucG0udjEuR2V0UHJvamVjdFJlc3VsdEgAEjkKFGxpc3RfcHJvamVjdHNfcmVzdWx0GAsgASgLMhkucG0udjEuTGlzdFByb2plY3RzUmVzdWx0SAASNwoTbGlzdF9tZW1iZXJzX3Jlc3VsdBgMIAEoCzIYLnBtLnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASQAoYZ2V0X2JvYXJkX3N1bW1hcnlfcmVzdWx0GA0gASgLMhwucG0udjEuR2V0Qm9hcmRTdW1tYXJ5UmVzdWx0SAASOAoUZ2V0X3dvcmtfaXRlbV9yZXN1bHQYFCABKAsyGC5wbS52MS5HZXRXb3JrSXRlbVJlc3VsdEgAEjwKFmxpc3Rfd29ya19pdGVtc19yZXN1bHQYFSABKAsyGi5wbS52MS5MaXN0V29ya0l0ZW1zUmVzdWx0SAASSwoeZ2V0X3dvcmtfaXRlbV9oaWVyYXJjaHlfcmVzdWx0GBYgASgLMiEucG0udjEuR2V0V29ya0l0ZW1IaWVyYXJjaHlSZXN1bHRIABIzChFnZXRfc3ByaW50X3Jlc3VsdBgeIAEoCzIWLnBtLnYxLkdldFNwcmludFJlc3VsdEgAEjcKE2xpc3Rfc3ByaW50c19yZXN1bHQYHyABKAsyGC5wbS52MS5MaXN0U3ByaW50c1Jlc3VsdEgAEjUKEmdldF9jb21tZW50X3Jlc3VsdBgoIAEoCzIXLnBtLnYxLkdldENvbW1lbnRSZXN1bHRIABI5ChRsaXN0X2NvbW1lbnRzX3Jlc3VsdBgpIAEoCzIZLnBtLnYxLkxpc3RDb21tZW50c1Jlc3VsdEgAEjoKFWdldF90aW1lX2VudHJ5X3Jlc3VsdBgyIAEoCzIZLnBtLnYxLkdldFRpbWVFbnRyeVJlc3VsdEgAEkAKGGxpc3RfdGltZV9lbnRyaWVzX3Jlc3VsdBgzIAEoCzIcLnBtLnYxLkxpc3RUaW1lRW50cmllc1Jlc3VsdEgAEkAKGGdldF9ydW5uaW5nX3RpbWVyX3Jlc3VsdBg0IAEoCzIcLnBtLnYxLkdldFJ1bm5pbmdUaW1lclJlc3VsdEgAEjwKFmdldF90aW1lX3RvdGFsc19yZXN1bHQYNSABKAsyGi5wbS52MS5HZXRUaW1lVG90YWxzUmVzdWx0SAASOwoVZ2V0X2RlcGVuZGVuY3lfcmVzdWx0GDwgASgLMhoucG0udjEuR2V0RGVwZW5kZW5jeVJlc3VsdEgAEkEKGGxpc3RfZGVwZW5kZW5jaWVzX3Jlc3VsdBg9IAEoCzIdLnBtLnYxLkxpc3REZXBlbmRlbmNpZXNSZXN1bHRIABI4ChRnZXRfc3dpbV9sYW5lX3Jlc3VsdBhGIAEoCzIYLnBtLnYxLkdldFN3aW1MYW5lUmVzdWx0SAASPAoWbGlzdF9zd2ltX2xhbmVzX3Jlc3VsdBhHIAEoCzIaLnBtLnYxLkxpc3RTd2ltTGFuZXNSZXN1bHRIABI8ChZnZXRfbGxtX2NvbnRleHRfcmVzdWx0GFAgASgLMhoucG0udjEuR2V0TGxtQ29udGV4dFJlc3VsdEgAEj4KF2xpc3RfbGxtX2NvbnRleHRfcmVzdWx0GFEgASgLMhsucG0udjEuTGlzdExsbUNvbnRleHRSZXN1bHRIABI5ChRsaXN0X2FjdGl2aXR5X3Jlc3VsdBhaIAEoCzIZLnBtLnYxLkxpc3RBY3Rpdml0eVJlc3VsdEgAEiwKDXNlYXJjaF9yZXN1bHQYZCABKAsyEy5wbS52MS5TZWFyY2hSZXN1bHRIABIzChFsaXN0X3VzZXJzX3Jlc3VsdBhlIAEoCzIWLnBtLnYxLkxpc3RVc2Vyc1Jlc3VsdEgAQggKBnJlc3VsdCqiAQoTRGVwZW5kZW5jeURpcmVjdGlvbhIkCiBERVBFTkRFTkNZX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEh0KGURFUEVOREVOQ1lfRElSRUNUSU9OX0JPVEgQARIhCh1ERVBFTkRFTkNZX0RJUkVDVElPTl9CTE9DS0lORxACEiMKH0RFUEVOREVOQ1lfRElSRUNUSU9OX0JMT0NLRURfQlkQAyqXAQoMVGltZUdyb3VwaW5nEh0KGVRJTUVfR1JPVVBJTkdfVU5TUEVDSUZJRUQQABIbChdUSU1FX0dST1VQSU5HX1dPUktfSVRFTRABEhgKFFRJTUVfR1JPVVBJTkdfU1BSSU5UEAISFgoSVElNRV9HUk9VUElOR19VU0VSEAMSGQoVVElNRV9HUk9VUElOR19QUk9KRUNUEARiBnByb3RvMw", [file_pm_v1_common, file_pm_v1_entities]);
 
 /**
  * @generated from message pm.v1.Query
@@ -49,6 +49,12 @@ export type Query = Message<"pm.v1.Query"> & {
     case: "listMembers";
   } | {
     /**
+     * @generated from field: pm.v1.GetBoardSummary get_board_summary = 13;
+     */
+    value: GetBoardSummary;
+    case: "getBoardSummary";
+  } | {
+    /**
      * @generated from field: pm.v1.GetWorkItem get_work_item = 20;
      */
     value: GetWorkItem;
@@ -59,6 +65,12 @@ export type Query = Message<"pm.v1.Query"> & {
      */
     value: ListWorkItems;
     case: "listWorkItems";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetWorkItemHierarchy get_work_item_hierarchy = 22;
+     */
+    value: GetWorkItemHierarchy;
+    case: "getWorkItemHierarchy";
   } | {
     /**
      * @generated from field: pm.v1.GetSprint get_sprint = 30;
@@ -95,6 +107,18 @@ export type Query = Message<"pm.v1.Query"> & {
      */
     value: ListTimeEntries;
     case: "listTimeEntries";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetRunningTimer get_running_timer = 52;
+     */
+    value: GetRunningTimer;
+    case: "getRunningTimer";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetTimeTotals get_time_totals = 53;
+     */
+    value: GetTimeTotals;
+    case: "getTimeTotals";
   } | {
     /**
      * @generated from field: pm.v1.GetDependency get_dependency = 60;
@@ -137,6 +161,18 @@ export type Query = Message<"pm.v1.Query"> & {
      */
     value: ListActivity;
     case: "listActivity";
+  } | {
+    /**
+     * @generated from field: pm.v1.Search search = 100;
+     */
+    value: Search;
+    case: "search";
+  } | {
+    /**
+     * @generated from field: pm.v1.ListUsers list_users = 101;
+     */
+    value: ListUsers;
+    case: "listUsers";
   } | { case: undefined; value?: undefined };
 };
 
@@ -499,7 +535,7 @@ export const GetDependencySchema: GenMessage<GetDependency> = /*@__PURE__*/
   messageDesc(file_pm_v1_queries, 13);
 
 /**
- * Dependencies of a project, or those touching one work item (either side), oldest first.
+ * Dependencies of a project, or those touching one work item, oldest first.
  *
  * @generated from message pm.v1.ListDependencies
  */
@@ -523,6 +559,20 @@ export type ListDependencies = Message<"pm.v1.ListDependencies"> & {
    * @generated from field: bool include_deleted = 4;
    */
   includeDeleted: boolean;
+
+  /**
+   * Which side of the links `work_item_id` is on; BLOCKING and BLOCKED_BY need it.
+   *
+   * @generated from field: pm.v1.DependencyDirection direction = 5;
+   */
+  direction: DependencyDirection;
+
+  /**
+   * Only links of this type.
+   *
+   * @generated from field: optional pm.v1.DependencyType dependency_type = 6;
+   */
+  dependencyType?: DependencyType | undefined;
 };
 
 /**
@@ -531,6 +581,81 @@ export type ListDependencies = Message<"pm.v1.ListDependencies"> & {
  */
 export const ListDependenciesSchema: GenMessage<ListDependencies> = /*@__PURE__*/
   messageDesc(file_pm_v1_queries, 14);
+
+/**
+ * The caller's running timer, in whichever project it runs (at most one per user), with
+ * its work item. Timers in projects the caller is no longer a member of are not shown.
+ *
+ * @generated from message pm.v1.GetRunningTimer
+ */
+export type GetRunningTimer = Message<"pm.v1.GetRunningTimer"> & {
+};
+
+/**
+ * Describes the message pm.v1.GetRunningTimer.
+ * Use `create(GetRunningTimerSchema)` to create a new message.
+ */
+export const GetRunningTimerSchema: GenMessage<GetRunningTimer> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 15);
+
+/**
+ * Time spent, from time entries: the part of each live entry (on a live work item) that lies
+ * in [`start_at`, `end_at`); a running timer counts up to the time of the query. Filters
+ * combine with AND.
+ *
+ * @generated from message pm.v1.GetTimeTotals
+ */
+export type GetTimeTotals = Message<"pm.v1.GetTimeTotals"> & {
+  /**
+   * Empty: every project the caller is a member of.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: optional string work_item_id = 2;
+   */
+  workItemId?: string | undefined;
+
+  /**
+   * Entries on the work items now in this sprint.
+   *
+   * @generated from field: optional string sprint_id = 3;
+   */
+  sprintId?: string | undefined;
+
+  /**
+   * @generated from field: optional string user_id = 4;
+   */
+  userId?: string | undefined;
+
+  /**
+   * Unix ms; absent: open-ended. `end_at` must be after `start_at`.
+   *
+   * @generated from field: optional int64 start_at = 5;
+   */
+  startAt?: bigint | undefined;
+
+  /**
+   * @generated from field: optional int64 end_at = 6;
+   */
+  endAt?: bigint | undefined;
+
+  /**
+   * One total per work item, sprint, user or project; unset: the overall total only.
+   *
+   * @generated from field: pm.v1.TimeGrouping group_by = 7;
+   */
+  groupBy: TimeGrouping;
+};
+
+/**
+ * Describes the message pm.v1.GetTimeTotals.
+ * Use `create(GetTimeTotalsSchema)` to create a new message.
+ */
+export const GetTimeTotalsSchema: GenMessage<GetTimeTotals> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 16);
 
 /**
  * @generated from message pm.v1.GetSwimLane
@@ -547,7 +672,59 @@ export type GetSwimLane = Message<"pm.v1.GetSwimLane"> & {
  * Use `create(GetSwimLaneSchema)` to create a new message.
  */
 export const GetSwimLaneSchema: GenMessage<GetSwimLane> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 15);
+  messageDesc(file_pm_v1_queries, 17);
+
+/**
+ * A project's board at a glance: per status and per live swim lane the live work items and
+ * their story points (lanes with their WIP limit and whether it is exceeded), and the
+ * progress of a sprint (`sprint_id`, or else the active one).
+ *
+ * @generated from message pm.v1.GetBoardSummary
+ */
+export type GetBoardSummary = Message<"pm.v1.GetBoardSummary"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: optional string sprint_id = 2;
+   */
+  sprintId?: string | undefined;
+};
+
+/**
+ * Describes the message pm.v1.GetBoardSummary.
+ * Use `create(GetBoardSummarySchema)` to create a new message.
+ */
+export const GetBoardSummarySchema: GenMessage<GetBoardSummary> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 18);
+
+/**
+ * A work item with its ancestors and its subtree.
+ *
+ * @generated from message pm.v1.GetWorkItemHierarchy
+ */
+export type GetWorkItemHierarchy = Message<"pm.v1.GetWorkItemHierarchy"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Also deleted descendants (and what lies below them).
+   *
+   * @generated from field: bool include_deleted = 2;
+   */
+  includeDeleted: boolean;
+};
+
+/**
+ * Describes the message pm.v1.GetWorkItemHierarchy.
+ * Use `create(GetWorkItemHierarchySchema)` to create a new message.
+ */
+export const GetWorkItemHierarchySchema: GenMessage<GetWorkItemHierarchy> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 19);
 
 /**
  * Swim lanes of a project, ordered by `position` then `id`.
@@ -576,7 +753,7 @@ export type ListSwimLanes = Message<"pm.v1.ListSwimLanes"> & {
  * Use `create(ListSwimLanesSchema)` to create a new message.
  */
 export const ListSwimLanesSchema: GenMessage<ListSwimLanes> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 16);
+  messageDesc(file_pm_v1_queries, 20);
 
 /**
  * @generated from message pm.v1.GetLlmContext
@@ -593,7 +770,7 @@ export type GetLlmContext = Message<"pm.v1.GetLlmContext"> & {
  * Use `create(GetLlmContextSchema)` to create a new message.
  */
 export const GetLlmContextSchema: GenMessage<GetLlmContext> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 17);
+  messageDesc(file_pm_v1_queries, 21);
 
 /**
  * LLM context of a project, highest `priority` first, then `id`.
@@ -627,7 +804,7 @@ export type ListLlmContext = Message<"pm.v1.ListLlmContext"> & {
  * Use `create(ListLlmContextSchema)` to create a new message.
  */
 export const ListLlmContextSchema: GenMessage<ListLlmContext> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 18);
+  messageDesc(file_pm_v1_queries, 22);
 
 /**
  * The change log as an audit trail, newest first by default. `backward = false` pages
@@ -674,7 +851,219 @@ export type ListActivity = Message<"pm.v1.ListActivity"> & {
  * Use `create(ListActivitySchema)` to create a new message.
  */
 export const ListActivitySchema: GenMessage<ListActivity> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 19);
+  messageDesc(file_pm_v1_queries, 23);
+
+/**
+ * Full-text search across the tenant: work items (title, description), comments, sprints
+ * (name, goal) and LLM context (title, content), in every live project the caller is a member
+ * of, or in one. Words are matched whole, a trailing `*` matches a prefix, and all words must
+ * occur. Hits are ranked by relevance (BM25, titles weigh more than bodies), best first;
+ * deleted rows, and comments on deleted work items, are never found.
+ *
+ * @generated from message pm.v1.Search
+ */
+export type Search = Message<"pm.v1.Search"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * @generated from field: pm.v1.PageRequest page = 2;
+   */
+  page?: PageRequest | undefined;
+
+  /**
+   * Only these kinds (WORK_ITEM, COMMENT, SPRINT, LLM_CONTEXT); empty means all four.
+   *
+   * @generated from field: repeated pm.v1.EntityType entity_types = 3;
+   */
+  entityTypes: EntityType[];
+
+  /**
+   * Only this project; empty means every project the caller is a member of.
+   *
+   * @generated from field: string project_id = 4;
+   */
+  projectId: string;
+};
+
+/**
+ * Describes the message pm.v1.Search.
+ * Use `create(SearchSchema)` to create a new message.
+ */
+export const SearchSchema: GenMessage<Search> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 24);
+
+/**
+ * A piece of a snippet: the text in order, with the matched words as `matched` parts.
+ *
+ * @generated from message pm.v1.SnippetPart
+ */
+export type SnippetPart = Message<"pm.v1.SnippetPart"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * @generated from field: bool matched = 2;
+   */
+  matched: boolean;
+};
+
+/**
+ * Describes the message pm.v1.SnippetPart.
+ * Use `create(SnippetPartSchema)` to create a new message.
+ */
+export const SnippetPartSchema: GenMessage<SnippetPart> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 25);
+
+/**
+ * One search hit.
+ *
+ * @generated from message pm.v1.SearchHit
+ */
+export type SearchHit = Message<"pm.v1.SearchHit"> & {
+  /**
+   * @generated from field: pm.v1.EntityType entity_type = 1;
+   */
+  entityType: EntityType;
+
+  /**
+   * @generated from field: string entity_id = 2;
+   */
+  entityId: string;
+
+  /**
+   * @generated from field: string project_id = 3;
+   */
+  projectId: string;
+
+  /**
+   * The work item it is (or, for a comment, the work item it is on); empty otherwise.
+   *
+   * @generated from field: string work_item_id = 4;
+   */
+  workItemId: string;
+
+  /**
+   * That work item's display key, such as `PM-42`; empty otherwise.
+   *
+   * @generated from field: string display_key = 5;
+   */
+  displayKey: string;
+
+  /**
+   * What to show as the hit's heading: the work item's title, the sprint's name, the LLM
+   * context's title (for a comment, its work item's title).
+   *
+   * @generated from field: string title = 6;
+   */
+  title: string;
+
+  /**
+   * An excerpt of the best-matching field around the matches (at most about 16 words).
+   *
+   * @generated from field: repeated pm.v1.SnippetPart snippet = 7;
+   */
+  snippet: SnippetPart[];
+
+  /**
+   * Relevance, higher is better; comparable within one search only.
+   *
+   * @generated from field: double score = 8;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message pm.v1.SearchHit.
+ * Use `create(SearchHitSchema)` to create a new message.
+ */
+export const SearchHitSchema: GenMessage<SearchHit> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 26);
+
+/**
+ * @generated from message pm.v1.SearchResult
+ */
+export type SearchResult = Message<"pm.v1.SearchResult"> & {
+  /**
+   * @generated from field: repeated pm.v1.SearchHit items = 1;
+   */
+  items: SearchHit[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 3;
+   */
+  asOfSeq: bigint;
+};
+
+/**
+ * Describes the message pm.v1.SearchResult.
+ * Use `create(SearchResultSchema)` to create a new message.
+ */
+export const SearchResultSchema: GenMessage<SearchResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 27);
+
+/**
+ * The people who share a live project with the caller (the caller included), ordered by
+ * `id`: members of those projects, with the name and email of their latest token if they
+ * have connected (a member who never connected has only an `id`). With `project_id`, that
+ * project's members only.
+ *
+ * @generated from message pm.v1.ListUsers
+ */
+export type ListUsers = Message<"pm.v1.ListUsers"> & {
+  /**
+   * @generated from field: pm.v1.PageRequest page = 1;
+   */
+  page?: PageRequest | undefined;
+
+  /**
+   * @generated from field: string project_id = 2;
+   */
+  projectId: string;
+};
+
+/**
+ * Describes the message pm.v1.ListUsers.
+ * Use `create(ListUsersSchema)` to create a new message.
+ */
+export const ListUsersSchema: GenMessage<ListUsers> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 28);
+
+/**
+ * @generated from message pm.v1.ListUsersResult
+ */
+export type ListUsersResult = Message<"pm.v1.ListUsersResult"> & {
+  /**
+   * @generated from field: repeated pm.v1.User items = 1;
+   */
+  items: User[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 3;
+   */
+  asOfSeq: bigint;
+};
+
+/**
+ * Describes the message pm.v1.ListUsersResult.
+ * Use `create(ListUsersResultSchema)` to create a new message.
+ */
+export const ListUsersResultSchema: GenMessage<ListUsersResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 29);
 
 /**
  * @generated from message pm.v1.GetProjectResult
@@ -696,7 +1085,7 @@ export type GetProjectResult = Message<"pm.v1.GetProjectResult"> & {
  * Use `create(GetProjectResultSchema)` to create a new message.
  */
 export const GetProjectResultSchema: GenMessage<GetProjectResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 20);
+  messageDesc(file_pm_v1_queries, 30);
 
 /**
  * @generated from message pm.v1.ListProjectsResult
@@ -723,7 +1112,7 @@ export type ListProjectsResult = Message<"pm.v1.ListProjectsResult"> & {
  * Use `create(ListProjectsResultSchema)` to create a new message.
  */
 export const ListProjectsResultSchema: GenMessage<ListProjectsResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 21);
+  messageDesc(file_pm_v1_queries, 31);
 
 /**
  * @generated from message pm.v1.ListMembersResult
@@ -750,7 +1139,7 @@ export type ListMembersResult = Message<"pm.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 22);
+  messageDesc(file_pm_v1_queries, 32);
 
 /**
  * @generated from message pm.v1.GetWorkItemResult
@@ -772,7 +1161,7 @@ export type GetWorkItemResult = Message<"pm.v1.GetWorkItemResult"> & {
  * Use `create(GetWorkItemResultSchema)` to create a new message.
  */
 export const GetWorkItemResultSchema: GenMessage<GetWorkItemResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 23);
+  messageDesc(file_pm_v1_queries, 33);
 
 /**
  * @generated from message pm.v1.ListWorkItemsResult
@@ -799,7 +1188,7 @@ export type ListWorkItemsResult = Message<"pm.v1.ListWorkItemsResult"> & {
  * Use `create(ListWorkItemsResultSchema)` to create a new message.
  */
 export const ListWorkItemsResultSchema: GenMessage<ListWorkItemsResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 24);
+  messageDesc(file_pm_v1_queries, 34);
 
 /**
  * @generated from message pm.v1.GetSprintResult
@@ -821,7 +1210,7 @@ export type GetSprintResult = Message<"pm.v1.GetSprintResult"> & {
  * Use `create(GetSprintResultSchema)` to create a new message.
  */
 export const GetSprintResultSchema: GenMessage<GetSprintResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 25);
+  messageDesc(file_pm_v1_queries, 35);
 
 /**
  * @generated from message pm.v1.ListSprintsResult
@@ -848,7 +1237,7 @@ export type ListSprintsResult = Message<"pm.v1.ListSprintsResult"> & {
  * Use `create(ListSprintsResultSchema)` to create a new message.
  */
 export const ListSprintsResultSchema: GenMessage<ListSprintsResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 26);
+  messageDesc(file_pm_v1_queries, 36);
 
 /**
  * @generated from message pm.v1.GetCommentResult
@@ -870,7 +1259,7 @@ export type GetCommentResult = Message<"pm.v1.GetCommentResult"> & {
  * Use `create(GetCommentResultSchema)` to create a new message.
  */
 export const GetCommentResultSchema: GenMessage<GetCommentResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 27);
+  messageDesc(file_pm_v1_queries, 37);
 
 /**
  * @generated from message pm.v1.ListCommentsResult
@@ -897,7 +1286,7 @@ export type ListCommentsResult = Message<"pm.v1.ListCommentsResult"> & {
  * Use `create(ListCommentsResultSchema)` to create a new message.
  */
 export const ListCommentsResultSchema: GenMessage<ListCommentsResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 28);
+  messageDesc(file_pm_v1_queries, 38);
 
 /**
  * @generated from message pm.v1.GetTimeEntryResult
@@ -919,7 +1308,7 @@ export type GetTimeEntryResult = Message<"pm.v1.GetTimeEntryResult"> & {
  * Use `create(GetTimeEntryResultSchema)` to create a new message.
  */
 export const GetTimeEntryResultSchema: GenMessage<GetTimeEntryResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 29);
+  messageDesc(file_pm_v1_queries, 39);
 
 /**
  * @generated from message pm.v1.ListTimeEntriesResult
@@ -946,7 +1335,7 @@ export type ListTimeEntriesResult = Message<"pm.v1.ListTimeEntriesResult"> & {
  * Use `create(ListTimeEntriesResultSchema)` to create a new message.
  */
 export const ListTimeEntriesResultSchema: GenMessage<ListTimeEntriesResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 30);
+  messageDesc(file_pm_v1_queries, 40);
 
 /**
  * @generated from message pm.v1.GetDependencyResult
@@ -968,7 +1357,7 @@ export type GetDependencyResult = Message<"pm.v1.GetDependencyResult"> & {
  * Use `create(GetDependencyResultSchema)` to create a new message.
  */
 export const GetDependencyResultSchema: GenMessage<GetDependencyResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 31);
+  messageDesc(file_pm_v1_queries, 41);
 
 /**
  * @generated from message pm.v1.ListDependenciesResult
@@ -995,7 +1384,7 @@ export type ListDependenciesResult = Message<"pm.v1.ListDependenciesResult"> & {
  * Use `create(ListDependenciesResultSchema)` to create a new message.
  */
 export const ListDependenciesResultSchema: GenMessage<ListDependenciesResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 32);
+  messageDesc(file_pm_v1_queries, 42);
 
 /**
  * @generated from message pm.v1.GetSwimLaneResult
@@ -1017,7 +1406,7 @@ export type GetSwimLaneResult = Message<"pm.v1.GetSwimLaneResult"> & {
  * Use `create(GetSwimLaneResultSchema)` to create a new message.
  */
 export const GetSwimLaneResultSchema: GenMessage<GetSwimLaneResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 33);
+  messageDesc(file_pm_v1_queries, 43);
 
 /**
  * @generated from message pm.v1.ListSwimLanesResult
@@ -1044,7 +1433,7 @@ export type ListSwimLanesResult = Message<"pm.v1.ListSwimLanesResult"> & {
  * Use `create(ListSwimLanesResultSchema)` to create a new message.
  */
 export const ListSwimLanesResultSchema: GenMessage<ListSwimLanesResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 34);
+  messageDesc(file_pm_v1_queries, 44);
 
 /**
  * @generated from message pm.v1.GetLlmContextResult
@@ -1066,7 +1455,7 @@ export type GetLlmContextResult = Message<"pm.v1.GetLlmContextResult"> & {
  * Use `create(GetLlmContextResultSchema)` to create a new message.
  */
 export const GetLlmContextResultSchema: GenMessage<GetLlmContextResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 35);
+  messageDesc(file_pm_v1_queries, 45);
 
 /**
  * @generated from message pm.v1.ListLlmContextResult
@@ -1093,7 +1482,7 @@ export type ListLlmContextResult = Message<"pm.v1.ListLlmContextResult"> & {
  * Use `create(ListLlmContextResultSchema)` to create a new message.
  */
 export const ListLlmContextResultSchema: GenMessage<ListLlmContextResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 36);
+  messageDesc(file_pm_v1_queries, 46);
 
 /**
  * @generated from message pm.v1.ListActivityResult
@@ -1120,7 +1509,315 @@ export type ListActivityResult = Message<"pm.v1.ListActivityResult"> & {
  * Use `create(ListActivityResultSchema)` to create a new message.
  */
 export const ListActivityResultSchema: GenMessage<ListActivityResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 37);
+  messageDesc(file_pm_v1_queries, 47);
+
+/**
+ * @generated from message pm.v1.GetRunningTimerResult
+ */
+export type GetRunningTimerResult = Message<"pm.v1.GetRunningTimerResult"> & {
+  /**
+   * Absent: no timer runs.
+   *
+   * @generated from field: pm.v1.TimeEntry time_entry = 1;
+   */
+  timeEntry?: TimeEntry | undefined;
+
+  /**
+   * The work item it runs on.
+   *
+   * @generated from field: pm.v1.WorkItem work_item = 2;
+   */
+  workItem?: WorkItem | undefined;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 3;
+   */
+  asOfSeq: bigint;
+};
+
+/**
+ * Describes the message pm.v1.GetRunningTimerResult.
+ * Use `create(GetRunningTimerResultSchema)` to create a new message.
+ */
+export const GetRunningTimerResultSchema: GenMessage<GetRunningTimerResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 48);
+
+/**
+ * @generated from message pm.v1.GetTimeTotalsResult
+ */
+export type GetTimeTotalsResult = Message<"pm.v1.GetTimeTotalsResult"> & {
+  /**
+   * Largest first, then by key; at most 1,000 (`truncated` says when there were more).
+   *
+   * @generated from field: repeated pm.v1.TimeTotal groups = 1;
+   */
+  groups: TimeTotal[];
+
+  /**
+   * Over everything that matched, whether grouped or not.
+   *
+   * @generated from field: int64 duration_ms = 2;
+   */
+  durationMs: bigint;
+
+  /**
+   * @generated from field: uint32 entries = 3;
+   */
+  entries: number;
+
+  /**
+   * @generated from field: bool truncated = 4;
+   */
+  truncated: boolean;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 5;
+   */
+  asOfSeq: bigint;
+
+  /**
+   * The server time running timers were counted up to (Unix ms).
+   *
+   * @generated from field: int64 now = 6;
+   */
+  now: bigint;
+};
+
+/**
+ * Describes the message pm.v1.GetTimeTotalsResult.
+ * Use `create(GetTimeTotalsResultSchema)` to create a new message.
+ */
+export const GetTimeTotalsResultSchema: GenMessage<GetTimeTotalsResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 49);
+
+/**
+ * Time spent in one group of `GetTimeTotals`.
+ *
+ * @generated from message pm.v1.TimeTotal
+ */
+export type TimeTotal = Message<"pm.v1.TimeTotal"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * @generated from field: int64 duration_ms = 3;
+   */
+  durationMs: bigint;
+
+  /**
+   * Time entries counted.
+   *
+   * @generated from field: uint32 entries = 4;
+   */
+  entries: number;
+};
+
+/**
+ * Describes the message pm.v1.TimeTotal.
+ * Use `create(TimeTotalSchema)` to create a new message.
+ */
+export const TimeTotalSchema: GenMessage<TimeTotal> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 50);
+
+/**
+ * @generated from message pm.v1.GetBoardSummaryResult
+ */
+export type GetBoardSummaryResult = Message<"pm.v1.GetBoardSummaryResult"> & {
+  /**
+   * Every status, in workflow order (backlog ... done, cancelled), zeros included.
+   *
+   * @generated from field: repeated pm.v1.StatusCount statuses = 1;
+   */
+  statuses: StatusCount[];
+
+  /**
+   * Live swim lanes, by `position` then `id`.
+   *
+   * @generated from field: repeated pm.v1.SwimLaneLoad lanes = 2;
+   */
+  lanes: SwimLaneLoad[];
+
+  /**
+   * Absent: no `sprint_id` was given and the project has no active sprint.
+   *
+   * @generated from field: pm.v1.SprintProgress sprint_progress = 3;
+   */
+  sprintProgress?: SprintProgress | undefined;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 4;
+   */
+  asOfSeq: bigint;
+};
+
+/**
+ * Describes the message pm.v1.GetBoardSummaryResult.
+ * Use `create(GetBoardSummaryResultSchema)` to create a new message.
+ */
+export const GetBoardSummaryResultSchema: GenMessage<GetBoardSummaryResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 51);
+
+/**
+ * Live work items in one status.
+ *
+ * @generated from message pm.v1.StatusCount
+ */
+export type StatusCount = Message<"pm.v1.StatusCount"> & {
+  /**
+   * @generated from field: pm.v1.WorkItemStatus status = 1;
+   */
+  status: WorkItemStatus;
+
+  /**
+   * @generated from field: uint32 items = 2;
+   */
+  items: number;
+
+  /**
+   * The sum of the story points set on them.
+   *
+   * @generated from field: uint32 story_points = 3;
+   */
+  storyPoints: number;
+};
+
+/**
+ * Describes the message pm.v1.StatusCount.
+ * Use `create(StatusCountSchema)` to create a new message.
+ */
+export const StatusCountSchema: GenMessage<StatusCount> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 52);
+
+/**
+ * A swim lane and the live work items of the project in its status.
+ *
+ * @generated from message pm.v1.SwimLaneLoad
+ */
+export type SwimLaneLoad = Message<"pm.v1.SwimLaneLoad"> & {
+  /**
+   * @generated from field: pm.v1.SwimLane swim_lane = 1;
+   */
+  swimLane?: SwimLane | undefined;
+
+  /**
+   * @generated from field: uint32 items = 2;
+   */
+  items: number;
+
+  /**
+   * @generated from field: uint32 story_points = 3;
+   */
+  storyPoints: number;
+
+  /**
+   * `items` is above the lane's `wip_limit`.
+   *
+   * @generated from field: bool over_limit = 4;
+   */
+  overLimit: boolean;
+};
+
+/**
+ * Describes the message pm.v1.SwimLaneLoad.
+ * Use `create(SwimLaneLoadSchema)` to create a new message.
+ */
+export const SwimLaneLoadSchema: GenMessage<SwimLaneLoad> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 53);
+
+/**
+ * The live work items of a sprint. Closed means done or cancelled.
+ *
+ * @generated from message pm.v1.SprintProgress
+ */
+export type SprintProgress = Message<"pm.v1.SprintProgress"> & {
+  /**
+   * @generated from field: pm.v1.Sprint sprint = 1;
+   */
+  sprint?: Sprint | undefined;
+
+  /**
+   * @generated from field: uint32 items = 2;
+   */
+  items: number;
+
+  /**
+   * @generated from field: uint32 closed_items = 3;
+   */
+  closedItems: number;
+
+  /**
+   * @generated from field: uint32 story_points = 4;
+   */
+  storyPoints: number;
+
+  /**
+   * @generated from field: uint32 closed_story_points = 5;
+   */
+  closedStoryPoints: number;
+
+  /**
+   * Every status, in workflow order, zeros included.
+   *
+   * @generated from field: repeated pm.v1.StatusCount statuses = 6;
+   */
+  statuses: StatusCount[];
+};
+
+/**
+ * Describes the message pm.v1.SprintProgress.
+ * Use `create(SprintProgressSchema)` to create a new message.
+ */
+export const SprintProgressSchema: GenMessage<SprintProgress> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 54);
+
+/**
+ * @generated from message pm.v1.GetWorkItemHierarchyResult
+ */
+export type GetWorkItemHierarchyResult = Message<"pm.v1.GetWorkItemHierarchyResult"> & {
+  /**
+   * From the root down to the item's parent (deleted ones too: the path stays whole).
+   *
+   * @generated from field: repeated pm.v1.WorkItem ancestors = 1;
+   */
+  ancestors: WorkItem[];
+
+  /**
+   * @generated from field: pm.v1.WorkItem work_item = 2;
+   */
+  workItem?: WorkItem | undefined;
+
+  /**
+   * The live items below it (reached through live items), by depth, then rank and id; each
+   * names its parent. At most 1,000 (`truncated` says when there were more).
+   *
+   * @generated from field: repeated pm.v1.WorkItem descendants = 3;
+   */
+  descendants: WorkItem[];
+
+  /**
+   * @generated from field: bool truncated = 4;
+   */
+  truncated: boolean;
+
+  /**
+   * @generated from field: uint64 as_of_seq = 5;
+   */
+  asOfSeq: bigint;
+};
+
+/**
+ * Describes the message pm.v1.GetWorkItemHierarchyResult.
+ * Use `create(GetWorkItemHierarchyResultSchema)` to create a new message.
+ */
+export const GetWorkItemHierarchyResultSchema: GenMessage<GetWorkItemHierarchyResult> = /*@__PURE__*/
+  messageDesc(file_pm_v1_queries, 55);
 
 /**
  * The answer to a `Query`: the field for message `FooResult` is `foo_result`.
@@ -1151,6 +1848,12 @@ export type QueryResult = Message<"pm.v1.QueryResult"> & {
     case: "listMembersResult";
   } | {
     /**
+     * @generated from field: pm.v1.GetBoardSummaryResult get_board_summary_result = 13;
+     */
+    value: GetBoardSummaryResult;
+    case: "getBoardSummaryResult";
+  } | {
+    /**
      * @generated from field: pm.v1.GetWorkItemResult get_work_item_result = 20;
      */
     value: GetWorkItemResult;
@@ -1161,6 +1864,12 @@ export type QueryResult = Message<"pm.v1.QueryResult"> & {
      */
     value: ListWorkItemsResult;
     case: "listWorkItemsResult";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetWorkItemHierarchyResult get_work_item_hierarchy_result = 22;
+     */
+    value: GetWorkItemHierarchyResult;
+    case: "getWorkItemHierarchyResult";
   } | {
     /**
      * @generated from field: pm.v1.GetSprintResult get_sprint_result = 30;
@@ -1197,6 +1906,18 @@ export type QueryResult = Message<"pm.v1.QueryResult"> & {
      */
     value: ListTimeEntriesResult;
     case: "listTimeEntriesResult";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetRunningTimerResult get_running_timer_result = 52;
+     */
+    value: GetRunningTimerResult;
+    case: "getRunningTimerResult";
+  } | {
+    /**
+     * @generated from field: pm.v1.GetTimeTotalsResult get_time_totals_result = 53;
+     */
+    value: GetTimeTotalsResult;
+    case: "getTimeTotalsResult";
   } | {
     /**
      * @generated from field: pm.v1.GetDependencyResult get_dependency_result = 60;
@@ -1239,6 +1960,18 @@ export type QueryResult = Message<"pm.v1.QueryResult"> & {
      */
     value: ListActivityResult;
     case: "listActivityResult";
+  } | {
+    /**
+     * @generated from field: pm.v1.SearchResult search_result = 100;
+     */
+    value: SearchResult;
+    case: "searchResult";
+  } | {
+    /**
+     * @generated from field: pm.v1.ListUsersResult list_users_result = 101;
+     */
+    value: ListUsersResult;
+    case: "listUsersResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1247,5 +1980,94 @@ export type QueryResult = Message<"pm.v1.QueryResult"> & {
  * Use `create(QueryResultSchema)` to create a new message.
  */
 export const QueryResultSchema: GenMessage<QueryResult> = /*@__PURE__*/
-  messageDesc(file_pm_v1_queries, 38);
+  messageDesc(file_pm_v1_queries, 56);
+
+/**
+ * Which side of a dependency a work item is on.
+ *
+ * @generated from enum pm.v1.DependencyDirection
+ */
+export enum DependencyDirection {
+  /**
+   * Means `DEPENDENCY_DIRECTION_BOTH`.
+   *
+   * @generated from enum value: DEPENDENCY_DIRECTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Either side.
+   *
+   * @generated from enum value: DEPENDENCY_DIRECTION_BOTH = 1;
+   */
+  BOTH = 1,
+
+  /**
+   * The item is `blocking_item_id`: what it blocks (or relates to, as the first item).
+   *
+   * @generated from enum value: DEPENDENCY_DIRECTION_BLOCKING = 2;
+   */
+  BLOCKING = 2,
+
+  /**
+   * The item is `blocked_item_id`: what blocks it.
+   *
+   * @generated from enum value: DEPENDENCY_DIRECTION_BLOCKED_BY = 3;
+   */
+  BLOCKED_BY = 3,
+}
+
+/**
+ * Describes the enum pm.v1.DependencyDirection.
+ */
+export const DependencyDirectionSchema: GenEnum<DependencyDirection> = /*@__PURE__*/
+  enumDesc(file_pm_v1_queries, 0);
+
+/**
+ * How `GetTimeTotals` groups its totals.
+ *
+ * @generated from enum pm.v1.TimeGrouping
+ */
+export enum TimeGrouping {
+  /**
+   * No groups: only the overall total.
+   *
+   * @generated from enum value: TIME_GROUPING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Per work item (`key` its id, `label` its display key).
+   *
+   * @generated from enum value: TIME_GROUPING_WORK_ITEM = 1;
+   */
+  WORK_ITEM = 1,
+
+  /**
+   * Per sprint of the work item (`key` its id, `label` its name; empty key: no sprint).
+   *
+   * @generated from enum value: TIME_GROUPING_SPRINT = 2;
+   */
+  SPRINT = 2,
+
+  /**
+   * Per user (`key` and `label` the user id).
+   *
+   * @generated from enum value: TIME_GROUPING_USER = 3;
+   */
+  USER = 3,
+
+  /**
+   * Per project (`key` its id, `label` its key).
+   *
+   * @generated from enum value: TIME_GROUPING_PROJECT = 4;
+   */
+  PROJECT = 4,
+}
+
+/**
+ * Describes the enum pm.v1.TimeGrouping.
+ */
+export const TimeGroupingSchema: GenEnum<TimeGrouping> = /*@__PURE__*/
+  enumDesc(file_pm_v1_queries, 1);
 
