@@ -306,7 +306,8 @@ async fn names<'i>(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut b = QueryBuilder::<Sqlite>::new("SELECT id, name FROM users WHERE name <> '' AND id IN (");
+    let mut b =
+        QueryBuilder::<Sqlite>::new("SELECT id, name FROM users WHERE name <> '' AND id IN (");
     let mut list = b.separated(", ");
     for id in ids {
         list.push_bind(id.to_owned());
@@ -319,7 +320,10 @@ async fn names<'i>(
 }
 
 /// Fills in `assignee_name` of `items`.
-pub(super) async fn assignee_names(conn: &mut SqliteConnection, items: &mut [v1::WorkItem]) -> Result<()> {
+pub(super) async fn assignee_names(
+    conn: &mut SqliteConnection,
+    items: &mut [v1::WorkItem],
+) -> Result<()> {
     let names = names(conn, items.iter().filter_map(|w| w.assignee_id.as_deref())).await?;
     for item in items {
         if let Some(name) = item.assignee_id.as_ref().and_then(|a| names.get(a)) {
@@ -565,7 +569,10 @@ impl Reader<'_> {
                 convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
             if !matches!(
                 kind,
-                EntityKind::WorkItem | EntityKind::Comment | EntityKind::Sprint | EntityKind::LlmContext
+                EntityKind::WorkItem
+                    | EntityKind::Comment
+                    | EntityKind::Sprint
+                    | EntityKind::LlmContext
             ) {
                 return Err(Error::invalid(
                     "entity_types",
@@ -614,11 +621,8 @@ impl Reader<'_> {
                 .push(format_args!(" AND {fts} MATCH "))
                 .push_bind(text.clone());
         };
-        let snippet = |fts: &str| {
-            format!(
-                "snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16)"
-            )
-        };
+        let snippet =
+            |fts: &str| format!("snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16)");
         if wanted(EntityKind::WorkItem) {
             union(
                 &mut b,
@@ -719,10 +723,10 @@ impl Reader<'_> {
                     entity_type: convert::wire::<_, v1::EntityType>(kind),
                     entity_id: row.try_get("id")?,
                     project_id: row.try_get("project_id")?,
-                    work_item_id: row.try_get::<Option<String>, _>("item_id")?.unwrap_or_default(),
-                    display_key: number
-                        .map(|n| format!("{key}-{n}"))
+                    work_item_id: row
+                        .try_get::<Option<String>, _>("item_id")?
                         .unwrap_or_default(),
+                    display_key: number.map(|n| format!("{key}-{n}")).unwrap_or_default(),
                     title: row.try_get("title")?,
                     snippet: snippet_parts(&snippet),
                     // BM25 as SQLite computes it is lower for better matches.
@@ -778,10 +782,18 @@ impl Reader<'_> {
             .map(|row| {
                 Ok(v1::User {
                     id: row.try_get("id")?,
-                    name: row.try_get::<Option<String>, _>("name")?.unwrap_or_default(),
-                    email: row.try_get::<Option<String>, _>("email")?.unwrap_or_default(),
-                    first_seen_at: row.try_get::<Option<i64>, _>("first_seen_at")?.unwrap_or_default(),
-                    updated_at: row.try_get::<Option<i64>, _>("updated_at")?.unwrap_or_default(),
+                    name: row
+                        .try_get::<Option<String>, _>("name")?
+                        .unwrap_or_default(),
+                    email: row
+                        .try_get::<Option<String>, _>("email")?
+                        .unwrap_or_default(),
+                    first_seen_at: row
+                        .try_get::<Option<i64>, _>("first_seen_at")?
+                        .unwrap_or_default(),
+                    updated_at: row
+                        .try_get::<Option<i64>, _>("updated_at")?
+                        .unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

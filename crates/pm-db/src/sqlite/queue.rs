@@ -258,7 +258,7 @@ impl WriterHandle {
     pub(crate) async fn remember_user(&self, profile: UserProfile) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.control(Control::RememberUser { profile, reply })
-        .await?;
+            .await?;
         answer.await.map_err(|_| stopped())?
     }
 

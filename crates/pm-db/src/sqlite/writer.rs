@@ -153,11 +153,7 @@ fn elapsed_micros(from: Instant, to: Instant) -> u64 {
 
 /// Inserts or updates a user's profile in one autocommit statement; a profile that did not
 /// change writes nothing.
-async fn remember_user(
-    conn: &mut SqliteConnection,
-    profile: &UserProfile,
-    now: i64,
-) -> Result<()> {
+async fn remember_user(conn: &mut SqliteConnection, profile: &UserProfile, now: i64) -> Result<()> {
     sqlx::query(
         r#"
         INSERT INTO users (id, name, email, first_seen_at, updated_at)

@@ -14,8 +14,15 @@ fn profile(user: &UserId, name: &str, email: Option<&str>) -> UserProfile {
     UserProfile::from_claims(user.clone(), Some(name), email)
 }
 
-async fn users(tenant: &pm_db::SqliteTenant, actor: &UserId, q: v1::ListUsers) -> v1::ListUsersResult {
-    match query(tenant, actor, Q::ListUsers(q)).await.expect("ListUsers") {
+async fn users(
+    tenant: &pm_db::SqliteTenant,
+    actor: &UserId,
+    q: v1::ListUsers,
+) -> v1::ListUsersResult {
+    match query(tenant, actor, Q::ListUsers(q))
+        .await
+        .expect("ListUsers")
+    {
         R::ListUsersResult(r) => r,
         other => panic!("expected ListUsersResult, got {other:?}"),
     }
@@ -38,9 +45,15 @@ async fn users_sharing_a_project_are_listed_with_their_latest_claims() {
         .remember_user(&profile(&ALICE, "Alice Liddell", Some("alice@example.com")))
         .await
         .unwrap();
-    tenant.remember_user(&profile(&BOB, "Bob", None)).await.unwrap();
+    tenant
+        .remember_user(&profile(&BOB, "Bob", None))
+        .await
+        .unwrap();
     // Dave has connected but shares no project with Alice.
-    tenant.remember_user(&profile(&dave, "Dave", None)).await.unwrap();
+    tenant
+        .remember_user(&profile(&dave, "Dave", None))
+        .await
+        .unwrap();
     add_member(&tenant, &pm.id, &BOB, v1::ProjectRole::Editor).await;
     // Carol is a member who never connected: listed by id only.
     add_member(&tenant, &pm.id, &CAROL, v1::ProjectRole::Viewer).await;
@@ -87,7 +100,10 @@ async fn users_sharing_a_project_are_listed_with_their_latest_claims() {
 
     // A new name replaces the old one; the same claims again change nothing.
     let before = listed.items[0].updated_at;
-    tenant.remember_user(&profile(&dave, "Dave", None)).await.unwrap();
+    tenant
+        .remember_user(&profile(&dave, "Dave", None))
+        .await
+        .unwrap();
     tenant
         .remember_user(&profile(&BOB, "Robert", Some("bob@example.com")))
         .await
@@ -139,7 +155,10 @@ async fn members_assignees_and_activity_carry_display_names() {
         .remember_user(&profile(&ALICE, "Alice Liddell", None))
         .await
         .unwrap();
-    tenant.remember_user(&profile(&BOB, "Bob Builder", None)).await.unwrap();
+    tenant
+        .remember_user(&profile(&BOB, "Bob Builder", None))
+        .await
+        .unwrap();
     add_member(&tenant, &pm.id, &BOB, v1::ProjectRole::Editor).await;
     add_member(&tenant, &pm.id, &CAROL, v1::ProjectRole::Editor).await;
 
@@ -164,7 +183,11 @@ async fn members_assignees_and_activity_carry_display_names() {
         .collect();
     assert_eq!(
         names,
-        vec![("alice", "Alice Liddell"), ("bob", "Bob Builder"), ("carol", "")]
+        vec![
+            ("alice", "Alice Liddell"),
+            ("bob", "Bob Builder"),
+            ("carol", "")
+        ]
     );
 
     let (item, _) = run::<v1::WorkItem>(
@@ -199,9 +222,13 @@ async fn members_assignees_and_activity_carry_display_names() {
     let listed = list_items(&tenant, &ALICE, &pm.id, 10, "").await;
     assert_eq!(listed.items[0].assignee_name, "Bob Builder");
 
-    let activity = match query(&tenant, &ALICE, Q::ListActivity(v1::ListActivity::default()))
-        .await
-        .unwrap()
+    let activity = match query(
+        &tenant,
+        &ALICE,
+        Q::ListActivity(v1::ListActivity::default()),
+    )
+    .await
+    .unwrap()
     {
         R::ListActivityResult(r) => r,
         other => panic!("{other:?}"),

@@ -173,7 +173,10 @@ async fn search_finds_every_kind_across_the_callers_projects_best_first() {
         .find(|h| h.entity_id == sprint.id)
         .unwrap();
     assert_eq!(
-        (on_sprint.work_item_id.as_str(), on_sprint.display_key.as_str()),
+        (
+            on_sprint.work_item_id.as_str(),
+            on_sprint.display_key.as_str()
+        ),
         ("", "")
     );
     assert!(result.items.iter().any(|h| h.entity_id == context.id));

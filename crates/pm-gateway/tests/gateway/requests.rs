@@ -570,8 +570,16 @@ async fn search_across_projects_over_the_wire_shows_only_the_callers_projects() 
 
 /// (id, name, email) of every user `client` may list.
 async fn list_users(client: &mut Client) -> Vec<(String, String, String)> {
-    match client.query(Q::ListUsers(v1::ListUsers::default())).await.unwrap() {
-        QR::ListUsersResult(r) => r.items.into_iter().map(|u| (u.id, u.name, u.email)).collect(),
+    match client
+        .query(Q::ListUsers(v1::ListUsers::default()))
+        .await
+        .unwrap()
+    {
+        QR::ListUsersResult(r) => r
+            .items
+            .into_iter()
+            .map(|u| (u.id, u.name, u.email))
+            .collect(),
         other => panic!("expected ListUsersResult, got {other:?}"),
     }
 }
@@ -614,7 +622,10 @@ async fn names_and_emails_from_tokens_are_listed_to_people_who_share_a_project()
             token: signed("bob", serde_json::json!({"name": "Robert Paulson"})),
         }))
         .await;
-    assert!(matches!(refreshed, Out::RefreshTokenResult(_)), "{refreshed:?}");
+    assert!(
+        matches!(refreshed, Out::RefreshTokenResult(_)),
+        "{refreshed:?}"
+    );
     assert_eq!(
         list_users(&mut alice).await,
         owned(&[
