@@ -337,7 +337,7 @@ pub(super) async fn assignee_names(
 pub(crate) async fn known_users(
     pool: &SqlitePool,
     limit: usize,
-) -> Result<HashMap<String, (String, Option<String>)>> {
+) -> Result<super::tenant::KnownUsers> {
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query("SELECT id, name, email FROM users LIMIT ?")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))

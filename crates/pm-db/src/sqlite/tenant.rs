@@ -54,8 +54,11 @@ pub struct SqliteTenant {
     /// Profiles known to be stored, so that a reconnect with the same claims writes nothing.
     /// Bounded: forgotten when full (a forgotten profile costs one no-op write).
     /// Loaded from the database on first use.
-    known_users: tokio::sync::Mutex<Option<HashMap<String, (String, Option<String>)>>>,
+    known_users: tokio::sync::Mutex<Option<KnownUsers>>,
 }
+
+/// Stored profiles by user id: (name, email).
+pub(crate) type KnownUsers = HashMap<String, (String, Option<String>)>;
 
 /// Profiles [`SqliteTenant::known_users`] keeps before it starts over.
 const KNOWN_USERS: usize = 10_000;
