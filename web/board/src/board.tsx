@@ -442,7 +442,7 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
 /** The search's hits with their snippets (matched words marked); a hit opens what it found. */
 function SearchHits({ hits, onOpen }: { hits: SearchHit[]; onOpen: (hit: SearchHit) => void }) {
   return (
-    <section class="search-hits" aria-label="Search results">
+    <section class="search-hits" aria-label="Results">
       {hits.length === 0 ? (
         <p class="empty">Nothing found.</p>
       ) : (
