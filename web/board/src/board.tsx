@@ -142,7 +142,7 @@ export function ProjectView({ store, project }: { store: Store; project: Project
         <input
           type="search"
           class="search"
-          placeholder="Search titles, descriptions, comments"
+          placeholder="Search cards, comments, sprints"
           aria-label="Search"
           value={query}
           onInput={(e) => setQuery(e.currentTarget.value)}
