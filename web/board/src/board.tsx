@@ -2,8 +2,8 @@
 // drop, or the move buttons and Alt+arrow keys), the activity feed, and the item dialog.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ChangeAction, ProjectRole } from "@pm-server/client";
-import type { Project, SwimLane, WorkItem, WorkItemStatus } from "@pm-server/client";
+import { ChangeAction, EntityType, ProjectRole } from "@pm-server/client";
+import type { Project, SearchHit, SwimLane, WorkItem, WorkItemStatus } from "@pm-server/client";
 import { ItemDialog } from "./dialog.tsx";
 import {
   ACTION_NAMES,
@@ -50,7 +50,7 @@ export function ProjectView({ store, project }: { store: Store; project: Project
   const [loadError, setLoadError] = useState<string>();
   const [sprint, setSprint] = useState("all");
   const [query, setQuery] = useState("");
-  const [matches, setMatches] = useState<Set<string>>();
+  const [hits, setHits] = useState<SearchHit[]>();
   const [editing, setEditing] = useState<Editing>();
   const [dragged, setDragged] = useState<string>();
 
@@ -58,18 +58,19 @@ export function ProjectView({ store, project }: { store: Store; project: Project
     store.loadProject(project.id).catch((e: unknown) => setLoadError(describe(e)));
   }, [project.id]);
 
-  // Full-text search on the server (titles, descriptions, comments), words as prefixes.
+  // Full-text search on the server (`Search` in this project: work items, comments, sprints,
+  // LLM context), words as prefixes.
   useEffect(() => {
     const text = query.trim();
     if (!text) {
-      setMatches(undefined);
+      setHits(undefined);
       return;
     }
     const terms = /[*"]/.test(text) ? text : text.split(/\s+/).map((w) => `${w}*`).join(" ");
     let current = true;
     const timer = setTimeout(() => {
       store.search(project.id, terms).then(
-        (ids) => current && setMatches(ids),
+        (found) => current && setHits(found),
         (e: unknown) => current && store.notify("error", `Search failed: ${describe(e)}`),
       );
     }, 200);
@@ -100,6 +101,8 @@ export function ProjectView({ store, project }: { store: Store; project: Project
   const canEdit = role >= ProjectRole.EDITOR;
   const sprints = store.sprintsOf(project.id);
   const all = store.itemsOf(project.id);
+  // While searching, the board shows the work items hit (themselves or by a comment on them).
+  const matches = hits && new Set(hits.map((h) => h.workItemId).filter((id) => id));
   const visible = all.filter(
     (item) =>
       (sprint === "all" || (sprint === "none" ? item.sprintId === undefined : item.sprintId === sprint)) &&
@@ -139,7 +142,7 @@ export function ProjectView({ store, project }: { store: Store; project: Project
         <input
           type="search"
           class="search"
-          placeholder="Search titles, descriptions, comments"
+          placeholder="Search cards, comments, sprints"
           aria-label="Search"
           value={query}
           onInput={(e) => setQuery(e.currentTarget.value)}
@@ -162,6 +165,15 @@ export function ProjectView({ store, project }: { store: Store; project: Project
           New item
         </button>
       </div>
+      {hits && (
+        <SearchHits
+          hits={hits}
+          onOpen={(hit) => {
+            if (hit.workItemId) setEditing({ mode: "edit", id: hit.workItemId });
+            else if (hit.entityType === EntityType.SPRINT) setSprint(hit.entityId);
+          }}
+        />
+      )}
       <div class="layout">
         <div class="board" aria-label={`${project.key} board`}>
           {columns.map((column, index) => (
@@ -389,7 +401,12 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
           <span class={`badge type-${item.itemType}`}>{TYPE_NAMES[item.itemType]}</span>
           <span class="badge">{PRIORITY_NAMES[item.priority]}</span>
           {item.storyPoints !== undefined && <span class="badge">{item.storyPoints} pt</span>}
-          {item.assigneeId && <span class="badge assignee">@{item.assigneeId}</span>}
+          {item.assigneeId && (
+            <span class="badge assignee" title={item.assigneeId}>
+              @{store.nameOf(item.assigneeId)}
+            </span>
+          )}
+          {item.blocked && <span class="badge blocked">Blocked</span>}
         </span>
       </button>
       <span class="moves" role="group" aria-label={`Move ${item.displayKey}`}>
@@ -419,6 +436,46 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
         </MoveButton>
       </span>
     </li>
+  );
+}
+
+/** The search's hits with their snippets (matched words marked); a hit opens what it found. */
+function SearchHits({ hits, onOpen }: { hits: SearchHit[]; onOpen: (hit: SearchHit) => void }) {
+  return (
+    <section class="search-hits" aria-label="Results">
+      {hits.length === 0 ? (
+        <p class="empty">Nothing found.</p>
+      ) : (
+        <ol>
+          {hits.map((hit) => {
+            const opens = hit.workItemId !== "" || hit.entityType === EntityType.SPRINT;
+            const body = (
+              <>
+                <span class="hit-head">
+                  {hit.displayKey && <span class="card-key">{hit.displayKey}</span>}{" "}
+                  <span class="hit-title">{hit.title}</span>{" "}
+                  <span class="hint">{ENTITY_NAMES[hit.entityType] ?? "entity"}</span>
+                </span>
+                <span class="snippet">
+                  {hit.snippet.map((part, i) => (part.matched ? <mark key={i}>{part.text}</mark> : part.text))}
+                </span>
+              </>
+            );
+            return (
+              <li key={`${hit.entityType}/${hit.entityId}`} data-id={hit.entityId}>
+                {opens ? (
+                  <button type="button" class="hit" onClick={() => onOpen(hit)}>
+                    {body}
+                  </button>
+                ) : (
+                  <span class="hit">{body}</span>
+                )}
+              </li>
+            );
+          })}
+        </ol>
+      )}
+    </section>
   );
 }
 
@@ -453,7 +510,9 @@ function Activity({ store, projectId }: { store: Store; projectId: string }) {
         <ol>
           {rows.map((row) => (
             <li key={row.seq.toString()} data-seq={row.seq.toString()}>
-              <span class="who">{row.actorId}</span> {ACTION_NAMES[row.action] ?? "changed"}{" "}
+              <span class="who" title={row.actorId}>
+                {row.actorName || store.nameOf(row.actorId)}
+              </span> {ACTION_NAMES[row.action] ?? "changed"}{" "}
               {ENTITY_NAMES[row.entityType] ?? "entity"} <span class="what">{row.label}</span>
               {row.action !== ChangeAction.CREATED && <Changes row={row} />}
               <span class="meta">

@@ -240,9 +240,14 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
               />
               <datalist id="members">
                 {members.map((m) => (
-                  <option key={m} value={m} />
+                  <option key={m} value={m}>
+                    {store.nameOf(m)}
+                  </option>
                 ))}
               </datalist>
+              {draft.assigneeId && store.nameOf(draft.assigneeId) !== draft.assigneeId && (
+                <span class="hint assignee-name">{store.nameOf(draft.assigneeId)}</span>
+              )}
             </div>
             <div>
               <label for="item-sprint">Sprint</label>
@@ -260,7 +265,7 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
         <footer>
           {base && (
             <span class="hint">
-              version {base.version.toString()} · updated by {base.updatedBy} {when(base.updatedAt)}
+              version {base.version.toString()} · updated by {store.nameOf(base.updatedBy)} {when(base.updatedAt)}
             </span>
           )}
           <span class="spacer" />
@@ -280,7 +285,9 @@ export function ItemDialog({ store, project, itemId, initialStatus, initialSprin
           <ol>
             {store.commentsOf(itemId).map((c) => (
               <li key={c.id}>
-                <span class="who">{c.createdBy}</span> <time>{when(c.createdAt)}</time>
+                <span class="who" title={c.createdBy}>
+                  {store.nameOf(c.createdBy)}
+                </span> <time>{when(c.createdAt)}</time>
                 <p>{c.content}</p>
               </li>
             ))}

@@ -18,6 +18,7 @@ export const STATUSES: readonly WorkItemStatus[] = [
   WorkItemStatus.IN_PROGRESS,
   WorkItemStatus.REVIEW,
   WorkItemStatus.DONE,
+  WorkItemStatus.CANCELLED,
 ];
 
 export const STATUS_NAMES: Record<number, string> = {
@@ -26,6 +27,7 @@ export const STATUS_NAMES: Record<number, string> = {
   [WorkItemStatus.IN_PROGRESS]: "In progress",
   [WorkItemStatus.REVIEW]: "Review",
   [WorkItemStatus.DONE]: "Done",
+  [WorkItemStatus.CANCELLED]: "Cancelled",
 };
 
 export const TYPES: readonly WorkItemType[] = [

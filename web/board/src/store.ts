@@ -20,8 +20,11 @@ import type {
   FieldChange,
   Project,
   ProjectMember,
+  SearchHit,
   Sprint,
   SwimLane,
+  User,
+  Warning,
   WorkItem,
 } from "@pm-server/client";
 import { byRank } from "./labels.ts";
@@ -63,6 +66,8 @@ export interface ActivityRow {
   seq: bigint;
   at: bigint;
   actorId: string;
+  /** The actor's display name when the log named them (events carry ids only). */
+  actorName: string;
   action: number;
   entityType: number;
   label: string;
@@ -72,7 +77,7 @@ export interface ActivityRow {
 /** A message for the user: what failed and why, or what happened. */
 export interface Notice {
   id: number;
-  kind: "error" | "info";
+  kind: "error" | "warning" | "info";
   text: string;
 }
 
@@ -82,6 +87,8 @@ export type SaveOutcome =
   | { ok: false; conflict?: WorkItem; message: string };
 
 const PAGE = 500;
+/** The most search hits read for one search. */
+const SEARCH_HITS = 200;
 
 /** Why a command failed, in words for the user. */
 export function describe(error: unknown): string {
@@ -118,6 +125,8 @@ export class Store {
   readonly activity = new Map<string, ActivityRow[]>();
   /** Projects whose board has been read. */
   readonly loaded = new Set<string>();
+  /** The people sharing a project with the user (`ListUsers`), by id. */
+  readonly users = new Map<string, User>();
   notices: Notice[] = [];
   #noticeId = 0;
   readonly #listeners = new Set<() => void>();
@@ -148,6 +157,7 @@ export class Store {
     try {
       const asOf = await store.#loadProjects();
       await client.subscribe({ fromSeq: asOf });
+      void store.loadUsers();
     } catch (error) {
       await client.close();
       throw error;
@@ -174,7 +184,7 @@ export class Store {
     const notice = { id: ++this.#noticeId, kind, text };
     this.notices = [...this.notices.slice(-3), notice];
     this.changed();
-    setTimeout(() => this.dismiss(notice.id), kind === "error" ? 12_000 : 5_000);
+    setTimeout(() => this.dismiss(notice.id), kind === "info" ? 5_000 : 12_000);
   }
 
   dismiss(id: number): void {
@@ -202,6 +212,11 @@ export class Store {
 
   canEdit(projectId: string): boolean {
     return this.role(projectId) >= ProjectRole.EDITOR;
+  }
+
+  /** How a person is shown: their display name if known, else their id. */
+  nameOf(userId: string): string {
+    return this.users.get(userId)?.name || userId;
   }
 
   memberIds(projectId: string): string[] {
@@ -263,19 +278,45 @@ export class Store {
     this.changed();
   }
 
-  /** The ids of the project's items matching a full-text search. */
-  async search(projectId: string, text: string): Promise<Set<string>> {
-    const ids = new Set<string>();
+  /** The project's hits of a full-text search (`Search`), best first (at most `SEARCH_HITS`). */
+  async search(projectId: string, text: string): Promise<SearchHit[]> {
+    const hits: SearchHit[] = [];
     let pageToken = "";
     do {
       const page = await this.client.query({
-        case: "listWorkItems",
-        value: { projectId, text, page: { pageSize: PAGE, pageToken } },
+        case: "search",
+        value: { projectId, text, entityTypes: [], page: { pageSize: 100, pageToken } },
       });
-      for (const item of page.items) ids.add(item.id);
+      hits.push(...page.items);
       pageToken = page.nextPageToken;
-    } while (pageToken);
-    return ids;
+    } while (pageToken && hits.length < SEARCH_HITS);
+    return hits.slice(0, SEARCH_HITS);
+  }
+
+  /**
+   * Reads the people sharing a project with the user, to show names for ids. Quietly keeps
+   * the ids shown if it fails (names are a nicety).
+   */
+  async loadUsers(): Promise<void> {
+    try {
+      const users: User[] = [];
+      let pageToken = "";
+      do {
+        const page = await this.client.query({ case: "listUsers", value: { page: { pageSize: PAGE, pageToken } } });
+        users.push(...page.items);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+      this.users.clear();
+      for (const user of users) this.users.set(user.id, user);
+      this.changed();
+    } catch (error) {
+      console.warn("pm-board: could not read the users:", error);
+    }
+  }
+
+  /** Shows what a successful command warns about (e.g. a lane now over its WIP limit). */
+  warn(warnings: Warning[]): void {
+    for (const warning of warnings) if (warning.message) this.notify("warning", warning.message);
   }
 
   /**
@@ -336,6 +377,7 @@ export class Store {
   async #command(kind: CommandKind): Promise<CommandResult> {
     const result = await this.client.command(kind);
     if (result.entity) this.#putEntity(result.entity);
+    this.warn(result.warnings);
     this.changed();
     return result;
   }
@@ -417,6 +459,9 @@ export class Store {
           ],
           { atomic: true },
         );
+        for (const outcome of batch.outcomes) {
+          if (outcome.outcome.case === "commandResult") this.warn(outcome.outcome.value.warnings);
+        }
         const last = batch.outcomes[batch.outcomes.length - 1]?.outcome;
         if (last?.case === "commandResult" && last.value.entity) {
           this.#putEntity(last.value.entity);
@@ -517,12 +562,15 @@ export class Store {
     const change = event.change;
     if (change.case === undefined) return;
     this.#putEntity({ kind: change } as Entity);
+    // Someone joined or left a project: the people to name may have changed.
+    if (change.case === "projectMember") void this.loadUsers();
     if (this.loaded.has(event.projectId)) {
       this.#addActivity(event.projectId, [
         {
           seq: event.seq,
           at: event.at,
           actorId: event.actorId,
+          actorName: "",
           action: event.action,
           entityType: event.entityType,
           label: labelOf(change as Entity["kind"], this),
@@ -539,9 +587,16 @@ export class Store {
       case "project":
         this.projects.put(kind.value);
         break;
-      case "workItem":
-        this.items.put(kind.value);
+      case "workItem": {
+        // `blocked` is set by queries only: a version without it keeps the last one known.
+        const known = this.items.rows.get(kind.value.id);
+        const item =
+          kind.value.blocked === undefined && known?.blocked !== undefined
+            ? { ...kind.value, blocked: known.blocked }
+            : kind.value;
+        this.items.put(item);
         break;
+      }
       case "swimLane":
         this.lanes.put(kind.value);
         break;
@@ -592,6 +647,7 @@ function rowOfEntry(entry: ActivityEntry, store: Store): ActivityRow {
     seq: entry.seq,
     at: entry.at,
     actorId: entry.actorId,
+    actorName: entry.actorName,
     action: entry.action,
     entityType: entry.entityType,
     label: entry.entity ? labelOf(entry.entity.kind, store) : entry.entityId,

@@ -376,6 +376,76 @@ describe("board page", { timeout: 120_000 }, () => {
     });
   });
 
+  test("read model: names for ids, a Blocked badge, search hits with snippets, Cancelled, WIP warnings", async () => {
+    await withServer(async (server) => {
+      const project = await seedProject(server, "RM", { wip: 1 });
+      await addMember(server, project.id, "bob", "EDITOR");
+      // Bob connects once with a display name: ListUsers then knows it.
+      const bobToken = await server.tokenFor("bob", "Bob Builder");
+      await server.query({ listProjects: {} }, { token: bobToken });
+      const blocker = await createItem(server, project.id, "Blocker");
+      await server.command({ createComment: { workItemId: blocker.id, content: "a zebra <b>crossing</b> here" } });
+      const waiting = await server.command({
+        createWorkItem: { projectId: project.id, itemType: "WORK_ITEM_TYPE_TASK", title: "Waiting", status: "WORK_ITEM_STATUS_TODO", assigneeId: "bob" },
+      });
+      await server.command({
+        createDependency: { blockingItemId: blocker.id, blockedItemId: waiting.id, dependencyType: "DEPENDENCY_TYPE_BLOCKS" },
+      });
+      const page = await openPage(browser);
+      await signIn(page, server, server.token, "RM");
+      await eventually(() => titlesIn(page, "To do"), ["Blocker", "Waiting"]);
+
+      // Names instead of ids: the assignee on the card, the actor in the feed.
+      assert.equal(await card(page, "Waiting").locator(".badge.assignee").innerText(), "@Bob Builder");
+      assert.equal(await page.locator(".activity li .who").first().innerText(), "Dev User");
+      // Blocked (from the query), only where it is; an event without it keeps it.
+      assert.deepEqual(await card(page, "Waiting").locator(".badge.blocked").allTextContents(), ["Blocked"]);
+      assert.equal(await card(page, "Blocker").locator(".badge.blocked").count(), 0);
+      await server.command({ updateWorkItem: { id: waiting.id, expectedVersion: waiting.version, title: "Still waiting" } });
+      await card(page, "Still waiting").waitFor();
+      assert.deepEqual(await card(page, "Still waiting").locator(".badge.blocked").allTextContents(), ["Blocked"]);
+      // The dialog names the assignee too.
+      await card(page, "Still waiting").locator(".card-open").click();
+      assert.equal(await page.locator("#item-assignee").inputValue(), "bob");
+      assert.equal(await page.locator(".assignee-name").innerText(), "Bob Builder");
+      // Cancelled is a column of its own, chosen in the dialog.
+      await page.locator("#item-status").selectOption({ label: "Cancelled" });
+      await page.getByRole("button", { name: "Save" }).click();
+      await eventually(() => titlesIn(page, "Cancelled"), ["Still waiting"]);
+      assert.deepEqual(await titlesIn(page, "To do"), ["Blocker"]);
+
+      // Search: hits with snippets, matched words marked, text never HTML; cards filtered.
+      await page.getByLabel("Search").fill("zebra");
+      const hit = page.locator(".search-hits li");
+      await eventually(() => hit.count(), 1);
+      assert.equal(await hit.locator(".card-key").innerText(), "RM-1");
+      assert.equal(await hit.locator(".hit-title").innerText(), "Blocker");
+      assert.deepEqual(await hit.locator(".snippet mark").allTextContents(), ["zebra"]);
+      assert.match(await hit.locator(".snippet").innerText(), /zebra <b>crossing<\/b>/);
+      assert.equal(await hit.locator(".snippet b").count(), 0, "snippet rendered as text");
+      await eventually(() => page.locator("li.card .card-title").allTextContents(), ["Blocker"]);
+      await screenshot(page, "search");
+      await hit.locator("button.hit").click();
+      assert.equal(await page.locator("#dialog-title").innerText(), "RM-1 Blocker");
+      await page.keyboard.press("Escape");
+      await page.getByLabel("Search").fill("");
+      await eventually(() => page.locator("li.card").count(), 2);
+
+      // A move over a warned WIP limit goes through, and the warning is shown.
+      const lanes = await server.query({ listSwimLanes: { projectId: project.id } });
+      const lane = lanes.items.find((l) => l.name === "In progress");
+      await server.command({ updateSwimLane: { id: lane.id, expectedVersion: lane.version, wipPolicy: "WIP_POLICY_WARN" } });
+      await createItem(server, project.id, "Busy", "WORK_ITEM_STATUS_IN_PROGRESS");
+      await eventually(() => titlesIn(page, "In progress"), ["Busy"]);
+      await page.getByRole("button", { name: "Move RM-1 to In progress" }).click();
+      await eventually(() => titlesIn(page, "In progress"), ["Busy", "Blocker"]);
+      const warning = page.locator(".notice.warning");
+      await warning.waitFor();
+      assert.match(await warning.innerText(), /^swim lane "In progress" is over its WIP limit: 2 work items, limit 1\s*×?$/);
+      assert.deepEqual(page.errors, []);
+    });
+  });
+
   test("readable on a phone: columns stack, the feed follows", async () => {
     await withServer(async (server) => {
       const project = await seedProject(server, "MOB", { wip: 1 });

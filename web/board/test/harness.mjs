@@ -106,9 +106,11 @@ export class Server {
     if (this.ownsDir) rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  /** A token of tenant `dev` for `user`, signed with this server's development secret. */
-  async tokenFor(user) {
-    const { stdout } = await run(BIN, ["token", "--dev-data-dir", this.dataDir, "--tenant", "dev", "--user", user], {
+  /** A token of tenant `dev` for `user` (display name `name`, if given), signed with this server's development secret. */
+  async tokenFor(user, name) {
+    const args = ["token", "--dev-data-dir", this.dataDir, "--tenant", "dev", "--user", user];
+    if (name) args.push("--name", name);
+    const { stdout } = await run(BIN, args, {
       env: env({ PM_LOG: "error" }),
     });
     return stdout.trim();
