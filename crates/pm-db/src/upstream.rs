@@ -387,8 +387,11 @@ struct UpTimeEntry {
     deleted_at: Option<i64>,
 }
 
-/// One row of the file with its place (`work_items[3]`).
+/// One row of the file with its place.
 struct Up<T> {
+    /// Where it is: `work_items[3]`.
+    at: String,
+    /// Where it is and what it is called: `work_items[3] (PONE-13)`, `comments[0] (id ...)`.
     place: String,
     row: T,
 }
@@ -411,10 +414,19 @@ fn rows<T: DeserializeOwned>(root: &mut Map<String, Value>, name: &str) -> Resul
         .into_iter()
         .enumerate()
         .map(|(i, value)| {
-            let place = format!("{name}[{i}]");
+            let at = format!("{name}[{i}]");
+            let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+            let label = text("display_key")
+                .filter(|k| !k.is_empty())
+                .or_else(|| text("key"))
+                .or_else(|| text("id").map(|id| format!("id {id}")));
+            let place = match label {
+                Some(label) => format!("{at} ({label})"),
+                None => at.clone(),
+            };
             let row = serde_json::from_value(value)
                 .map_err(|e| Error::invalid(place.clone(), e.to_string()))?;
-            Ok(Up { place, row })
+            Ok(Up { at, place, row })
         })
         .collect()
 }
@@ -570,7 +582,7 @@ pub(crate) fn convert<R: Read>(
             order,
         });
         b.imported.insert((EntityKind::Project, project.id.clone()));
-        project_rows.push((format!("{} ({})", up.place, p.key), project));
+        project_rows.push((up.place.clone(), project));
     }
 
     // Sprints and swim lanes: their project.
@@ -583,14 +595,14 @@ pub(crate) fn convert<R: Read>(
             b.dangling(
                 EntityKind::Sprint,
                 name,
-                &up.place,
+                &up.at,
                 ("project_id", EntityKind::Project, &s.project_id),
                 false,
             );
             continue;
         }
         b.imported.insert((EntityKind::Sprint, sprint.id.clone()));
-        sprint_rows.push((format!("{} (id {})", up.place, s.id), sprint));
+        sprint_rows.push((up.place.clone(), sprint));
     }
     let mut lane_rows = Vec::new();
     for up in &file.lanes {
@@ -601,14 +613,14 @@ pub(crate) fn convert<R: Read>(
             b.dangling(
                 EntityKind::SwimLane,
                 format!("{:?}", l.name),
-                &up.place,
+                &up.at,
                 ("project_id", EntityKind::Project, &l.project_id),
                 false,
             );
             continue;
         };
         let lane = swim_lane(l, project_id, &info.created_by).map_err(|e| up.err(e))?;
-        lane_rows.push((format!("{} (id {})", up.place, l.id), lane));
+        lane_rows.push((up.place.clone(), lane));
     }
 
     // Work items: their project first, so that parents can be looked up among the kept.
@@ -625,7 +637,7 @@ pub(crate) fn convert<R: Read>(
             b.dangling(
                 EntityKind::WorkItem,
                 label,
-                &up.place,
+                &up.at,
                 ("project_id", EntityKind::Project, &w.project_id),
                 false,
             );
@@ -642,7 +654,7 @@ pub(crate) fn convert<R: Read>(
             )));
         }
         b.imported.insert((EntityKind::WorkItem, item.id.clone()));
-        items.push((format!("{} ({key})", up.place), item, up));
+        items.push((up.place.clone(), item, up));
     }
     let mut item_keys: HashMap<String, (String, String)> = HashMap::new();
     for (_, item, _) in &items {
@@ -656,7 +668,7 @@ pub(crate) fn convert<R: Read>(
                 b.dangling(
                     EntityKind::WorkItem,
                     key.clone(),
-                    &up.place,
+                    &up.at,
                     ("parent_id", EntityKind::WorkItem, parent),
                     true,
                 );
@@ -668,7 +680,7 @@ pub(crate) fn convert<R: Read>(
                 b.dangling(
                     EntityKind::WorkItem,
                     key.clone(),
-                    &up.place,
+                    &up.at,
                     ("sprint_id", EntityKind::Sprint, sprint),
                     true,
                 );
@@ -711,14 +723,14 @@ pub(crate) fn convert<R: Read>(
             b.dangling(
                 EntityKind::Comment,
                 c.id.clone(),
-                &up.place,
+                &up.at,
                 ("work_item_id", EntityKind::WorkItem, &c.work_item_id),
                 false,
             );
             continue;
         };
         let comment = comment(c, project_id.clone(), item_id.clone()).map_err(|e| up.err(e))?;
-        comment_rows.push((format!("{} (id {}, on {key})", up.place, c.id), comment));
+        comment_rows.push((format!("{} on {key}", up.place), comment));
     }
     let mut dependency_rows = Vec::new();
     for up in &file.dependencies {
@@ -738,7 +750,7 @@ pub(crate) fn convert<R: Read>(
                 b.dangling(
                     EntityKind::Dependency,
                     name.clone(),
-                    &up.place,
+                    &up.at,
                     (field, EntityKind::WorkItem, raw),
                     false,
                 );
@@ -751,7 +763,7 @@ pub(crate) fn convert<R: Read>(
         let blocking = map_id(EntityKind::WorkItem, &d.blocking_item_id);
         let project_id = item_keys[&blocking].0.clone();
         let dependency = dependency(d, project_id).map_err(|e| up.err(e))?;
-        dependency_rows.push((format!("{} ({name})", up.place), dependency));
+        dependency_rows.push((format!("{} ({name})", up.at), dependency));
     }
     let mut time_rows = Vec::new();
     for up in &file.time_entries {
@@ -762,14 +774,14 @@ pub(crate) fn convert<R: Read>(
             b.dangling(
                 EntityKind::TimeEntry,
                 t.id.clone(),
-                &up.place,
+                &up.at,
                 ("work_item_id", EntityKind::WorkItem, &t.work_item_id),
                 false,
             );
             continue;
         };
         let entry = time_entry(t, project_id.clone(), item_id.clone()).map_err(|e| up.err(e))?;
-        time_rows.push((format!("{} (id {}, on {key})", up.place, t.id), entry));
+        time_rows.push((format!("{} on {key}", up.place), entry));
     }
 
     if !b.skipped.is_empty() && !skip_dangling {
