@@ -198,6 +198,17 @@ impl DevServer {
     }
 }
 
+impl Drop for DevServer {
+    /// A test that fails while its server runs leaves no server behind (nor a pipe held
+    /// open by one).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn serve_dev_prints_a_working_token_and_stops_cleanly_on_sigterm() {
     use std::io::{Read, Write};
@@ -1396,18 +1407,18 @@ fn import_from_agile_board_then_serve_it_and_read_it_over_the_protocol() {
     // Served: the project's upstream creator signs in with its upstream user id.
     let server = DevServer::start(dir.path());
     let owner = "83573002-5eaf-4ae1-af46-792a1a3bf9f5";
-    let output = pm_server(
-        &[
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args([
             "token",
             "--tenant",
             "dev",
             "--user",
             owner,
             "--dev-data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("pm-server token runs");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let token = stdout(&output).trim().to_owned();
 

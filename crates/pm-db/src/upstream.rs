@@ -507,7 +507,7 @@ struct ProjectInfo {
 #[derive(Default)]
 struct Builder {
     skipped: Vec<Dangling>,
-    /// Upstream ids present in the file, per kind (to tell "skipped" from "missing").
+    /// Mapped ids of the rows in the file, per kind (to tell "skipped" from "missing").
     in_file: HashSet<(EntityKind, String)>,
     /// Mapped ids of imported rows, per kind.
     imported: HashSet<(EntityKind, String)>,
@@ -531,7 +531,7 @@ impl Builder {
             field,
             target,
             target_id: target_id.to_owned(),
-            target_skipped: self.in_file.contains(&(target, target_id.to_owned())),
+            target_skipped: self.in_file.contains(&(target, map_id(target, target_id))),
             cleared,
         });
     }
@@ -566,7 +566,7 @@ pub(crate) fn convert<R: Read>(
         ),
     ] {
         b.in_file
-            .extend(ids.into_iter().map(|id| (kind, id.to_owned())));
+            .extend(ids.into_iter().map(|id| (kind, map_id(kind, id))));
     }
 
     // Projects.
@@ -688,25 +688,9 @@ pub(crate) fn convert<R: Read>(
             }
         }
     }
-    // Parents before children: by depth, then project, then number.
-    let parents: HashMap<String, Option<String>> = items
-        .iter()
-        .map(|(_, w, _)| (w.id.clone(), w.parent_id.clone()))
-        .collect();
-    let depth = |id: &str| -> usize {
-        let mut depth = 0;
-        let mut at = id;
-        // Bounded: a cycle is refused by validation later; here it must only end.
-        while let Some(Some(parent)) = parents.get(at) {
-            depth += 1;
-            if depth > parents.len() {
-                break;
-            }
-            at = parent;
-        }
-        depth
-    };
-    items.sort_by_cached_key(|(_, w, _)| (depth(&w.id), projects[&w.project_id].order, w.number));
+    let mut items: Vec<(String, v1::WorkItem)> =
+        items.into_iter().map(|(place, w, _)| (place, w)).collect();
+    parents_first(&mut items, &projects);
 
     // The rows on work items: their item (and through it, their project).
     let item_name = |raw: &str| -> String {
@@ -797,58 +781,177 @@ pub(crate) fn convert<R: Read>(
         )));
     }
 
-    // Members: every user the rows of a project refer to.
+    let mut rows = Rows {
+        projects: project_rows,
+        members: Vec::new(),
+        sprints: sprint_rows,
+        lanes: lane_rows,
+        items,
+        comments: comment_rows,
+        dependencies: dependency_rows,
+        time_entries: time_rows,
+    };
+    rows.members = members(&rows, &projects);
+    let notes = next_number_notes(&file, &rows, &projects);
+    let mut data = rows.into_dataset(&projects);
+    data.header = Some(Header {
+        format: FORMAT.into(),
+        version: SCHEMA_VERSION as u32,
+        tenant: String::new(),
+        schema_version,
+        head_seq: data.changes.len() as u64,
+    });
+    Ok(Conversion {
+        data,
+        exported_at: file.exported_at,
+        exported_by: file.exported_by,
+        skipped: b.skipped,
+        notes,
+    })
+}
+
+/// The converted rows, each with its place, per kind in change-log order.
+struct Rows {
+    projects: Vec<(String, v1::Project)>,
+    members: Vec<(String, v1::ProjectMember)>,
+    sprints: Vec<(String, v1::Sprint)>,
+    lanes: Vec<(String, v1::SwimLane)>,
+    items: Vec<(String, v1::WorkItem)>,
+    comments: Vec<(String, v1::Comment)>,
+    dependencies: Vec<(String, v1::Dependency)>,
+    time_entries: Vec<(String, v1::TimeEntry)>,
+}
+
+impl Rows {
+    /// The dataset: the rows, a created event for each (in the order of the fields above),
+    /// and a place for each row and each event.
+    fn into_dataset(self, projects: &HashMap<String, ProjectInfo>) -> Dataset {
+        let mut data = Dataset::default();
+        let mut log = Log::default();
+        for (place, row) in self.projects {
+            let line = log.row(&mut data, place, &row, None);
+            data.projects.push((line, row));
+        }
+        for (place, row) in self.members {
+            let line = log.row(&mut data, place, &row, None);
+            data.members.push((line, row));
+        }
+        for (place, row) in self.sprints {
+            let line = log.row(&mut data, place, &row, None);
+            data.sprints.push((line, row));
+        }
+        for (place, row) in self.lanes {
+            let line = log.row(&mut data, place, &row, None);
+            data.lanes.push((line, row));
+        }
+        for (place, row) in self.items {
+            let key = &projects[&row.project_id].key;
+            let line = log.row(&mut data, place, &row, Some(key));
+            data.items.push((line, row));
+        }
+        for (place, row) in self.comments {
+            let line = log.row(&mut data, place, &row, None);
+            data.comments.push((line, row));
+        }
+        for (place, row) in self.dependencies {
+            let line = log.row(&mut data, place, &row, None);
+            data.dependencies.push((line, row));
+        }
+        for (place, row) in self.time_entries {
+            let line = log.row(&mut data, place, &row, None);
+            data.time_entries.push((line, row));
+        }
+        for (place, event) in log.events {
+            data.places.push(place);
+            data.changes.push((data.places.len(), event));
+        }
+        data
+    }
+}
+
+/// Sorts work items parents before children: by depth in the hierarchy, then project
+/// (file order), then number.
+fn parents_first(items: &mut [(String, v1::WorkItem)], projects: &HashMap<String, ProjectInfo>) {
+    let parents: HashMap<String, Option<String>> = items
+        .iter()
+        .map(|(_, w)| (w.id.clone(), w.parent_id.clone()))
+        .collect();
+    let depth = |id: &str| -> usize {
+        let mut depth = 0;
+        let mut at = id;
+        // Bounded: a cycle is refused by validation later; here it must only end.
+        while let Some(Some(parent)) = parents.get(at) {
+            depth += 1;
+            if depth > parents.len() {
+                break;
+            }
+            at = parent;
+        }
+        depth
+    };
+    items.sort_by_cached_key(|(_, w)| (depth(&w.id), projects[&w.project_id].order, w.number));
+}
+
+/// The members of each project: every user its rows refer to (authors, assignees, time
+/// entry users); the project's creator as admin and first, the others as editors by id.
+fn members(
+    rows: &Rows,
+    projects: &HashMap<String, ProjectInfo>,
+) -> Vec<(String, v1::ProjectMember)> {
+    // Pairs of (project, user), every reference of every row.
+    let mut refs: Vec<(&str, &str)> = Vec::new();
+    for (_, p) in &rows.projects {
+        refs.extend([
+            (p.id.as_str(), p.created_by.as_str()),
+            (&p.id, &p.updated_by),
+        ]);
+    }
+    for (_, s) in &rows.sprints {
+        refs.extend([
+            (s.project_id.as_str(), s.created_by.as_str()),
+            (&s.project_id, &s.updated_by),
+        ]);
+    }
+    for (_, w) in &rows.items {
+        refs.extend([
+            (w.project_id.as_str(), w.created_by.as_str()),
+            (&w.project_id, &w.updated_by),
+        ]);
+        refs.extend(w.assignee_id.as_deref().map(|a| (w.project_id.as_str(), a)));
+    }
+    for (_, c) in &rows.comments {
+        refs.extend([
+            (c.project_id.as_str(), c.created_by.as_str()),
+            (&c.project_id, &c.updated_by),
+        ]);
+    }
+    for (_, d) in &rows.dependencies {
+        refs.push((&d.project_id, &d.created_by));
+    }
+    for (_, t) in &rows.time_entries {
+        refs.push((&t.project_id, &t.user_id));
+    }
     let mut users: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for (_, p) in &project_rows {
-        users
-            .entry(&p.id)
-            .or_default()
-            .extend([p.created_by.as_str(), &p.updated_by]);
+    for (project, user) in refs {
+        users.entry(project).or_default().insert(user);
     }
-    for (_, s) in &sprint_rows {
-        users
-            .entry(&s.project_id)
-            .or_default()
-            .extend([s.created_by.as_str(), &s.updated_by]);
-    }
-    for (_, w, _) in &items {
-        let refs = users.entry(&w.project_id).or_default();
-        refs.extend([w.created_by.as_str(), &w.updated_by]);
-        refs.extend(w.assignee_id.as_deref());
-    }
-    for (_, c) in &comment_rows {
-        users
-            .entry(&c.project_id)
-            .or_default()
-            .extend([c.created_by.as_str(), &c.updated_by]);
-    }
-    for (_, d) in &dependency_rows {
-        users
-            .entry(&d.project_id)
-            .or_default()
-            .insert(&d.created_by);
-    }
-    for (_, t) in &time_rows {
-        users.entry(&t.project_id).or_default().insert(&t.user_id);
-    }
-    let mut member_rows = Vec::new();
-    for (_, p) in &project_rows {
+    let mut members = Vec::new();
+    for (_, p) in &rows.projects {
         let info = &projects[&p.id];
-        let mut members: Vec<&str> = users
+        let mut users: Vec<&str> = users
             .get(p.id.as_str())
             .into_iter()
             .flatten()
             .copied()
             .collect();
-        // The admin first.
-        members.sort_by_key(|u| (*u != info.created_by, *u));
-        for user in members {
+        users.sort_by_key(|u| (*u != info.created_by, *u));
+        for user in users {
             let role = if user == info.created_by {
                 Role::Admin
             } else {
                 Role::Editor
             };
-            member_rows.push((
+            members.push((
                 format!("project_member (user {user} of project {})", info.key),
                 v1::ProjectMember {
                     project_id: p.id.clone(),
@@ -864,85 +967,38 @@ pub(crate) fn convert<R: Read>(
             ));
         }
     }
+    members
+}
 
+/// A note for each project whose next item the upstream would number differently.
+fn next_number_notes(
+    file: &File,
+    rows: &Rows,
+    projects: &HashMap<String, ProjectInfo>,
+) -> Vec<String> {
     let mut notes = Vec::new();
     for up in &file.projects {
-        let (Some(next), Some(info)) = (
-            up.row.next_work_item_number,
-            projects.get(&map_id(EntityKind::Project, &up.row.id)),
-        ) else {
+        let id = map_id(EntityKind::Project, &up.row.id);
+        let (Some(next), Some(info)) = (up.row.next_work_item_number, projects.get(&id)) else {
             continue;
         };
-        let highest = items
+        let highest = rows
+            .items
             .iter()
-            .filter(|(_, w, _)| map_id(EntityKind::Project, &up.row.id) == w.project_id)
-            .map(|(_, w, _)| w.number)
+            .filter(|(_, w)| w.project_id == id)
+            .map(|(_, w)| w.number)
             .max()
             .unwrap_or(0);
         if u64::try_from(next).ok() != Some(highest + 1) {
             notes.push(format!(
-                "project {}: the upstream would number its next item {next}; pm-server numbers it {} \
-                 (after the highest number imported)",
+                "project {}: the upstream would number its next item {next}; pm-server numbers \
+                 it {} (after the highest number imported)",
                 info.key,
                 highest + 1
             ));
         }
     }
-
-    // The dataset, in change-log order, with a place per row and per change.
-    let mut data = Dataset::default();
-    let mut log = Log::default();
-    for (place, row) in project_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.projects.push((line, row));
-    }
-    for (place, row) in member_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.members.push((line, row));
-    }
-    for (place, row) in sprint_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.sprints.push((line, row));
-    }
-    for (place, row) in lane_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.lanes.push((line, row));
-    }
-    for (place, row, _) in items {
-        let key = &projects[&row.project_id].key;
-        let line = log.row(&mut data, place, &row, Some(key));
-        data.items.push((line, row));
-    }
-    for (place, row) in comment_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.comments.push((line, row));
-    }
-    for (place, row) in dependency_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.dependencies.push((line, row));
-    }
-    for (place, row) in time_rows {
-        let line = log.row(&mut data, place, &row, None);
-        data.time_entries.push((line, row));
-    }
-    for (place, event) in log.events {
-        data.places.push(place);
-        data.changes.push((data.places.len(), event));
-    }
-    data.header = Some(Header {
-        format: FORMAT.into(),
-        version: SCHEMA_VERSION as u32,
-        tenant: String::new(),
-        schema_version,
-        head_seq: data.changes.len() as u64,
-    });
-    Ok(Conversion {
-        data,
-        exported_at: file.exported_at,
-        exported_by: file.exported_by,
-        skipped: b.skipped,
-        notes,
-    })
+    notes
 }
 
 /// How a dangling reference reads in a refusal.
