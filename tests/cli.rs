@@ -1433,7 +1433,7 @@ fn import_from_agile_board_then_serve_it_and_read_it_over_the_protocol() {
         &[
             "send",
             &list,
-            r#"{"query": {"getWorkItem": {"id": "PONE-57"}}}"#,
+            r#"{"query": {"getWorkItem": {"displayKey": "PONE-57"}}}"#,
         ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
