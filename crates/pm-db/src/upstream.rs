@@ -1266,7 +1266,7 @@ mod tests {
             .starts_with("projects: must be an array"));
         let unknown = message(r#"{"schema_version": 1, "projects": [{"id": "x", "color": 1}]}"#);
         assert!(
-            unknown.starts_with("projects[0]: unknown field `color`"),
+            unknown.starts_with("projects[0] (id x): unknown field `color`"),
             "{unknown}"
         );
     }
