@@ -69,8 +69,9 @@ pub enum Command {
     /// Write one tenant as JSON Lines (header line, then one row per line, change log
     /// included); safe while a server is serving it.
     Export(export::Args),
-    /// Load a JSON Lines export into one tenant: every row validated, one transaction. Refuses
-    /// a tenant with content (unless --replace) and one a running server has open.
+    /// Load an export into one tenant (pm-server's JSON Lines, or with `--from agile-board`
+    /// the upstream board's JSON): every row validated, one transaction. Refuses a tenant with
+    /// content (unless --replace) and one a running server has open.
     Import(import::Args),
 }
 

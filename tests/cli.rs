@@ -205,6 +205,17 @@ impl DevServer {
     }
 }
 
+impl Drop for DevServer {
+    /// A test that fails while its server runs leaves no server behind (nor a pipe held
+    /// open by one).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn serve_dev_prints_a_working_token_and_the_board_and_stops_cleanly_on_sigterm() {
     use std::io::{Read, Write};
@@ -1349,5 +1360,196 @@ fn out_of_file_descriptors_the_server_backs_off_and_serves_again() {
         ("dev", "dev-user")
     );
     runtime.block_on(client.close());
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// The upstream board's export beside the repository, or `None` (saying so) without it.
+fn shared_upstream_export() -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/agile-board-export.json");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: the upstream export is not at {}; this test needs \
+             ../shared/data/agile-board-export.json beside the repository",
+            path.display()
+        );
+        None
+    }
+}
+
+/// `pm-server client` with another user's token.
+fn client_as(server: &DevServer, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(["client", "--url", &server.url(), "--token", token])
+        .args(args)
+        .env("PM_LOG", "error")
+        .output()
+        .expect("pm-server client runs")
+}
+
+#[test]
+fn import_from_agile_board_then_serve_it_and_read_it_over_the_protocol() {
+    use std::io::{BufRead, BufReader};
+
+    let Some(export) = shared_upstream_export() else {
+        return;
+    };
+    let file = export.to_str().unwrap();
+    let upstream: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let import = |extra: &[&str]| {
+        let mut args = vec!["import", "--tenant", "dev", "--from", "agile-board"];
+        args.extend(extra);
+        args.push(file);
+        pm_server(&args, dir.path())
+    };
+    let counts = "project=1 project_member=2 sprint=0 work_item=194 comment=64 time_entry=0 \
+                  dependency=59 swim_lane=0 llm_context=0 change=320";
+    let skipped = "skipped: dependency cba538cf-4eaf-4ed8-a585-9ab5e749daeb (PONE-128 blocks ?) \
+                   (dependencies[11]): blocked_item_id refers to work_item \
+                   338a101a-f00b-4dfd-b833-360212ead2b7, which is not in the file; row skipped";
+
+    // Its one dangling dependency: refused by name, nothing written.
+    let output = import(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: 1 dangling reference(s), nothing imported (--skip-dangling imports without them):\n  \
+         dependency cba538cf-4eaf-4ed8-a585-9ab5e749daeb (PONE-128 blocks ?) (dependencies[11]): \
+         blocked_item_id refers to work_item 338a101a-f00b-4dfd-b833-360212ead2b7, which is not \
+         in the file\n"
+    );
+    assert!(!dir.path().join("tenants").exists());
+
+    // A dry run counts and writes nothing.
+    let output = import(&["--dry-run", "--skip-dangling"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "dry run, nothing written: would import into tenant dev from an agile-board export \
+             (schema_version 1, exported 2026-03-01T18:53:59.426700+00:00 by pm-server): \
+             {counts}\n{skipped}\n"
+        )
+    );
+    assert!(!dir.path().join("tenants").exists());
+
+    let output = import(&["--skip-dangling"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "imported into tenant dev from an agile-board export (schema_version 1, exported \
+             2026-03-01T18:53:59.426700+00:00 by pm-server): {counts}\n{skipped}\n"
+        )
+    );
+
+    // Served: the project's upstream creator signs in with its upstream user id.
+    let server = DevServer::start(dir.path());
+    let owner = "83573002-5eaf-4ae1-af46-792a1a3bf9f5";
+    let output = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args([
+            "token",
+            "--tenant",
+            "dev",
+            "--user",
+            owner,
+            "--dev-data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("pm-server token runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let token = stdout(&output).trim().to_owned();
+
+    // Every work item over the protocol, with its upstream id, number and times.
+    let project_id = upstream["projects"][0]["id"].as_str().unwrap();
+    let list = format!(
+        r#"{{"query": {{"listWorkItems": {{"projectId": "{project_id}", "page": {{"pageSize": 500}}, "includeDeleted": true}}}}}}"#
+    );
+    let output = client_as(
+        &server,
+        &token,
+        &[
+            "send",
+            &list,
+            r#"{"query": {"getWorkItem": {"displayKey": "PONE-57"}}}"#,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let result = &lines[0]["queryResult"]["listWorkItemsResult"];
+    assert_eq!(result["asOfSeq"], "320");
+    let items = result["items"].as_array().unwrap();
+    assert_eq!(items.len(), 194);
+    let by_id: std::collections::HashMap<&str, &serde_json::Value> = items
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap(), w))
+        .collect();
+    for row in upstream["work_items"].as_array().unwrap() {
+        let item = by_id[row["id"].as_str().unwrap()];
+        assert_eq!(item["displayKey"], row["display_key"]);
+        assert_eq!(item["number"], row["item_number"].to_string());
+        assert_eq!(
+            item["createdAt"],
+            (row["created_at"].as_i64().unwrap() * 1000).to_string()
+        );
+        assert_eq!(item["createdBy"], row["created_by"]);
+        assert_eq!(item["version"], row["version"].to_string());
+    }
+    let pone57 = &lines[1]["queryResult"]["getWorkItemResult"]["workItem"];
+    let row57 = upstream["work_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["display_key"] == "PONE-57")
+        .unwrap();
+    assert_eq!(pone57["id"], row57["id"], "PONE-57 is still PONE-57");
+    assert_eq!(pone57["title"], row57["title"]);
+
+    // The change log replayed from seq 0: one created event per imported row, in order.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args([
+            "client",
+            "--url",
+            &server.url(),
+            "--token",
+            &token,
+            "watch",
+            "--from-seq",
+            "0",
+        ])
+        .env("PM_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut per_type: std::collections::BTreeMap<String, usize> = Default::default();
+    for seq in 1..=320u64 {
+        let line = events.next().expect("an event").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["seq"], seq.to_string(), "{line}");
+        assert_eq!(event["action"], "CHANGE_ACTION_CREATED", "{line}");
+        *per_type
+            .entry(event["entityType"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    assert_eq!(
+        per_type,
+        std::collections::BTreeMap::from([
+            ("ENTITY_TYPE_COMMENT".to_owned(), 64),
+            ("ENTITY_TYPE_DEPENDENCY".to_owned(), 59),
+            ("ENTITY_TYPE_PROJECT".to_owned(), 1),
+            ("ENTITY_TYPE_PROJECT_MEMBER".to_owned(), 2),
+            ("ENTITY_TYPE_WORK_ITEM".to_owned(), 194),
+        ])
+    );
     assert_eq!(server.stop(), Some(0));
 }

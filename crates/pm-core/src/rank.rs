@@ -39,9 +39,14 @@ pub fn for_new_item(seq: u64) -> String {
     format!("{seq:020}v")
 }
 
-/// The rank of an imported item at `position` (1-based) in its column.
-pub fn for_position(position: u64) -> String {
-    format!("{position:020}i")
+/// The rank of an imported item at `position` in its column, `tiebreak` (its number)
+/// ordering items of equal position.
+///
+/// Fixed width, so ranks sort like `(position, tiebreak)`. The 20 leading zeros keep every
+/// imported rank below every [`for_new_item`] rank (a seq is at least 1), so items created
+/// after an import land after the imported ones, as they would have upstream.
+pub fn for_position(position: u32, tiebreak: u32) -> String {
+    format!("{:020}{position:010}{tiebreak:010}i", 0)
 }
 
 /// A rank strictly between `before` and `after` (either may be open).
@@ -145,7 +150,23 @@ mod tests {
         let next = for_new_item(42);
         assert!(last < moved && moved < next, "{last} < {moved} < {next}");
         assert!(check(&next).is_ok());
-        assert!(check(&for_position(10)).is_ok());
+    }
+
+    #[test]
+    fn imported_ranks_keep_position_order_and_sort_before_new_items() {
+        let ranks = [
+            for_position(0, 7),
+            for_position(1, 3),
+            for_position(1, 12),
+            for_position(2, 1),
+            for_position(u32::MAX, u32::MAX),
+        ];
+        assert!(ranks.iter().all(|r| check(r).is_ok()));
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+        assert!(ranks[4] < for_new_item(1));
+        // Dropping an item after the last imported one stays below new items too.
+        let after = between(Some(&ranks[4]), None).unwrap();
+        assert!(ranks[4] < after && after < for_new_item(1));
     }
 
     fn rank() -> impl Strategy<Value = String> {

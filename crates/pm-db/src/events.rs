@@ -78,6 +78,21 @@ impl Change {
             entity: after.clone().into_kind(),
         }
     }
+
+    /// The change as the event of change number `seq`, made by `actor_id` at `at` (Unix ms).
+    pub(crate) fn into_event(self, seq: u64, at: i64, actor_id: &str) -> v1::Event {
+        v1::Event {
+            seq,
+            at,
+            actor_id: actor_id.to_owned(),
+            project_id: self.project_id,
+            entity_type: v1::EntityType::from(self.kind).into(),
+            entity_id: self.entity_id,
+            action: v1::ChangeAction::from(self.action).into(),
+            changes: self.fields,
+            change: Some(self.entity.into()),
+        }
+    }
 }
 
 /// A change with its seq, encoded once as a `pm.v1.Event`.
@@ -97,26 +112,21 @@ pub(crate) struct PendingEvent {
 
 impl PendingEvent {
     pub(crate) fn new(seq: u64, at: i64, actor_id: &str, change: Change) -> Self {
-        let event = v1::Event {
-            seq,
-            at,
-            actor_id: actor_id.to_owned(),
-            project_id: change.project_id.clone(),
-            entity_type: v1::EntityType::from(change.kind).into(),
-            entity_id: change.entity_id.clone(),
-            action: v1::ChangeAction::from(change.action).into(),
-            changes: change.fields,
-            change: Some(change.entity.into()),
-        };
+        let (project_id, kind, entity_id, action) = (
+            change.project_id.clone(),
+            change.kind,
+            change.entity_id.clone(),
+            change.action,
+        );
         PendingEvent {
             seq,
             at,
             actor_id: actor_id.to_owned(),
-            project_id: change.project_id,
-            kind: change.kind,
-            entity_id: change.entity_id,
-            action: change.action,
-            event: event.encode_to_vec(),
+            project_id,
+            kind,
+            entity_id,
+            action,
+            event: change.into_event(seq, at, actor_id).encode_to_vec(),
         }
     }
 }

@@ -135,7 +135,7 @@ pub struct ImportReport {
 /// A parsed export: rows with their line numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Dataset {
-    header: Option<Header>,
+    pub(crate) header: Option<Header>,
     pub(crate) projects: Vec<(usize, v1::Project)>,
     pub(crate) members: Vec<(usize, v1::ProjectMember)>,
     pub(crate) sprints: Vec<(usize, v1::Sprint)>,
@@ -146,6 +146,9 @@ pub(crate) struct Dataset {
     pub(crate) lanes: Vec<(usize, v1::SwimLane)>,
     pub(crate) contexts: Vec<(usize, v1::LlmContext)>,
     pub(crate) changes: Vec<(usize, v1::Event)>,
+    /// Where each row came from, when not from a JSON Lines file: the "line" of a row is
+    /// then an index into this list, plus one (see [`Dataset::at`]).
+    pub(crate) places: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +165,12 @@ pub(crate) fn at_line(line: usize, kind: &str, error: impl Into<Error>) -> Error
     } else {
         format!("line {line} ({kind})")
     };
+    at_place(place, error)
+}
+
+/// An error about the row at `place` (e.g. `line 6 (comment)`): a field error names the
+/// place before the field.
+pub(crate) fn at_place(place: String, error: impl Into<Error>) -> Error {
     match error.into() {
         Error::InvalidArgument { field, message } if field.is_empty() => {
             Error::invalid(place, message)
@@ -285,6 +294,15 @@ impl Dataset {
         Ok(data)
     }
 
+    /// An error about the row with line `line`, of `kind`: its line, or the place it came
+    /// from when the dataset was built from another format.
+    pub(crate) fn at(&self, line: usize, kind: &str, error: impl Into<Error>) -> Error {
+        match line.checked_sub(1).and_then(|i| self.places.get(i)) {
+            Some(place) => at_place(place.clone(), error),
+            None => at_line(line, kind, error),
+        }
+    }
+
     /// The header line.
     pub(crate) fn header(&self) -> &Header {
         self.header
@@ -330,7 +348,7 @@ impl Dataset {
     /// command ran (a parent or sprint being live at the time, sprint status transitions)
     /// are not checked: later changes legitimately break them.
     pub(crate) fn validate(&self) -> Result<()> {
-        let projects = rows_valid(&self.projects, |_| Ok(()))?;
+        let projects = self.rows_valid(&self.projects, |_| Ok(()))?;
         let project = |field: &str, id: &str| -> Result<()> {
             if projects.contains_key(id) {
                 Ok(())
@@ -342,7 +360,7 @@ impl Dataset {
         let mut members: HashSet<(&str, &str)> = HashSet::new();
         let mut admins: HashSet<&str> = HashSet::new();
         for (line, m) in &self.members {
-            let at = |e: Error| at_line(*line, "project_member", e);
+            let at = |e: Error| self.at(*line, "project_member", e);
             m.validate().map_err(at)?;
             project("project_id", &m.project_id).map_err(at)?;
             if !members.insert((&m.project_id, &m.user_id)) {
@@ -354,7 +372,7 @@ impl Dataset {
         }
         for (line, p) in &self.projects {
             if !admins.contains(p.id.as_str()) {
-                return Err(at_line(
+                return Err(self.at(
                     *line,
                     "project",
                     Error::invalid("id", "has no admin member (a project must keep one)"),
@@ -362,11 +380,11 @@ impl Dataset {
             }
         }
 
-        let sprints = rows_valid(&self.sprints, |s| project("project_id", &s.project_id))?;
+        let sprints = self.rows_valid(&self.sprints, |s| project("project_id", &s.project_id))?;
 
         let mut items: HashMap<&str, (&str, WorkItemType)> = HashMap::new();
         for (line, w) in &self.items {
-            let at = |e: Error| at_line(*line, "work_item", e);
+            let at = |e: Error| self.at(*line, "work_item", e);
             w.validate().map_err(at)?;
             let item_type = convert::required(
                 "item_type",
@@ -378,7 +396,7 @@ impl Dataset {
             }
         }
         for (line, w) in &self.items {
-            let at = |e: Error| at_line(*line, "work_item", e);
+            let at = |e: Error| self.at(*line, "work_item", e);
             project("project_id", &w.project_id).map_err(at)?;
             if let Some(parent) = &w.parent_id {
                 let (parent_project, parent_type) =
@@ -420,26 +438,26 @@ impl Dataset {
             }
         };
 
-        rows_valid(&self.comments, |c| {
+        self.rows_valid(&self.comments, |c| {
             project("project_id", &c.project_id)?;
             item_in("work_item_id", &c.work_item_id, &c.project_id)
         })?;
-        rows_valid(&self.time_entries, |t| {
+        self.rows_valid(&self.time_entries, |t| {
             project("project_id", &t.project_id)?;
             item_in("work_item_id", &t.work_item_id, &t.project_id)
         })?;
-        rows_valid(&self.dependencies, |d| {
+        self.rows_valid(&self.dependencies, |d| {
             project("project_id", &d.project_id)?;
             item_in("blocking_item_id", &d.blocking_item_id, &d.project_id)?;
             item_in("blocked_item_id", &d.blocked_item_id, &d.project_id)
         })?;
         self.check_no_blocking_cycle()?;
-        rows_valid(&self.lanes, |l| project("project_id", &l.project_id))?;
-        rows_valid(&self.contexts, |c| project("project_id", &c.project_id))?;
+        self.rows_valid(&self.lanes, |l| project("project_id", &l.project_id))?;
+        self.rows_valid(&self.contexts, |c| project("project_id", &c.project_id))?;
 
         let mut last: Option<u64> = None;
         for (line, e) in &self.changes {
-            let at = |err: Error| at_line(*line, CHANGE, err);
+            let at = |err: Error| self.at(*line, CHANGE, err);
             if e.seq == 0 || last.is_some_and(|last| e.seq != last + 1) {
                 return Err(at(Error::invalid(
                     "seq",
@@ -506,7 +524,7 @@ impl Dataset {
             incoming.contains_key(d.blocking_item_id.as_str())
                 && incoming.contains_key(d.blocked_item_id.as_str())
         }) {
-            Some((line, _)) => Err(at_line(
+            Some((line, _)) => Err(self.at(
                 *line,
                 "dependency",
                 Error::invalid(
@@ -517,27 +535,32 @@ impl Dataset {
             None => Ok(()),
         }
     }
-}
 
-/// Checks each row of one kind against its entity's rules and `cross` (its references),
-/// and that no id is listed twice; the rows by id.
-fn rows_valid<E: Entity>(
-    rows: &[(usize, E)],
-    cross: impl Fn(&E) -> Result<()>,
-) -> Result<HashMap<&str, &E>> {
-    let mut seen: HashMap<&str, (usize, &E)> = HashMap::new();
-    for (line, row) in rows {
-        let at = |e: Error| at_line(*line, E::KIND.as_str(), e);
-        row.validate().map_err(at)?;
-        cross(row).map_err(at)?;
-        if let Some((first, _)) = seen.insert(row.entity_id(), (*line, row)) {
-            return Err(at(Error::invalid(
-                "id",
-                format!("is listed twice (first on line {first})"),
-            )));
+    /// Checks each row of one kind against its entity's rules and `cross` (its references),
+    /// and that no id is listed twice; the rows by id.
+    fn rows_valid<'a, E: Entity>(
+        &self,
+        rows: &'a [(usize, E)],
+        cross: impl Fn(&E) -> Result<()>,
+    ) -> Result<HashMap<&'a str, &'a E>> {
+        let mut seen: HashMap<&str, (usize, &E)> = HashMap::new();
+        for (line, row) in rows {
+            let at = |e: Error| self.at(*line, E::KIND.as_str(), e);
+            row.validate().map_err(at)?;
+            cross(row).map_err(at)?;
+            if let Some((first, _)) = seen.insert(row.entity_id(), (*line, row)) {
+                let first = match self.places.get(first - 1) {
+                    Some(place) => format!("as {place}"),
+                    None => format!("on line {first}"),
+                };
+                return Err(at(Error::invalid(
+                    "id",
+                    format!("is listed twice (first {first})"),
+                )));
+            }
         }
+        Ok(seen.into_iter().map(|(id, (_, row))| (id, row)).collect())
     }
-    Ok(seen.into_iter().map(|(id, (_, row))| (id, row)).collect())
 }
 
 /// The change-log columns of an event, checked like the columns' constraints.

@@ -7,7 +7,8 @@
 //! - Engine-neutral rules: [`entity`] (each entity's column list and its one rule set),
 //!   [`access`](crate::access) (roles and permits), [`events`] (the diff that becomes an
 //!   event, committed and stored events, retention), `registry` (the bounded set of open
-//!   tenants), [`export`] (the export format and the validated dataset an import loads).
+//!   tenants), [`export`] (the export format and the validated dataset an import loads),
+//!   [`upstream`] (the upstream board's export mapped onto that dataset).
 //! - [`sqlite`]: the SQLite engine (one database file per tenant, one writer task each) and
 //!   its operator tools (backup, export/import, inspection, migrations).
 //! - [`error`]: the storage error and its wire form.
@@ -20,6 +21,7 @@ pub mod events;
 pub mod export;
 mod registry;
 pub mod sqlite;
+pub mod upstream;
 
 pub use engine::{
     Engine, EngineFigures, RolloutReport, SchemaChange, SchemaStatus, SubscriptionSnapshot, Tenant,

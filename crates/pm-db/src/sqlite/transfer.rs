@@ -1,5 +1,6 @@
 //! Export and import of one SQLite tenant as JSON Lines, in the format of
-//! [`crate::export`].
+//! [`crate::export`]; import of the upstream board's export ([`crate::upstream`]) through
+//! the same validation and loading.
 //!
 //! Export reads in one read transaction: a consistent snapshot, safe while a server serves
 //! the tenant. Import validates the whole file first ([`Dataset::validate`]), then loads it
@@ -13,7 +14,7 @@
 //! the tenant's lock exclusively, so a tenant a running server has open is refused (it
 //! would bypass the tenant's single writer); so is a dry run of an existing tenant.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::str::FromStr;
 
 use futures::TryStreamExt;
@@ -34,9 +35,10 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::events::PendingEvent;
 use crate::export::{
-    at_line, change_columns, write_json, Dataset, ExportSummary, Header, ImportOptions,
-    ImportReport, Line, CHANGE, FORMAT, FORMAT_VERSION, KINDS,
+    change_columns, write_json, Dataset, ExportSummary, Header, ImportOptions, ImportReport, Line,
+    CHANGE, FORMAT, FORMAT_VERSION, KINDS,
 };
+use crate::upstream::{self, UpstreamOptions, UpstreamReport};
 
 /// Writes tenant `id` to `out` as JSON Lines; see the module documentation.
 pub async fn export_tenant<W: Write + Send>(
@@ -166,6 +168,37 @@ pub async fn import_tenant<R: BufRead>(
 ) -> Result<ImportReport> {
     let data = Dataset::read(input, migrations::embedded_version())?;
     data.validate()?;
+    let replaced = import_dataset(config, id, &data, options).await?;
+    Ok(data.report(replaced, options))
+}
+
+/// Imports the upstream board's export (`schema_version` 1) from `input` into tenant `id`,
+/// mapped as [`crate::upstream`] describes, and loaded like a JSON Lines export: validated
+/// whole, one transaction, a tenant with content refused unless `replace`.
+pub async fn import_agile_board<R: Read>(
+    config: &SqliteConfig,
+    id: &TenantId,
+    input: R,
+    options: UpstreamOptions,
+) -> Result<UpstreamReport> {
+    let conversion =
+        upstream::convert(input, options.skip_dangling, migrations::embedded_version())?;
+    conversion.data.validate()?;
+    let load_options = ImportOptions {
+        dry_run: options.dry_run,
+        replace: options.replace,
+    };
+    let replaced = import_dataset(config, id, &conversion.data, load_options).await?;
+    Ok(conversion.report(replaced, options.dry_run))
+}
+
+/// Loads a validated dataset into tenant `id`; whether existing content was replaced.
+async fn import_dataset(
+    config: &SqliteConfig,
+    id: &TenantId,
+    data: &Dataset,
+    options: ImportOptions,
+) -> Result<bool> {
     let dir = config.tenant_dir(id);
     let db = dir.join(DB_FILE);
     if options.dry_run && !db.is_file() {
@@ -175,18 +208,18 @@ pub async fn import_tenant<R: BufRead>(
             .connect()
             .await?;
         MIGRATOR.run_direct(&mut conn).await?;
-        let replaced = load(&data, &mut conn, id, options).await;
+        let replaced = load(data, &mut conn, id, options).await;
         conn.close().await?;
-        return Ok(data.report(replaced?, options));
+        return replaced;
     }
     let created_dir = !dir.exists();
     std::fs::create_dir_all(&dir)?;
-    let imported = import_locked(&data, &dir, id, options).await;
+    let imported = import_locked(data, &dir, id, options).await;
     if imported.is_err() && created_dir {
         // Leave nothing behind for a tenant that did not exist.
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(data.report(imported?, options))
+    imported
 }
 
 async fn import_locked(
@@ -296,20 +329,20 @@ async fn load(
                 .await?;
         }
     }
-    insert_rows(&mut tx, &data.projects).await?;
-    insert_rows(&mut tx, &data.members).await?;
-    insert_rows(&mut tx, &data.sprints).await?;
-    insert_rows(&mut tx, &data.items).await?;
-    insert_rows(&mut tx, &data.comments).await?;
-    insert_rows(&mut tx, &data.time_entries).await?;
-    insert_rows(&mut tx, &data.dependencies).await?;
-    insert_rows(&mut tx, &data.lanes).await?;
-    insert_rows(&mut tx, &data.contexts).await?;
+    insert_rows(&mut tx, data, &data.projects).await?;
+    insert_rows(&mut tx, data, &data.members).await?;
+    insert_rows(&mut tx, data, &data.sprints).await?;
+    insert_rows(&mut tx, data, &data.items).await?;
+    insert_rows(&mut tx, data, &data.comments).await?;
+    insert_rows(&mut tx, data, &data.time_entries).await?;
+    insert_rows(&mut tx, data, &data.dependencies).await?;
+    insert_rows(&mut tx, data, &data.lanes).await?;
+    insert_rows(&mut tx, data, &data.contexts).await?;
     let pending = data
         .changes
         .iter()
         .map(|(line, e)| {
-            let (kind, action) = change_columns(e).map_err(|err| at_line(*line, CHANGE, err))?;
+            let (kind, action) = change_columns(e).map_err(|err| data.at(*line, CHANGE, err))?;
             Ok(PendingEvent {
                 seq: e.seq,
                 at: e.at,
@@ -347,12 +380,16 @@ async fn load(
     Ok(replaced)
 }
 
-async fn insert_rows<R: Entity>(conn: &mut SqliteConnection, rows: &[(usize, R)]) -> Result<()> {
+async fn insert_rows<R: Entity>(
+    conn: &mut SqliteConnection,
+    data: &Dataset,
+    rows: &[(usize, R)],
+) -> Result<()> {
     for (line, row) in rows {
         records::insert(conn, row)
             .await
             .map_err(|e| match e.as_database_error() {
-                Some(db) => at_line(
+                Some(db) => data.at(
                     *line,
                     R::KIND.as_str(),
                     Error::invalid("", format!("refused by the database: {}", db.message())),

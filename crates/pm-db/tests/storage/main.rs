@@ -37,6 +37,9 @@
 //!   before them, migrated.
 //! - `real_data`: the real shared export (`../shared/data/`) replayed through commands and
 //!   read back.
+//! - `upstream`: the same file imported as it is (`import --from agile-board`): ids, numbers,
+//!   times, authors, versions, ranks, members and the change log, checked against the file;
+//!   dangling references, dry runs, refusals; every kind on a small file.
 
 mod support;
 
@@ -62,5 +65,6 @@ mod rules;
 mod search;
 mod tenant_search;
 mod tenants;
+mod upstream;
 mod wal;
 mod writer;
