@@ -963,6 +963,8 @@ fn members(
                     updated_at: info.created_at,
                     updated_by: info.created_by.clone(),
                     deleted_at: None,
+                    // Filled in by queries.
+                    display_name: String::new(),
                 },
             ));
         }
@@ -1092,6 +1094,8 @@ fn swim_lane(l: &UpSwimLane, project_id: String, author: &str) -> Result<v1::Swi
         .into(),
         position: small("position", l.position)?,
         wip_limit: None,
+        // The upstream has no policy: its limits were only shown.
+        wip_policy: v1::WipPolicy::None.into(),
         version: 1,
         created_at: millis("created_at", l.created_at)?,
         created_by: author.to_owned(),
@@ -1144,6 +1148,9 @@ fn work_item(w: &UpWorkItem) -> Result<v1::WorkItem> {
         updated_at: millis("updated_at", w.updated_at)?,
         updated_by: user("updated_by", &w.updated_by)?,
         deleted_at: opt_millis("deleted_at", w.deleted_at)?,
+        // Derived by queries.
+        blocked: None,
+        assignee_name: String::new(),
     })
 }
 

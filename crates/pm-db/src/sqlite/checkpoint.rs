@@ -41,6 +41,11 @@ pub(crate) struct WalProgress {
     pub(crate) commits: AtomicU64,
     /// The WAL file.
     wal_file: PathBuf,
+    /// Held while a checkpoint runs, by the checkpointer or the writer's RESTART: two at once
+    /// make the RESTART fail busy (SQLite allows one checkpointer), and under a loaded CPU a
+    /// PASSIVE checkpoint overlapped the writer's RESTART often enough to let the WAL grow
+    /// past its bound.
+    pub(crate) running: tokio::sync::Mutex<()>,
 }
 
 impl WalProgress {
@@ -51,6 +56,7 @@ impl WalProgress {
         WalProgress {
             commits: AtomicU64::new(0),
             wal_file: wal_file.into(),
+            running: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -128,7 +134,10 @@ pub(crate) async fn run(
         } else {
             continue;
         };
-        match checkpoint(&mut conn, mode).await {
+        let running = progress.running.lock().await;
+        let done = checkpoint(&mut conn, mode).await;
+        drop(running);
+        match done {
             Ok(complete) => truncated = mode == Mode::Truncate && complete,
             Err(e) => tracing::warn!(%tenant, error = %e, "WAL checkpoint failed"),
         }

@@ -343,7 +343,11 @@ impl Writer {
                 self.finish(group, jobs);
                 if std::mem::take(&mut self.restart_wal) {
                     // Its callers have their answers; the next group waits for this.
-                    match checkpoint::restart(&mut self.conn, self.busy_timeout).await {
+                    // After the checkpointer's own checkpoint, if one is running.
+                    let running = self.checkpoint.0.running.lock().await;
+                    let restarted = checkpoint::restart(&mut self.conn, self.busy_timeout).await;
+                    drop(running);
+                    match restarted {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::debug!("WAL restart deferred: readers of older snapshots")
