@@ -333,7 +333,7 @@ pub(super) async fn assignee_names(
     Ok(())
 }
 
-/// Up to `limit` stored profiles: id → (name, email).
+/// The fingerprints of up to `limit` stored profiles.
 pub(crate) async fn known_users(
     pool: &SqlitePool,
     limit: usize,
@@ -345,10 +345,10 @@ pub(crate) async fn known_users(
         .await?;
     rows.iter()
         .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                (row.try_get("name")?, row.try_get("email")?),
-            ))
+            let id: String = row.try_get("id")?;
+            let name: String = row.try_get("name")?;
+            let email: Option<String> = row.try_get("email")?;
+            Ok(super::tenant::fingerprint(&id, &name, email.as_deref()))
         })
         .collect()
 }
