@@ -295,7 +295,7 @@ impl Reader<'_> {
             .map(|item| item.with_project_key(&key))
             .collect();
         fill_blocked(self.conn, &mut items).await?;
-        super::queries::assignee_names(self.conn, &mut items).await?;
+        super::people::assignee_names(self.conn, &mut items).await?;
         let descendants = items.split_off(above + 1);
         let work_item = items.pop();
         Ok(R::GetWorkItemHierarchyResult(
@@ -336,7 +336,7 @@ impl Reader<'_> {
                     .ok_or_else(|| Error::Corrupt("a time entry without its work item".into()))?;
                 let mut items = [item.with_project_key(&key)];
                 fill_blocked(self.conn, &mut items).await?;
-                super::queries::assignee_names(self.conn, &mut items).await?;
+                super::people::assignee_names(self.conn, &mut items).await?;
                 let [item] = items;
                 (Some(entry), Some(item))
             }

@@ -21,6 +21,7 @@ use super::config::SqliteConfig;
 use super::health::{Condition, Safeguards};
 use super::lock::TenantLock;
 use super::migrations::{self, Schema};
+use super::people;
 use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
@@ -384,7 +385,7 @@ impl Tenant for SqliteTenant {
         // storm after a restart reads the table once instead of writing once per user.
         let mut known = self.known_users.lock().await;
         if known.is_none() {
-            let loaded = self.read(queries::known_users(&self.read_pool, KNOWN_USERS).await)?;
+            let loaded = self.read(people::known_users(&self.read_pool, KNOWN_USERS).await)?;
             *known = Some(loaded);
         }
         let known = known.as_mut().expect("loaded above");

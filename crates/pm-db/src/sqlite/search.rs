@@ -1,0 +1,271 @@
+//! Tenant-wide search (`Search`): one FTS5 table per searchable kind, their hits ranked
+//! together by BM25, snippets split into marked parts, keyset pages on (rank, kind, id).
+
+use pm_core::kinds::EntityKind;
+use pm_core::rules::page;
+use pm_proto::{convert, v1};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::pages::{bad_token, decode_token, encode_token, Key};
+use super::queries::Reader;
+use crate::error::{Error, Result};
+
+use v1::query_result::Result as R;
+
+impl Reader<'_> {
+    /// Tenant-wide search, ranked by BM25 (best first), keyset-paged on (rank, kind, id).
+    pub(super) async fn search(&mut self, q: v1::Search) -> Result<R> {
+        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
+        let text = fts_query(&q.text)?;
+        let mut kinds = Vec::new();
+        for raw in &q.entity_types {
+            let kind =
+                convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
+            if !matches!(
+                kind,
+                EntityKind::WorkItem
+                    | EntityKind::Comment
+                    | EntityKind::Sprint
+                    | EntityKind::LlmContext
+            ) {
+                return Err(Error::invalid(
+                    "entity_types",
+                    format!(
+                        "{} is not searchable (work_item, comment, sprint, llm_context are)",
+                        kind.as_str()
+                    ),
+                ));
+            }
+            kinds.push(kind);
+        }
+        let wanted = |kind: EntityKind| kinds.is_empty() || kinds.contains(&kind);
+        let project = if q.project_id.is_empty() {
+            None
+        } else {
+            Some(self.project("project_id", &q.project_id).await?.0)
+        };
+        let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 3)?
+            .as_deref()
+        {
+            None => None,
+            Some([Key::Int(bits), Key::Text(kind), Key::Text(id)]) => {
+                Some((f64::from_bits(*bits as u64), kind.clone(), id.clone()))
+            }
+            Some(_) => return Err(bad_token()),
+        };
+
+        // One SELECT per searchable kind, each with its own FTS table and BM25 (titles weigh
+        // more than bodies), restricted to live rows of the caller's live projects.
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "WITH mine AS (SELECT m.project_id FROM project_members AS m \
+             JOIN projects AS p ON p.id = m.project_id \
+             WHERE p.deleted_at IS NULL AND m.user_id = ",
+        );
+        b.push_bind(self.actor.as_str().to_owned());
+        if let Some(project) = project {
+            b.push(" AND m.project_id = ").push_bind(project);
+        }
+        b.push("), hits AS (");
+        let mut first = true;
+        let mut union = |b: &mut QueryBuilder<'_, Sqlite>, select: &str, fts: &str| {
+            if !std::mem::take(&mut first) {
+                b.push(" UNION ALL ");
+            }
+            b.push(select)
+                .push(format_args!(" AND {fts} MATCH "))
+                .push_bind(text.clone());
+        };
+        let snippet =
+            |fts: &str| format!("snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16)");
+        if wanted(EntityKind::WorkItem) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
+                     w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, {} AS snippet \
+                     FROM work_item_fts JOIN work_items AS w ON w.rowid = work_item_fts.rowid \
+                     WHERE w.deleted_at IS NULL AND w.project_id IN mine",
+                    snippet("work_item_fts")
+                ),
+                "work_item_fts",
+            );
+        }
+        if wanted(EntityKind::Comment) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
+                     w.title, bm25(comment_fts) AS rank, {} AS snippet \
+                     FROM comment_fts JOIN comments AS c ON c.rowid = comment_fts.rowid \
+                     JOIN work_items AS w ON w.id = c.work_item_id \
+                     WHERE c.deleted_at IS NULL AND w.deleted_at IS NULL \
+                     AND c.project_id IN mine",
+                    snippet("comment_fts")
+                ),
+                "comment_fts",
+            );
+        }
+        if wanted(EntityKind::Sprint) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
+                     NULL AS number, s.name AS title, bm25(sprint_fts, 4.0, 1.0) AS rank, \
+                     {} AS snippet \
+                     FROM sprint_fts JOIN sprints AS s ON s.rowid = sprint_fts.rowid \
+                     WHERE s.deleted_at IS NULL AND s.project_id IN mine",
+                    snippet("sprint_fts")
+                ),
+                "sprint_fts",
+            );
+        }
+        if wanted(EntityKind::LlmContext) {
+            union(
+                &mut b,
+                &format!(
+                    "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
+                     NULL AS number, x.title, bm25(llm_context_fts, 4.0, 1.0) AS rank, \
+                     {} AS snippet \
+                     FROM llm_context_fts JOIN llm_context AS x ON x.rowid = llm_context_fts.rowid \
+                     WHERE x.deleted_at IS NULL AND x.project_id IN mine",
+                    snippet("llm_context_fts")
+                ),
+                "llm_context_fts",
+            );
+        }
+        b.push(
+            ") SELECT h.kind, h.id, h.project_id, h.item_id, h.number, h.title, h.rank, \
+             h.snippet, p.key FROM hits AS h JOIN projects AS p ON p.id = h.project_id",
+        );
+        if let Some((rank, kind, id)) = cursor {
+            b.push(" WHERE h.rank > ")
+                .push_bind(rank)
+                .push(" OR (h.rank = ")
+                .push_bind(rank)
+                .push(" AND (h.kind, h.id) > (")
+                .push_bind(kind)
+                .push(", ")
+                .push_bind(id)
+                .push("))");
+        }
+        b.push(" ORDER BY h.rank, h.kind, h.id LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let mut rows = b.build().fetch_all(&mut *self.conn).await?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            let last = rows.last().expect("a full page has a last row");
+            let rank: f64 = last.try_get("rank")?;
+            encode_token(&[
+                Key::Int(rank.to_bits() as i64),
+                Key::Text(last.try_get("kind")?),
+                Key::Text(last.try_get("id")?),
+            ])
+        } else {
+            String::new()
+        };
+        let items = rows
+            .iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let kind = EntityKind::parse("kind", &kind)
+                    .map_err(|_| Error::Corrupt("unknown search hit kind".into()))?;
+                let number: Option<i64> = row.try_get("number")?;
+                let key: String = row.try_get("key")?;
+                let rank: f64 = row.try_get("rank")?;
+                let snippet: String = row.try_get("snippet")?;
+                Ok(v1::SearchHit {
+                    entity_type: convert::wire::<_, v1::EntityType>(kind),
+                    entity_id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    work_item_id: row
+                        .try_get::<Option<String>, _>("item_id")?
+                        .unwrap_or_default(),
+                    display_key: number.map(|n| format!("{key}-{n}")).unwrap_or_default(),
+                    title: row.try_get("title")?,
+                    snippet: snippet_parts(&snippet),
+                    // BM25 as SQLite computes it is lower for better matches.
+                    score: -rank,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(R::SearchResult(v1::SearchResult {
+            items,
+            next_page_token,
+            as_of_seq: self.as_of_seq,
+        }))
+    }
+}
+/// Where a snippet's match starts and ends: private-use characters, which the indexed text
+/// is not expected to hold (if it does, the snippet only shows the wrong words as matched).
+const MATCH_START: char = '\u{e000}';
+const MATCH_END: char = '\u{e001}';
+
+/// Splits a snippet marked with [`MATCH_START`]/[`MATCH_END`] into parts.
+fn snippet_parts(marked: &str) -> Vec<v1::SnippetPart> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut matched = false;
+    let mut flush = |text: &mut String, matched: bool| {
+        if !text.is_empty() {
+            parts.push(v1::SnippetPart {
+                text: std::mem::take(text),
+                matched,
+            });
+        }
+    };
+    for c in marked.chars() {
+        match c {
+            MATCH_START | MATCH_END => {
+                flush(&mut text, matched);
+                matched = c == MATCH_START;
+            }
+            c => text.push(c),
+        }
+    }
+    flush(&mut text, matched);
+    parts
+}
+
+/// Turns user text into a safe FTS5 query: each word quoted (so operators and punctuation
+/// are literal), words joined with AND; a trailing `*` keeps its prefix meaning.
+pub(super) fn fts_query(input: &str) -> Result<String> {
+    const MAX_TERMS: usize = 32;
+    let terms: Vec<String> = input
+        .split_whitespace()
+        .filter_map(|word| {
+            let prefix = word.ends_with('*');
+            let word: String = word
+                .chars()
+                .filter(|c| *c != '"' && *c != '*' && !c.is_control())
+                .collect();
+            (!word.is_empty()).then(|| format!("\"{word}\"{}", if prefix { "*" } else { "" }))
+        })
+        .collect();
+    if terms.is_empty() {
+        return Err(Error::invalid("text", "has no words to search for"));
+    }
+    if terms.len() > MAX_TERMS {
+        return Err(Error::invalid(
+            "text",
+            format!("may hold at most {MAX_TERMS} words"),
+        ));
+    }
+    Ok(terms.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_quoted() {
+        assert_eq!(fts_query("login bug").unwrap(), r#""login" "bug""#);
+        assert_eq!(fts_query("log*").unwrap(), r#""log"*"#);
+        assert_eq!(
+            fts_query(r#"a" OR "b NEAR("#).unwrap(),
+            r#""a" "OR" "b" "NEAR(""#
+        );
+        assert!(fts_query(" \" * ").is_err());
+        assert_eq!(fts_query("\0pay\u{7}ment").unwrap(), r#""payment""#);
+    }
+}
