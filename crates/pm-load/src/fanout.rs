@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::raw::{Incoming, RawConn};
 use crate::report::{histogram, record, Report};
 use crate::target::{create_item, unix_now, Target};
-use crate::write::{closed_loop, open_loop, Tally};
+use crate::write::{closed_loop, items_in, open_loop, Tally};
 use crate::{Error, Result};
 
 /// Connections opened at once while setting up.
@@ -181,7 +181,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
     let deadline = tokio::time::Instant::now() + options.duration;
     let shared = (
         admin.clone(),
-        project.clone(),
+        items_in(&project),
         Arc::new(AtomicU64::new(u64::MAX)),
         Arc::new(AtomicU64::new(0)),
     );

@@ -11,13 +11,15 @@
 //! - [`report`]: percentiles, figures and checks, printed as text or JSON.
 //! - [`progress`]: the progress bar on a terminal.
 //! - One module per scenario: [`write`], [`fanout`], [`idle`], [`storm`], [`slow`],
-//!   [`tenants`].
+//!   [`tenants`], [`read`]; [`seed`] writes the realistic tenant `read` queries.
 
 pub mod fanout;
 pub mod idle;
 pub mod progress;
 pub mod raw;
+pub mod read;
 pub mod report;
+pub mod seed;
 pub mod slow;
 pub mod storm;
 pub mod target;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use pm_load::fanout::FanoutOptions;
 use pm_load::idle::IdleOptions;
+use pm_load::read::ReadOptions;
 use pm_load::slow::SlowOptions;
 use pm_load::storm::StormOptions;
 use pm_load::tenants::TenantsOptions;
@@ -56,6 +57,9 @@ enum Scenario {
     Slow(SlowOptions),
     /// Many small tenants touched round robin: create, then cold opens.
     Tenants(TenantsOptions),
+    /// R readers querying a realistic tenant (10,000 items over 20 projects); latency per
+    /// query kind, optionally beside a writer.
+    Read(ReadOptions),
 }
 
 fn secret(common: &Common) -> Result<String, String> {
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             Scenario::Storm(options) => pm_load::storm::run(&target, &options, progress).await,
             Scenario::Slow(options) => pm_load::slow::run(&target, &options, progress).await,
             Scenario::Tenants(options) => pm_load::tenants::run(&target, &options, progress).await,
+            Scenario::Read(options) => pm_load::read::run(&target, &options, progress).await,
         };
         report.map_err(|e| e.to_string())
     });

@@ -26,6 +26,8 @@ pub struct Latency {
     pub p50_us: u64,
     /// 90th percentile.
     pub p90_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
     /// 99.9th percentile.
@@ -42,6 +44,7 @@ impl Latency {
             count: histogram.len(),
             p50_us: histogram.value_at_quantile(0.50),
             p90_us: histogram.value_at_quantile(0.90),
+            p95_us: histogram.value_at_quantile(0.95),
             p99_us: histogram.value_at_quantile(0.99),
             p999_us: histogram.value_at_quantile(0.999),
             max_us: histogram.max(),
@@ -187,18 +190,19 @@ impl Report {
         if !self.latencies.is_empty() {
             let _ = writeln!(
                 out,
-                "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+                "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "latency (ms)", "count", "p50", "p90", "p95", "p99", "p99.9", "max"
             );
             for l in &self.latencies {
                 let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
                 let _ = writeln!(
                     out,
-                    "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
                     l.name,
                     l.count,
                     ms(l.p50_us),
                     ms(l.p90_us),
+                    ms(l.p95_us),
                     ms(l.p99_us),
                     ms(l.p999_us),
                     ms(l.max_us)

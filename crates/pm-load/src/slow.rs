@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::raw::RawConn;
 use crate::report::{histogram, Report};
 use crate::target::{create_item, metric, metrics, Target};
-use crate::write::{open_loop, Tally};
+use crate::write::{items_in, open_loop, Tally};
 use crate::{Error, Result};
 
 /// A stalled subscriber's receive buffer: small, so the server's queue fills quickly.
@@ -84,7 +84,7 @@ pub async fn run(target: &Target, options: &SlowOptions, progress: bool) -> Resu
     let shared = |budget| {
         (
             admin.clone(),
-            project.clone(),
+            items_in(&project),
             Arc::new(AtomicU64::new(budget)),
             Arc::new(AtomicU64::new(0)),
         )

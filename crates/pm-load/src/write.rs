@@ -113,7 +113,7 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
     for (client, project) in &writers {
         let shared = (
             client.clone(),
-            project.clone(),
+            items_in(project),
             budget.clone(),
             acked.clone(),
         );
@@ -162,7 +162,17 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
     Ok(report.finish(elapsed))
 }
 
-pub(crate) type Shared = (Client, String, Arc<AtomicU64>, Arc<AtomicU64>);
+/// The `n`th command a sender sends.
+pub(crate) type Commands = Arc<dyn Fn(u64) -> v1::command::Kind + Send + Sync>;
+
+/// `CreateWorkItem`s in `project`.
+pub(crate) fn items_in(project: &str) -> Commands {
+    let project = project.to_owned();
+    Arc::new(move |n| create_item(&project, n))
+}
+
+/// What a sender needs: its client, its commands, the shared budget and the acked counter.
+pub(crate) type Shared = (Client, Commands, Arc<AtomicU64>, Arc<AtomicU64>);
 
 /// Takes one command from the budget; false once it is spent.
 fn take(budget: &AtomicU64) -> bool {
@@ -172,12 +182,12 @@ fn take(budget: &AtomicU64) -> bool {
 }
 
 pub(crate) async fn closed_loop(shared: Shared, deadline: tokio::time::Instant) -> Tally {
-    let (client, project, budget, acked) = shared;
+    let (client, commands, budget, acked) = shared;
     let mut tally = Tally::new();
     let mut n = 0u64;
     while tokio::time::Instant::now() < deadline && take(&budget) {
         let sent = Instant::now();
-        let result = client.command(create_item(&project, n)).await;
+        let result = client.command(commands(n)).await;
         let us = sent.elapsed().as_micros() as u64;
         if result.is_ok() {
             acked.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +204,7 @@ pub(crate) async fn open_loop(
     rate: f64,
     in_flight: usize,
 ) -> Tally {
-    let (client, project, budget, acked) = shared;
+    let (client, commands, budget, acked) = shared;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut requests = JoinSet::new();
@@ -209,7 +219,7 @@ pub(crate) async fn open_loop(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let (client, kind, acked) = (client.clone(), create_item(&project, n), acked.clone());
+        let (client, kind, acked) = (client.clone(), commands(n), acked.clone());
         let at = scheduled;
         requests.spawn(async move {
             let result = client.command(kind).await;

@@ -9,6 +9,7 @@ use pm_gateway::testing::{TestServer, SECRET};
 use pm_gateway::Settings;
 use pm_load::fanout::FanoutOptions;
 use pm_load::idle::IdleOptions;
+use pm_load::read::ReadOptions;
 use pm_load::slow::SlowOptions;
 use pm_load::storm::StormOptions;
 use pm_load::tenants::TenantsOptions;
@@ -220,6 +221,44 @@ async fn slow_subscribers_are_cut_off_and_resume_without_loss() {
 }
 
 /// The binary, as the README runs it: a JSON report on stdout, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_seeds_a_tenant_and_times_every_query_kind_beside_a_writer() {
+    let app = TestApp::spawn(|_| {}).await;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/agile-board-export.json");
+    let options = ReadOptions {
+        readers: 3,
+        projects: 2,
+        items: 60,
+        corpus: Some(corpus),
+        rate: None,
+        write_rate: 50.0,
+        duration: Duration::from_secs(2),
+    };
+    let report = pm_load::read::run(&app.target(), &options, false)
+        .await
+        .unwrap();
+    assert_passed(&report);
+    assert_eq!(figure(&report, "projects"), 2.0);
+    assert_eq!(figure(&report, "work items"), 60.0);
+    // Per project: the project, 11 members, 8 role changes, 4 lanes, 4 sprints, 5 LLM
+    // context, the sprint started, 30 items, 15 comments, 15 time entries, 3 dependencies.
+    assert_eq!(figure(&report, "seeding commands"), 2.0 * 97.0);
+    // Every answered query is in exactly one kind's row.
+    let answered = figure(&report, "answered queries") as u64;
+    assert!(answered > 0);
+    assert_eq!(latency_count(&report, "every query"), answered);
+    let by_kind: u64 = report
+        .latencies
+        .iter()
+        .filter(|l| l.name != "every query" && l.name != "writer round trip")
+        .map(|l| l.count)
+        .sum();
+    assert_eq!(by_kind, answered);
+    assert!(latency_count(&report, "writer round trip") >= 95);
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_prints_a_json_report() {
     let app = TestApp::spawn(|_| {}).await;
