@@ -65,6 +65,7 @@ enum Kind {
     Comments,
     Activity,
     Search,
+    SearchCommon,
     TimeTotals,
     RunningTimer,
 }
@@ -79,6 +80,7 @@ const MIX: &[(Kind, usize)] = &[
     (Kind::Comments, 2),
     (Kind::Activity, 2),
     (Kind::Search, 2),
+    (Kind::SearchCommon, 1),
     (Kind::TimeTotals, 1),
     (Kind::RunningTimer, 1),
 ];
@@ -94,7 +96,8 @@ impl Kind {
             Kind::Dependencies => "ListDependencies of an item",
             Kind::Comments => "ListComments of an item",
             Kind::Activity => "ListActivity, project, 40",
-            Kind::Search => "Search, tenant-wide, 20",
+            Kind::Search => "Search, two words, 20",
+            Kind::SearchCommon => "Search, one common word, 20",
             Kind::TimeTotals => "GetTimeTotals by user",
             Kind::RunningTimer => "GetRunningTimer",
         }
@@ -177,6 +180,11 @@ impl Kind {
                 ..Default::default()
             }),
             Kind::Search => Q::Search(v1::Search {
+                text: rng.pick(&data.phrases).clone(),
+                page: page(20),
+                ..Default::default()
+            }),
+            Kind::SearchCommon => Q::Search(v1::Search {
                 text: rng.pick(&data.terms).clone(),
                 page: page(20),
                 ..Default::default()
@@ -371,7 +379,11 @@ fn report(
             errors.join(", ")
         },
     );
-    let searches = seen.latency.get(&Kind::Search).map_or(0, |h| h.len());
+    let searches: u64 = [Kind::Search, Kind::SearchCommon]
+        .iter()
+        .filter_map(|k| seen.latency.get(k))
+        .map(|h| h.len())
+        .sum();
     report.check(
         "every search found something",
         seen.empty_searches == 0,

@@ -39,8 +39,10 @@ pub struct Dataset {
     pub tenant: String,
     /// Per project, in creation order.
     pub projects: Vec<SeededProject>,
-    /// Words that occur in the text, for searches.
+    /// The most frequent words of the titles: searches with many matches.
     pub terms: Vec<String>,
+    /// Two words of one title: the specific searches people mostly make.
+    pub phrases: Vec<String>,
     /// Commands the seeding committed.
     pub commands: u64,
 }
@@ -169,11 +171,11 @@ impl Corpus {
         Ok(corpus)
     }
 
-    /// Words of the titles worth searching for: alphabetic, five letters or more, most
+    /// Words of `titles` worth searching for: alphabetic, five letters or more, most
     /// frequent first (at most 64).
-    fn terms(&self) -> Vec<String> {
+    fn terms(titles: &[String]) -> Vec<String> {
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for title in &self.titles {
+        for title in titles {
             for word in title.split(|c: char| !c.is_alphabetic()) {
                 if word.chars().count() >= 5 {
                     *counts.entry(word.to_lowercase()).or_default() += 1;
@@ -183,6 +185,25 @@ impl Corpus {
         let mut terms: Vec<(String, usize)> = counts.into_iter().collect();
         terms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         terms.into_iter().take(64).map(|(w, _)| w).collect()
+    }
+
+    /// The two longest words (four letters or more) of each of `titles` that has two.
+    fn phrases(titles: &[String]) -> Vec<String> {
+        let mut phrases: Vec<String> = titles
+            .iter()
+            .filter_map(|title| {
+                let mut words: Vec<&str> = title
+                    .split(|c: char| !c.is_alphabetic())
+                    .filter(|w| w.chars().count() >= 4)
+                    .collect();
+                words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+                words.dedup();
+                (words.len() >= 2).then(|| format!("{} {}", words[0], words[1]).to_lowercase())
+            })
+            .collect();
+        phrases.sort();
+        phrases.dedup();
+        phrases
     }
 }
 
@@ -309,6 +330,8 @@ pub async fn seed(
     let day_ms = 86_400_000i64;
     let now = crate::target::unix_now().as_millis() as i64;
     let mut projects = Vec::with_capacity(shape.projects);
+    // The titles the items got, whose words the readers search for.
+    let mut titles = Vec::with_capacity(shape.items);
     for p in 0..shape.projects {
         // The team edits; readers only read, as viewers (checked like any member).
         let (admin, project) = target
@@ -376,12 +399,14 @@ pub async fn seed(
         let count = shape.items / shape.projects + usize::from(p < shape.items % shape.projects);
         let epics = (count / 20).max(1);
         let stories = (count / 4).min(count - epics);
-        let item = |rng: &mut Rng, item_type: v1::WorkItemType, parent: Option<String>| {
+        let mut item = |rng: &mut Rng, item_type: v1::WorkItemType, parent: Option<String>| {
+            let title = rng.pick(&corpus.titles).clone();
+            titles.push(title.clone());
             Kind::CreateWorkItem(v1::CreateWorkItem {
                 project_id: project.clone(),
                 item_type: item_type.into(),
                 parent_id: parent,
-                title: rng.pick(&corpus.titles).clone(),
+                title,
                 description: rng.pick(&corpus.bodies).clone(),
                 status: (*rng.pick(STATUSES)).into(),
                 priority: (1 + rng.below(4)) as i32,
@@ -458,7 +483,8 @@ pub async fn seed(
     Ok(Dataset {
         tenant: tenant.to_owned(),
         projects,
-        terms: corpus.terms(),
+        terms: Corpus::terms(&titles),
+        phrases: Corpus::phrases(&titles),
         commands: written,
     })
 }

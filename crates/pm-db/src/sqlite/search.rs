@@ -75,17 +75,14 @@ impl Reader<'_> {
                 .push(format_args!(" AND {fts} MATCH "))
                 .push_bind(text.clone());
         };
-        let snippet =
-            |fts: &str| format!("snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16)");
         if wanted(EntityKind::WorkItem) {
             union(
                 &mut b,
                 &format!(
                     "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
-                     w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, {} AS snippet \
+                     w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, work_item_fts.rowid AS fts_rowid \
                      FROM work_item_fts JOIN work_items AS w ON w.rowid = work_item_fts.rowid \
-                     WHERE w.deleted_at IS NULL AND w.project_id IN mine",
-                    snippet("work_item_fts")
+                     WHERE w.deleted_at IS NULL AND w.project_id IN mine"
                 ),
                 "work_item_fts",
             );
@@ -95,12 +92,11 @@ impl Reader<'_> {
                 &mut b,
                 &format!(
                     "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
-                     w.title, bm25(comment_fts) AS rank, {} AS snippet \
+                     w.title, bm25(comment_fts) AS rank, comment_fts.rowid AS fts_rowid \
                      FROM comment_fts JOIN comments AS c ON c.rowid = comment_fts.rowid \
                      JOIN work_items AS w ON w.id = c.work_item_id \
                      WHERE c.deleted_at IS NULL AND w.deleted_at IS NULL \
-                     AND c.project_id IN mine",
-                    snippet("comment_fts")
+                     AND c.project_id IN mine"
                 ),
                 "comment_fts",
             );
@@ -111,10 +107,9 @@ impl Reader<'_> {
                 &format!(
                     "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
                      NULL AS number, s.name AS title, bm25(sprint_fts, 4.0, 1.0) AS rank, \
-                     {} AS snippet \
+                     sprint_fts.rowid AS fts_rowid \
                      FROM sprint_fts JOIN sprints AS s ON s.rowid = sprint_fts.rowid \
-                     WHERE s.deleted_at IS NULL AND s.project_id IN mine",
-                    snippet("sprint_fts")
+                     WHERE s.deleted_at IS NULL AND s.project_id IN mine"
                 ),
                 "sprint_fts",
             );
@@ -125,17 +120,16 @@ impl Reader<'_> {
                 &format!(
                     "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
                      NULL AS number, x.title, bm25(llm_context_fts, 4.0, 1.0) AS rank, \
-                     {} AS snippet \
+                     llm_context_fts.rowid AS fts_rowid \
                      FROM llm_context_fts JOIN llm_context AS x ON x.rowid = llm_context_fts.rowid \
-                     WHERE x.deleted_at IS NULL AND x.project_id IN mine",
-                    snippet("llm_context_fts")
+                     WHERE x.deleted_at IS NULL AND x.project_id IN mine"
                 ),
                 "llm_context_fts",
             );
         }
         b.push(
             ") SELECT h.kind, h.id, h.project_id, h.item_id, h.number, h.title, h.rank, \
-             h.snippet, p.key FROM hits AS h JOIN projects AS p ON p.id = h.project_id",
+             h.fts_rowid, p.key FROM hits AS h JOIN projects AS p ON p.id = h.project_id",
         );
         if let Some((rank, kind, id)) = cursor {
             b.push(" WHERE h.rank > ")
@@ -163,16 +157,24 @@ impl Reader<'_> {
         } else {
             String::new()
         };
-        let items = rows
+        let hits = rows
             .iter()
             .map(|row| {
                 let kind: String = row.try_get("kind")?;
                 let kind = EntityKind::parse("kind", &kind)
                     .map_err(|_| Error::Corrupt("unknown search hit kind".into()))?;
+                Ok((kind, row.try_get::<i64, _>("fts_rowid")?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut snippets = self.snippets(&text, &hits).await?;
+        let items = rows
+            .iter()
+            .zip(&hits)
+            .zip(snippets.iter_mut())
+            .map(|((row, &(kind, _)), snippet)| {
                 let number: Option<i64> = row.try_get("number")?;
                 let key: String = row.try_get("key")?;
                 let rank: f64 = row.try_get("rank")?;
-                let snippet: String = row.try_get("snippet")?;
                 Ok(v1::SearchHit {
                     entity_type: convert::wire::<_, v1::EntityType>(kind),
                     entity_id: row.try_get("id")?,
@@ -182,7 +184,7 @@ impl Reader<'_> {
                         .unwrap_or_default(),
                     display_key: number.map(|n| format!("{key}-{n}")).unwrap_or_default(),
                     title: row.try_get("title")?,
-                    snippet: snippet_parts(&snippet),
+                    snippet: snippet_parts(&std::mem::take(snippet)),
                     // BM25 as SQLite computes it is lower for better matches.
                     score: -rank,
                 })
@@ -193,6 +195,46 @@ impl Reader<'_> {
             next_page_token,
             as_of_seq: self.as_of_seq,
         }))
+    }
+
+    /// The snippet of each hit, in order: computed for the page's hits only, once they are
+    /// ranked (a snippet re-reads and tokenizes its row, which would cost as much as the
+    /// search itself for every match of a common word). One statement; each part finds its
+    /// row by rowid within the same MATCH.
+    async fn snippets(&mut self, text: &str, hits: &[(EntityKind, i64)]) -> Result<Vec<String>> {
+        // SQLite allows at most 500 terms in a compound SELECT; a page may hold 500 hits.
+        const PER_STATEMENT: usize = 100;
+        let mut snippets = vec![String::new(); hits.len()];
+        for (chunk, part) in hits.chunks(PER_STATEMENT).enumerate() {
+            let mut b = QueryBuilder::<Sqlite>::new("");
+            for (j, (kind, rowid)) in part.iter().enumerate() {
+                let i = chunk * PER_STATEMENT + j;
+                let fts = match kind {
+                    EntityKind::WorkItem => "work_item_fts",
+                    EntityKind::Comment => "comment_fts",
+                    EntityKind::Sprint => "sprint_fts",
+                    _ => "llm_context_fts",
+                };
+                if j > 0 {
+                    b.push(" UNION ALL ");
+                }
+                b.push(format_args!(
+                    "SELECT {i} AS i, \
+                     snippet({fts}, -1, '{MATCH_START}', '{MATCH_END}', '…', 16) AS snippet \
+                     FROM {fts} WHERE {fts} MATCH "
+                ))
+                .push_bind(text.to_owned())
+                .push(format_args!(" AND {fts}.rowid = "))
+                .push_bind(*rowid);
+            }
+            for row in b.build().fetch_all(&mut *self.conn).await? {
+                let i: i64 = row.try_get("i")?;
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| snippets.get_mut(i)) {
+                    *slot = row.try_get("snippet")?;
+                }
+            }
+        }
+        Ok(snippets)
     }
 }
 /// Where a snippet's match starts and ends: private-use characters, which the indexed text
