@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use pm_db::postgres::{begin_tenant, head_seq, open_tenant_schema, schema_name, PG_MIGRATOR};
+use pm_core::kinds::{ChangeAction, EntityKind};
+use pm_db::postgres::{
+    append_events, begin_tenant, head_seq, open_tenant_schema, read_events, schema_name, NewEvent,
+    PG_MIGRATOR,
+};
 use pm_db::Error;
 use pm_proto::v1::ErrorCode;
 use sqlx::error::ErrorKind;
@@ -30,6 +34,7 @@ const TABLES: [&str; 14] = [
     "work_items",
 ];
 
+/// The tables in `schema`, sorted.
 async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
     sqlx::query_scalar(
         r#"
@@ -55,6 +60,7 @@ async fn applied(pool: &PgPool, schema: &str) -> Vec<(i64, bool)> {
         .expect("reading the applied migrations")
 }
 
+/// `(version, true)` for each embedded migration: what a migrated schema has applied.
 fn embedded_versions() -> Vec<(i64, bool)> {
     PG_MIGRATOR.iter().map(|m| (m.version, true)).collect()
 }
@@ -320,6 +326,19 @@ async fn search_columns_follow_their_rows() {
     assert_eq!(found("signup").await, [W1]);
 }
 
+/// A change-log row for project `project_id`.
+fn event(project_id: &str) -> NewEvent {
+    NewEvent {
+        at: 1_000,
+        actor_id: "alice".into(),
+        project_id: project_id.into(),
+        kind: EntityKind::Project,
+        entity_id: project_id.into(),
+        action: ChangeAction::Created,
+        event: b"encoded event".to_vec(),
+    }
+}
+
 #[tokio::test]
 async fn tenants_do_not_see_each_other() {
     let Some(db) = TestDb::create().await else {
@@ -341,9 +360,17 @@ async fn tenants_do_not_see_each_other() {
         .await
         .expect("the same id and key in globex");
 
-    for (id, expected) in [
-        ("acme", vec![P1.to_owned()]),
-        ("globex", vec![P1.to_owned(), P2.to_owned()]),
+    // Events in acme's change log only.
+    let mut tx = begin_tenant(&pool, &tenant("acme")).await.expect("begin");
+    let first = append_events(&mut tx, &[event(P1), event(P1)])
+        .await
+        .expect("append");
+    assert_eq!(first, 1);
+    tx.commit().await.expect("commit");
+
+    for (id, expected, head) in [
+        ("acme", vec![P1.to_owned()], 2),
+        ("globex", vec![P1.to_owned(), P2.to_owned()], 0),
     ] {
         let mut tx = begin_tenant(&pool, &tenant(id)).await.expect("begin");
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM projects ORDER BY id")
@@ -351,7 +378,14 @@ async fn tenants_do_not_see_each_other() {
             .await
             .expect("reading projects");
         assert_eq!(ids, expected, "{id}");
-        assert_eq!(head_seq(&mut tx).await.expect("head"), 0);
+        assert_eq!(head_seq(&mut tx).await.expect("head"), head, "{id}");
+        let seqs: Vec<u64> = read_events(&mut tx, 0, 10)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "{id}");
         tx.rollback().await.expect("rollback");
     }
 

@@ -98,6 +98,8 @@ async fn seqs_are_gapless_across_three_pools_with_rollbacks() {
     // 1,200 transactions; 14 of each writer's 100 (t = 3, 10, ..., 94) rolled back.
     assert_eq!(committed.len(), NODES * TASKS * 86);
     let total: usize = committed.iter().map(|(_, _, n)| n).sum();
+    // The sum of `1 + (node + task + t) % 3` over the committed transactions.
+    assert_eq!(total, 2064);
     let events = read_all(&pools[1], "acme").await;
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
