@@ -11,6 +11,8 @@
 //!   [`upstream`] (the upstream board's export mapped onto that dataset).
 //! - [`sqlite`]: the SQLite engine (one database file per tenant, one writer task each) and
 //!   its operator tools (backup, export/import, inspection, migrations).
+//! - [`postgres`]: the foundation of the PostgreSQL storage (issue 11): one schema per tenant
+//!   and its migrations, and the change log with gapless seqs across nodes. Not an engine yet.
 //! - [`error`]: the storage error and its wire form.
 
 pub(crate) mod access;
@@ -19,6 +21,7 @@ pub mod entity;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod postgres;
 mod registry;
 pub mod sqlite;
 pub mod upstream;

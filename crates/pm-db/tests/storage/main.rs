@@ -40,6 +40,9 @@
 //! - `upstream`: the same file imported as it is (`import --from agile-board`): ids, numbers,
 //!   times, authors, versions, ranks, members and the change log, checked against the file;
 //!   dangling references, dry runs, refusals; every kind on a small file.
+//! - `postgres`: the PostgreSQL foundation (tenant schemas, migrations, constraints, gapless
+//!   seqs across pools) on a real server, one fresh database per test; skipped, with a line
+//!   on stderr, unless `PM_TEST_POSTGRES_URL` is set.
 
 mod support;
 
@@ -58,6 +61,7 @@ mod migrations;
 mod pagination;
 mod people;
 mod permissions;
+mod postgres;
 mod read_model;
 mod real_data;
 mod retention;
