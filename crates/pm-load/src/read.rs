@@ -51,25 +51,42 @@ pub struct ReadOptions {
     /// How long to read.
     #[arg(long, default_value = "20s", value_parser = crate::parse_duration)]
     pub duration: Duration,
+    /// Only these kinds of query (comma-separated), e.g. to profile one; all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Kind>,
 }
 
-/// The kinds of query in the mix, with their weight in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+/// The kinds of query in the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `ListWorkItems` of a project, one page of 500: what a board page loads.
     Board,
+    /// `ListWorkItems` with a filter (statuses, assignee, sprint or text), 50.
     Filtered,
+    /// `GetWorkItem`.
     Item,
+    /// `GetBoardSummary`.
     Summary,
+    /// `GetWorkItemHierarchy` of an epic or story.
     Hierarchy,
+    /// `ListDependencies` of a work item.
     Dependencies,
+    /// `ListComments` of a work item.
     Comments,
+    /// `ListActivity` of a project, 40.
     Activity,
+    /// `Search` for two words of a title, 20.
     Search,
+    /// `Search` for one of the most frequent words, 20.
     SearchCommon,
+    /// `GetTimeTotals` of a project by user.
     TimeTotals,
+    /// `GetRunningTimer`.
     RunningTimer,
 }
 
+/// Each kind's weight in the mix.
 const MIX: &[(Kind, usize)] = &[
     (Kind::Board, 2),
     (Kind::Filtered, 3),
@@ -103,11 +120,11 @@ impl Kind {
         }
     }
 
-    /// A kind drawn by weight.
-    fn draw(rng: &mut Rng) -> Kind {
-        let total: usize = MIX.iter().map(|(_, w)| w).sum();
+    /// A kind drawn by weight from `mix` (not empty).
+    fn draw(rng: &mut Rng, mix: &[(Kind, usize)]) -> Kind {
+        let total: usize = mix.iter().map(|(_, w)| w).sum();
         let mut n = rng.below(total);
-        for (kind, weight) in MIX {
+        for (kind, weight) in mix {
             if n < *weight {
                 return *kind;
             }
@@ -302,12 +319,18 @@ pub async fn run(target: &Target, options: &ReadOptions, progress: bool) -> Resu
         );
         tokio::spawn(open_loop(shared, deadline, options.write_rate, 64))
     });
+    let mix: Arc<[(Kind, usize)]> = MIX
+        .iter()
+        .filter(|(kind, _)| options.only.is_empty() || options.only.contains(kind))
+        .copied()
+        .collect();
     let per_reader = options.rate.map(|r| r / options.readers as f64);
     let mut tasks = JoinSet::new();
     for (r, client) in readers.iter().enumerate() {
         let reading = Reading {
             client: client.clone(),
             data: data.clone(),
+            mix: mix.clone(),
             rng: Rng(1 + r as u64),
             answered: answered.clone(),
             deadline,
@@ -440,6 +463,7 @@ fn writes(data: &Arc<Dataset>) -> Commands {
 struct Reading {
     client: Client,
     data: Arc<Dataset>,
+    mix: Arc<[(Kind, usize)]>,
     rng: Rng,
     answered: Arc<AtomicU64>,
     deadline: tokio::time::Instant,
@@ -450,7 +474,7 @@ impl Reading {
     async fn closed(mut self) -> Seen {
         let mut seen = Seen::new();
         while tokio::time::Instant::now() < self.deadline {
-            let kind = Kind::draw(&mut self.rng);
+            let kind = Kind::draw(&mut self.rng, &self.mix);
             let query = kind.query(&mut self.rng, &self.data);
             let sent = Instant::now();
             let result = self.client.query(query).await;
@@ -479,7 +503,7 @@ impl Reading {
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let kind = Kind::draw(&mut self.rng);
+            let kind = Kind::draw(&mut self.rng, &self.mix);
             let query = kind.query(&mut self.rng, &self.data);
             let (client, answered, at) = (self.client.clone(), self.answered.clone(), scheduled);
             requests.spawn(async move {

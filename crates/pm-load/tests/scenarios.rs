@@ -234,6 +234,7 @@ async fn read_seeds_a_tenant_and_times_every_query_kind_beside_a_writer() {
         rate: None,
         write_rate: 50.0,
         duration: Duration::from_secs(2),
+        only: Vec::new(),
     };
     let report = pm_load::read::run(&app.target(), &options, false)
         .await

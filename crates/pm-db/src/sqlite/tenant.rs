@@ -76,6 +76,10 @@ pub(crate) fn fingerprint(id: &str, name: &str, email: Option<&str>) -> u64 {
 /// Profiles [`SqliteTenant::known_users`] keeps before it starts over.
 const KNOWN_USERS: usize = 10_000;
 
+/// Rows a read connection's thread may hand over before the reader takes them: a page's
+/// worth (at most 500) and its follow-up lookups, so a page is one hand-over, not ten.
+const READ_ROW_BUFFER: usize = 512;
+
 impl SqliteTenant {
     /// Opens tenant `id`: creates its directory and database if needed, brings it to the
     /// schema's migrations (or, if a migration of the directory fails, to the embedded ones),
@@ -123,7 +127,10 @@ impl SqliteTenant {
             .max_connections(config.read_pool_size.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(60)))
-            .connect_with(options.read_only(true))
+            // A page holds up to 500 rows: let the connection's thread hand them all over
+            // without waiting for the reader to take each batch of sqlx's default 50 (every
+            // wait is two thread switches, a third of a board load's time when it was 50).
+            .connect_with(options.read_only(true).row_buffer_size(READ_ROW_BUFFER))
             .await?;
         let shared = Arc::new(Shared::default());
         let (events, _) = broadcast::channel(config.writer.event_buffer.max(1));
