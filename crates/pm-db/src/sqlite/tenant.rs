@@ -127,6 +127,10 @@ impl SqliteTenant {
             .max_connections(config.read_pool_size.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(60)))
+            // A ping before each use is a round trip to the connection's thread (a third of a
+            // small query's cost) that guards against nothing a local file can do: a query on a
+            // broken connection fails with its own error.
+            .test_before_acquire(false)
             // A page holds up to 500 rows: let the connection's thread hand them all over
             // without waiting for the reader to take each batch of sqlx's default 50 (every
             // wait is two thread switches, a third of a board load's time when it was 50).
