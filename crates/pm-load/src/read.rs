@@ -495,7 +495,7 @@ impl Reading {
         let mut seen = Seen::new();
         // Readers start spread over one interval, not all at once.
         let mut scheduled = tokio::time::Instant::now()
-            + interval.mul_f64((self.rng.next() % 1000) as f64 / 1000.0);
+            + interval.mul_f64((self.rng.next_u64() % 1000) as f64 / 1000.0);
         while scheduled < self.deadline {
             tokio::time::sleep_until(scheduled).await;
             let permit = permits

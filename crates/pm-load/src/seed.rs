@@ -123,7 +123,8 @@ impl Corpus {
             let mut s = (*rng.pick(VERBS)).to_owned();
             for _ in 0..words {
                 s.push(' ');
-                s.push_str(*rng.pick(WORDS));
+                let word: &&str = rng.pick(WORDS);
+                s.push_str(word);
             }
             s
         };
@@ -213,7 +214,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -223,7 +224,7 @@ impl Rng {
 
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// One of `items` (not empty).

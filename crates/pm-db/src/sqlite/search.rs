@@ -78,52 +78,44 @@ impl Reader<'_> {
         if wanted(EntityKind::WorkItem) {
             union(
                 &mut b,
-                &format!(
-                    "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
+                                    "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
                      w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, work_item_fts.rowid AS fts_rowid \
                      FROM work_item_fts JOIN work_items AS w ON w.rowid = work_item_fts.rowid \
-                     WHERE w.deleted_at IS NULL AND w.project_id IN mine"
-                ),
+                     WHERE w.deleted_at IS NULL AND w.project_id IN mine",
                 "work_item_fts",
             );
         }
         if wanted(EntityKind::Comment) {
             union(
                 &mut b,
-                &format!(
-                    "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
+                "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
                      w.title, bm25(comment_fts) AS rank, comment_fts.rowid AS fts_rowid \
                      FROM comment_fts JOIN comments AS c ON c.rowid = comment_fts.rowid \
                      JOIN work_items AS w ON w.id = c.work_item_id \
                      WHERE c.deleted_at IS NULL AND w.deleted_at IS NULL \
-                     AND c.project_id IN mine"
-                ),
+                     AND c.project_id IN mine",
                 "comment_fts",
             );
         }
         if wanted(EntityKind::Sprint) {
             union(
                 &mut b,
-                &format!(
-                    "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
+                "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
                      NULL AS number, s.name AS title, bm25(sprint_fts, 4.0, 1.0) AS rank, \
                      sprint_fts.rowid AS fts_rowid \
                      FROM sprint_fts JOIN sprints AS s ON s.rowid = sprint_fts.rowid \
-                     WHERE s.deleted_at IS NULL AND s.project_id IN mine"
-                ),
+                     WHERE s.deleted_at IS NULL AND s.project_id IN mine",
                 "sprint_fts",
             );
         }
         if wanted(EntityKind::LlmContext) {
             union(
                 &mut b,
-                &format!(
-                    "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
+                "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
                      NULL AS number, x.title, bm25(llm_context_fts, 4.0, 1.0) AS rank, \
                      llm_context_fts.rowid AS fts_rowid \
                      FROM llm_context_fts JOIN llm_context AS x ON x.rowid = llm_context_fts.rowid \
-                     WHERE x.deleted_at IS NULL AND x.project_id IN mine"
-                ),
+                     WHERE x.deleted_at IS NULL AND x.project_id IN mine",
                 "llm_context_fts",
             );
         }
