@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::report::{histogram, record, Report};
 use crate::seed::{self, Corpus, Dataset, Rng, Shape};
 use crate::target::Target;
-use crate::write::{open_loop, Commands, Tally};
+use crate::write::{open_loop, pace, Commands, Tally};
 use crate::{Error, Result};
 
 /// Options of the `read` scenario.
@@ -489,15 +489,14 @@ impl Reading {
     /// Sends `rate` queries per second whatever the answers (at most 16 in flight; waiting
     /// for one counts in the latency).
     async fn open(mut self, rate: f64) -> Seen {
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        // Readers start spread over one interval, not all at once.
+        let offset = Duration::from_secs_f64((self.rng.next_u64() % 1000) as f64 / 1000.0 / rate);
+        tokio::time::sleep(offset).await;
+        let mut ticks = pace(rate, self.deadline.into_std());
         let permits = Arc::new(tokio::sync::Semaphore::new(16));
         let mut requests = JoinSet::new();
         let mut seen = Seen::new();
-        // Readers start spread over one interval, not all at once.
-        let mut scheduled = tokio::time::Instant::now()
-            + interval.mul_f64((self.rng.next_u64() % 1000) as f64 / 1000.0);
-        while scheduled < self.deadline {
-            tokio::time::sleep_until(scheduled).await;
+        while let Some(at) = ticks.recv().await {
             let permit = permits
                 .clone()
                 .acquire_owned()
@@ -505,7 +504,7 @@ impl Reading {
                 .expect("the semaphore is never closed");
             let kind = Kind::draw(&mut self.rng, &self.mix);
             let query = kind.query(&mut self.rng, &self.data);
-            let (client, answered, at) = (self.client.clone(), self.answered.clone(), scheduled);
+            let (client, answered) = (self.client.clone(), self.answered.clone());
             requests.spawn(async move {
                 let result = client.query(query).await;
                 drop(permit);
@@ -518,7 +517,6 @@ impl Reading {
                 let (kind, result, us) = done.expect("query tasks do not panic");
                 seen.record(kind, result, us);
             }
-            scheduled += interval;
         }
         while let Some(done) = requests.join_next().await {
             let (kind, result, us) = done.expect("query tasks do not panic");

@@ -46,6 +46,9 @@ pub struct WriteOptions {
 pub(crate) struct Tally {
     pub(crate) latency: Histogram<u64>,
     pub(crate) errors: BTreeMap<String, u64>,
+    /// At a fixed rate: how late each command left after its scheduled time (the generator's
+    /// own share of the round trip, which is measured from the scheduled time).
+    pub(crate) lateness: Histogram<u64>,
 }
 
 impl Tally {
@@ -53,11 +56,13 @@ impl Tally {
         Tally {
             latency: histogram(),
             errors: BTreeMap::new(),
+            lateness: histogram(),
         }
     }
 
     pub(crate) fn merge(&mut self, other: Tally) {
         self.latency.add(&other.latency).expect("same bounds");
+        self.lateness.add(&other.lateness).expect("same bounds");
         for (code, n) in other.errors {
             *self.errors.entry(code).or_default() += n;
         }
@@ -145,6 +150,9 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
     report.figure("failed commands", failed as f64, "");
     report.figure("connections", writers.len() as f64, "");
     report.latency("round trip (send to ack)", &tally.latency);
+    if options.rate.is_some() {
+        report.latency("sent after its scheduled time", &tally.lateness);
+    }
     let errors: Vec<String> = tally
         .errors
         .iter()
@@ -198,6 +206,34 @@ pub(crate) async fn closed_loop(shared: Shared, deadline: tokio::time::Instant) 
     tally
 }
 
+/// Ticks `rate` times a second until `until`, each carrying the instant it was scheduled
+/// for, from a thread of its own. A task sleeping on tokio's timer until each send would be
+/// woken on the next millisecond tick, late by half a millisecond on average (more on a busy
+/// machine), and the round trip, which runs from the scheduled time, would carry that delay.
+/// The thread ends at `until`, or when the receiver is dropped.
+pub(crate) fn pace(rate: f64, until: Instant) -> tokio::sync::mpsc::Receiver<Instant> {
+    // A slow consumer queues ticks with their scheduled time: its delay is still measured.
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    std::thread::Builder::new()
+        .name("pm-load-pacer".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while next < until {
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                if tx.blocking_send(next).is_err() {
+                    return;
+                }
+                next += interval;
+            }
+        })
+        .expect("the pacer thread starts");
+    rx
+}
+
 pub(crate) async fn open_loop(
     shared: Shared,
     deadline: tokio::time::Instant,
@@ -205,14 +241,15 @@ pub(crate) async fn open_loop(
     in_flight: usize,
 ) -> Tally {
     let (client, commands, budget, acked) = shared;
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut ticks = pace(rate, deadline.into_std());
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut requests = JoinSet::new();
     let mut tally = Tally::new();
-    let mut scheduled = tokio::time::Instant::now();
     let mut n = 0u64;
-    while scheduled < deadline && take(&budget) {
-        tokio::time::sleep_until(scheduled).await;
+    while let Some(at) = ticks.recv().await {
+        if !take(&budget) {
+            break;
+        }
         // Waiting for a permit counts: latency runs from the scheduled time.
         let permit = permits
             .clone()
@@ -220,7 +257,7 @@ pub(crate) async fn open_loop(
             .await
             .expect("the semaphore is never closed");
         let (client, kind, acked) = (client.clone(), commands(n), acked.clone());
-        let at = scheduled;
+        record(&mut tally.lateness, at.elapsed().as_micros() as u64);
         requests.spawn(async move {
             let result = client.command(kind).await;
             drop(permit);
@@ -233,7 +270,6 @@ pub(crate) async fn open_loop(
             let (result, us) = done.expect("request tasks do not panic");
             tally.outcome(result, us);
         }
-        scheduled += interval;
         n += 1;
     }
     while let Some(done) = requests.join_next().await {
