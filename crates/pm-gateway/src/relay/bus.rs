@@ -131,6 +131,27 @@ impl Bus {
         self.client.connection_state() == State::Connected
     }
 
+    /// Waits until NATS is connected, at most `timeout`; false if it was not by then.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut signals = self.signals.clone();
+        loop {
+            if self.is_connected() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // The client reports a connection just before it records it as its state: look
+            // again shortly after a signal, or now and then without one.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                signals.changed(),
+            )
+            .await;
+        }
+    }
+
     /// Publishes a committed group (consecutive seqs, in order) on `tenant`'s subject, split
     /// into messages that fit the server's size limit. Best effort by design: an error means
     /// some of it did not go, and other nodes read that from the change log.
