@@ -24,4 +24,4 @@ pub mod sequencer;
 pub mod wire;
 
 pub use bus::{Bus, BusConfig, BusError};
-pub use feed::Relay;
+pub use feed::{Relay, RelayFigures};

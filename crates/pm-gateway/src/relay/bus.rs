@@ -186,6 +186,12 @@ impl Bus {
             .subscribe(self.subject(tenant.id()))
             .await
             .map_err(|e| BusError::Subscribe(e.kind().to_string()))?;
+        if self.is_connected() {
+            // A round trip makes the subscription take effect at the server before this
+            // returns, so that groups published from now on reach the relay. Best effort: what
+            // it misses otherwise is read from the log.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
+        }
         let mut signals = self.signals.clone();
         // Signals from before the relay existed are answered by its first head check.
         signals.borrow_and_update();

@@ -7,6 +7,7 @@
 //! report: that catches a commit whose publish was lost (its node died between COMMIT and
 //! publish) and keeps delivery going, by polling, while NATS is down.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_nats::Subscriber;
@@ -32,6 +33,38 @@ pub struct Relay {
     feed: broadcast::Receiver<Arc<[CommittedEvent]>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+/// What a relay has done so far: where its events came from (for metrics, and for tests to
+/// tell delivery over the bus from delivery by reading the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayFigures {
+    /// Groups received from the bus and decoded.
+    pub bus_groups: u64,
+    /// Of those, groups that held nothing new (repeats, or already read from the log).
+    pub duplicate_groups: u64,
+    /// Messages on the bus that were not a group.
+    pub bad_groups: u64,
+    /// Events emitted as received from the bus.
+    pub bus_events: u64,
+    /// Events emitted as read from the change log (holes, head checks, polling).
+    pub log_events: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bus_groups: AtomicU64,
+    duplicate_groups: AtomicU64,
+    bad_groups: AtomicU64,
+    bus_events: AtomicU64,
+    log_events: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 impl Relay {
@@ -40,6 +73,18 @@ impl Relay {
     /// relay ended (stopped, or the log no longer holds what it missed).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
         self.feed.resubscribe()
+    }
+
+    /// What the relay has done so far.
+    pub fn figures(&self) -> RelayFigures {
+        let c = &self.counters;
+        RelayFigures {
+            bus_groups: c.bus_groups.load(Ordering::Relaxed),
+            duplicate_groups: c.duplicate_groups.load(Ordering::Relaxed),
+            bad_groups: c.bad_groups.load(Ordering::Relaxed),
+            bus_events: c.bus_events.load(Ordering::Relaxed),
+            log_events: c.log_events.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops the task and waits until it has ended.
@@ -70,10 +115,12 @@ pub(super) fn start(
 ) -> Relay {
     let (out, feed) = broadcast::channel(config.feed_capacity);
     let (stop, stopped) = oneshot::channel();
+    let counters = Arc::new(Counters::default());
     let state = Feed {
         tenant,
         sequencer: Sequencer::new(after),
         out,
+        counters: counters.clone(),
     };
     let task = tokio::spawn(run(
         state,
@@ -86,6 +133,7 @@ pub(super) fn start(
         feed,
         stop: Some(stop),
         task: Some(task),
+        counters,
     }
 }
 
@@ -166,6 +214,7 @@ struct Feed {
     tenant: Arc<dyn Tenant>,
     sequencer: Sequencer,
     out: broadcast::Sender<Arc<[CommittedEvent]>>,
+    counters: Arc<Counters>,
 }
 
 impl Feed {
@@ -174,18 +223,24 @@ impl Feed {
         let group = match wire::decode(payload) {
             Ok(group) => group,
             Err(error) => {
+                Counters::add(&self.counters.bad_groups, 1);
                 tracing::warn!(tenant = %self.tenant.id(), %error, "relay: bad group on the bus");
                 return Step::Go;
             }
         };
+        Counters::add(&self.counters.bus_groups, 1);
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Step::Go;
         };
         let (first, last) = (first.seq, last.seq);
         loop {
             match self.sequencer.offer(first, last) {
-                Decision::Duplicate => return Step::Go,
+                Decision::Duplicate => {
+                    Counters::add(&self.counters.duplicate_groups, 1);
+                    return Step::Go;
+                }
                 Decision::Deliver { skip } => {
+                    Counters::add(&self.counters.bus_events, (group.len() - skip) as u64);
                     let group = if skip == 0 {
                         group
                     } else {
@@ -253,7 +308,10 @@ impl Feed {
             };
             after = group.last().map_or(after, |e| e.seq);
             match self.sequencer.offer(after + 1 - group.len() as u64, after) {
-                Decision::Deliver { skip: 0 } => self.emit(group),
+                Decision::Deliver { skip: 0 } => {
+                    Counters::add(&self.counters.log_events, group.len() as u64);
+                    self.emit(group);
+                }
                 other => {
                     // `to_group` made the page continue the stream, so this cannot happen.
                     tracing::error!(tenant = %id, ?other, "relay: log page out of step");

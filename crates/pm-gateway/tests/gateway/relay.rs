@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, Engine as _, SqliteConfig, SqliteEngine, Tenant};
-use pm_gateway::relay::{Bus, BusConfig, Relay};
+use pm_gateway::relay::{Bus, BusConfig, Relay, RelayFigures};
 use pm_proto::v1;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -85,6 +85,9 @@ impl Cluster {
             ..self.config.clone()
         };
         let bus = Bus::connect(config).await.expect("node B's bus");
+        if url == self.config.url {
+            assert!(bus.wait_connected(Duration::from_secs(5)).await);
+        }
         let relay = bus
             .relay(self.tenant.clone(), 0)
             .await
@@ -213,6 +216,13 @@ async fn every_commit_arrives_once_in_order() {
     assert_eq!(seqs, (1..=head).collect::<Vec<u64>>());
     assert_quiet(&mut feed, Duration::from_millis(300)).await;
     assert_eq!(cluster.stop_publisher().await, 500, "one group per command");
+    // Over NATS, every group. Only a head check on node B's connect signal can read the
+    // first group from the log before NATS brings it (and then drops NATS's copy).
+    let figures = relay.figures();
+    assert_eq!(figures.bus_groups, 500, "{figures:?}");
+    assert_eq!(figures.bad_groups, 0, "{figures:?}");
+    assert_eq!(figures.bus_events + figures.log_events, head, "{figures:?}");
+    assert!(figures.log_events <= head - 499, "{figures:?}");
     relay.shutdown().await;
     // The relay's end closes its output.
     assert!(matches!(
@@ -245,6 +255,14 @@ async fn lost_repeated_and_reordered_publishes_still_arrive_once_in_order() {
     assert_eq!(seqs, (1..=head).collect::<Vec<u64>>());
     assert_quiet(&mut feed, Duration::from_millis(300)).await;
     assert_eq!(cluster.stop_publisher().await, 500);
+    // Six messages per five groups. Lost and held groups (two in five) were read from the
+    // log when the next group showed the hole; the second copies and the held groups, late,
+    // were dropped.
+    let figures = relay.figures();
+    assert_eq!(figures.bus_groups, 600, "{figures:?}");
+    assert!(figures.duplicate_groups >= 300, "{figures:?}");
+    assert!(figures.log_events >= 200, "{figures:?}");
+    assert_eq!(figures.bus_events + figures.log_events, head, "{figures:?}");
     relay.shutdown().await;
 }
 
@@ -267,6 +285,10 @@ async fn a_commit_never_published_arrives_within_the_head_check_interval() {
     );
     assert_quiet(&mut feed, interval * 2).await;
     assert_eq!(cluster.stop_publisher().await, 50);
+    let figures = relay.figures();
+    assert_eq!(figures.bus_groups, 49, "{figures:?}");
+    assert!(figures.log_events >= 1, "{figures:?}");
+    assert_eq!(figures.bus_events + figures.log_events, head, "{figures:?}");
     relay.shutdown().await;
 }
 
@@ -292,5 +314,12 @@ async fn without_nats_the_relay_delivers_by_polling_the_log() {
     ));
     assert_quiet(&mut feed, interval * 2).await;
     assert_eq!(cluster.stop_publisher().await, 200);
+    assert_eq!(
+        relay.figures(),
+        RelayFigures {
+            log_events: head,
+            ..RelayFigures::default()
+        }
+    );
     relay.shutdown().await;
 }
