@@ -6,7 +6,8 @@
 //!
 //! The tests run only when `PM_TEST_NATS_URL` names a server (e.g. `nats://127.0.0.1:4222`);
 //! otherwise each prints [`SKIP`] to stderr (uncaptured, so it shows in the test log) and
-//! passes, and CI fails on that line. Every test uses subjects under a random prefix.
+//! passes, and CI fails on that line. Every test uses subjects under a random prefix; the
+//! one that stops NATS runs a private `nats-server` on a free port.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -322,4 +323,111 @@ async fn without_nats_the_relay_delivers_by_polling_the_log() {
         }
     );
     relay.shutdown().await;
+}
+
+/// A NATS server of this test's own on a free port, to stop and start again; killed on drop.
+/// Never the shared one.
+struct PrivateNats {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    fn start() -> PrivateNats {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("a bound port").port()
+        };
+        let mut nats = PrivateNats { port, child: None };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (the tests with PM_TEST_NATS_URL need it)");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn after_nats_comes_back_the_relay_reads_what_it_missed_at_once() {
+    if nats_url().is_none() {
+        return;
+    }
+    let mut nats = PrivateNats::start();
+    // While NATS is down node A cannot publish (the hook holds nothing back otherwise), and
+    // the periodic check is too far off to help: only the check on reconnect can deliver.
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook: Hook = {
+        let down = down.clone();
+        Box::new(move |_, group| {
+            if down.load(std::sync::atomic::Ordering::SeqCst) {
+                vec![]
+            } else {
+                vec![group]
+            }
+        })
+    };
+    let mut cluster = Cluster::start(&nats.url(), Duration::from_secs(600), hook).await;
+    let (bus_b, relay, mut feed) = cluster.node_b(&nats.url()).await;
+    let before = cluster.write(19).await;
+    let (seqs, _) = collect(&mut feed, before, Duration::from_secs(10)).await;
+    assert_eq!(seqs, (1..=before).collect::<Vec<u64>>());
+
+    let project = project_of(&cluster).await;
+    nats.stop();
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..20 {
+        let item = create_item(&project, &format!("offline {i}"));
+        cluster
+            .tenant
+            .execute(&cluster.alice, command(item))
+            .await
+            .expect("writes go on without NATS");
+    }
+    let head = cluster.tenant.head_seq();
+    assert_eq!(head, before + 20);
+    nats.restart();
+    assert!(bus_b.wait_connected(Duration::from_secs(10)).await);
+    // Within seconds of the reconnect, not at the next periodic check (10 minutes away).
+    let (seqs, _) = collect(&mut feed, head, Duration::from_secs(5)).await;
+    assert_eq!(seqs, (before + 1..=head).collect::<Vec<u64>>());
+    assert_eq!(cluster.stop_publisher().await, 40);
+    let figures = relay.figures();
+    assert!(figures.log_events >= 20, "{figures:?}");
+    assert_eq!(figures.bus_events + figures.log_events, head, "{figures:?}");
+    relay.shutdown().await;
+}
+
+/// The id of the one project [`Cluster::write`] made.
+async fn project_of(cluster: &Cluster) -> String {
+    let events = cluster
+        .tenant
+        .read_events(0, Some(1), 1, &pm_db::EventFilter::default())
+        .await
+        .expect("the first change is in the log");
+    events[0].project_id.clone()
 }
