@@ -10,7 +10,16 @@
 //! it delivers by polling the log: nothing lost, only later.
 //!
 //! Not wired into the server yet: that comes with the PostgreSQL engine, whose change log
-//! every node reads.
+//! every node reads. What the wiring relies on:
+//! - a relay reads the log with [`Tenant::read_events`](pm_db::Tenant::read_events), never
+//!   [`Tenant::head_seq`](pm_db::Tenant::head_seq): a cached head would not show other nodes'
+//!   commits, and `read_events` must;
+//! - a hub starts the relay at the head it starts from and takes the first
+//!   [`Relay::subscribe`] (it misses nothing) in place of `subscribe_commits()`;
+//! - publishing runs off the commit path (a task per node reading `subscribe_commits()`):
+//!   [`Bus::publish`] fails fast when NATS is down and may wait up to `publish_timeout`;
+//! - a relay whose missed events were pruned ends, and its receivers see `Closed`: the hub
+//!   must then cut its subscribers off so that they resume (and get `RESYNC_REQUIRED`).
 //!
 //! # Layout
 //! - [`sequencer`]: the pure rule deciding deliver, drop or fill first.

@@ -8,7 +8,7 @@
 //! publish) and keeps delivery going, by polling, while NATS is down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_nats::Subscriber;
 use futures::StreamExt;
@@ -28,9 +28,12 @@ const PAGE: u32 = 1_000;
 /// relay (or [`Relay::shutdown`]) stops the task and unsubscribes from the bus.
 #[derive(Debug)]
 pub struct Relay {
-    /// Kept to hand out receivers; the task owns the only sender, so receivers see `Closed`
-    /// when the task ends.
-    feed: broadcast::Receiver<Arc<[CommittedEvent]>>,
+    /// The receiver made before the task started, for the first subscriber: it misses
+    /// nothing the relay emits.
+    first: Mutex<Option<broadcast::Receiver<Arc<[CommittedEvent]>>>>,
+    /// For later subscribers. The task owns the only strong sender, so receivers see
+    /// `Closed` when it ends.
+    feed: broadcast::WeakSender<Arc<[CommittedEvent]>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
@@ -68,11 +71,25 @@ impl Counters {
 }
 
 impl Relay {
-    /// Every group emitted from now on, in seq order. A receiver that lags behind gets
+    /// The groups the relay emits, in seq order: the first call gets every one since the
+    /// relay started (after the `after` it was started with; a hub takes this one), later
+    /// calls those from the time of the call. A receiver that lags behind gets
     /// `RecvError::Lagged` and catches up with [`Tenant::read_events`]; `Closed` means the
     /// relay ended (stopped, or the log no longer holds what it missed).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
-        self.feed.resubscribe()
+        let first = self
+            .first
+            .lock()
+            .expect("relay lock is never poisoned")
+            .take();
+        if let Some(first) = first {
+            return first;
+        }
+        match self.feed.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // The task has ended: a receiver that says so.
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// What the relay has done so far.
@@ -113,7 +130,8 @@ pub(super) fn start(
     signals: watch::Receiver<u64>,
     config: &BusConfig,
 ) -> Relay {
-    let (out, feed) = broadcast::channel(config.feed_capacity);
+    let (out, first) = broadcast::channel(config.feed_capacity);
+    let feed = out.downgrade();
     let (stop, stopped) = oneshot::channel();
     let counters = Arc::new(Counters::default());
     let state = Feed {
@@ -130,6 +148,7 @@ pub(super) fn start(
         config.head_check_interval,
     ));
     Relay {
+        first: Mutex::new(Some(first)),
         feed,
         stop: Some(stop),
         task: Some(task),

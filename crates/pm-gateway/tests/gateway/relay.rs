@@ -224,10 +224,16 @@ async fn every_commit_arrives_once_in_order() {
     assert_eq!(figures.bad_groups, 0, "{figures:?}");
     assert_eq!(figures.bus_events + figures.log_events, head, "{figures:?}");
     assert!(figures.log_events <= head - 499, "{figures:?}");
+    // A later subscriber gets what comes after its call: nothing here.
+    let mut later = relay.subscribe();
     relay.shutdown().await;
-    // The relay's end closes its output.
+    // The relay's end closes its output, for every receiver.
     assert!(matches!(
         feed.recv().await,
+        Err(broadcast::error::RecvError::Closed)
+    ));
+    assert!(matches!(
+        later.recv().await,
         Err(broadcast::error::RecvError::Closed)
     ));
 }
