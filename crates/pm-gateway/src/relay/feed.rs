@@ -169,9 +169,17 @@ async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // Checks before messages: a steady stream of messages must not starve them.
         let step = tokio::select! {
             biased;
             _ = &mut stopped => return,
+            changed = changed(&mut signals) => {
+                if !changed {
+                    signals = None;
+                }
+                feed.head_check().await
+            }
+            _ = ticker.tick() => feed.head_check().await,
             message = next_message(&mut subscription) => match message {
                 Some(payload) => feed.receive(payload).await,
                 None => {
@@ -180,13 +188,6 @@ async fn run(
                     Step::Go
                 }
             },
-            changed = changed(&mut signals) => {
-                if !changed {
-                    signals = None;
-                }
-                feed.head_check().await
-            }
-            _ = ticker.tick() => feed.head_check().await,
         };
         if step == Step::End {
             return;
