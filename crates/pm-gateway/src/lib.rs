@@ -18,6 +18,8 @@
 //! - [`reader`]: the reading side: frame rules and the request budget on each message.
 //! - [`resume`]: the subscribe handshake (register, snapshot, replay, go live).
 //! - [`hub`]: per-tenant fan-out of committed events.
+//! - [`relay`]: fan-out between cluster nodes over NATS, gap-filled from the change log (not
+//!   wired into the server yet).
 //! - [`auth`]: JWT verification (algorithm pinned by configuration) and minting.
 //! - [`limits`]: request budgets and connection counts.
 //! - [`metrics`]: counters and histograms for Prometheus.
@@ -35,6 +37,7 @@ pub mod metrics;
 pub(crate) mod origin;
 pub(crate) mod outbox;
 pub(crate) mod reader;
+pub mod relay;
 pub(crate) mod resume;
 pub mod server;
 pub(crate) mod session;

@@ -13,6 +13,8 @@
 //!   dependencies, running timer and time totals, for a viewer and a non-member.
 //! - `requests`: commands, queries, batches, idempotency and conflicts over the wire, paging.
 //! - `subscriptions`: what a subscription delivers: order, filters, event content, unsubscribe.
+//! - `relay`: the NATS relay between cluster nodes, against a real NATS server
+//!   (`PM_TEST_NATS_URL`; skipped without it).
 //! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
 //! - `backpressure`: slow consumers, peers that stop reading, a full writer queue.
 //! - `connections`: connection caps, idle floods, hello timeout, slow handshakes, heartbeats.
@@ -36,6 +38,7 @@ mod operations;
 mod permissions;
 mod rate_limits;
 mod read_model;
+mod relay;
 mod requests;
 mod resume;
 mod subscriptions;
