@@ -354,7 +354,10 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
             }
             Err(broadcast::error::RecvError::Closed) => {
                 // The tenant was closed: nobody will resume from this ring any more.
-                hub.ring.write().expect("ring lock is never poisoned").clear();
+                hub.ring
+                    .write()
+                    .expect("ring lock is never poisoned")
+                    .clear();
                 return;
             }
         }

@@ -61,7 +61,9 @@ impl Ring {
 
     /// The newest seq held.
     pub(crate) fn last_seq(&self) -> Option<u64> {
-        self.groups.back().map(|(group, _)| group[group.len() - 1].seq)
+        self.groups
+            .back()
+            .map(|(group, _)| group[group.len() - 1].seq)
     }
 
     /// Adds a committed group (in seq order). What the ring already holds is skipped; a group

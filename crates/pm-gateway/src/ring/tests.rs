@@ -57,7 +57,10 @@ fn eviction_keeps_the_ring_contiguous_newest_and_within_its_bound() {
         // Whole groups are evicted, oldest first, and no more than needed: the group just
         // before `first` would not fit back.
         if let Some((_, len)) = appended.iter().find(|(start, len)| start + len == first) {
-            assert!(ring.bytes + *len as usize * one_size() > bound, "evicted too much");
+            assert!(
+                ring.bytes + *len as usize * one_size() > bound,
+                "evicted too much"
+            );
         } else {
             assert_eq!(first, 1);
         }

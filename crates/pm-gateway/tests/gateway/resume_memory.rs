@@ -100,10 +100,16 @@ async fn a_recent_resume_is_replayed_from_memory_exactly_then_goes_live() {
 
     // The ring holds everything since the hub started (seq 3 was the first group after it).
     let (_, text) = app.http_get("/metrics").await;
-    assert!(text.contains("\npm_resumes_from_memory_total 1\n"), "{text}");
+    assert!(
+        text.contains("\npm_resumes_from_memory_total 1\n"),
+        "{text}"
+    );
     assert!(text.contains("\npm_resumes_from_log_total 0\n"), "{text}");
     assert!(text.contains("\npm_resume_ring_events 1202\n"), "{text}");
-    assert!(text.contains("# UNIT pm_resume_ring_bytes bytes\n"), "{text}");
+    assert!(
+        text.contains("# UNIT pm_resume_ring_bytes bytes\n"),
+        "{text}"
+    );
     assert_eq!(metrics.ring_events.get(), live - 2);
 }
 
@@ -116,8 +122,14 @@ async fn a_resume_older_than_the_ring_reads_the_log_then_the_ring_and_is_exact()
     // What this test is about: the ring misses the start of the range (4..=1503), but holds
     // where the first log page (1,000 events, through 1003) ends.
     let held = metrics.ring_events.get();
-    assert!(held < head - 3, "the ring holds {held} events: all of the range");
-    assert!(held > head - 1_003, "the ring holds {held} events: not seq 1004");
+    assert!(
+        held < head - 3,
+        "the ring holds {held} events: all of the range"
+    );
+    assert!(
+        held > head - 1_003,
+        "the ring holds {held} events: not seq 1004"
+    );
     assert!(metrics.ring_bytes.get() <= RING as u64);
 
     let (mut back, _) = app.client("acme", "alice").await;
@@ -135,7 +147,10 @@ async fn a_ring_smaller_than_one_event_holds_nothing_and_resumes_read_the_log() 
     let (app, mut alice, project, _watcher, head) =
         away_while_writing(|s| s.limits.resume_ring_bytes = 1, 50).await;
     let metrics = app.app.metrics.clone();
-    assert_eq!((metrics.ring_events.get(), metrics.ring_bytes.get()), (0, 0));
+    assert_eq!(
+        (metrics.ring_events.get(), metrics.ring_bytes.get()),
+        (0, 0)
+    );
 
     let (mut back, _) = app.client("acme", "alice").await;
     assert_eq!(back.subscribe(3).await, Ok(head));
@@ -187,7 +202,9 @@ async fn filtered_replays(ring_bytes: usize) -> (Vec<Vec<u64>>, (u64, u64)) {
     let (mut alice, _) = app.client("acme", "alice").await;
     let a = alice.create_project("AA").await;
     let b = alice.create_project("BB").await;
-    alice.add_member(&a.id, "bob", v1::ProjectRole::Viewer).await;
+    alice
+        .add_member(&a.id, "bob", v1::ProjectRole::Viewer)
+        .await;
     let (mut watcher, welcome) = app.client("acme", "alice").await;
     let n = welcome.head_seq;
     assert_eq!(n, 5);
@@ -195,7 +212,9 @@ async fn filtered_replays(ring_bytes: usize) -> (Vec<Vec<u64>>, (u64, u64)) {
 
     alice.create_item(&a.id, "a1").await;
     alice.create_item(&b.id, "b1").await;
-    alice.add_member(&b.id, "bob", v1::ProjectRole::Viewer).await;
+    alice
+        .add_member(&b.id, "bob", v1::ProjectRole::Viewer)
+        .await;
     alice.create_item(&b.id, "b2").await;
     let removed = alice
         .command(Cmd::RemoveMember(v1::RemoveMember {
@@ -237,10 +256,16 @@ async fn filtered_replays(ring_bytes: usize) -> (Vec<Vec<u64>>, (u64, u64)) {
     }
     // Live events that end each stream: an item in B, then carol added to B.
     let (_, item) = alice.create_item(&b.id, "b4").await;
-    let member = alice.add_member(&b.id, "carol", v1::ProjectRole::Viewer).await;
+    let member = alice
+        .add_member(&b.id, "carol", v1::ProjectRole::Viewer)
+        .await;
     let mut delivered = Vec::new();
     for ((_, kinds), mut bob) in subscriptions.iter().zip(clients) {
-        let last = if kinds == &[T::WorkItem] { item } else { member };
+        let last = if kinds == &[T::WorkItem] {
+            item
+        } else {
+            member
+        };
         let seqs = seqs(&events_until(&mut bob, last).await);
         bob.assert_nothing_more(1).await;
         delivered.push(seqs);
