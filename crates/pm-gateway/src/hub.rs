@@ -1,4 +1,4 @@
-//! Fan-out: one hub per tenant with subscribers, fed by the tenant's writer.
+//! Fan-out: one hub per open tenant that has had subscribers, fed by the tenant's writer.
 //!
 //! Each committed event arrives once, already encoded as a `ServerFrame` in shared `Bytes`,
 //! and is queued (`try_send`) for every subscriber whose filter and permissions match. A

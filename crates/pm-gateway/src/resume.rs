@@ -13,7 +13,7 @@
 //! 3. **Replay** `(N, D]` a page at a time, filtered by the memberships as of `D`: from the
 //!    hub's ring of recent events while it holds the next position, from the change log
 //!    otherwise (see below).
-//! 4. **Go live**: the hub drops the buffered events up to `D` (sent from the log), filters
+//! 4. **Go live**: the hub drops the buffered events up to `D` (sent by the replay), filters
 //!    the rest (applying membership changes in order) and delivers live from then on.
 //!
 //! Taking the memberships in the same snapshot as `D` matters: reading them earlier once lost
@@ -105,8 +105,8 @@ impl Replay {
     }
 }
 
-/// Runs the handshake for `user` of `tenant` on its `hub`, answering request `request_id` through
-/// `channels.out`. `Ok(Some(_))`: the subscriber is live, and leaving it (drop) unsubscribes.
+/// Runs the handshake for `user` of `tenant` on its `hub`, answering request `request_id`
+/// through `channels.out`. `Ok(Some(_))`: the subscriber is live, and leaving it (drop) unsubscribes.
 /// `Ok(None)`: answered, but the connection went away or was cut off meanwhile. `Err`: the
 /// refusal to answer with (nothing was sent).
 pub(crate) async fn subscribe(

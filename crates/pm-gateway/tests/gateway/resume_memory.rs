@@ -4,6 +4,8 @@
 //! missed, filtered as the log would filter it, then the live events. The hub outlives its
 //! subscribers, so a storm of clients that all left finds the ring filled meanwhile.
 
+use std::time::Duration;
+
 use pm_gateway::metrics::Metrics;
 use pm_proto::v1;
 use v1::client_frame::Body as In;
@@ -188,6 +190,64 @@ async fn a_hub_outlives_its_subscribers_so_clients_that_all_left_resume_from_mem
     assert_events(&mut back, seen, after).await;
     back.assert_nothing_more(1).await;
     assert_eq!(resumes(&app.app.metrics), (1, 0));
+}
+
+/// Closes the clients' WebSockets, then waits (bounded) until the server has ended every
+/// connection, so that no session holds a tenant any more.
+async fn close_all(app: &TestApp, clients: Vec<Client>) {
+    for mut client in clients {
+        client
+            .ws
+            .close(None)
+            .await
+            .expect("the close frame is sent");
+        assert!(matches!(client.recv().await, Received::Closed(_)));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while open_connections(app) != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server ended the connection");
+}
+
+#[tokio::test]
+async fn a_hub_does_not_keep_its_tenant_open_and_its_ring_goes_with_the_tenant() {
+    let app = spawn_app_with(|s| s.limits.max_open_tenants = 1).await;
+    let metrics = app.app.metrics.clone();
+    let (mut alice, _) = app.client("a", "alice").await;
+    let project = alice.create_project("PM").await;
+    let (mut watcher, _) = app.client("a", "alice").await;
+    assert_eq!(watcher.subscribe(2).await, Ok(2));
+    let (_, seen) = alice.create_item(&project.id, "kept in memory").await;
+    assert_eq!(watcher.event().await.seq, seen);
+    assert_eq!(metrics.ring_events.get(), 1);
+    close_all(&app, vec![alice, watcher]).await;
+
+    // Tenant `a` has a hub but no session: it is idle, so tenant `b` may take its place
+    // (were it held, this hello would be refused: one tenant open at most, all in use).
+    let (mut bob, _) = app.client("b", "bob").await;
+    let other = bob.create_project("PM").await;
+    // Starting b's hub lets go of a's (its tenant is gone), ring and all.
+    let (mut watcher, _) = app.client("b", "bob").await;
+    assert_eq!(watcher.subscribe(2).await, Ok(2));
+    assert_eq!(metrics.ring_events.get(), 0);
+    let (_, b3) = bob.create_item(&other.id, "in b").await;
+    assert_eq!(watcher.event().await.seq, b3);
+    assert_eq!(metrics.ring_events.get(), 1);
+    close_all(&app, vec![bob, watcher]).await;
+
+    // `a` opened again: a new hub (the old one's feed ended with the old tenant), resumes
+    // from the log, then delivers live.
+    let (mut back, _) = app.client("a", "alice").await;
+    let (mut writer, _) = app.client("a", "alice").await;
+    assert_eq!(back.subscribe(seen - 1).await, Ok(seen));
+    assert_eq!(back.event().await.seq, seen);
+    let (_, live) = writer.create_item(&project.id, "live").await;
+    assert_eq!(back.event().await.seq, live);
+    back.assert_nothing_more(1).await;
+    assert_eq!(resumes(&metrics), (0, 1));
 }
 
 /// The replays of the same history under four subscriptions: the seqs each delivered, up to
