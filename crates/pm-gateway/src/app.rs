@@ -61,7 +61,7 @@ impl App {
         Ok(Arc::new(App {
             engine,
             verifier,
-            hubs: Hubs::default(),
+            hubs: Hubs::new(settings.limits.resume_ring_bytes),
             metrics: Arc::new(Metrics::new(move || storage.figures())),
             counts: Arc::new(ConnectionCounts::default()),
             server_version: server_version.to_owned(),

@@ -1,4 +1,4 @@
-//! Fan-out: one hub per tenant with subscribers, fed by the tenant's writer.
+//! Fan-out: one hub per open tenant that has had subscribers, fed by the tenant's writer.
 //!
 //! Each committed event arrives once, already encoded as a `ServerFrame` in shared `Bytes`,
 //! and is queued (`try_send`) for every subscriber whose filter and permissions match. A
@@ -9,9 +9,17 @@
 //! (permissions are not known yet) until [`Hub::go_live`] hands over its memberships as of the
 //! position it replayed the log to; the handshake around it is in [`resume`](crate::resume).
 //! Events are processed under one lock, in seq order.
+//!
+//! The hub also keeps the tenant's recent events in a [`Ring`] (bounded by bytes) from which
+//! resuming subscribers replay without querying the log. For that the hub outlives its
+//! subscribers: [`Hubs`] keeps it as long as its tenant is open (a reconnect storm finds the
+//! ring that was filled while everyone was away). It holds the tenant weakly, so that an idle
+//! tenant can still be closed; the writer's feed then ends and so does the hub, whose ring is
+//! emptied at once and whose entry goes at the next start of a hub. At most one hub per open
+//! tenant, so the rings hold at most `limits.max_open_tenants` × `limits.resume_ring_bytes`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use pm_core::kinds::{ChangeAction, EntityKind};
@@ -22,33 +30,49 @@ use tokio::sync::broadcast;
 use crate::connection::{Close, CloseSignal, Outbound};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Refused};
+use crate::ring::{Page, Ring};
 
-/// The hubs of all tenants with subscribers.
-#[derive(Debug, Default)]
+/// The hubs of the open tenants that have had subscribers.
+#[derive(Debug)]
 pub(crate) struct Hubs {
-    hubs: Mutex<HashMap<TenantId, Weak<Hub>>>,
+    hubs: Mutex<HashMap<TenantId, Arc<Hub>>>,
+    /// The bound of each hub's ring of recent events, bytes.
+    ring_bytes: usize,
 }
 
 impl Hubs {
-    /// The hub of `tenant`, started if it has none.
+    /// No hubs yet; each will keep up to `ring_bytes` of recent events.
+    pub(crate) fn new(ring_bytes: usize) -> Hubs {
+        Hubs {
+            hubs: Mutex::default(),
+            ring_bytes,
+        }
+    }
+
+    /// The hub of `tenant` (this very instance: a tenant closed and opened again gets a new
+    /// hub), started if it has none.
     pub(crate) fn get(&self, tenant: &Arc<dyn Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().expect("hubs lock is never poisoned");
-        if let Some(hub) = hubs.get(tenant.id()).and_then(Weak::upgrade) {
-            return hub;
+        if let Some(hub) = hubs.get(tenant.id()).filter(|hub| hub.serves(tenant)) {
+            return hub.clone();
         }
-        hubs.retain(|_, hub| hub.strong_count() > 0);
-        let hub = Hub::start(tenant.clone(), metrics.clone());
-        hubs.insert(tenant.id().clone(), Arc::downgrade(&hub));
+        hubs.retain(|_, hub| hub.tenant.strong_count() > 0);
+        let hub = Hub::start(tenant, metrics.clone(), self.ring_bytes);
+        hubs.insert(tenant.id().clone(), hub.clone());
         hub
     }
 }
 
-/// One tenant's subscribers.
+/// One tenant's subscribers, and its recent events.
 #[derive(Debug)]
 pub(crate) struct Hub {
-    tenant: Arc<dyn Tenant>,
+    id: TenantId,
+    /// Weak: the hub must not keep an idle tenant open.
+    tenant: Weak<dyn Tenant>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// Filled by the hub's task only, read by resuming subscribers.
+    ring: RwLock<Ring>,
 }
 
 #[derive(Debug)]
@@ -127,7 +151,7 @@ pub(crate) struct Channels {
 }
 
 impl Hub {
-    fn start(tenant: Arc<dyn Tenant>, metrics: Arc<Metrics>) -> Arc<Hub> {
+    fn start(tenant: &Arc<dyn Tenant>, metrics: Arc<Metrics>, ring_bytes: usize) -> Arc<Hub> {
         // Subscribe before reading the head: anything committed later is in the receiver,
         // anything earlier is at or below the head (and skipped by seq if in both).
         let commits = tenant.subscribe_commits();
@@ -137,11 +161,33 @@ impl Hub {
                 next_id: 0,
                 subscribers: HashMap::new(),
             }),
-            tenant,
+            id: tenant.id().clone(),
+            tenant: Arc::downgrade(tenant),
+            ring: RwLock::new(Ring::new(ring_bytes, metrics.clone())),
             metrics,
         });
         tokio::spawn(run(Arc::downgrade(&hub), commits));
         hub
+    }
+
+    /// Whether this hub is fed by `tenant` (the same open instance).
+    fn serves(&self, tenant: &Arc<dyn Tenant>) -> bool {
+        std::ptr::addr_eq(self.tenant.as_ptr(), Arc::as_ptr(tenant))
+    }
+
+    /// Up to `limit` recent events with `after < seq <= until` looked at, those `wants` keeps;
+    /// `None` if the ring does not hold seq `after + 1` (see [`Ring::page`]).
+    pub(crate) fn recent(
+        &self,
+        after: u64,
+        until: u64,
+        limit: usize,
+        wants: impl FnMut(&CommittedEvent) -> bool,
+    ) -> Option<Page> {
+        self.ring
+            .read()
+            .expect("ring lock is never poisoned")
+            .page(after, until, limit, wants)
     }
 
     /// Registers a subscriber in the catching-up state: from now on every committed group is
@@ -201,11 +247,6 @@ impl Hub {
         kept
     }
 
-    /// The tenant.
-    pub(crate) fn tenant(&self) -> &Arc<dyn Tenant> {
-        &self.tenant
-    }
-
     /// Queues one group's events; false if the subscriber must go (cut off or gone).
     fn deliver(&self, sub: &mut Subscriber, events: Vec<(u64, Bytes)>) -> bool {
         let count = events.len() as u64;
@@ -226,6 +267,12 @@ impl Hub {
     /// Delivers a committed group: live subscribers get the events they want as one queue
     /// item; catching-up ones keep the whole group for [`Hub::go_live`].
     fn publish(&self, events: &Arc<[CommittedEvent]>) {
+        // Before the subscribers: a resume that snapshots a head this group reaches finds it
+        // here rather than in the log. The ring skips what it already has.
+        self.ring
+            .write()
+            .expect("ring lock is never poisoned")
+            .append(events);
         let mut state = self.state.lock().expect("hub lock is never poisoned");
         let last_seq = state.last_seq;
         let Some(newest) = events.last().map(|e| e.seq).filter(|seq| *seq > last_seq) else {
@@ -260,20 +307,22 @@ impl Hub {
 
     /// After the feed lagged: reads what was missed from the log.
     async fn catch_up(&self) {
+        let Some(tenant) = self.tenant.upgrade() else {
+            return;
+        };
         loop {
             let after = self
                 .state
                 .lock()
                 .expect("hub lock is never poisoned")
                 .last_seq;
-            let events = match self
-                .tenant
+            let events = match tenant
                 .read_events(after, None, 1_000, &EventFilter::default())
                 .await
             {
                 Ok(events) => events,
                 Err(error) => {
-                    tracing::error!(tenant = %self.tenant.id(), %error, "hub catch-up failed");
+                    tracing::error!(tenant = %tenant.id(), %error, "hub catch-up failed");
                     return;
                 }
             };
@@ -285,7 +334,7 @@ impl Hub {
             match committed {
                 Ok(committed) => self.publish(&committed),
                 Err(error) => {
-                    tracing::error!(tenant = %self.tenant.id(), %error, "hub catch-up failed");
+                    tracing::error!(tenant = %tenant.id(), %error, "hub catch-up failed");
                     return;
                 }
             }
@@ -300,10 +349,17 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
         match received {
             Ok(events) => hub.publish(&events),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(tenant = %hub.tenant.id(), missed, "hub lagged; catching up from the log");
+                tracing::warn!(tenant = %hub.id, missed, "hub lagged; catching up from the log");
                 hub.catch_up().await;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Closed) => {
+                // The tenant was closed: nobody will resume from this ring any more.
+                hub.ring
+                    .write()
+                    .expect("ring lock is never poisoned")
+                    .clear();
+                return;
+            }
         }
     }
 }

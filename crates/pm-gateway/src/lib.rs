@@ -18,6 +18,7 @@
 //! - [`reader`]: the reading side: frame rules and the request budget on each message.
 //! - [`resume`]: the subscribe handshake (register, snapshot, replay, go live).
 //! - [`hub`]: per-tenant fan-out of committed events.
+//! - [`ring`]: a tenant's recent events in memory, bounded by bytes, for resuming subscribers.
 //! - [`relay`]: fan-out between cluster nodes over NATS, gap-filled from the change log (not
 //!   wired into the server yet).
 //! - [`auth`]: JWT verification (algorithm pinned by configuration) and minting.
@@ -39,6 +40,7 @@ pub(crate) mod outbox;
 pub(crate) mod reader;
 pub mod relay;
 pub(crate) mod resume;
+pub(crate) mod ring;
 pub mod server;
 pub(crate) mod session;
 pub mod settings;

@@ -80,6 +80,14 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Requests answered with `RATE_LIMITED`.
     pub rate_limited: Counter,
+    /// Resume replays served entirely from the hubs' rings of recent events.
+    pub resumes_from_memory: Counter,
+    /// Resume replays that read the change log (all of it, or the part older than the ring).
+    pub resumes_from_log: Counter,
+    /// Size of the events held in the hubs' rings, all tenants, bytes.
+    pub ring_bytes: Gauge<u64, AtomicU64>,
+    /// Events held in the hubs' rings, all tenants.
+    pub ring_events: Gauge<u64, AtomicU64>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<KindLabel, Histogram, fn() -> Histogram>,
     // Every request bumps one (kind, outcome) counter and one kind's histogram. Looking them up
@@ -103,6 +111,10 @@ impl Metrics {
             events_delivered: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             rate_limited: Counter::default(),
+            resumes_from_memory: Counter::default(),
+            resumes_from_log: Counter::default(),
+            ring_bytes: Gauge::default(),
+            ring_events: Gauge::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             request_handles: Default::default(),
@@ -140,6 +152,27 @@ impl Metrics {
             "pm_rate_limited",
             "Requests answered RATE_LIMITED",
             metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "pm_resumes_from_memory",
+            "Resume replays served entirely from the recent events kept in memory",
+            metrics.resumes_from_memory.clone(),
+        );
+        registry.register(
+            "pm_resumes_from_log",
+            "Resume replays that read the change log",
+            metrics.resumes_from_log.clone(),
+        );
+        registry.register_with_unit(
+            "pm_resume_ring",
+            "Recent events kept in memory for resuming subscribers, all tenants",
+            Unit::Bytes,
+            metrics.ring_bytes.clone(),
+        );
+        registry.register(
+            "pm_resume_ring_events",
+            "Events kept in memory for resuming subscribers, all tenants",
+            metrics.ring_events.clone(),
         );
         registry.register(
             "pm_requests",
@@ -378,6 +411,10 @@ mod tests {
         has("pm_connections_open 1");
         has("pm_events_delivered_total 40");
         has("pm_slow_consumer_disconnects_total 0");
+        has("pm_resumes_from_memory_total 0");
+        has("pm_resumes_from_log_total 0");
+        has("pm_resume_ring_bytes 0");
+        has("pm_resume_ring_events 0");
         // Labelled counters: only the series that happened.
         has("pm_requests_total{kind=\"subscribe\",outcome=\"RESYNC_REQUIRED\"} 2");
         has("pm_requests_total{kind=\"command\",outcome=\"ok\"} 1");

@@ -10,26 +10,39 @@
 //!    one read transaction. The position is checked against them before anything is answered
 //!    (older than the log: `RESYNC_REQUIRED`; past the head: `INVALID_ARGUMENT`), so that the
 //!    request gets exactly one answer; then `SubscribeResult{head_seq: D}`.
-//! 3. **Replay** `(N, D]` from the change log, a page at a time, filtered by the memberships
-//!    as of `D`.
-//! 4. **Go live**: the hub drops the buffered events up to `D` (sent from the log), filters
+//! 3. **Replay** `(N, D]` a page at a time, filtered by the memberships as of `D`: from the
+//!    hub's ring of recent events while it holds the next position, from the change log
+//!    otherwise (see below).
+//! 4. **Go live**: the hub drops the buffered events up to `D` (sent by the replay), filters
 //!    the rest (applying membership changes in order) and delivers live from then on.
 //!
 //! Taking the memberships in the same snapshot as `D` matters: reading them earlier once lost
 //! a subscriber's own new project under load.
+//!
+//! # Where the replay reads
+//! Each page is taken from the ring if it holds the event right after the position reached,
+//! else from the log. Both hold the same committed events (the ring is filled from the
+//! writer's groups, the log is where they were committed), with the same frames, and both
+//! are read only up to `D`, so the choice changes nothing of what is sent. A position older
+//! than the ring reads the log until it reaches the ring and goes on from memory; a ring that
+//! has not yet received the groups up to `D` (the hub is a moment behind the commit) serves
+//! what it has and the log the rest. Pages are copied out of the ring under its read lock and
+//! sent after, one queued event at a time as from the log, so a slow client holds no lock and
+//! pins at most one page, however far behind it is.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use pm_core::kinds::EntityKind;
 use pm_core::{EntityId, UserId};
-use pm_db::EventFilter;
+use pm_db::{CommittedEvent, EventFilter, Tenant};
 use pm_proto::convert;
 use pm_proto::v1::{self, response::Result as Out};
 
 use crate::connection::{self, Close, Outbound};
 use crate::hub::{Channels, Filter, Hub, Registration};
 use crate::metrics::Metrics;
+use crate::ring::Page;
 
 /// Events read from the log per replay query.
 const PAGE: u32 = 1_000;
@@ -76,12 +89,29 @@ impl Interest {
     }
 }
 
-/// Runs the handshake for `user` on `hub`, answering request `request_id` through
-/// `channels.out`. `Ok(Some(_))`: the subscriber is live, and leaving it (drop) unsubscribes.
+/// What a replay sends: the change log's filter, as a test on a committed event.
+struct Replay {
+    /// The projects asked for, or all the user is a member of, as of the head.
+    projects: HashSet<String>,
+    /// Only these kinds (empty: all).
+    kinds: Vec<EntityKind>,
+}
+
+impl Replay {
+    /// Whether the log's `read_events` with this filter would return `event`.
+    fn wants(&self, event: &CommittedEvent) -> bool {
+        self.projects.contains(&event.project_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+    }
+}
+
+/// Runs the handshake for `user` of `tenant` on its `hub`, answering request `request_id`
+/// through `channels.out`. `Ok(Some(_))`: the subscriber is live, and leaving it (drop) unsubscribes.
 /// `Ok(None)`: answered, but the connection went away or was cut off meanwhile. `Err`: the
 /// refusal to answer with (nothing was sent).
 pub(crate) async fn subscribe(
     hub: &Arc<Hub>,
+    tenant: &Arc<dyn Tenant>,
     user: &UserId,
     interest: Interest,
     request_id: u64,
@@ -100,7 +130,6 @@ pub(crate) async fn subscribe(
         channels,
     );
     // 2. Snapshot, and the checks that come before the one answer.
-    let tenant = hub.tenant();
     let snapshot = tenant
         .subscription_snapshot(user)
         .await
@@ -139,40 +168,56 @@ pub(crate) async fn subscribe(
     let _ = out.send(connection::response(request_id, ack)).await;
 
     // 3. Replay (from_seq, head] with the permissions as of the head.
-    let filter = EventFilter {
-        project_ids: match &interest.projects {
-            Some(projects) => projects.iter().cloned().collect(),
-            None => allowed.iter().cloned().collect(),
+    let replay = Replay {
+        projects: match interest.projects {
+            Some(projects) => projects,
+            None => allowed.clone(),
         },
         kinds: interest.kinds,
     };
+    let filter = EventFilter {
+        project_ids: replay.projects.iter().cloned().collect(),
+        kinds: replay.kinds.clone(),
+    };
     let mut after = from_seq;
-    while after < head && !filter.project_ids.is_empty() {
-        let events = match tenant.read_events(after, Some(head), PAGE, &filter).await {
-            Ok(events) => events,
-            Err(error) => {
-                // Already answered: the stream would have a hole, so end the connection; the
-                // client resumes from what it received.
-                connection::storage_error(error);
-                close.request(Close::Internal);
-                return Ok(None);
+    let mut read_log = false;
+    let replaying = after < head && !replay.projects.is_empty();
+    while after < head && !replay.projects.is_empty() {
+        let page = match hub.recent(after, head, PAGE as usize, |e| replay.wants(e)) {
+            Some(page) => page,
+            None => {
+                read_log = true;
+                match tenant.read_events(after, Some(head), PAGE, &filter).await {
+                    Ok(events) => Page {
+                        // A short page is the end of the range.
+                        through: match events.last() {
+                            Some(last) if events.len() == PAGE as usize => last.seq,
+                            _ => head,
+                        },
+                        events: events.into_iter().map(|e| (e.seq, e.frame())).collect(),
+                    },
+                    Err(error) => {
+                        // Already answered: the stream would have a hole, so end the
+                        // connection; the client resumes from what it received.
+                        connection::storage_error(error);
+                        close.request(Close::Internal);
+                        return Ok(None);
+                    }
+                }
             }
         };
-        let full_page = events.len() == PAGE as usize;
-        metrics.events_delivered.inc_by(events.len() as u64);
-        for event in events {
-            after = event.seq;
-            let item = Outbound::Event {
-                seq: event.seq,
-                frame: event.frame(),
-            };
-            if out.send(item).await.is_err() {
+        metrics.events_delivered.inc_by(page.events.len() as u64);
+        for (seq, frame) in page.events {
+            if out.send(Outbound::Event { seq, frame }).await.is_err() {
                 return Ok(None);
             }
         }
-        if !full_page {
-            break;
-        }
+        after = page.through;
+    }
+    if replaying && read_log {
+        metrics.resumes_from_log.inc();
+    } else if replaying {
+        metrics.resumes_from_memory.inc();
     }
     // 4. Go live.
     Ok(hub

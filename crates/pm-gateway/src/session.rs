@@ -500,6 +500,7 @@ impl Session {
         let user = self.identity().user;
         *slot = resume::subscribe(
             &hub,
+            &self.tenant,
             &user,
             interest,
             request_id,

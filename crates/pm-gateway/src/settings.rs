@@ -95,6 +95,9 @@ pub struct Limits {
     pub heartbeat_interval_ms: u64,
     /// Tenants open at once.
     pub max_open_tenants: usize,
+    /// Recent events kept in memory per open tenant, from which resuming subscribers replay
+    /// without reading the change log; older positions read the log. Bytes (0: none kept).
+    pub resume_ring_bytes: usize,
 }
 
 /// Storage tuning.
@@ -184,6 +187,7 @@ impl Default for Limits {
             hello_timeout_ms: 10_000,
             heartbeat_interval_ms: 15_000,
             max_open_tenants: 256,
+            resume_ring_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -133,6 +133,26 @@ fn the_tenant_size_limit_and_the_check_on_open_reach_the_storage_config() {
 }
 
 #[test]
+fn the_resume_ring_is_8_mib_by_default_and_may_be_turned_off() {
+    let defaults = Settings::load(None, env(&[]), &[]).unwrap();
+    assert_eq!(defaults.limits.resume_ring_bytes, 8 * 1024 * 1024);
+    let from_env = Settings::load(None, env(&[("PM_LIMITS_RESUME_RING_BYTES", "0")]), &[]).unwrap();
+    assert_eq!(from_env.limits.resume_ring_bytes, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pm.toml");
+    std::fs::write(&file, "[limits]\nresume_ring_bytes = 65536\n").unwrap();
+    let from_file = Settings::load(Some(&file), env(&[]), &[]).unwrap();
+    assert_eq!(from_file.limits.resume_ring_bytes, 65_536);
+    let error = Settings::load(None, env(&[]), &["limits.resume_ring_byte=1".into()])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "--set limits.resume_ring_byte=1: unknown setting limits.resume_ring_byte"
+    );
+}
+
+#[test]
 fn nonsense_retention_and_migrations_dirs_are_refused() {
     let error = Settings::load(None, env(&[]), &["changelog.prune_interval_secs=0".into()])
         .unwrap_err()

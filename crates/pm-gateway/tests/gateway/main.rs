@@ -16,6 +16,8 @@
 //! - `relay`: the NATS relay between cluster nodes, against a real NATS server
 //!   (`PM_TEST_NATS_URL`; skipped without it).
 //! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
+//! - `resume_memory`: resumes served from the hub's ring of recent events, or from the log
+//!   when the ring does not reach back far enough; the same events either way.
 //! - `backpressure`: slow consumers, peers that stop reading, a full writer queue.
 //! - `connections`: connection caps, idle floods, hello timeout, slow handshakes, heartbeats.
 //! - `rate_limits`: the request budget: burst, strikes, pings, reconnects.
@@ -41,6 +43,7 @@ mod read_model;
 mod relay;
 mod requests;
 mod resume;
+mod resume_memory;
 mod subscriptions;
 mod support;
 mod tenancy;
