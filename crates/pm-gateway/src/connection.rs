@@ -109,6 +109,13 @@ pub(crate) enum Close {
 }
 
 impl Close {
+    /// Whether the requests already taken are answered, and what is queued goes out, before
+    /// the goodbye: not for a peer that stopped reading (its full queue is why it is closed)
+    /// or went silent.
+    pub(crate) fn lets_queue_out(&self) -> bool {
+        !matches!(self, Close::SlowConsumer | Close::HeartbeatTimeout)
+    }
+
     /// The goodbye reason, its text and the close code.
     pub(crate) fn parts(&self) -> (v1::CloseReason, String, u16) {
         use v1::CloseReason as R;
@@ -169,21 +176,37 @@ pub(crate) async fn write_loop(
             close = &mut goodbye => {
                 // Boxed: once per connection, and kept out of the loop's state (its size is
                 // paid by every idle connection).
-                Box::pin(finish(sink, close.ok(), &last_event, grace)).await;
+                Box::pin(finish(sink, close.ok(), &queue, &last_event, grace)).await;
                 return;
             }
             item = queue.recv() => item,
         };
-        let written = tokio::select! {
-            biased;
-            close = &mut goodbye => Err(close.ok()),
-            written = write_burst(&mut sink, item, &queue, &last_event) => Ok(written),
+        let written = {
+            let burst = write_burst(&mut sink, item, &queue, &last_event);
+            tokio::pin!(burst);
+            tokio::select! {
+                biased;
+                close = &mut goodbye => {
+                    let close = close.ok();
+                    // An orderly goodbye lets the burst in progress end (within `grace`), so
+                    // that nothing it took from the queue is lost; a slow consumer's does not.
+                    // Boxed: the timer is paid only by a connection that gets here.
+                    if close.as_ref().is_some_and(Close::lets_queue_out)
+                        && !matches!(Box::pin(tokio::time::timeout(grace, &mut burst)).await, Ok(true))
+                    {
+                        // The socket failed, or the peer took nothing for `grace`.
+                        return;
+                    }
+                    Err(close)
+                }
+                written = &mut burst => Ok(written),
+            }
         };
         match written {
             Ok(true) => {}
             Ok(false) => return,
             Err(close) => {
-                Box::pin(finish(sink, close, &last_event, grace)).await;
+                Box::pin(finish(sink, close, &queue, &last_event, grace)).await;
                 return;
             }
         }
@@ -247,17 +270,27 @@ async fn feed_event(
 }
 
 /// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
-/// code, or with a plain close when the client left first. Whatever is still queued is
-/// dropped. A peer that takes nothing for `grace` does not get the goodbye: the socket is
-/// dropped instead.
+/// code, or with a plain close when the client left first. Before a goodbye that
+/// [lets the queue out](Close::lets_queue_out), what the session queued (the answers to the
+/// requests it finished, the events before them) is written first; otherwise it is dropped.
+/// A peer that takes nothing for `grace` does not get the goodbye: the socket is dropped
+/// instead.
 async fn finish(
     mut sink: SplitSink<Ws, Message>,
     close: Option<Close>,
+    queue: &Outbox,
     last_event: &AtomicU64,
     grace: Duration,
 ) {
     let _ = tokio::time::timeout(grace, async {
         if let Some(close) = close {
+            if close.lets_queue_out() {
+                while let Some(item) = queue.try_recv() {
+                    if !write_burst(&mut sink, item, queue, last_event).await {
+                        return;
+                    }
+                }
+            }
             let (reason, message, code) = close.parts();
             let goodbye = encode_server_frame(Body::Goodbye(v1::Goodbye {
                 reason: reason.into(),

@@ -340,17 +340,19 @@ impl Session {
                     // Refreshed meanwhile.
                     token_expiry.as_mut().reset(deadline);
                 }
-                _ = shutdown.changed() => {
-                    // Finish what is in flight, then say goodbye.
-                    let drain = Duration::from_millis(session.app.settings.server.drain_timeout_ms);
-                    let _ = tokio::time::timeout(drain, async {
-                        while requests.join_next().await.is_some() {}
-                    })
-                    .await;
-                    break Some(Close::Shutdown);
-                }
+                _ = shutdown.changed() => break Some(Close::Shutdown),
             }
         };
+        if close.as_ref().is_some_and(Close::lets_queue_out) {
+            // Requests already taken are answered before the goodbye (the writer sends what
+            // is queued first), within the shutdown's drain time: a client closed for abuse
+            // or at shutdown still learns what became of each request it sent before.
+            let drain = Duration::from_millis(session.app.settings.server.drain_timeout_ms);
+            let _ = tokio::time::timeout(drain, async {
+                while requests.join_next().await.is_some() {}
+            })
+            .await;
+        }
         requests.abort_all();
         session.slot.park(reader.bucket);
         // Leave the hub before the writer is told to stop.

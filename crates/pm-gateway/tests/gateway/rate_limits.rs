@@ -78,6 +78,68 @@ async fn requests_beyond_the_burst_are_rate_limited_and_abuse_closes_with_4029()
 }
 
 #[tokio::test]
+async fn requests_taken_before_the_abuse_close_are_answered_before_the_goodbye() {
+    let app = spawn_app_with(|s| {
+        s.limits.requests_per_second = 1;
+        s.limits.request_burst = 3;
+        s.limits.rate_limit_strikes = 1;
+    })
+    .await;
+    let (mut client, _) = app.client("acme", "alice").await;
+    // Pipelined, nothing read: three commands within the burst (still running on the writer
+    // when the close comes), one strike, and the second strike that ends the connection.
+    for (id, key) in [(1, "AAA"), (2, "BBB"), (3, "CCC")] {
+        let create = v1::client_frame::Body::Command(v1::Command {
+            idempotency_key: String::new(),
+            kind: Some(v1::command::Kind::CreateProject(v1::CreateProject {
+                key: key.into(),
+                name: key.into(),
+                description: String::new(),
+            })),
+        });
+        client.send(id, create).await;
+    }
+    client.send(4, list_projects()).await;
+    client.send(5, list_projects()).await;
+
+    // Every request taken is answered, then the goodbye: the commands with their commits,
+    // the strike with RATE_LIMITED, the closing request with nothing.
+    let mut answers = BTreeMap::new();
+    let farewell = loop {
+        match client.frame().await {
+            Body::Response(r) => {
+                let answer = match r.result.expect("a response carries a result") {
+                    Out::CommandResult(c) => format!("committed at seq {}", c.seq),
+                    Out::Error(e) => e.message,
+                    other => panic!("unexpected {other:?}"),
+                };
+                assert!(answers.insert(r.request_id, answer).is_none());
+            }
+            Body::Goodbye(g) => break g,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        farewell,
+        goodbye(v1::CloseReason::RateLimitAbuse, "too many requests", 0)
+    );
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(answers[&4], "too many requests; slow down");
+    // The three commits, in some order: seqs 1 to 6 (a project and its admin each).
+    let mut seqs: Vec<&str> = (1..=3).map(|id| answers[&id].as_str()).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        [
+            "committed at seq 2",
+            "committed at seq 4",
+            "committed at seq 6"
+        ]
+    );
+    assert!(matches!(client.recv().await, Received::Closed(Some(4029))));
+}
+
+#[tokio::test]
 async fn pings_are_not_rate_limited() {
     let app = spawn_app_with(|s| {
         s.limits.requests_per_second = 1;
