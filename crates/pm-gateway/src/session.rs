@@ -347,10 +347,12 @@ impl Session {
             // Requests already taken are answered before the goodbye (the writer sends what
             // is queued first), within the shutdown's drain time: a client closed for abuse
             // or at shutdown still learns what became of each request it sent before.
+            // Boxed: its timer is paid only by a connection that gets here, not by every
+            // idle one (this future's size is part of each connection's memory).
             let drain = Duration::from_millis(session.app.settings.server.drain_timeout_ms);
-            let _ = tokio::time::timeout(drain, async {
+            let _ = Box::pin(tokio::time::timeout(drain, async {
                 while requests.join_next().await.is_some() {}
-            })
+            }))
             .await;
         }
         requests.abort_all();
