@@ -21,13 +21,7 @@ impl Reader<'_> {
         for raw in &q.entity_types {
             let kind =
                 convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
-            if !matches!(
-                kind,
-                EntityKind::WorkItem
-                    | EntityKind::Comment
-                    | EntityKind::Sprint
-                    | EntityKind::LlmContext
-            ) {
+            if fts_table(kind).is_none() {
                 return Err(Error::invalid(
                     "entity_types",
                     format!(
@@ -67,7 +61,8 @@ impl Reader<'_> {
         }
         b.push("), hits AS (");
         let mut first = true;
-        let mut union = |b: &mut QueryBuilder<'_, Sqlite>, select: &str, fts: &str| {
+        let mut union = |b: &mut QueryBuilder<'_, Sqlite>, select: &str, kind: EntityKind| {
+            let fts = fts_table(kind).expect("only searchable kinds are selected");
             if !std::mem::take(&mut first) {
                 b.push(" UNION ALL ");
             }
@@ -78,11 +73,11 @@ impl Reader<'_> {
         if wanted(EntityKind::WorkItem) {
             union(
                 &mut b,
-                                    "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
+                "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
                      w.title, bm25(work_item_fts, 4.0, 1.0) AS rank, work_item_fts.rowid AS fts_rowid \
                      FROM work_item_fts JOIN work_items AS w ON w.rowid = work_item_fts.rowid \
                      WHERE w.deleted_at IS NULL AND w.project_id IN mine",
-                "work_item_fts",
+                EntityKind::WorkItem,
             );
         }
         if wanted(EntityKind::Comment) {
@@ -94,7 +89,7 @@ impl Reader<'_> {
                      JOIN work_items AS w ON w.id = c.work_item_id \
                      WHERE c.deleted_at IS NULL AND w.deleted_at IS NULL \
                      AND c.project_id IN mine",
-                "comment_fts",
+                EntityKind::Comment,
             );
         }
         if wanted(EntityKind::Sprint) {
@@ -105,7 +100,7 @@ impl Reader<'_> {
                      sprint_fts.rowid AS fts_rowid \
                      FROM sprint_fts JOIN sprints AS s ON s.rowid = sprint_fts.rowid \
                      WHERE s.deleted_at IS NULL AND s.project_id IN mine",
-                "sprint_fts",
+                EntityKind::Sprint,
             );
         }
         if wanted(EntityKind::LlmContext) {
@@ -116,7 +111,7 @@ impl Reader<'_> {
                      llm_context_fts.rowid AS fts_rowid \
                      FROM llm_context_fts JOIN llm_context AS x ON x.rowid = llm_context_fts.rowid \
                      WHERE x.deleted_at IS NULL AND x.project_id IN mine",
-                "llm_context_fts",
+                EntityKind::LlmContext,
             );
         }
         b.push(
@@ -201,12 +196,7 @@ impl Reader<'_> {
             let mut b = QueryBuilder::<Sqlite>::new("");
             for (j, (kind, rowid)) in part.iter().enumerate() {
                 let i = chunk * PER_STATEMENT + j;
-                let fts = match kind {
-                    EntityKind::WorkItem => "work_item_fts",
-                    EntityKind::Comment => "comment_fts",
-                    EntityKind::Sprint => "sprint_fts",
-                    _ => "llm_context_fts",
-                };
+                let fts = fts_table(*kind).expect("hits are of searchable kinds");
                 if j > 0 {
                     b.push(" UNION ALL ");
                 }
@@ -229,6 +219,17 @@ impl Reader<'_> {
         Ok(snippets)
     }
 }
+/// The FTS5 table of a searchable kind (`None`: the kind is not searchable).
+fn fts_table(kind: EntityKind) -> Option<&'static str> {
+    match kind {
+        EntityKind::WorkItem => Some("work_item_fts"),
+        EntityKind::Comment => Some("comment_fts"),
+        EntityKind::Sprint => Some("sprint_fts"),
+        EntityKind::LlmContext => Some("llm_context_fts"),
+        _ => None,
+    }
+}
+
 /// Where a snippet's match starts and ends: private-use characters, which the indexed text
 /// is not expected to hold (if it does, the snippet only shows the wrong words as matched).
 const MATCH_START: char = '\u{e000}';
