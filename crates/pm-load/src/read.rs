@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::report::{histogram, record, Report};
 use crate::seed::{self, Corpus, Dataset, Rng, Shape};
 use crate::target::Target;
-use crate::write::{open_loop, pace, Commands, Tally};
+use crate::write::{open_loop, paced, Commands, Tally};
 use crate::{Error, Result};
 
 /// Options of the `read` scenario.
@@ -492,36 +492,24 @@ impl Reading {
         // Readers start spread over one interval, not all at once.
         let offset = Duration::from_secs_f64((self.rng.next_u64() % 1000) as f64 / 1000.0 / rate);
         tokio::time::sleep(offset).await;
-        let mut ticks = pace(rate, self.deadline.into_std());
-        let permits = Arc::new(tokio::sync::Semaphore::new(16));
-        let mut requests = JoinSet::new();
         let mut seen = Seen::new();
-        while let Some(at) = ticks.recv().await {
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+        let send = || {
             let kind = Kind::draw(&mut self.rng, &self.mix);
             let query = kind.query(&mut self.rng, &self.data);
             let (client, answered) = (self.client.clone(), self.answered.clone());
-            requests.spawn(async move {
+            Some(async move {
                 let result = client.query(query).await;
-                drop(permit);
                 if result.is_ok() {
                     answered.fetch_add(1, Ordering::Relaxed);
                 }
-                (kind, result, at.elapsed().as_micros() as u64)
-            });
-            while let Some(done) = requests.try_join_next() {
-                let (kind, result, us) = done.expect("query tasks do not panic");
-                seen.record(kind, result, us);
-            }
-        }
-        while let Some(done) = requests.join_next().await {
-            let (kind, result, us) = done.expect("query tasks do not panic");
-            seen.record(kind, result, us);
-        }
+                (kind, result)
+            })
+        };
+        let until = self.deadline.into_std();
+        paced(rate, until, 16, send, |(kind, result), _, us| {
+            seen.record(kind, result, us)
+        })
+        .await;
         seen
     }
 }

@@ -211,7 +211,7 @@ pub(crate) async fn closed_loop(shared: Shared, deadline: tokio::time::Instant) 
 /// woken on the next millisecond tick, late by half a millisecond on average (more on a busy
 /// machine), and the round trip, which runs from the scheduled time, would carry that delay.
 /// The thread ends at `until`, or when the receiver is dropped.
-pub(crate) fn pace(rate: f64, until: Instant) -> tokio::sync::mpsc::Receiver<Instant> {
+fn pace(rate: f64, until: Instant) -> tokio::sync::mpsc::Receiver<Instant> {
     // A slow consumer queues ticks with their scheduled time: its delay is still measured.
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -234,6 +234,48 @@ pub(crate) fn pace(rate: f64, until: Instant) -> tokio::sync::mpsc::Receiver<Ins
     rx
 }
 
+/// Sends at `rate` a second until `until` (ticks from [`pace`]), at most `in_flight` at once:
+/// waiting for a place counts, since latency runs from each tick's scheduled time. `send`
+/// makes the next request (`None`: stop); `done` takes each outcome with how late it left
+/// and its latency, both in microseconds.
+pub(crate) async fn paced<T, F>(
+    rate: f64,
+    until: Instant,
+    in_flight: usize,
+    mut send: impl FnMut() -> Option<F>,
+    mut done: impl FnMut(T, u64, u64),
+) where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut ticks = pace(rate, until);
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut requests = JoinSet::new();
+    while let Some(at) = ticks.recv().await {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let Some(request) = send() else { break };
+        let late = at.elapsed().as_micros() as u64;
+        requests.spawn(async move {
+            let outcome = request.await;
+            drop(permit);
+            (outcome, late, at.elapsed().as_micros() as u64)
+        });
+        while let Some(finished) = requests.try_join_next() {
+            let (outcome, late, us) = finished.expect("request tasks do not panic");
+            done(outcome, late, us);
+        }
+    }
+    while let Some(finished) = requests.join_next().await {
+        let (outcome, late, us) = finished.expect("request tasks do not panic");
+        done(outcome, late, us);
+    }
+}
+
+/// `shared`'s commands at `rate` a second until `deadline`, at most `in_flight` at once.
 pub(crate) async fn open_loop(
     shared: Shared,
     deadline: tokio::time::Instant,
@@ -241,40 +283,32 @@ pub(crate) async fn open_loop(
     in_flight: usize,
 ) -> Tally {
     let (client, commands, budget, acked) = shared;
-    let mut ticks = pace(rate, deadline.into_std());
-    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
-    let mut requests = JoinSet::new();
     let mut tally = Tally::new();
     let mut n = 0u64;
-    while let Some(at) = ticks.recv().await {
+    let send = || {
         if !take(&budget) {
-            break;
+            return None;
         }
-        // Waiting for a permit counts: latency runs from the scheduled time.
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         let (client, kind, acked) = (client.clone(), commands(n), acked.clone());
-        record(&mut tally.lateness, at.elapsed().as_micros() as u64);
-        requests.spawn(async move {
+        n += 1;
+        Some(async move {
             let result = client.command(kind).await;
-            drop(permit);
             if result.is_ok() {
                 acked.fetch_add(1, Ordering::Relaxed);
             }
-            (result, at.elapsed().as_micros() as u64)
-        });
-        while let Some(done) = requests.try_join_next() {
-            let (result, us) = done.expect("request tasks do not panic");
+            result
+        })
+    };
+    paced(
+        rate,
+        deadline.into_std(),
+        in_flight,
+        send,
+        |result, late, us| {
+            record(&mut tally.lateness, late);
             tally.outcome(result, us);
-        }
-        n += 1;
-    }
-    while let Some(done) = requests.join_next().await {
-        let (result, us) = done.expect("request tasks do not panic");
-        tally.outcome(result, us);
-    }
+        },
+    )
+    .await;
     tally
 }
