@@ -182,7 +182,7 @@ pub(crate) async fn subscribe(
     let mut after = from_seq;
     let mut read_log = false;
     let replaying = after < head && !replay.projects.is_empty();
-    while after < head && !replay.projects.is_empty() {
+    while replaying && after < head {
         let page = match hub.recent(after, head, PAGE as usize, |e| replay.wants(e)) {
             Some(page) => page,
             None => {
