@@ -22,28 +22,25 @@
 pub mod backup;
 mod changelog;
 mod checkpoint;
-mod commands;
 pub mod config;
+mod dialect;
 mod engine;
 mod group;
 mod health;
-mod idempotency;
 pub mod inspect;
 pub mod layout;
 pub mod lock;
 pub mod migrations;
-mod pages;
-mod pending;
-mod people;
-mod queries;
 mod queue;
-mod read_model;
-mod records;
 mod rollout;
 mod search;
 pub mod tenant;
 pub mod transfer;
 pub mod writer;
+
+#[path = "sql/mod.rs"]
+mod sql;
+use sql::{commands, idempotency, pages, pending, people, queries, records};
 
 pub use config::{SqliteConfig, WriterConfig, WAL_SIZE_LIMIT};
 pub use engine::SqliteEngine;

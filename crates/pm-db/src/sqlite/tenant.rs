@@ -1,6 +1,5 @@
 //! One open SQLite tenant: its writer, its read pool, its checkpointer and its event feed.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,9 @@ use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
 use super::writer::{self, Storage};
-use crate::engine::{SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
+use crate::engine::{
+    fingerprint, KnownUsers, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile,
+};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
 use crate::registry::Resident;
@@ -56,21 +57,6 @@ pub struct SqliteTenant {
     /// Bounded: forgotten when full (a forgotten profile costs one no-op write).
     /// Loaded from the database on first use.
     known_users: tokio::sync::Mutex<Option<KnownUsers>>,
-}
-
-/// Fingerprints of the stored profiles: 8 bytes each rather than their text, since every
-/// user who connects has one (measured: 0.2 KiB more per idle connection with the text, at
-/// one user per connection). Two profiles sharing a fingerprint (odds about 2^-64 per pair)
-/// would only leave a name change unrecorded until the cache starts over.
-pub(crate) type KnownUsers = HashSet<u64>;
-
-/// A profile's fingerprint for [`KnownUsers`]: SipHash with fixed keys, the same in every
-/// process.
-pub(crate) fn fingerprint(id: &str, name: &str, email: Option<&str>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    (id, name, email).hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Profiles [`SqliteTenant::known_users`] keeps before it starts over.

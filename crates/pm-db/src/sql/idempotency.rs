@@ -6,8 +6,9 @@
 
 use pm_proto::v1;
 use prost::Message;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
+use super::dialect::{self, Conn};
 use super::records::Q;
 
 use crate::error::{Error, Result};
@@ -38,7 +39,7 @@ pub(crate) fn command_hash(command: &v1::Command) -> i64 {
 
 /// The stored answer for (user, key) if it is younger than 24 hours.
 pub(crate) async fn lookup(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     user_id: &str,
     key: &str,
     now: i64,
@@ -47,7 +48,7 @@ pub(crate) async fn lookup(
         r#"
         SELECT command_hash, result
         FROM idempotency
-        WHERE user_id = ?1 AND key = ?2 AND created_at > ?3
+        WHERE user_id = $1 AND key = $2 AND created_at > $3
         "#,
     )
     .bind(user_id)
@@ -69,8 +70,13 @@ pub(crate) const ROWS_PER_INSERT: usize = 5_000;
 /// Stores answers, replacing expired ones under the same key; bind with [`bind`].
 pub(crate) fn store_sql(rows: usize) -> String {
     format!(
-        "INSERT OR REPLACE INTO idempotency (user_id, key, created_at, command_hash, result) VALUES {}",
-        vec!["(?, ?, ?, ?, ?)"; rows].join(", ")
+        "INSERT INTO idempotency (user_id, key, created_at, command_hash, result) VALUES {} \
+         ON CONFLICT (user_id, key) DO UPDATE SET created_at = excluded.created_at, \
+         command_hash = excluded.command_hash, result = excluded.result",
+        (0..rows)
+            .map(|row| format!("({})", dialect::placeholders(row * 5, 5)))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -85,8 +91,8 @@ pub(crate) fn bind<'q>(query: Q<'q>, e: &'q Entry) -> Q<'q> {
 }
 
 /// Deletes answers older than 24 hours; returns how many.
-pub(crate) async fn prune(conn: &mut SqliteConnection, now: i64) -> sqlx::Result<u64> {
-    let done = sqlx::query("DELETE FROM idempotency WHERE created_at <= ?1")
+pub(crate) async fn prune(conn: &mut Conn, now: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM idempotency WHERE created_at <= $1")
         .bind(now - RETENTION_MS)
         .execute(&mut *conn)
         .await?;

@@ -1,15 +1,15 @@
-//! Entity rows in and out of SQLite, driven by each entity's column list
+//! Entity rows in and out of the database, driven by each entity's column list
 //! ([`crate::entity::Columns`]): its INSERT, its version-checked UPDATE, its SELECT and its
 //! row mapping.
 
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite, SqliteConnection, SqliteExecutor};
+use sqlx::Row;
 
+use super::dialect::{self, Args, Conn, Db, DbRow};
 use crate::entity::{Entity, Shape, Stored, Value};
 use crate::error::Result;
 
 /// A query with its arguments bound so far.
-pub(crate) type Q<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+pub(crate) type Q<'q> = sqlx::query::Query<'q, Db, Args<'q>>;
 
 /// Binds every column of `record`, in column order.
 pub(crate) fn bind<'q, E: Entity>(query: Q<'q>, record: &'q E) -> Q<'q> {
@@ -22,7 +22,7 @@ pub(crate) fn bind<'q, E: Entity>(query: Q<'q>, record: &'q E) -> Q<'q> {
 }
 
 /// Reads a row selected with every column of `E`.
-pub(crate) fn from_row<E: Entity>(row: &SqliteRow) -> Result<E> {
+pub(crate) fn from_row<E: Entity>(row: &DbRow) -> Result<E> {
     E::from_values(|column, shape| {
         Ok(match shape {
             Shape::Text => Stored::Text(row.try_get(column)?),
@@ -47,8 +47,8 @@ fn key<E: Entity>() -> &'static str {
     E::COLUMNS[0].name
 }
 
-/// `INSERT INTO t (c1, ...) VALUES (?, ...)`.
-pub(crate) async fn insert<E: Entity>(conn: &mut SqliteConnection, record: &E) -> sqlx::Result<()> {
+/// `INSERT INTO t (c1, ...) VALUES (...)`.
+pub(crate) async fn insert<E: Entity>(conn: &mut Conn, record: &E) -> sqlx::Result<()> {
     let sql = insert_many_sql::<E>(1);
     bind(sqlx::query(&sql), record).execute(&mut *conn).await?;
     Ok(())
@@ -59,22 +59,22 @@ pub(crate) fn rows_per_insert<E: Entity>() -> usize {
     (30_000 / E::COLUMNS.len()).min(1_000)
 }
 
-/// `INSERT INTO t (c1, ...) VALUES (?, ...), ...` for `rows` rows.
+/// `INSERT INTO t (c1, ...) VALUES (...), ...` for `rows` rows.
 pub(crate) fn insert_many_sql<E: Entity>(rows: usize) -> String {
-    let row = format!("({})", placeholders(E::COLUMNS.len()));
+    let width = E::COLUMNS.len();
+    let values = (0..rows)
+        .map(|row| format!("({})", dialect::placeholders(row * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "INSERT INTO {} ({}) VALUES {}",
+        "INSERT INTO {} ({}) VALUES {values}",
         E::TABLE,
         column_list::<E>(),
-        vec![row.as_str(); rows].join(", ")
     )
 }
 
 /// Inserts many rows of one kind with one statement per `rows_per_insert` rows.
-pub(crate) async fn insert_many<E: Entity>(
-    conn: &mut SqliteConnection,
-    records: &[E],
-) -> sqlx::Result<()> {
+pub(crate) async fn insert_many<E: Entity>(conn: &mut Conn, records: &[E]) -> sqlx::Result<()> {
     for chunk in records.chunks(rows_per_insert::<E>()) {
         let sql = insert_many_sql::<E>(chunk.len());
         let query = chunk.iter().fold(sqlx::query(&sql), bind);
@@ -85,16 +85,19 @@ pub(crate) async fn insert_many<E: Entity>(
 
 /// Writes every column of `record` if the stored version is `expected`; false if not.
 pub(crate) async fn update<E: Entity>(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     record: &E,
     expected: u64,
 ) -> sqlx::Result<bool> {
+    let width = E::COLUMNS.len();
     let sql = format!(
-        "UPDATE {table} SET ({cols}) = ({values}) WHERE {key} = ? AND version = ?",
+        "UPDATE {table} SET ({cols}) = ({values}) WHERE {key} = {id} AND version = {version}",
         table = E::TABLE,
         cols = column_list::<E>(),
-        values = placeholders(E::COLUMNS.len()),
+        values = dialect::placeholders(0, width),
         key = key::<E>(),
+        id = dialect::placeholders(width, 1),
+        version = dialect::placeholders(width + 1, 1),
     );
     let done = bind(sqlx::query(&sql), record)
         .bind(record.entity_id())
@@ -105,17 +108,14 @@ pub(crate) async fn update<E: Entity>(
 }
 
 /// Finds a row by its key column, deleted or not.
-pub(crate) async fn find<'c, E: Entity>(
-    executor: impl SqliteExecutor<'c>,
-    id: &str,
-) -> Result<Option<E>> {
+pub(crate) async fn find<E: Entity>(conn: &mut Conn, id: &str) -> Result<Option<E>> {
     let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ?1",
+        "SELECT {} FROM {} WHERE {} = $1",
         column_list::<E>(),
         E::TABLE,
         key::<E>()
     );
-    let row = sqlx::query(&sql).bind(id).fetch_optional(executor).await?;
+    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -126,10 +126,4 @@ pub(crate) fn select_columns<E: Entity>(alias: &str) -> String {
         .map(|c| format!("{alias}.{}", c.name))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `?, ?, ...`: anonymous parameters. Numbered ones (`?7`) make SQLite look each one up by
-/// name in a list, which turns binding a multi-row insert quadratic.
-fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
 }

@@ -4,11 +4,11 @@ use pm_core::kinds::{ChangeAction, Role, WipPolicy};
 use pm_core::{rules, EntityId};
 use pm_proto::{convert, v1};
 
+use super::super::records;
 use super::context::{on_unique, parse_id, Applied, Cx};
 use crate::access::{check_version, check_writable, require};
 use crate::error::{Error, Result};
 use crate::events::Change;
-use crate::sqlite::records;
 
 fn one_active_sprint() -> Error {
     Error::FailedPrecondition("the project already has an active sprint".into())

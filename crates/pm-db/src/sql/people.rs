@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use pm_core::rules::page;
 use pm_proto::v1;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{Conn, Db, Pool};
 use super::pages::{bad_token, decode_token, encode_token, Key};
 use super::queries::Reader;
 use crate::error::Result;
@@ -15,16 +16,15 @@ use v1::query_result::Result as R;
 
 /// The display names of `ids` that have a profile (see `Tenant::remember_user`), in one
 /// statement.
-pub(super) async fn names<'i>(
-    conn: &mut SqliteConnection,
+pub(crate) async fn names<'i>(
+    conn: &mut Conn,
     ids: impl Iterator<Item = &'i str>,
 ) -> Result<HashMap<String, String>> {
     let ids: BTreeSet<&str> = ids.filter(|id| !id.is_empty()).collect();
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut b =
-        QueryBuilder::<Sqlite>::new("SELECT id, name FROM users WHERE name <> '' AND id IN (");
+    let mut b = QueryBuilder::<Db>::new("SELECT id, name FROM users WHERE name <> '' AND id IN (");
     let mut list = b.separated(", ");
     for id in ids {
         list.push_bind(id.to_owned());
@@ -37,10 +37,7 @@ pub(super) async fn names<'i>(
 }
 
 /// Fills in `assignee_name` of `items`.
-pub(super) async fn assignee_names(
-    conn: &mut SqliteConnection,
-    items: &mut [v1::WorkItem],
-) -> Result<()> {
+pub(crate) async fn assignee_names(conn: &mut Conn, items: &mut [v1::WorkItem]) -> Result<()> {
     let names = names(conn, items.iter().filter_map(|w| w.assignee_id.as_deref())).await?;
     for item in items {
         if let Some(name) = item.assignee_id.as_ref().and_then(|a| names.get(a)) {
@@ -51,10 +48,7 @@ pub(super) async fn assignee_names(
 }
 
 /// The fingerprints of up to `limit` stored profiles.
-pub(crate) async fn known_users(
-    pool: &SqlitePool,
-    limit: usize,
-) -> Result<super::tenant::KnownUsers> {
+pub(crate) async fn known_users(pool: &Pool, limit: usize) -> Result<crate::engine::KnownUsers> {
     let mut conn = pool.acquire().await?;
     let rows = sqlx::query("SELECT id, name, email FROM users LIMIT ?")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -65,14 +59,14 @@ pub(crate) async fn known_users(
             let id: String = row.try_get("id")?;
             let name: String = row.try_get("name")?;
             let email: Option<String> = row.try_get("email")?;
-            Ok(super::tenant::fingerprint(&id, &name, email.as_deref()))
+            Ok(crate::engine::fingerprint(&id, &name, email.as_deref()))
         })
         .collect()
 }
 
 impl Reader<'_> {
     /// The people who share a live project with the caller, by id, with their profiles.
-    pub(super) async fn list_users(&mut self, q: v1::ListUsers) -> Result<R> {
+    pub(crate) async fn list_users(&mut self, q: v1::ListUsers) -> Result<R> {
         let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
         let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 1)?
             .as_deref()
@@ -81,7 +75,7 @@ impl Reader<'_> {
             Some([Key::Text(id)]) => Some(id.clone()),
             Some(_) => return Err(bad_token()),
         };
-        let mut b = QueryBuilder::<Sqlite>::new(
+        let mut b = QueryBuilder::<Db>::new(
             "SELECT m.user_id AS id, u.name, u.email, u.first_seen_at, u.updated_at \
              FROM (SELECT DISTINCT o.user_id FROM project_members AS o \
                    JOIN project_members AS mine ON mine.project_id = o.project_id \

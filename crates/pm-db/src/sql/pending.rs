@@ -3,8 +3,8 @@
 //! to it (see `commands::Cx::deferred`).
 
 use pm_proto::v1;
-use sqlx::SqliteConnection;
 
+use super::dialect::{self, Conn};
 use super::records;
 use crate::error::Result;
 
@@ -19,16 +19,16 @@ pub(crate) struct Pending {
 impl Pending {
     /// Opens the group's transaction if it is not open yet. Reads before it are safe: the
     /// writer is the only one changing the database.
-    pub(crate) async fn begin(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+    pub(crate) async fn begin(&mut self, conn: &mut Conn) -> Result<()> {
         if !self.begun {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query(dialect::BEGIN).execute(&mut *conn).await?;
             self.begun = true;
         }
         Ok(())
     }
 
     /// Inserts the deferred work items now, so that what follows can read them.
-    pub(crate) async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+    pub(crate) async fn flush(&mut self, conn: &mut Conn) -> Result<()> {
         if !self.items.is_empty() {
             self.begin(conn).await?;
             records::insert_many(conn, &self.items).await?;

@@ -5,11 +5,11 @@ use pm_core::EntityId;
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
+use super::super::records;
 use super::context::{on_unique, parse_id, restore, Applied, Cx};
 use crate::access::{self, check_version, check_writable, require};
 use crate::error::{Error, Result};
 use crate::events::Change;
-use crate::sqlite::records;
 
 /// The project of a live work item the actor may change content of.
 async fn item_project(
@@ -18,7 +18,7 @@ async fn item_project(
     work_item_id: &str,
 ) -> Result<(String, String)> {
     let id = parse_id(field, work_item_id)?;
-    let row = sqlx::query("SELECT project_id, deleted_at FROM work_items WHERE id = ?1")
+    let row = sqlx::query("SELECT project_id, deleted_at FROM work_items WHERE id = $1")
         .bind(&id)
         .fetch_optional(&mut *cx.conn)
         .await?;
@@ -124,7 +124,7 @@ pub(super) async fn start_timer(cx: &mut Cx<'_>, c: &v1::StartTimer) -> Result<A
 
 pub(super) async fn stop_timer(cx: &mut Cx<'_>) -> Result<Applied> {
     let sql = format!(
-        "SELECT {} FROM time_entries AS t WHERE user_id = ?1 AND ended_at IS NULL AND deleted_at IS NULL",
+        "SELECT {} FROM time_entries AS t WHERE user_id = $1 AND ended_at IS NULL AND deleted_at IS NULL",
         records::select_columns::<v1::TimeEntry>("t")
     );
     let row = sqlx::query(&sql)
@@ -150,14 +150,14 @@ async fn check_no_cycle(cx: &mut Cx<'_>, blocking: &str, blocked: &str) -> Resul
     let cycle: bool = sqlx::query_scalar(
         r#"
         WITH RECURSIVE reachable (id) AS (
-            SELECT ?1
+            SELECT $1
             UNION
             SELECT d.blocked_item_id
             FROM dependencies AS d
             JOIN reachable AS r ON d.blocking_item_id = r.id
             WHERE d.dependency_type = 'blocks' AND d.deleted_at IS NULL
         )
-        SELECT EXISTS (SELECT 1 FROM reachable WHERE id = ?2)
+        SELECT EXISTS (SELECT 1 FROM reachable WHERE id = $2)
         "#,
     )
     .bind(blocked)

@@ -17,8 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pm_core::kinds::WorkItemStatus;
 use pm_core::{rules, UserId};
 use pm_proto::v1;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{self, Conn, Db};
 use super::queries::{optional_id, Reader};
 use super::records;
 use crate::access::not_found;
@@ -33,14 +34,23 @@ const MAX_ROWS: usize = 1_000;
 /// Hierarchies are three levels deep; a deeper walk can only be damaged data.
 const MAX_DEPTH: i64 = 64;
 
-/// The work items among `ids` (a JSON array) with an open blocker: a live `blocks` link from
+/// The work items among `ids` (bound with [`dialect::id_list`]) with an open blocker: a live `blocks` link from
 /// a live item that is not closed (the list of closed statuses, `WorkItemStatus::is_closed`,
 /// is spelled out; a test holds it to the domain's).
-const BLOCKED: &str = r#"
+fn blocked_sql() -> String {
+    format!(
+        "{BLOCKED_HEAD}{}{BLOCKED_TAIL}",
+        dialect::in_id_list("d.blocked_item_id", 1)
+    )
+}
+
+const BLOCKED_HEAD: &str = r#"
     SELECT DISTINCT d.blocked_item_id
     FROM dependencies AS d
     JOIN work_items AS blocker ON blocker.id = d.blocking_item_id
-    WHERE d.blocked_item_id IN (SELECT value FROM json_each(?1))
+    WHERE "#;
+
+const BLOCKED_TAIL: &str = r#"
       AND d.dependency_type = 'blocks'
       AND d.deleted_at IS NULL
       AND blocker.deleted_at IS NULL
@@ -51,7 +61,7 @@ const BLOCKED: &str = r#"
 const STATUS_COUNTS: &str = r#"
     SELECT status, COUNT(*) AS items, COALESCE(SUM(story_points), 0) AS points
     FROM work_items
-    WHERE project_id = ?1 AND deleted_at IS NULL
+    WHERE project_id = $1 AND deleted_at IS NULL
     GROUP BY status
 "#;
 
@@ -59,22 +69,18 @@ const STATUS_COUNTS: &str = r#"
 const SPRINT_STATUS_COUNTS: &str = r#"
     SELECT status, COUNT(*) AS items, COALESCE(SUM(story_points), 0) AS points
     FROM work_items
-    WHERE project_id = ?1 AND sprint_id = ?2 AND deleted_at IS NULL
+    WHERE project_id = $1 AND sprint_id = $2 AND deleted_at IS NULL
     GROUP BY status
 "#;
 
 /// Sets `blocked` on each of `items`, in one statement.
-pub(super) async fn fill_blocked(
-    conn: &mut SqliteConnection,
-    items: &mut [v1::WorkItem],
-) -> Result<()> {
+pub(crate) async fn fill_blocked(conn: &mut Conn, items: &mut [v1::WorkItem]) -> Result<()> {
     if items.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = items.iter().map(|item| item.id.as_str()).collect();
-    let ids = serde_json::to_string(&ids).expect("a list of strings is JSON");
-    let blocked: Vec<String> = sqlx::query_scalar(BLOCKED)
-        .bind(ids)
+    let blocked: Vec<String> = sqlx::query_scalar(&blocked_sql())
+        .bind(dialect::id_list(&ids))
         .fetch_all(&mut *conn)
         .await?;
     let blocked: HashSet<String> = blocked.into_iter().collect();
@@ -93,7 +99,7 @@ fn count(value: i64) -> u32 {
 type Counts = HashMap<String, (u32, u32)>;
 
 async fn status_counts(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     project_id: &str,
     sprint_id: Option<&str>,
 ) -> Result<Counts> {
@@ -138,7 +144,7 @@ fn now_ms() -> i64 {
 }
 
 impl Reader<'_> {
-    pub(super) async fn board_summary(&mut self, q: v1::GetBoardSummary) -> Result<R> {
+    pub(crate) async fn board_summary(&mut self, q: v1::GetBoardSummary) -> Result<R> {
         let (project_id, _) = self.project("project_id", &q.project_id).await?;
         let sprint_id = optional_id("sprint_id", q.sprint_id.as_deref())?;
 
@@ -147,7 +153,7 @@ impl Reader<'_> {
             r#"
             SELECT {}
             FROM swim_lanes AS t
-            WHERE t.project_id = ?1 AND t.deleted_at IS NULL
+            WHERE t.project_id = $1 AND t.deleted_at IS NULL
             ORDER BY t.position, t.id
             "#,
             records::select_columns::<v1::SwimLane>("t")
@@ -187,7 +193,7 @@ impl Reader<'_> {
                 r#"
                 SELECT {}
                 FROM sprints AS t
-                WHERE t.project_id = ?1 AND t.status = 'active' AND t.deleted_at IS NULL
+                WHERE t.project_id = $1 AND t.status = 'active' AND t.deleted_at IS NULL
                 "#,
                 records::select_columns::<v1::Sprint>("t")
             ))
@@ -233,18 +239,18 @@ impl Reader<'_> {
         }))
     }
 
-    pub(super) async fn hierarchy(&mut self, q: v1::GetWorkItemHierarchy) -> Result<R> {
+    pub(crate) async fn hierarchy(&mut self, q: v1::GetWorkItemHierarchy) -> Result<R> {
         let (item, key) = self.get::<v1::WorkItem>("id", &q.id).await?;
         let columns = records::select_columns::<v1::WorkItem>("t");
         let ancestors = sqlx::query(&format!(
             r#"
             WITH RECURSIVE ancestors (id, depth) AS (
-                SELECT parent_id, 1 FROM work_items WHERE id = ?1 AND parent_id IS NOT NULL
+                SELECT parent_id, 1 FROM work_items WHERE id = $1 AND parent_id IS NOT NULL
                 UNION ALL
                 SELECT w.parent_id, a.depth + 1
                 FROM work_items AS w
                 JOIN ancestors AS a ON w.id = a.id
-                WHERE w.parent_id IS NOT NULL AND a.depth < ?2
+                WHERE w.parent_id IS NOT NULL AND a.depth < $2
             )
             SELECT {columns}
             FROM ancestors AS a
@@ -261,18 +267,18 @@ impl Reader<'_> {
             WITH RECURSIVE subtree (id, depth) AS (
                 SELECT id, 1
                 FROM work_items
-                WHERE parent_id = ?1 AND (?2 OR deleted_at IS NULL)
+                WHERE parent_id = $1 AND ($2 OR deleted_at IS NULL)
                 UNION ALL
                 SELECT w.id, s.depth + 1
                 FROM work_items AS w
                 JOIN subtree AS s ON w.parent_id = s.id
-                WHERE s.depth < ?3 AND (?2 OR w.deleted_at IS NULL)
+                WHERE s.depth < $3 AND ($2 OR w.deleted_at IS NULL)
             )
             SELECT {columns}
             FROM subtree AS s
             JOIN work_items AS t ON t.id = s.id
             ORDER BY s.depth, t.rank, t.id
-            LIMIT ?4
+            LIMIT $4
             "#
         ))
         .bind(&item.id)
@@ -309,14 +315,14 @@ impl Reader<'_> {
         ))
     }
 
-    pub(super) async fn running_timer(&mut self) -> Result<R> {
+    pub(crate) async fn running_timer(&mut self) -> Result<R> {
         let row = sqlx::query(&format!(
             r#"
             SELECT {}, p.key AS project_key
             FROM time_entries AS t
             JOIN projects AS p ON p.id = t.project_id
             JOIN project_members AS m ON m.project_id = t.project_id AND m.user_id = t.user_id
-            WHERE t.user_id = ?1
+            WHERE t.user_id = $1
               AND t.ended_at IS NULL
               AND t.deleted_at IS NULL
               AND p.deleted_at IS NULL
@@ -348,7 +354,7 @@ impl Reader<'_> {
         }))
     }
 
-    pub(super) async fn time_totals(&mut self, q: v1::GetTimeTotals) -> Result<R> {
+    pub(crate) async fn time_totals(&mut self, q: v1::GetTimeTotals) -> Result<R> {
         let group = v1::TimeGrouping::try_from(q.group_by)
             .map_err(|_| Error::invalid("group_by", format!("unknown value {}", q.group_by)))?;
         let work_item = optional_id("work_item_id", q.work_item_id.as_deref())?;
@@ -382,7 +388,7 @@ impl Reader<'_> {
 
         // Each entry counts its part within [start, end); a running timer ends now. Sums are
         // TOTAL (floating point, exact to 2^53 ms) so that no amount of entries overflows.
-        let mut b = QueryBuilder::<Sqlite>::new(format!(
+        let mut b = QueryBuilder::<Db>::new(format!(
             r#"
             SELECT group_key, group_label,
                    TOTAL(duration) AS duration, COUNT(*) AS entries,
@@ -488,6 +494,6 @@ mod tests {
             .map(|s| format!("'{s}'"))
             .collect();
         let list = format!("NOT IN ({})", closed.join(", "));
-        assert!(BLOCKED.contains(&list), "{list}");
+        assert!(blocked_sql().contains(&list), "{list}");
     }
 }

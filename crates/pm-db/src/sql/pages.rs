@@ -4,15 +4,16 @@
 
 use pm_core::rules::page;
 use pm_proto::v1;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{Conn, Db};
 use super::records;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 
 /// A sort key value in a page token.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Key {
+pub(crate) enum Key {
     /// An integer key.
     Int(i64),
     /// A text key.
@@ -23,7 +24,7 @@ const SEPARATOR: char = '\u{1f}';
 
 /// Page tokens are the sort keys of the last row, typed and hex-encoded: opaque to clients,
 /// stable across inserts (keyset pagination never skips or repeats a row).
-pub(super) fn encode_token(keys: &[Key]) -> String {
+pub(crate) fn encode_token(keys: &[Key]) -> String {
     let plain = keys
         .iter()
         .map(|k| match k {
@@ -35,11 +36,11 @@ pub(super) fn encode_token(keys: &[Key]) -> String {
     plain.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(super) fn bad_token() -> Error {
+pub(crate) fn bad_token() -> Error {
     Error::invalid("page.page_token", "is not a token from this list")
 }
 
-pub(super) fn decode_token(token: &str, expected: usize) -> Result<Option<Vec<Key>>> {
+pub(crate) fn decode_token(token: &str, expected: usize) -> Result<Option<Vec<Key>>> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -69,11 +70,11 @@ pub(super) fn decode_token(token: &str, expected: usize) -> Result<Option<Vec<Ke
 }
 
 /// One keyset page of `T`, ordered by the `order` expressions (ascending, unique together).
-pub(super) async fn list<T: Entity>(
-    conn: &mut SqliteConnection,
+pub(crate) async fn list<T: Entity>(
+    conn: &mut Conn,
     order: &[&str],
     page: Option<&v1::PageRequest>,
-    filters: impl FnOnce(&mut QueryBuilder<'_, Sqlite>),
+    filters: impl FnOnce(&mut QueryBuilder<'_, Db>),
 ) -> Result<(Vec<T>, String)> {
     let size = page::size(page.map_or(0, |p| p.page_size))?;
     let cursor = decode_token(page.map_or("", |p| p.page_token.as_str()), order.len())?;
@@ -82,7 +83,7 @@ pub(super) async fn list<T: Entity>(
         .enumerate()
         .map(|(i, expr)| format!(", {expr} AS _k{i}"))
         .collect();
-    let mut b = QueryBuilder::<Sqlite>::new(format!(
+    let mut b = QueryBuilder::<Db>::new(format!(
         "SELECT {}{keys} FROM {} AS t WHERE 1 = 1",
         records::select_columns::<T>("t"),
         T::TABLE

@@ -4,12 +4,12 @@ use pm_core::kinds::{ChangeAction, Role};
 use pm_core::{EntityId, UserId};
 use pm_proto::{convert, v1};
 
+use super::super::records;
 use super::context::{on_unique, parse_id, Applied, Cx};
 use crate::access::{check_version, conflict, require, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::events::Change;
-use crate::sqlite::records;
 
 /// Creates a project; the creator becomes its admin.
 pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateProject) -> Result<Applied> {
@@ -131,7 +131,7 @@ async fn find_member(
     user_id: &str,
 ) -> Result<Option<v1::ProjectMember>> {
     let sql = format!(
-        "SELECT {} FROM project_members AS m WHERE project_id = ?1 AND user_id = ?2",
+        "SELECT {} FROM project_members AS m WHERE project_id = $1 AND user_id = $2",
         records::select_columns::<v1::ProjectMember>("m")
     );
     let row = sqlx::query(&sql)
@@ -164,7 +164,7 @@ async fn keep_an_admin(cx: &mut Cx<'_>, member: &v1::ProjectMember) -> Result<()
         return Ok(());
     }
     let admins: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM project_members WHERE project_id = ?1 AND role = 'admin'",
+        "SELECT COUNT(*) FROM project_members WHERE project_id = $1 AND role = 'admin'",
     )
     .bind(&member.project_id)
     .fetch_one(&mut *cx.conn)
@@ -220,8 +220,8 @@ pub(super) async fn update_member(cx: &mut Cx<'_>, c: &v1::UpdateMember) -> Resu
     after.validate()?;
     let done = sqlx::query(
         r#"
-        UPDATE project_members SET role = ?1, version = ?2, updated_at = ?3, updated_by = ?4
-        WHERE project_id = ?5 AND user_id = ?6 AND version = ?7
+        UPDATE project_members SET role = $1, version = $2, updated_at = $3, updated_by = $4
+        WHERE project_id = $5 AND user_id = $6 AND version = $7
         "#,
     )
     .bind(role.as_str())
@@ -247,7 +247,7 @@ pub(super) async fn remove_member(cx: &mut Cx<'_>, c: &v1::RemoveMember) -> Resu
     let member = load_member(cx, &project_id, &user, c.expected_version).await?;
     keep_an_admin(cx, &member).await?;
     let done = sqlx::query(
-        "DELETE FROM project_members WHERE project_id = ?1 AND user_id = ?2 AND version = ?3",
+        "DELETE FROM project_members WHERE project_id = $1 AND user_id = $2 AND version = $3",
     )
     .bind(&project_id)
     .bind(user.as_str())

@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use pm_core::kinds::{ChangeAction, Role};
 use pm_core::{EntityId, UserId};
 use pm_proto::v1;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
+use super::super::dialect::Conn;
+use super::super::pending::Pending;
+use super::super::records;
 use crate::access::{self, check_version, check_writable, conflict, Permit, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::events::Change;
-use crate::sqlite::pending::Pending;
-use crate::sqlite::records;
 
 /// What a successful command produced.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ impl Cache {
 /// Everything a handler needs: the writer's connection inside its transaction, the cache,
 /// the actor and the time of the command.
 pub(crate) struct Cx<'a> {
-    pub(crate) conn: &'a mut SqliteConnection,
+    pub(crate) conn: &'a mut Conn,
     pub(crate) cache: &'a mut Cache,
     pub(crate) actor: &'a UserId,
     pub(crate) now: i64,
@@ -118,7 +119,7 @@ impl Cx<'_> {
         if let Some(info) = self.cache.projects.get(project_id) {
             return Ok(info.clone());
         }
-        let row = sqlx::query("SELECT key, status, deleted_at FROM projects WHERE id = ?1")
+        let row = sqlx::query("SELECT key, status, deleted_at FROM projects WHERE id = $1")
             .bind(project_id)
             .fetch_optional(&mut *self.conn)
             .await?;
@@ -143,7 +144,7 @@ impl Cx<'_> {
             return Ok(*role);
         }
         let role: Option<String> = sqlx::query_scalar(
-            "SELECT role FROM project_members WHERE project_id = ?1 AND user_id = ?2",
+            "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2",
         )
         .bind(project_id)
         .bind(self.actor.as_str())

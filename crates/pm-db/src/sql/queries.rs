@@ -8,8 +8,9 @@ use pm_core::rules::page;
 use pm_core::{text, EntityId, UserId};
 use pm_proto::{convert, v1};
 use prost::Message;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row};
 
+use super::dialect::{Conn, Db, Pool};
 use super::pages::{bad_token, decode_token, encode_token, list, Key};
 use super::people::{assignee_names, names};
 use super::search::fts_query;
@@ -22,11 +23,7 @@ use v1::query::Kind as Q;
 use v1::query_result::Result as R;
 
 /// Runs `query` as `actor`.
-pub(crate) async fn run(
-    pool: &SqlitePool,
-    actor: &UserId,
-    query: v1::Query,
-) -> Result<v1::QueryResult> {
+pub(crate) async fn run(pool: &Pool, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
     let kind = query
         .kind
         .ok_or_else(|| Error::invalid("kind", "the query names no operation"))?;
@@ -253,7 +250,7 @@ pub(crate) async fn run(
 /// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
 /// thread instead of four (BEGIN, head, members, ROLLBACK).
 pub(crate) async fn subscription_snapshot(
-    pool: &SqlitePool,
+    pool: &Pool,
     user: &UserId,
 ) -> Result<SubscriptionSnapshot> {
     // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
@@ -297,19 +294,19 @@ pub(crate) async fn subscription_snapshot(
 }
 
 /// One query's read transaction, as `actor`, and the change number it reads as of.
-pub(super) struct Reader<'a> {
-    pub(super) conn: &'a mut SqliteConnection,
-    pub(super) actor: &'a UserId,
-    pub(super) as_of_seq: u64,
+pub(crate) struct Reader<'a> {
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) actor: &'a UserId,
+    pub(crate) as_of_seq: u64,
 }
 
-pub(super) fn live_only(b: &mut QueryBuilder<'_, Sqlite>, include_deleted: bool) {
+pub(crate) fn live_only(b: &mut QueryBuilder<'_, Db>, include_deleted: bool) {
     if !include_deleted {
         b.push(" AND t.deleted_at IS NULL");
     }
 }
 
-pub(super) fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
+pub(crate) fn optional_id(field: &str, raw: Option<&str>) -> Result<Option<String>> {
     Ok(raw
         .map(|id| EntityId::parse(field, id))
         .transpose()?
@@ -324,7 +321,7 @@ impl Reader<'_> {
             SELECT m.role, p.key
             FROM project_members AS m
             JOIN projects AS p ON p.id = m.project_id
-            WHERE m.project_id = ?1 AND m.user_id = ?2 AND p.deleted_at IS NULL
+            WHERE m.project_id = $1 AND m.user_id = $2 AND p.deleted_at IS NULL
             "#,
         )
         .bind(project_id)
@@ -341,7 +338,7 @@ impl Reader<'_> {
     }
 
     /// A project id from the request that the caller is a member of: (id, key).
-    pub(super) async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
+    pub(crate) async fn project(&mut self, field: &str, raw: &str) -> Result<(String, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let (_, key) = self
             .membership(&id)
@@ -351,7 +348,7 @@ impl Reader<'_> {
     }
 
     /// An entity by id, deleted or not, if the caller may see its project.
-    pub(super) async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
+    pub(crate) async fn get<T: Entity>(&mut self, field: &str, raw: &str) -> Result<(T, String)> {
         let id = EntityId::parse(field, raw)?.to_text();
         let not_found = || Error::NotFound(format!("{} not found", T::NAME));
         let record: T = records::find(&mut *self.conn, &id)
@@ -372,7 +369,7 @@ impl Reader<'_> {
                 let id: Option<String> = sqlx::query_scalar(
                     r#"
                     SELECT w.id FROM work_items AS w JOIN projects AS p ON p.id = w.project_id
-                    WHERE p.key = ?1 AND w.number = ?2
+                    WHERE p.key = $1 AND w.number = $2
                     "#,
                 )
                 .bind(key)
@@ -509,7 +506,7 @@ impl Reader<'_> {
             Some([Key::Int(seq)]) => Some(*seq),
             Some(_) => return Err(bad_token()),
         };
-        let mut b = QueryBuilder::<Sqlite>::new("SELECT seq, event FROM change_log WHERE ");
+        let mut b = QueryBuilder::<Db>::new("SELECT seq, event FROM change_log WHERE ");
         if q.project_id.is_empty() {
             b.push(
                 "project_id IN (SELECT m.project_id FROM project_members AS m \

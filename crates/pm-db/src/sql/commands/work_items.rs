@@ -5,12 +5,12 @@ use pm_core::{rank, rules, EntityId, UserId};
 use pm_proto::{convert, v1};
 use sqlx::Row;
 
+use super::super::records;
 use super::context::{self, parse_id, Applied, Cx, EnforcedLane};
 use crate::access::{check_version, check_writable, editor, require, ProjectInfo};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::events::Change;
-use crate::sqlite::records;
 
 pub(super) async fn create(cx: &mut Cx<'_>, c: &v1::CreateWorkItem) -> Result<Applied> {
     let project_id = parse_id("project_id", &c.project_id)?;
@@ -97,7 +97,7 @@ async fn next_number(cx: &mut Cx<'_>, project_id: &str) -> Result<u64> {
         return Ok(*next);
     }
     let next: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(number), 0) + 1 FROM work_items WHERE project_id = ?1",
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM work_items WHERE project_id = $1",
     )
     .bind(project_id)
     .fetch_one(&mut *cx.conn)
@@ -117,7 +117,7 @@ async fn check_parent(
     let row = sqlx::query(
         r#"
         WITH RECURSIVE ancestors (id, depth) AS (
-            SELECT ?1, 0
+            SELECT $1, 0
             UNION ALL
             SELECT w.parent_id, a.depth + 1
             FROM work_items AS w
@@ -125,9 +125,9 @@ async fn check_parent(
             WHERE w.parent_id IS NOT NULL AND a.depth < 64
         )
         SELECT p.project_id, p.item_type, p.deleted_at,
-               EXISTS (SELECT 1 FROM ancestors WHERE id = ?2) AS makes_cycle
+               EXISTS (SELECT 1 FROM ancestors WHERE id = $2) AS makes_cycle
         FROM work_items AS p
-        WHERE p.id = ?1
+        WHERE p.id = $1
         "#,
     )
     .bind(parent_id)
@@ -156,7 +156,7 @@ async fn check_parent(
 
 /// Checks that a sprint is live, planned or active, and in the same project.
 async fn check_sprint(cx: &mut Cx<'_>, project_id: &str, sprint_id: &str) -> Result<()> {
-    let row = sqlx::query("SELECT project_id, status, deleted_at FROM sprints WHERE id = ?1")
+    let row = sqlx::query("SELECT project_id, status, deleted_at FROM sprints WHERE id = $1")
         .bind(sprint_id)
         .fetch_optional(&mut *cx.conn)
         .await?;
@@ -279,7 +279,7 @@ async fn enforced_lanes(cx: &mut Cx<'_>, project_id: &str) -> Result<Vec<Enforce
         r#"
         SELECT id, name, status, wip_limit, wip_policy
         FROM swim_lanes
-        WHERE project_id = ?1
+        WHERE project_id = $1
           AND deleted_at IS NULL
           AND wip_limit IS NOT NULL
           AND wip_policy <> 'none'
@@ -330,7 +330,7 @@ async fn enter_lanes(cx: &mut Cx<'_>, project_id: &str, status: i32) -> Result<V
         r#"
         SELECT COUNT(*)
         FROM work_items
-        WHERE project_id = ?1 AND status = ?2 AND deleted_at IS NULL
+        WHERE project_id = $1 AND status = $2 AND deleted_at IS NULL
         "#,
     )
     .bind(project_id)
@@ -416,7 +416,7 @@ async fn new_rank(
         }
     }
     let rows =
-        sqlx::query("SELECT id, project_id, rank, deleted_at FROM work_items WHERE id IN (?1, ?2)")
+        sqlx::query("SELECT id, project_id, rank, deleted_at FROM work_items WHERE id IN ($1, $2)")
             .bind(after_id.as_deref().unwrap_or(""))
             .bind(before_id.as_deref().unwrap_or(""))
             .fetch_all(&mut *cx.conn)
