@@ -100,8 +100,10 @@ impl From<sqlx::Error> for Error {
     /// Database errors that are faults of the storage (a full disk, an I/O error, a damaged
     /// file) get their own variants, so that they are answered and handled as such.
     fn from(error: sqlx::Error) -> Self {
+        // Result codes are SQLite's; PostgreSQL's errors are mapped where they are met.
         let code = error
             .as_database_error()
+            .filter(|db| db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some())
             .and_then(|db| db.code())
             .and_then(|code| code.parse::<i32>().ok());
         let detail = || {

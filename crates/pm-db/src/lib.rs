@@ -23,6 +23,7 @@ pub mod events;
 pub mod export;
 pub mod postgres;
 mod registry;
+mod snippet;
 pub mod sqlite;
 pub mod upstream;
 

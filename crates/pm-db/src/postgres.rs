@@ -20,12 +20,24 @@
 //! - This module: how PostgreSQL's failures become the crate's [`Error`].
 
 pub mod changelog;
+mod dialect;
+mod engine;
 pub mod schema;
+mod search;
+mod tenant;
+mod writer;
+
+// The shared SQL layer, compiled for this engine (and again for the other): see `sql/mod.rs`.
+#[allow(clippy::duplicate_mod)]
+#[path = "sql/mod.rs"]
+mod sql;
 
 pub use changelog::{append_events, head_seq, oldest_seq, read_events, NewEvent};
+pub use engine::{PostgresConfig, PostgresEngine};
 pub use schema::{
     begin_tenant, open_tenant_schema, quote_ident, schema_name, set_tenant, PG_MIGRATOR,
 };
+pub use tenant::PgTenant;
 
 use sqlx::migrate::MigrateError;
 

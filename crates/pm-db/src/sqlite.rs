@@ -22,10 +22,10 @@
 pub mod backup;
 mod changelog;
 mod checkpoint;
+mod commit;
 pub mod config;
 mod dialect;
 mod engine;
-mod group;
 mod health;
 pub mod inspect;
 pub mod layout;
@@ -38,9 +38,11 @@ pub mod tenant;
 pub mod transfer;
 pub mod writer;
 
+// The shared SQL layer, compiled for this engine (and again for the other): see `sql/mod.rs`.
+#[allow(clippy::duplicate_mod)]
 #[path = "sql/mod.rs"]
 mod sql;
-use sql::{commands, idempotency, pages, pending, people, queries, records};
+use sql::{commands, group, idempotency, pages, people, queries, records, replay};
 
 pub use config::{SqliteConfig, WriterConfig, WAL_SIZE_LIMIT};
 pub use engine::SqliteEngine;

@@ -92,7 +92,10 @@ pub async fn open_tenant_schema(pool: &PgPool, tenant: &TenantId) -> Result<()> 
         .execute(&mut *conn)
         .await
         .pg()?;
-    PG_MIGRATOR.run(&mut *conn).await.map_err(migrate_error)
+    PG_MIGRATOR
+        .run_direct(&mut *conn)
+        .await
+        .map_err(migrate_error)
 }
 
 /// Scopes the caller's open transaction on `conn` to `tenant`: `search_path` becomes the

@@ -19,6 +19,7 @@
 //! PostgreSQL does; statements built with `QueryBuilder` get the engine's own placeholders.
 
 pub(crate) mod commands;
+pub(crate) mod group;
 pub(crate) mod idempotency;
 pub(crate) mod pages;
 pub(crate) mod pending;
@@ -26,5 +27,6 @@ pub(crate) mod people;
 pub(crate) mod queries;
 pub(crate) mod read_model;
 pub(crate) mod records;
+pub(crate) mod replay;
 
 use super::{changelog, dialect, search};

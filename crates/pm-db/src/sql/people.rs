@@ -7,9 +7,10 @@ use pm_core::rules::page;
 use pm_proto::v1;
 use sqlx::{QueryBuilder, Row};
 
-use super::dialect::{Conn, Db, Pool};
+use super::dialect::{Conn, Db};
 use super::pages::{bad_token, decode_token, encode_token, Key};
 use super::queries::Reader;
+use crate::engine::UserProfile;
 use crate::error::Result;
 
 use v1::query_result::Result as R;
@@ -48,9 +49,11 @@ pub(crate) async fn assignee_names(conn: &mut Conn, items: &mut [v1::WorkItem]) 
 }
 
 /// The fingerprints of up to `limit` stored profiles.
-pub(crate) async fn known_users(pool: &Pool, limit: usize) -> Result<crate::engine::KnownUsers> {
-    let mut conn = pool.acquire().await?;
-    let rows = sqlx::query("SELECT id, name, email FROM users LIMIT ?")
+pub(crate) async fn known_users(
+    conn: &mut Conn,
+    limit: usize,
+) -> Result<crate::engine::KnownUsers> {
+    let rows = sqlx::query("SELECT id, name, email FROM users LIMIT $1")
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await?;
@@ -62,6 +65,30 @@ pub(crate) async fn known_users(pool: &Pool, limit: usize) -> Result<crate::engi
             Ok(crate::engine::fingerprint(&id, &name, email.as_deref()))
         })
         .collect()
+}
+
+/// Inserts or updates a user's profile in one autocommit statement; a profile that did not
+/// change writes nothing.
+pub(crate) async fn remember_user(conn: &mut Conn, profile: &UserProfile, now: i64) -> Result<()> {
+    sqlx::query(
+        r#"
+        INSERT INTO users (id, name, email, first_seen_at, updated_at)
+        VALUES ($1, $2, $3, $4, $4)
+        ON CONFLICT (id) DO UPDATE SET
+            name = excluded.name,
+            email = excluded.email,
+            updated_at = excluded.updated_at
+        WHERE users.name IS DISTINCT FROM excluded.name
+           OR users.email IS DISTINCT FROM excluded.email
+        "#,
+    )
+    .bind(profile.id.as_str())
+    .bind(&profile.name)
+    .bind(profile.email.as_deref())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 impl Reader<'_> {

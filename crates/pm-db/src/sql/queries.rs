@@ -10,11 +10,10 @@ use pm_proto::{convert, v1};
 use prost::Message;
 use sqlx::{QueryBuilder, Row};
 
-use super::dialect::{Conn, Db, Pool};
+use super::dialect::{self, Conn, Db};
 use super::pages::{bad_token, decode_token, encode_token, list, Key};
 use super::people::{assignee_names, names};
-use super::search::fts_query;
-use super::{changelog, read_model, records};
+use super::{changelog, read_model, records, search};
 use crate::engine::SubscriptionSnapshot;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -23,14 +22,17 @@ use v1::query::Kind as Q;
 use v1::query_result::Result as R;
 
 /// Runs `query` as `actor`.
-pub(crate) async fn run(pool: &Pool, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
+pub(crate) async fn run(
+    conn: &mut Conn,
+    actor: &UserId,
+    query: v1::Query,
+) -> Result<v1::QueryResult> {
     let kind = query
         .kind
         .ok_or_else(|| Error::invalid("kind", "the query names no operation"))?;
-    let mut tx = pool.begin().await?;
-    let as_of_seq = changelog::head_seq(&mut *tx).await?;
+    let as_of_seq = changelog::head_seq(&mut *conn).await?;
     let mut r = Reader {
-        conn: &mut tx,
+        conn,
         actor,
         as_of_seq,
     };
@@ -239,8 +241,6 @@ pub(crate) async fn run(pool: &Pool, actor: &UserId, query: v1::Query) -> Result
         Q::Search(q) => r.search(q).await?,
         Q::ListUsers(q) => r.list_users(q).await?,
     };
-    // Read-only: nothing to commit; ending the transaction releases the snapshot.
-    tx.rollback().await?;
     Ok(v1::QueryResult {
         result: Some(result),
     })
@@ -250,24 +250,22 @@ pub(crate) async fn run(pool: &Pool, actor: &UserId, query: v1::Query) -> Result
 /// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
 /// thread instead of four (BEGIN, head, members, ROLLBACK).
 pub(crate) async fn subscription_snapshot(
-    pool: &Pool,
+    conn: &mut Conn,
     user: &UserId,
 ) -> Result<SubscriptionSnapshot> {
-    // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked bounds
-    // make callers' futures fail to prove `Send`.
-    let mut conn = pool.acquire().await?;
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         r#"
         SELECT NULL AS project_id, NULL AS role,
                (SELECT MIN(seq) FROM change_log) AS oldest,
-               (SELECT COALESCE(MAX(seq), 0) FROM change_log) AS head
+               ({}) AS head
         UNION ALL
         SELECT m.project_id, m.role, NULL, NULL
         FROM project_members AS m
         JOIN projects AS p ON p.id = m.project_id
-        WHERE m.user_id = ? AND p.deleted_at IS NULL
+        WHERE m.user_id = $1 AND p.deleted_at IS NULL
         "#,
-    )
+        dialect::HEAD_SEQ
+    ))
     .bind(user.as_str())
     .fetch_all(&mut *conn)
     .await?;
@@ -443,7 +441,7 @@ impl Reader<'_> {
         let search = if q.text.trim().is_empty() {
             None
         } else {
-            Some(fts_query(&q.text)?)
+            Some(search::text_query(&q.text)?)
         };
         let (items, next_page_token) =
             list::<v1::WorkItem>(self.conn, &["t.rank", "t.id"], q.page.as_ref(), |b| {
@@ -470,17 +468,7 @@ impl Reader<'_> {
                     b.push(")");
                 }
                 if let Some(search) = search {
-                    b.push(
-                        " AND (t.rowid IN (SELECT rowid FROM work_item_fts WHERE work_item_fts MATCH ",
-                    )
-                    .push_bind(search.clone())
-                    .push(
-                        ") OR t.id IN (SELECT c.work_item_id FROM comment_fts \
-                         JOIN comments AS c ON c.rowid = comment_fts.rowid \
-                         WHERE comment_fts MATCH ",
-                    )
-                    .push_bind(search)
-                    .push(" AND c.deleted_at IS NULL))");
+                    search::push_item_filter(b, search);
                 }
                 live_only(b, q.include_deleted);
             })

@@ -6,13 +6,11 @@
 //! gapless from `MIN(seq)` to the head) and never the newest event (the head is `MAX(seq)`).
 //! A resume position older than the oldest retained event is `RESYNC_REQUIRED`.
 
-use bytes::Bytes;
-use pm_core::kinds::EntityKind;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor};
+use sqlx::{SqliteConnection, SqliteExecutor};
 
 use super::records::Q;
-use crate::error::{Error, Result};
-use crate::events::{EventFilter, PendingEvent, Retention, StoredEvent};
+use crate::error::Result;
+use crate::events::{PendingEvent, Retention};
 
 /// Rows per multi-row insert: 8 columns each, within SQLite's 32,766 bound parameters.
 pub(crate) const ROWS_PER_INSERT: usize = 2_000;
@@ -112,72 +110,4 @@ pub(crate) async fn oldest_seq<'c>(executor: impl SqliteExecutor<'c>) -> Result<
         .fetch_one(executor)
         .await?;
     Ok(oldest.map(|s| s as u64))
-}
-
-/// Up to `limit` events with `seq > after` (and `<= until`, if given), in seq order.
-///
-/// Fails with `ResyncRequired` if events after `after` were pruned from the log, and with
-/// `INVALID_ARGUMENT` if `after` is beyond the latest change.
-pub(crate) async fn read_after(
-    conn: &mut SqliteConnection,
-    after: u64,
-    until: Option<u64>,
-    limit: u32,
-    filter: &EventFilter,
-) -> Result<Vec<StoredEvent>> {
-    // Seqs are SQLite integers: anything above i64::MAX is past every change there will be.
-    let beyond = || Error::invalid("from_seq", "is after the latest change");
-    let after_sql = i64::try_from(after).map_err(|_| beyond())?;
-    let until_sql = until.map(|u| i64::try_from(u).unwrap_or(i64::MAX));
-    let (oldest, head): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT MIN(seq), MAX(seq) FROM change_log")
-            .fetch_one(&mut *conn)
-            .await?;
-    if after_sql > head.unwrap_or(0) {
-        return Err(beyond());
-    }
-    if let Some(oldest) = oldest {
-        if oldest > after_sql.saturating_add(1) {
-            return Err(Error::ResyncRequired(after));
-        }
-    }
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT seq, project_id, entity_type, event FROM change_log WHERE seq > ",
-    );
-    query.push_bind(after_sql);
-    if let Some(until) = until_sql {
-        query.push(" AND seq <= ").push_bind(until);
-    }
-    if !filter.project_ids.is_empty() {
-        query.push(" AND project_id IN (");
-        let mut list = query.separated(", ");
-        for id in &filter.project_ids {
-            list.push_bind(id);
-        }
-        query.push(")");
-    }
-    if !filter.kinds.is_empty() {
-        query.push(" AND entity_type IN (");
-        let mut list = query.separated(", ");
-        for kind in &filter.kinds {
-            list.push_bind(kind.as_str());
-        }
-        query.push(")");
-    }
-    query
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(limit));
-    let rows = query.build().fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("entity_type")?;
-            Ok(StoredEvent {
-                seq: row.try_get::<i64, _>("seq")? as u64,
-                project_id: row.try_get("project_id")?,
-                kind: EntityKind::parse("entity_type", &kind)
-                    .map_err(|_| Error::Corrupt(format!("unknown entity type {kind:?}")))?,
-                event: Bytes::from(row.try_get::<Vec<u8>, _>("event")?),
-            })
-        })
-        .collect()
 }

@@ -4,8 +4,6 @@
 pub(crate) type Db = sqlx::Sqlite;
 /// A connection.
 pub(crate) type Conn = sqlx::SqliteConnection;
-/// A pool of connections.
-pub(crate) type Pool = sqlx::SqlitePool;
 /// A fetched row.
 pub(crate) type DbRow = sqlx::sqlite::SqliteRow;
 /// A statement's bound arguments.
@@ -31,3 +29,6 @@ pub(crate) fn in_id_list(column: &str, n: usize) -> String {
 pub(crate) fn id_list(ids: &[&str]) -> String {
     serde_json::to_string(ids).expect("a list of strings is JSON")
 }
+
+/// The head seq, as a scalar subquery.
+pub(crate) const HEAD_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM change_log";

@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::pages::{bad_token, decode_token, encode_token, Key};
 use super::queries::Reader;
 use crate::error::{Error, Result};
+use crate::snippet::{snippet_parts, MATCH_END, MATCH_START};
 
 use v1::query_result::Result as R;
 
@@ -16,7 +17,7 @@ impl Reader<'_> {
     /// Tenant-wide search, ranked by BM25 (best first), keyset-paged on (rank, kind, id).
     pub(super) async fn search(&mut self, q: v1::Search) -> Result<R> {
         let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
-        let text = fts_query(&q.text)?;
+        let text = text_query(&q.text)?;
         let mut kinds = Vec::new();
         for raw in &q.entity_types {
             let kind =
@@ -230,40 +231,23 @@ fn fts_table(kind: EntityKind) -> Option<&'static str> {
     }
 }
 
-/// Where a snippet's match starts and ends: private-use characters, which the indexed text
-/// is not expected to hold (if it does, the snippet only shows the wrong words as matched).
-const MATCH_START: char = '\u{e000}';
-const MATCH_END: char = '\u{e001}';
-
-/// Splits a snippet marked with [`MATCH_START`]/[`MATCH_END`] into parts.
-fn snippet_parts(marked: &str) -> Vec<v1::SnippetPart> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
-    let mut matched = false;
-    let mut flush = |text: &mut String, matched: bool| {
-        if !text.is_empty() {
-            parts.push(v1::SnippetPart {
-                text: std::mem::take(text),
-                matched,
-            });
-        }
-    };
-    for c in marked.chars() {
-        match c {
-            MATCH_START | MATCH_END => {
-                flush(&mut text, matched);
-                matched = c == MATCH_START;
-            }
-            c => text.push(c),
-        }
-    }
-    flush(&mut text, matched);
-    parts
+/// Narrows a `ListWorkItems` page to items whose title or description, or a live comment's
+/// body, matches `query` (from [`text_query`]).
+pub(crate) fn push_item_filter(b: &mut QueryBuilder<'_, Sqlite>, query: String) {
+    b.push(" AND (t.rowid IN (SELECT rowid FROM work_item_fts WHERE work_item_fts MATCH ")
+        .push_bind(query.clone())
+        .push(
+            ") OR t.id IN (SELECT c.work_item_id FROM comment_fts \
+             JOIN comments AS c ON c.rowid = comment_fts.rowid \
+             WHERE comment_fts MATCH ",
+        )
+        .push_bind(query)
+        .push(" AND c.deleted_at IS NULL))");
 }
 
 /// Turns user text into a safe FTS5 query: each word quoted (so operators and punctuation
 /// are literal), words joined with AND; a trailing `*` keeps its prefix meaning.
-pub(super) fn fts_query(input: &str) -> Result<String> {
+pub(crate) fn text_query(input: &str) -> Result<String> {
     const MAX_TERMS: usize = 32;
     let terms: Vec<String> = input
         .split_whitespace()
@@ -294,13 +278,13 @@ mod tests {
 
     #[test]
     fn search_text_is_quoted() {
-        assert_eq!(fts_query("login bug").unwrap(), r#""login" "bug""#);
-        assert_eq!(fts_query("log*").unwrap(), r#""log"*"#);
+        assert_eq!(text_query("login bug").unwrap(), r#""login" "bug""#);
+        assert_eq!(text_query("log*").unwrap(), r#""log"*"#);
         assert_eq!(
-            fts_query(r#"a" OR "b NEAR("#).unwrap(),
+            text_query(r#"a" OR "b NEAR("#).unwrap(),
             r#""a" "OR" "b" "NEAR(""#
         );
-        assert!(fts_query(" \" * ").is_err());
-        assert_eq!(fts_query("\0pay\u{7}ment").unwrap(), r#""payment""#);
+        assert!(text_query(" \" * ").is_err());
+        assert_eq!(text_query("\0pay\u{7}ment").unwrap(), r#""payment""#);
     }
 }

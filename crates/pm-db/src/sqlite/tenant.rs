@@ -24,6 +24,7 @@ use super::people;
 use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
+use super::replay;
 use super::writer::{self, Storage};
 use crate::engine::{
     fingerprint, KnownUsers, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile,
@@ -346,7 +347,14 @@ impl Tenant for SqliteTenant {
 
     async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
         self.check_usable()?;
-        self.read(queries::run(&self.read_pool, actor, query).await)
+        let answer = async {
+            let mut tx = self.read_pool.begin().await?;
+            let answer = queries::run(&mut tx, actor, query).await?;
+            // Read-only: nothing to commit; ending the transaction releases the snapshot.
+            tx.rollback().await?;
+            Ok(answer)
+        };
+        self.read(answer.await)
     }
 
     async fn read_events(
@@ -358,7 +366,7 @@ impl Tenant for SqliteTenant {
     ) -> Result<Vec<StoredEvent>> {
         self.check_usable()?;
         let mut conn = self.read_pool.acquire().await?;
-        self.read(changelog::read_after(&mut conn, after, until, limit, filter).await)
+        self.read(replay::read_after(&mut conn, after, until, limit, filter).await)
     }
 
     async fn oldest_seq(&self) -> Result<Option<u64>> {
@@ -372,7 +380,13 @@ impl Tenant for SqliteTenant {
 
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
         self.check_usable()?;
-        self.read(queries::subscription_snapshot(&self.read_pool, user).await)
+        let snapshot = async {
+            // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked
+            // bounds make callers' futures fail to prove `Send`.
+            let mut conn = self.read_pool.acquire().await?;
+            queries::subscription_snapshot(&mut conn, user).await
+        };
+        self.read(snapshot.await)
     }
 
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
@@ -382,7 +396,11 @@ impl Tenant for SqliteTenant {
         // storm after a restart reads the table once instead of writing once per user.
         let mut known = self.known_users.lock().await;
         if known.is_none() {
-            let loaded = self.read(people::known_users(&self.read_pool, KNOWN_USERS).await)?;
+            let loaded = async {
+                let mut conn = self.read_pool.acquire().await?;
+                people::known_users(&mut conn, KNOWN_USERS).await
+            };
+            let loaded = self.read(loaded.await)?;
             *known = Some(loaded);
         }
         let known = known.as_mut().expect("loaded above");

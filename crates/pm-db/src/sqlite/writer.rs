@@ -46,8 +46,7 @@ use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
 use super::health::{self, Health, Next, Safeguards};
 use super::queue::{Control, Job, Queued, Shared, Work, WriterHandle};
-use super::{changelog, idempotency, migrations};
-use crate::engine::UserProfile;
+use super::{changelog, idempotency, migrations, people};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
 
@@ -151,29 +150,6 @@ fn elapsed_micros(from: Instant, to: Instant) -> u64 {
     to.duration_since(from).as_micros() as u64
 }
 
-/// Inserts or updates a user's profile in one autocommit statement; a profile that did not
-/// change writes nothing.
-async fn remember_user(conn: &mut SqliteConnection, profile: &UserProfile, now: i64) -> Result<()> {
-    sqlx::query(
-        r#"
-        INSERT INTO users (id, name, email, first_seen_at, updated_at)
-        VALUES (?1, ?2, ?3, ?4, ?4)
-        ON CONFLICT (id) DO UPDATE SET
-            name = excluded.name,
-            email = excluded.email,
-            updated_at = excluded.updated_at
-        WHERE users.name IS NOT excluded.name OR users.email IS NOT excluded.email
-        "#,
-    )
-    .bind(profile.id.as_str())
-    .bind(&profile.name)
-    .bind(profile.email.as_deref())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -267,7 +243,7 @@ impl Writer {
                 let _ = reply.send(self.prune(&retention, now).await);
             }
             Control::RememberUser { profile, reply } => {
-                let _ = reply.send(remember_user(&mut self.conn, &profile, now_ms()).await);
+                let _ = reply.send(people::remember_user(&mut self.conn, &profile, now_ms()).await);
             }
             Control::Migrate {
                 migrator,

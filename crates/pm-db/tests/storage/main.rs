@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - `support`: the per-test environment (`TestEnv`, `setup`) and helpers that run commands
+//! - `env`: the per-test environment (`TestEnv`, a fresh data directory and engine);
+//!   `support`: `setup` and helpers that run commands
 //!   and queries and check their answers.
 //! - `crud`: create, read, update, soft delete and restore of projects, members and work items;
 //!   moving work items; display keys.
@@ -44,6 +45,7 @@
 //!   seqs across pools) on a real server, one fresh database per test; skipped, with a line
 //!   on stderr, unless `PM_TEST_POSTGRES_URL` is set.
 
+mod env;
 mod support;
 
 mod backup;

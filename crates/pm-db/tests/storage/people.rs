@@ -14,11 +14,7 @@ fn profile(user: &UserId, name: &str, email: Option<&str>) -> UserProfile {
     UserProfile::from_claims(user.clone(), Some(name), email)
 }
 
-async fn users(
-    tenant: &pm_db::SqliteTenant,
-    actor: &UserId,
-    q: v1::ListUsers,
-) -> v1::ListUsersResult {
+async fn users(tenant: &TestTenant, actor: &UserId, q: v1::ListUsers) -> v1::ListUsersResult {
     match query(tenant, actor, Q::ListUsers(q))
         .await
         .expect("ListUsers")

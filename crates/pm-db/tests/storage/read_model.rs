@@ -25,7 +25,7 @@ static DAVE: std::sync::LazyLock<pm_core::UserId> =
 
 /// Creates a task in `status` with optional story points and sprint.
 async fn task(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     project_id: &str,
     title: &str,
     status: S,
@@ -69,14 +69,14 @@ fn move_to(item: &v1::WorkItem, status: S) -> C {
 }
 
 /// Moves `item` to `status`; returns it as it is after the move.
-async fn set_status(tenant: &pm_db::SqliteTenant, item: &v1::WorkItem, status: S) -> v1::WorkItem {
+async fn set_status(tenant: &TestTenant, item: &v1::WorkItem, status: S) -> v1::WorkItem {
     run::<v1::WorkItem>(tenant, &ALICE, move_to(item, status))
         .await
         .0
 }
 
 async fn link(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     blocking: &v1::WorkItem,
     blocked: &v1::WorkItem,
     kind: v1::DependencyType,
@@ -95,7 +95,7 @@ async fn link(
 }
 
 async fn lane(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     project_id: &str,
     name: &str,
     status: S,
@@ -119,7 +119,7 @@ async fn lane(
     .0
 }
 
-async fn blocked(tenant: &pm_db::SqliteTenant, item: &v1::WorkItem) -> Option<bool> {
+async fn blocked(tenant: &TestTenant, item: &v1::WorkItem) -> Option<bool> {
     get::<v1::WorkItem>(tenant, &ALICE, &item.id)
         .await
         .unwrap()
@@ -127,7 +127,7 @@ async fn blocked(tenant: &pm_db::SqliteTenant, item: &v1::WorkItem) -> Option<bo
 }
 
 async fn summary(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     actor: &pm_core::UserId,
     project_id: &str,
     sprint_id: Option<&str>,
@@ -143,7 +143,7 @@ async fn summary(
 }
 
 async fn hierarchy(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     actor: &pm_core::UserId,
     id: &str,
     include_deleted: bool,
@@ -158,10 +158,7 @@ async fn hierarchy(
     }
 }
 
-async fn running_timer(
-    tenant: &pm_db::SqliteTenant,
-    actor: &pm_core::UserId,
-) -> v1::GetRunningTimerResult {
+async fn running_timer(tenant: &TestTenant, actor: &pm_core::UserId) -> v1::GetRunningTimerResult {
     match query(tenant, actor, Q::GetRunningTimer(v1::GetRunningTimer {}))
         .await
         .unwrap()
@@ -172,7 +169,7 @@ async fn running_timer(
 }
 
 async fn totals(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     actor: &pm_core::UserId,
     q: v1::GetTimeTotals,
 ) -> pm_db::Result<v1::GetTimeTotalsResult> {

@@ -4,7 +4,9 @@
 use std::sync::{Arc, LazyLock};
 
 use pm_core::{EntityId, TenantId, UserId};
-use pm_db::{EventFilter, SqliteConfig, SqliteEngine, SqliteTenant};
+use pm_db::EventFilter;
+
+pub use crate::env::{TestEnv, TestTenant};
 // The engine boundary's methods, for every test module (they glob-import this one).
 pub use pm_db::{Engine as _, Tenant as _};
 use pm_proto::v1;
@@ -16,35 +18,6 @@ pub static ALICE: LazyLock<UserId> = LazyLock::new(|| UserId::parse("sub", "alic
 pub static BOB: LazyLock<UserId> = LazyLock::new(|| UserId::parse("sub", "bob").unwrap());
 pub static CAROL: LazyLock<UserId> = LazyLock::new(|| UserId::parse("sub", "carol").unwrap());
 
-/// A fresh data directory and engine.
-pub struct TestEnv {
-    pub dir: tempfile::TempDir,
-    pub engine: SqliteEngine,
-}
-
-impl TestEnv {
-    pub fn new() -> Self {
-        Self::with(|_| {})
-    }
-
-    pub fn with(configure: impl FnOnce(&mut SqliteConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = SqliteConfig::new(dir.path());
-        configure(&mut config);
-        TestEnv {
-            engine: SqliteEngine::new(config),
-            dir,
-        }
-    }
-
-    pub async fn tenant(&self, id: &str) -> Arc<SqliteTenant> {
-        self.engine
-            .open_tenant(&TenantId::parse(id).unwrap())
-            .await
-            .expect("tenant opens")
-    }
-}
-
 pub fn command(kind: C) -> v1::Command {
     v1::Command {
         idempotency_key: String::new(),
@@ -53,7 +26,7 @@ pub fn command(kind: C) -> v1::Command {
 }
 
 pub async fn exec(
-    tenant: &SqliteTenant,
+    tenant: &TestTenant,
     actor: &UserId,
     kind: C,
 ) -> pm_db::Result<v1::CommandResult> {
@@ -68,7 +41,7 @@ pub fn entity(result: &v1::CommandResult) -> v1::entity::Kind {
         .expect("a command result carries its entity")
 }
 
-pub async fn create_project(tenant: &SqliteTenant, actor: &UserId, key: &str) -> v1::Project {
+pub async fn create_project(tenant: &TestTenant, actor: &UserId, key: &str) -> v1::Project {
     let result = exec(
         tenant,
         actor,
@@ -87,7 +60,7 @@ pub async fn create_project(tenant: &SqliteTenant, actor: &UserId, key: &str) ->
 }
 
 pub async fn create_item(
-    tenant: &SqliteTenant,
+    tenant: &TestTenant,
     actor: &UserId,
     project_id: &str,
     item_type: v1::WorkItemType,
@@ -111,13 +84,13 @@ pub async fn create_item(
     }
 }
 
-pub async fn query(tenant: &SqliteTenant, actor: &UserId, kind: Q) -> pm_db::Result<R> {
+pub async fn query(tenant: &TestTenant, actor: &UserId, kind: Q) -> pm_db::Result<R> {
     let result = tenant.query(actor, v1::Query { kind: Some(kind) }).await?;
     Ok(result.result.expect("a query result"))
 }
 
 pub async fn list_items(
-    tenant: &SqliteTenant,
+    tenant: &TestTenant,
     actor: &UserId,
     project_id: &str,
     page_size: u32,
@@ -195,7 +168,7 @@ pub fn entity_as<T: EntityMsg>(entity: Option<&v1::Entity>) -> T {
 }
 
 /// Runs a command that must succeed; returns its entity and seq.
-pub async fn run<T: EntityMsg>(tenant: &SqliteTenant, actor: &UserId, kind: C) -> (T, u64) {
+pub async fn run<T: EntityMsg>(tenant: &TestTenant, actor: &UserId, kind: C) -> (T, u64) {
     let result = exec(tenant, actor, kind)
         .await
         .unwrap_or_else(|e| panic!("command failed: {e:?}"));
@@ -204,7 +177,7 @@ pub async fn run<T: EntityMsg>(tenant: &SqliteTenant, actor: &UserId, kind: C) -
 }
 
 /// Runs a command that must fail; returns the error.
-pub async fn fail(tenant: &SqliteTenant, actor: &UserId, kind: C) -> pm_db::Error {
+pub async fn fail(tenant: &TestTenant, actor: &UserId, kind: C) -> pm_db::Error {
     match exec(tenant, actor, kind).await {
         Ok(result) => panic!("expected the command to fail, got {result:?}"),
         Err(e) => e,
@@ -273,7 +246,7 @@ impl Gettable for v1::WorkItem {
 }
 
 /// `Get*` of one entity by id.
-pub async fn get<T: Gettable>(tenant: &SqliteTenant, actor: &UserId, id: &str) -> pm_db::Result<T> {
+pub async fn get<T: Gettable>(tenant: &TestTenant, actor: &UserId, id: &str) -> pm_db::Result<T> {
     let result = query(tenant, actor, T::get_query(id)).await?;
     Ok(T::from_result(result.clone())
         .unwrap_or_else(|| panic!("unexpected query result {result:?}")))
@@ -305,7 +278,7 @@ pub fn new_item(
 
 /// Every work item of a project (up to 500), optionally with the deleted ones.
 pub async fn all_items(
-    tenant: &SqliteTenant,
+    tenant: &TestTenant,
     actor: &UserId,
     project_id: &str,
     include_deleted: bool,
@@ -332,7 +305,7 @@ pub async fn all_items(
 }
 
 /// A project created by `actor` with key `key`, in a fresh tenant `acme`.
-pub async fn setup() -> (TestEnv, Arc<SqliteTenant>, v1::Project) {
+pub async fn setup() -> (TestEnv, Arc<TestTenant>, v1::Project) {
     let env = TestEnv::new();
     let tenant = env.tenant("acme").await;
     let project = create_project(&tenant, &ALICE, "PM").await;
@@ -341,7 +314,7 @@ pub async fn setup() -> (TestEnv, Arc<SqliteTenant>, v1::Project) {
 
 /// Adds `user` to the project with `role` (as ALICE, an admin).
 pub async fn add_member(
-    tenant: &SqliteTenant,
+    tenant: &TestTenant,
     project_id: &str,
     user: &UserId,
     role: v1::ProjectRole,
@@ -389,7 +362,7 @@ pub fn a_uuid() -> String {
 
 /// The titles of the work items that `ListWorkItems.text` finds for `text` (as ALICE).
 pub async fn search(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     project_id: &str,
     text: &str,
 ) -> pm_db::Result<Vec<String>> {
@@ -416,7 +389,7 @@ pub fn acme() -> TenantId {
 }
 
 /// Every stored event of a tenant, in seq order: (seq, encoded event).
-pub async fn events(tenant: &SqliteTenant) -> Vec<(u64, Vec<u8>)> {
+pub async fn events(tenant: &TestTenant) -> Vec<(u64, Vec<u8>)> {
     tenant
         .read_events(0, None, u32::MAX, &EventFilter::default())
         .await

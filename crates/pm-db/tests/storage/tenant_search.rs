@@ -11,7 +11,7 @@ use crate::support::*;
 use v1::EntityType as E;
 
 async fn search(
-    tenant: &pm_db::SqliteTenant,
+    tenant: &TestTenant,
     actor: &pm_core::UserId,
     request: v1::Search,
 ) -> pm_db::Result<v1::SearchResult> {

@@ -150,7 +150,7 @@ async fn check_no_cycle(cx: &mut Cx<'_>, blocking: &str, blocked: &str) -> Resul
     let cycle: bool = sqlx::query_scalar(
         r#"
         WITH RECURSIVE reachable (id) AS (
-            SELECT $1
+            SELECT id FROM work_items WHERE id = $1
             UNION
             SELECT d.blocked_item_id
             FROM dependencies AS d

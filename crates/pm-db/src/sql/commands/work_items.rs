@@ -117,7 +117,7 @@ async fn check_parent(
     let row = sqlx::query(
         r#"
         WITH RECURSIVE ancestors (id, depth) AS (
-            SELECT $1, 0
+            SELECT id, 0 FROM work_items WHERE id = $1
             UNION ALL
             SELECT w.parent_id, a.depth + 1
             FROM work_items AS w

@@ -4,49 +4,51 @@
 //!
 //! One failing command fails alone: handlers validate before they write and write with a
 //! single statement (SQLite undoes a failed statement by itself); the few that write more run
-//! in a savepoint, as do atomic batches.
+//! in a savepoint, as do atomic batches. On PostgreSQL, where a failed statement aborts the
+//! whole transaction, every command runs in a savepoint. How the group commits is the
+//! engine's (`commit` beside its writer).
 
 use pm_core::{text, UserId};
 use pm_proto::v1;
-use sqlx::SqliteConnection;
 
 use super::commands::{self, Applied, Cache, Cx};
+use super::dialect::Conn;
+use super::idempotency;
 use super::pending::Pending;
-use super::{changelog, idempotency, records};
 use crate::error::{Error, Result};
 use crate::events::PendingEvent;
 
 /// What applying commands needs of the writer: its connection inside the group's
 /// transaction, its cache, and the batch limit.
-pub(super) struct Tx<'a> {
-    pub(super) conn: &'a mut SqliteConnection,
-    pub(super) cache: &'a mut Cache,
-    pub(super) max_batch_commands: usize,
+pub(crate) struct Tx<'a> {
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) cache: &'a mut Cache,
+    pub(crate) max_batch_commands: usize,
 }
 
 /// A command's own outcome; the outer `Result` of the functions below is a storage failure
 /// that dooms the whole attempt.
-pub(super) type Outcome = Result<v1::CommandResult>;
+pub(crate) type Outcome = Result<v1::CommandResult>;
 
 /// A group's uncommitted output.
 #[derive(Debug)]
-pub(super) struct Group {
+pub(crate) struct Group {
     /// The head before the group: its first change gets `base + 1`.
-    pub(super) base: u64,
-    pub(super) events: Vec<PendingEvent>,
-    answers: Vec<idempotency::Entry>,
+    pub(crate) base: u64,
+    pub(crate) events: Vec<PendingEvent>,
+    pub(crate) answers: Vec<idempotency::Entry>,
     /// Inside an atomic batch's savepoint: nothing may be deferred past its end.
-    in_savepoint: bool,
-    pub(super) pending: Pending,
+    pub(crate) in_savepoint: bool,
+    pub(crate) pending: Pending,
 }
 
-pub(super) async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<()> {
+pub(crate) async fn exec(conn: &mut Conn, sql: &str) -> Result<()> {
     sqlx::query(sql).execute(conn).await?;
     Ok(())
 }
 
 impl Group {
-    pub(super) fn new(base: u64) -> Self {
+    pub(crate) fn new(base: u64) -> Self {
         Group {
             base,
             events: Vec::new(),
@@ -57,7 +59,7 @@ impl Group {
     }
 
     /// The head once the group is committed.
-    pub(super) fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         self.base + self.events.len() as u64
     }
 
@@ -89,44 +91,8 @@ impl Group {
         }
     }
 
-    /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
-    /// transaction is not open yet, the deferred inserts, the change log, the idempotency
-    /// answers, `COMMIT`.
-    pub(super) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
-        let items = std::mem::take(&mut self.pending.items);
-        let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
-        if nothing_written && !self.pending.begun {
-            return Ok(());
-        }
-        let mut sql = String::new();
-        if !self.pending.begun {
-            sql.push_str("BEGIN IMMEDIATE;\n");
-            // From here on a failure must roll back.
-            self.pending.begun = true;
-        }
-        for chunk in items.chunks(records::rows_per_insert::<v1::WorkItem>()) {
-            sql.push_str(&records::insert_many_sql::<v1::WorkItem>(chunk.len()));
-            sql.push_str(";\n");
-        }
-        for chunk in self.events.chunks(changelog::ROWS_PER_INSERT) {
-            sql.push_str(&changelog::append_sql(chunk.len()));
-            sql.push_str(";\n");
-        }
-        for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {
-            sql.push_str(&idempotency::store_sql(chunk.len()));
-            sql.push_str(";\n");
-        }
-        sql.push_str("COMMIT");
-        // sqlx hands the arguments to the script's statements in order.
-        let query = items.iter().fold(sqlx::query(&sql), records::bind);
-        let query = self.events.iter().fold(query, changelog::bind);
-        let query = self.answers.iter().fold(query, idempotency::bind);
-        query.execute(&mut *conn).await?;
-        Ok(())
-    }
-
     /// Applies one command. `Ok(Err(_))` is the command's own failure.
-    pub(super) async fn command(
+    pub(crate) async fn command(
         &mut self,
         tx: &mut Tx<'_>,
         actor: &UserId,
@@ -216,7 +182,7 @@ impl Group {
     }
 
     /// Applies a batch: each command on its own, or an atomic one all or nothing.
-    pub(super) async fn batch(
+    pub(crate) async fn batch(
         &mut self,
         tx: &mut Tx<'_>,
         actor: &UserId,

@@ -1,0 +1,237 @@
+//! One tenant open on this node, on PostgreSQL: its writer task, reads through the engine's
+//! pool in transactions scoped to its schema, and the committed groups of this node's writer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pm_core::{TenantId, UserId};
+use pm_proto::v1;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use super::sql::{people, queries, replay};
+use super::writer::{Job, Reply, Stats, Work, Writer};
+use super::{changelog, open_tenant_schema, pg_error, set_tenant, PgResultExt};
+use crate::engine::{fingerprint, KnownUsers, SubscriptionSnapshot, Tenant, UserProfile};
+use crate::error::{Error, Result};
+use crate::events::{CommittedEvent, EventFilter, StoredEvent};
+use crate::registry::Resident;
+use crate::sqlite::WriterConfig;
+
+/// Profiles [`PgTenant::remember_user`] keeps before it starts over.
+const KNOWN_USERS: usize = 10_000;
+
+/// An open PostgreSQL tenant.
+#[derive(Debug)]
+pub struct PgTenant {
+    id: TenantId,
+    pool: PgPool,
+    queue: mpsc::Sender<Job>,
+    head: Arc<AtomicU64>,
+    events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    pub(crate) stats: Arc<Stats>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    known_users: Mutex<Option<KnownUsers>>,
+}
+
+/// The crate's error for one that came out of the shared SQL layer on PostgreSQL.
+fn mapped(error: Error) -> Error {
+    match error {
+        Error::Database(error) => pg_error(error),
+        other => other,
+    }
+}
+
+impl PgTenant {
+    /// Creates or migrates the tenant's schema and starts its writer on this node.
+    pub(crate) async fn open(pool: PgPool, id: TenantId, config: WriterConfig) -> Result<Self> {
+        open_tenant_schema(&pool, &id).await?;
+        let head = {
+            let mut tx = super::begin_tenant(&pool, &id).await?;
+            let head = changelog::head_seq(&mut tx).await?;
+            tx.rollback().await.pg()?;
+            head
+        };
+        let head = Arc::new(AtomicU64::new(head));
+        let (events, _) = broadcast::channel(config.event_buffer.max(1));
+        let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(Stats::default());
+        let writer = Writer {
+            tenant: id.clone(),
+            pool: pool.clone(),
+            config,
+            head: head.clone(),
+            events: events.clone(),
+            stats: stats.clone(),
+            cache: Default::default(),
+            last_prune: 0,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        Ok(PgTenant {
+            id,
+            pool,
+            queue,
+            head,
+            events,
+            stats,
+            writer: std::sync::Mutex::new(Some(task)),
+            known_users: Mutex::new(None),
+        })
+    }
+
+    async fn submit<T>(&self, actor: &UserId, work: impl FnOnce(Reply<T>) -> Work) -> Result<T> {
+        let (to, answer) = oneshot::channel();
+        let job = Job {
+            actor: actor.clone(),
+            work: work(Reply::new(to)),
+        };
+        self.stats.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = self.queue.try_send(job) {
+            self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Unavailable("the tenant's write queue is full; retry".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Unavailable("the tenant is closing; retry".into())
+                }
+            });
+        }
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the tenant's writer stopped; retry".into()))?
+    }
+
+    /// A read-only transaction on one snapshot (`REPEATABLE READ`), scoped to the tenant: the
+    /// `as_of_seq` a query reads first is the state all its rows reflect.
+    async fn read<T>(
+        &self,
+        read: impl for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T>>,
+    ) -> Result<T> {
+        let mut conn = self.pool.acquire().await.pg()?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *conn)
+            .await
+            .pg()?;
+        let result = async {
+            set_tenant(&mut conn, &self.id).await?;
+            read(&mut conn).await
+        }
+        .await;
+        match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(error) => {
+                conn.close_on_drop();
+                tracing::debug!(%error, "ending a read transaction failed");
+            }
+        }
+        result.map_err(mapped)
+    }
+}
+
+impl Resident for PgTenant {
+    fn busy(&self) -> bool {
+        self.stats.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    async fn close(self: Arc<Self>) {
+        let task = self.writer.lock().expect("never poisoned").take();
+        // The registry holds the last reference: dropping the queue's sender ends the writer
+        // once what is queued is committed.
+        drop(self);
+        if let Some(task) = task {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a tenant's writer ended abnormally");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Tenant for PgTenant {
+    fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    fn head_seq(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {
+        self.submit(actor, |reply| Work::Command(Box::new(command), reply))
+            .await
+            .map_err(mapped)
+    }
+
+    async fn batch(&self, actor: &UserId, batch: v1::Batch) -> Result<v1::BatchResult> {
+        self.submit(actor, |reply| Work::Batch(batch, reply))
+            .await
+            .map_err(mapped)
+    }
+
+    async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
+        let actor = actor.clone();
+        self.read(move |conn| Box::pin(async move { queries::run(conn, &actor, query).await }))
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        after: u64,
+        until: Option<u64>,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<StoredEvent>> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            Box::pin(async move { replay::read_after(conn, after, until, limit, &filter).await })
+        })
+        .await
+    }
+
+    async fn oldest_seq(&self) -> Result<Option<u64>> {
+        self.read(|conn| Box::pin(changelog::oldest_seq(conn)))
+            .await
+    }
+
+    fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {
+        self.events.subscribe()
+    }
+
+    async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
+        let user = user.clone();
+        self.read(move |conn| {
+            Box::pin(async move { queries::subscription_snapshot(conn, &user).await })
+        })
+        .await
+    }
+
+    async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
+        let print = fingerprint(profile.id.as_str(), &profile.name, profile.email.as_deref());
+        let mut known = self.known_users.lock().await;
+        if known.is_none() {
+            let loaded = self
+                .read(|conn| Box::pin(people::known_users(conn, KNOWN_USERS)))
+                .await?;
+            *known = Some(loaded);
+        }
+        let known = known.as_mut().expect("loaded above");
+        if known.contains(&print) {
+            return Ok(());
+        }
+        let mut tx = super::begin_tenant(&self.pool, &self.id).await?;
+        people::remember_user(&mut tx, profile, super::writer::now_ms())
+            .await
+            .map_err(mapped)?;
+        tx.commit().await.pg()?;
+        if known.len() >= KNOWN_USERS {
+            known.clear();
+        }
+        known.insert(print);
+        Ok(())
+    }
+}

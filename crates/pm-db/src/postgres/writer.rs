@@ -1,0 +1,271 @@
+//! A PostgreSQL tenant's writer on this node: one task that takes queued commands and batches
+//! and commits them in groups, one transaction per group.
+//!
+//! Every group starts by locking the tenant's counter row (`tenant_head ... FOR UPDATE`), so
+//! the writers of one tenant on all nodes take turns for the whole transaction: each applies
+//! its commands to the state the previous one committed, exactly as the single writer of a
+//! SQLite tenant does, and its seqs follow the previous group's without a gap. When the head
+//! it finds is not the one it left, another node wrote: the facts it caches are dropped.
+//!
+//! A failed statement aborts a PostgreSQL transaction, so every command runs in a savepoint;
+//! one command's failure is its own. A failure of the storage fails the whole group: nothing
+//! of it was committed, and every caller is told so (`UNAVAILABLE`, retryable).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pm_core::{TenantId, UserId};
+use pm_proto::v1;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::changelog::{append_events, NewEvent};
+use super::sql::commands::Cache;
+use super::sql::group::{exec, Group, Tx};
+use super::sql::idempotency;
+use super::{pg_error, set_tenant, PgResultExt};
+use crate::error::{Error, Result};
+use crate::events::CommittedEvent;
+use crate::sqlite::WriterConfig;
+
+/// Where a caller's answer goes, and the answer once the attempt that commits has it.
+#[derive(Debug)]
+pub(crate) struct Reply<T> {
+    to: oneshot::Sender<Result<T>>,
+    /// Boxed: a command's result holds a whole entity, and jobs move through the queue.
+    result: Option<Box<Result<T>>>,
+}
+
+impl<T> Reply<T> {
+    pub(crate) fn new(to: oneshot::Sender<Result<T>>) -> Self {
+        Reply { to, result: None }
+    }
+
+    /// Sends the answer, or `error` if the group did not commit. The caller may have gone
+    /// away; a committed change is committed all the same.
+    fn send(self, error: Option<&Error>) {
+        let answer = match error {
+            Some(error) => Err(copy(error)),
+            None => self.result.map_or_else(
+                || {
+                    Err(Error::Unavailable(
+                        "the change was not stored; retry".into(),
+                    ))
+                },
+                |result| *result,
+            ),
+        };
+        let _ = self.to.send(answer);
+    }
+}
+
+/// What a caller asks of the writer, with where its answer goes.
+#[derive(Debug)]
+pub(crate) enum Work {
+    Command(Box<v1::Command>, Reply<v1::CommandResult>),
+    Batch(v1::Batch, Reply<v1::BatchResult>),
+}
+
+impl Work {
+    fn send(self, error: Option<&Error>) {
+        match self {
+            Work::Command(_, reply) => reply.send(error),
+            Work::Batch(_, reply) => reply.send(error),
+        }
+    }
+}
+
+/// A queued job.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) actor: UserId,
+    pub(crate) work: Work,
+}
+
+/// Counters of a tenant's writer on this node.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Transactions committed.
+    pub(crate) groups: AtomicU64,
+    /// Jobs answered from committed transactions.
+    pub(crate) jobs: AtomicU64,
+    /// Jobs waiting or being applied.
+    pub(crate) in_flight: AtomicU64,
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    pub(crate) tenant: TenantId,
+    pub(crate) pool: PgPool,
+    pub(crate) config: WriterConfig,
+    /// The head this node last committed or found.
+    pub(crate) head: Arc<AtomicU64>,
+    pub(crate) events: broadcast::Sender<Arc<[CommittedEvent]>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) cache: Cache,
+    /// When expired idempotency answers were last deleted, Unix ms.
+    pub(crate) last_prune: i64,
+}
+
+/// How often a writer deletes expired idempotency answers.
+const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Writer {
+    /// Commits queued jobs in groups until every sender is gone.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(self.config.max_group);
+        loop {
+            if rx.recv_many(&mut jobs, self.config.max_group.max(1)).await == 0 {
+                break;
+            }
+            let count = jobs.len() as u64;
+            self.process(&mut jobs).await;
+            self.stats.in_flight.fetch_sub(count, Ordering::AcqRel);
+            // Let the callers just answered queue their next command: larger groups.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Commits `jobs` (emptying it) in one transaction; every job is answered either way.
+    async fn process(&mut self, jobs: &mut Vec<Job>) {
+        let now = now_ms();
+        match self.attempt(jobs, now).await {
+            Ok(group) => {
+                self.head.store(group.head(), Ordering::Release);
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .jobs
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                if !group.events.is_empty() {
+                    let committed: Arc<[CommittedEvent]> =
+                        group.events.iter().map(CommittedEvent::from).collect();
+                    // No receiver is fine: nobody on this node follows the tenant.
+                    let _ = self.events.send(committed);
+                }
+                for job in jobs.drain(..) {
+                    job.work.send(None);
+                }
+            }
+            Err(error) => {
+                self.cache.clear();
+                let error = match error {
+                    Error::Database(error) => pg_error(error),
+                    other => other,
+                };
+                if !matches!(error, Error::Unavailable(_)) {
+                    tracing::error!(tenant = %self.tenant, %error, jobs = jobs.len(), "write group failed; nothing was committed");
+                }
+                for job in jobs.drain(..) {
+                    job.work.send(Some(&error));
+                }
+            }
+        }
+    }
+
+    /// One transaction over all `jobs`; rolled back (the connection closed) on a failure.
+    async fn attempt(&mut self, jobs: &mut [Job], now: i64) -> Result<Group> {
+        let mut conn = self.pool.acquire().await.pg()?;
+        match self.apply_all(&mut conn, jobs, now).await {
+            Ok(done) => Ok(done),
+            Err(error) => {
+                // Whatever state the transaction is in, it ends with the connection.
+                conn.close_on_drop();
+                if let Err(e) = exec(&mut conn, "ROLLBACK").await {
+                    tracing::debug!(error = %e, "rollback after a failed write group failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn apply_all(
+        &mut self,
+        conn: &mut PoolConnection<Postgres>,
+        jobs: &mut [Job],
+        now: i64,
+    ) -> Result<Group> {
+        exec(conn, "BEGIN").await?;
+        set_tenant(conn, &self.tenant).await?;
+        let head: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM tenant_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut **conn)
+                .await
+                .pg()?;
+        let head = head as u64;
+        if head != self.head.load(Ordering::Acquire) {
+            // Another node wrote since this one last did: what it cached may be stale.
+            self.cache.clear();
+        }
+        let mut group = Group::new(head);
+        group.pending.begun = true;
+        let mut tx = Tx {
+            conn: &mut *conn,
+            cache: &mut self.cache,
+            max_batch_commands: self.config.max_batch_commands,
+        };
+        for job in jobs.iter_mut() {
+            match &mut job.work {
+                Work::Command(command, reply) => {
+                    let outcome = group.command(&mut tx, &job.actor, command, now, true);
+                    reply.result = Some(Box::new(outcome.await?));
+                }
+                Work::Batch(batch, reply) => {
+                    let outcome = group.batch(&mut tx, &job.actor, batch, now, true);
+                    reply.result = Some(Box::new(outcome.await?));
+                }
+            }
+        }
+        if !group.events.is_empty() {
+            let events: Vec<NewEvent> = group
+                .events
+                .iter()
+                .map(|e| NewEvent {
+                    at: e.at,
+                    actor_id: e.actor_id.clone(),
+                    project_id: e.project_id.clone(),
+                    kind: e.kind,
+                    entity_id: e.entity_id.clone(),
+                    action: e.action,
+                    event: e.event.clone(),
+                })
+                .collect();
+            let first = append_events(conn, &events).await?;
+            if first != head + 1 {
+                return Err(Error::Corrupt(format!(
+                    "the change log's next seq is {first}, not {}",
+                    head + 1
+                )));
+            }
+        }
+        for chunk in group.answers.chunks(idempotency::ROWS_PER_INSERT) {
+            let sql = idempotency::store_sql(chunk.len());
+            let query = chunk.iter().fold(sqlx::query(&sql), idempotency::bind);
+            query.execute(&mut **conn).await.pg()?;
+        }
+        if now - self.last_prune > PRUNE_INTERVAL_MS {
+            let pruned = idempotency::prune(conn, now).await.pg()?;
+            tracing::debug!(pruned, "expired idempotency answers deleted");
+            self.last_prune = now;
+        }
+        exec(conn, "COMMIT").await?;
+        Ok(group)
+    }
+}
+
+/// The same error for another caller.
+fn copy(error: &Error) -> Error {
+    match error {
+        Error::Unavailable(message) => Error::Unavailable(message.clone()),
+        Error::StorageFull => Error::StorageFull,
+        _ => Error::Unavailable("the change was not stored; retry".into()),
+    }
+}
