@@ -1,8 +1,9 @@
-//! The foundation of the PostgreSQL storage (issue 11): one schema per tenant, its
-//! migrations, and the gapless change log shared by every node of a cluster.
+//! The PostgreSQL engine (issue 11): one schema per tenant in a database every node of a
+//! cluster shares, and the gapless change log they all append to.
 //!
-//! Not an [`Engine`](crate::Engine) yet: these are the pieces the engine is built from, each
-//! taking a pool or a connection so that the caller decides the transaction boundary.
+//! [`PostgresEngine`] implements [`Engine`](crate::Engine) with the SQL the SQLite engine
+//! uses (`sql/`, compiled for each engine), so commands, queries and their errors are the
+//! same on both. Not yet selectable in `pm-server`'s settings.
 //!
 //! Every tenant lives in its own schema, `t_<tenant id>` ([`schema_name`]). Table names in
 //! the SQL here and in `migrations/postgres/` are never qualified: a connection works on a
@@ -12,6 +13,12 @@
 //! another's work; without it, every table name fails to resolve.
 //!
 //! # Layout
+//! - `engine`, `tenant`: tenants open on this node; reads in `REPEATABLE READ` snapshots.
+//! - `writer`: a writer per tenant per node. Each group locks the tenant's counter row first,
+//!   so the writers of all nodes take turns and each sees what the others committed; every
+//!   command runs in a savepoint, since a failed statement aborts a PostgreSQL transaction.
+//! - `search`: `Search` and the text filter of `ListWorkItems` on the `tsvector` columns.
+//! - `dialect`: what the shared SQL needs to know of PostgreSQL.
 //! - [`schema`](self::schema): schema names, the embedded migrations ([`PG_MIGRATOR`]),
 //!   creating and migrating a tenant's schema ([`open_tenant_schema`]) and scoping a
 //!   transaction to a tenant.

@@ -6,14 +6,12 @@
 //!   tenants live on disk, read-only opens and schema versions.
 //! - [`tenant`]: one open tenant (writer, read pool, checkpointer, event feed).
 //! - `queue`: what callers put in a tenant's write queue; [`writer`]: the task that commits
-//!   it in groups; `group`: one group's transaction.
-//! - `commands`: each command applied inside the writer's transaction (one module per
-//!   command group); `records`: rows in and out of SQLite.
-//! - `queries`: reads with `as_of_seq`, through the read pool; `pages`: keyset pagination;
-//!   `read_model`: the board's derived reads (summary, hierarchy, timers, time totals, the
-//!   `blocked` flag).
-//! - `changelog`: the change log's SQL (append, range reads, retention).
-//! - `idempotency`: answers to commands sent with an idempotency key.
+//!   it in groups; `commit`: a group's one-round-trip commit script.
+//! - `sql` (shared with the PostgreSQL engine, see `sql/mod.rs`): a group's transaction, the
+//!   commands applied in it, entity rows, the reads with `as_of_seq`, keyset pages, the
+//!   board's derived reads, idempotency answers; `dialect`: what it needs to know of SQLite.
+//! - `search`: `Search` and the text filter of `ListWorkItems` on the FTS5 tables.
+//! - `changelog`: the change log's SQL (append, retention).
 //! - `checkpoint`: WAL checkpoints off the writer's path.
 //! - [`migrations`]: schema migrations, atomic per tenant; `rollout`: online rollouts.
 //! - [`backup`], [`transfer`] (export/import), [`inspect`]: operator tools on tenant files.

@@ -1,4 +1,6 @@
-//! Storage tests on real SQLite files: one temporary data directory per test.
+//! Storage tests on real SQLite files: one temporary data directory per test. The
+//! engine-neutral files also run against the PostgreSQL engine (`tests/storage_postgres`),
+//! which includes them with its own `env`.
 //!
 //! # Layout
 //!
