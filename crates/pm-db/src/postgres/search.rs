@@ -4,14 +4,13 @@
 //! hits only, keyset pages on (rank, kind, id).
 
 use pm_core::kinds::EntityKind;
-use pm_core::rules::page;
-use pm_proto::{convert, v1};
+use pm_proto::v1;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::sql::pages::{bad_token, decode_token, encode_token, Key};
+use super::sql::hits::hit;
 use super::sql::queries::Reader;
 use crate::error::{Error, Result};
-use crate::snippet::{snippet_parts, MATCH_END, MATCH_START};
+use crate::snippet::{MATCH_END, MATCH_START};
 
 use v1::query_result::Result as R;
 
@@ -65,55 +64,15 @@ fn searchable(kind: EntityKind) -> bool {
 impl Reader<'_> {
     /// Tenant-wide search, ranked by `ts_rank` (best first), keyset-paged on (rank, kind, id).
     pub(crate) async fn search(&mut self, q: v1::Search) -> Result<R> {
-        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
         let text = text_query(&q.text)?;
-        let mut kinds = Vec::new();
-        for raw in &q.entity_types {
-            let kind =
-                convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
-            if !searchable(kind) {
-                return Err(Error::invalid(
-                    "entity_types",
-                    format!(
-                        "{} is not searchable (work_item, comment, sprint, llm_context are)",
-                        kind.as_str()
-                    ),
-                ));
-            }
-            kinds.push(kind);
-        }
-        let project = if q.project_id.is_empty() {
-            None
-        } else {
-            Some(self.project("project_id", &q.project_id).await?.0)
-        };
-        let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 3)?
-            .as_deref()
-        {
-            None => None,
-            Some([Key::Int(bits), Key::Text(kind), Key::Text(id)]) => {
-                Some((f64::from_bits(*bits as u64), kind.clone(), id.clone()))
-            }
-            Some(_) => return Err(bad_token()),
-        };
+        let request = self.search_request(&q, searchable).await?;
 
         let mut b = QueryBuilder::<Postgres>::new("WITH q AS (SELECT ");
-        b.push_bind(text)
-            .push(
-                "::tsquery AS query), mine AS (SELECT m.project_id FROM project_members AS m \
-                 JOIN projects AS p ON p.id = m.project_id \
-                 WHERE p.deleted_at IS NULL AND m.user_id = ",
-            )
-            .push_bind(self.actor.as_str().to_owned());
-        if let Some(project) = project {
-            b.push(" AND m.project_id = ").push_bind(project);
-        }
-        b.push("), hits AS (");
+        b.push_bind(text).push("::tsquery AS query),");
+        request.push_mine(&mut b, self.actor.as_str());
+        b.push(", hits AS (");
         let mut first = true;
-        for searched in SEARCHED
-            .iter()
-            .filter(|s| kinds.is_empty() || kinds.contains(&s.kind))
-        {
+        for searched in SEARCHED.iter().filter(|s| request.wants(s.kind)) {
             if !std::mem::take(&mut first) {
                 b.push(" UNION ALL ");
             }
@@ -128,19 +87,7 @@ impl Reader<'_> {
             "), page AS (SELECT h.kind, h.id, h.project_id, h.item_id, h.number, h.title, \
              h.doc, h.rank FROM hits AS h",
         );
-        if let Some((rank, kind, id)) = cursor {
-            b.push(" WHERE h.rank > ")
-                .push_bind(rank)
-                .push(" OR (h.rank = ")
-                .push_bind(rank)
-                .push(" AND (h.kind, h.id) > (")
-                .push_bind(kind)
-                .push(", ")
-                .push_bind(id)
-                .push("))");
-        }
-        b.push(" ORDER BY h.rank, h.kind, h.id LIMIT ")
-            .push_bind(i64::from(size) + 1);
+        request.push_page(&mut b);
         // Snippets for the page's rows only, after the cut: a text of up to 16 words whole,
         // as FTS5's 16-token snippets show it, else the 16 words around the best match.
         b.push(format_args!(
@@ -156,42 +103,10 @@ impl Reader<'_> {
              ORDER BY page.rank, page.kind, page.id"
         ));
         let mut rows = b.build().fetch_all(&mut *self.conn).await?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            let last = rows.last().expect("a full page has a last row");
-            let rank: f64 = last.try_get("rank")?;
-            encode_token(&[
-                Key::Int(rank.to_bits() as i64),
-                Key::Text(last.try_get("kind")?),
-                Key::Text(last.try_get("id")?),
-            ])
-        } else {
-            String::new()
-        };
+        let next_page_token = request.cut(&mut rows)?;
         let items = rows
             .iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                let kind = EntityKind::parse("kind", &kind)
-                    .map_err(|_| Error::Corrupt("unknown search hit kind".into()))?;
-                let number: Option<i64> = row.try_get("number")?;
-                let key: String = row.try_get("key")?;
-                let rank: f64 = row.try_get("rank")?;
-                let snippet: String = row.try_get("snippet")?;
-                Ok(v1::SearchHit {
-                    entity_type: convert::wire::<_, v1::EntityType>(kind),
-                    entity_id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    work_item_id: row
-                        .try_get::<Option<String>, _>("item_id")?
-                        .unwrap_or_default(),
-                    display_key: number.map(|n| format!("{key}-{n}")).unwrap_or_default(),
-                    title: row.try_get("title")?,
-                    snippet: snippet_parts(&snippet),
-                    // Ranked on the negated ts_rank, so that lower is better on both engines.
-                    score: -rank,
-                })
-            })
+            .map(|row| hit(row, &row.try_get::<String, _>("snippet")?))
             .collect::<Result<Vec<_>>>()?;
         Ok(R::SearchResult(v1::SearchResult {
             items,

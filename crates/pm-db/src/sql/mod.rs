@@ -20,6 +20,7 @@
 
 pub(crate) mod commands;
 pub(crate) mod group;
+pub(crate) mod hits;
 pub(crate) mod idempotency;
 pub(crate) mod pages;
 pub(crate) mod pending;

@@ -2,65 +2,29 @@
 //! together by BM25, snippets split into marked parts, keyset pages on (rank, kind, id).
 
 use pm_core::kinds::EntityKind;
-use pm_core::rules::page;
-use pm_proto::{convert, v1};
+use pm_proto::v1;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::pages::{bad_token, decode_token, encode_token, Key};
 use super::queries::Reader;
+use super::sql::hits::{hit, hit_kind};
 use crate::error::{Error, Result};
-use crate::snippet::{snippet_parts, MATCH_END, MATCH_START};
+use crate::snippet::{MATCH_END, MATCH_START};
 
 use v1::query_result::Result as R;
 
 impl Reader<'_> {
     /// Tenant-wide search, ranked by BM25 (best first), keyset-paged on (rank, kind, id).
-    pub(super) async fn search(&mut self, q: v1::Search) -> Result<R> {
-        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
+    pub(crate) async fn search(&mut self, q: v1::Search) -> Result<R> {
         let text = text_query(&q.text)?;
-        let mut kinds = Vec::new();
-        for raw in &q.entity_types {
-            let kind =
-                convert::required("entity_types", convert::entity_type("entity_types", *raw))?;
-            if fts_table(kind).is_none() {
-                return Err(Error::invalid(
-                    "entity_types",
-                    format!(
-                        "{} is not searchable (work_item, comment, sprint, llm_context are)",
-                        kind.as_str()
-                    ),
-                ));
-            }
-            kinds.push(kind);
-        }
-        let wanted = |kind: EntityKind| kinds.is_empty() || kinds.contains(&kind);
-        let project = if q.project_id.is_empty() {
-            None
-        } else {
-            Some(self.project("project_id", &q.project_id).await?.0)
-        };
-        let cursor = match decode_token(q.page.as_ref().map_or("", |p| p.page_token.as_str()), 3)?
-            .as_deref()
-        {
-            None => None,
-            Some([Key::Int(bits), Key::Text(kind), Key::Text(id)]) => {
-                Some((f64::from_bits(*bits as u64), kind.clone(), id.clone()))
-            }
-            Some(_) => return Err(bad_token()),
-        };
+        let request = self
+            .search_request(&q, |kind| fts_table(kind).is_some())
+            .await?;
 
         // One SELECT per searchable kind, each with its own FTS table and BM25 (titles weigh
         // more than bodies), restricted to live rows of the caller's live projects.
-        let mut b = QueryBuilder::<Sqlite>::new(
-            "WITH mine AS (SELECT m.project_id FROM project_members AS m \
-             JOIN projects AS p ON p.id = m.project_id \
-             WHERE p.deleted_at IS NULL AND m.user_id = ",
-        );
-        b.push_bind(self.actor.as_str().to_owned());
-        if let Some(project) = project {
-            b.push(" AND m.project_id = ").push_bind(project);
-        }
-        b.push("), hits AS (");
+        let mut b = QueryBuilder::<Sqlite>::new("WITH");
+        request.push_mine(&mut b, self.actor.as_str());
+        b.push(", hits AS (");
         let mut first = true;
         let mut union = |b: &mut QueryBuilder<'_, Sqlite>, select: &str, kind: EntityKind| {
             let fts = fts_table(kind).expect("only searchable kinds are selected");
@@ -71,7 +35,7 @@ impl Reader<'_> {
                 .push(format_args!(" AND {fts} MATCH "))
                 .push_bind(text.clone());
         };
-        if wanted(EntityKind::WorkItem) {
+        if request.wants(EntityKind::WorkItem) {
             union(
                 &mut b,
                 "SELECT 'work_item' AS kind, w.id, w.project_id, w.id AS item_id, w.number, \
@@ -81,7 +45,7 @@ impl Reader<'_> {
                 EntityKind::WorkItem,
             );
         }
-        if wanted(EntityKind::Comment) {
+        if request.wants(EntityKind::Comment) {
             union(
                 &mut b,
                 "SELECT 'comment' AS kind, c.id, c.project_id, w.id AS item_id, w.number, \
@@ -93,7 +57,7 @@ impl Reader<'_> {
                 EntityKind::Comment,
             );
         }
-        if wanted(EntityKind::Sprint) {
+        if request.wants(EntityKind::Sprint) {
             union(
                 &mut b,
                 "SELECT 'sprint' AS kind, s.id, s.project_id, NULL AS item_id, \
@@ -104,7 +68,7 @@ impl Reader<'_> {
                 EntityKind::Sprint,
             );
         }
-        if wanted(EntityKind::LlmContext) {
+        if request.wants(EntityKind::LlmContext) {
             union(
                 &mut b,
                 "SELECT 'llm_context' AS kind, x.id, x.project_id, NULL AS item_id, \
@@ -119,64 +83,18 @@ impl Reader<'_> {
             ") SELECT h.kind, h.id, h.project_id, h.item_id, h.number, h.title, h.rank, \
              h.fts_rowid, p.key FROM hits AS h JOIN projects AS p ON p.id = h.project_id",
         );
-        if let Some((rank, kind, id)) = cursor {
-            b.push(" WHERE h.rank > ")
-                .push_bind(rank)
-                .push(" OR (h.rank = ")
-                .push_bind(rank)
-                .push(" AND (h.kind, h.id) > (")
-                .push_bind(kind)
-                .push(", ")
-                .push_bind(id)
-                .push("))");
-        }
-        b.push(" ORDER BY h.rank, h.kind, h.id LIMIT ")
-            .push_bind(i64::from(size) + 1);
+        request.push_page(&mut b);
         let mut rows = b.build().fetch_all(&mut *self.conn).await?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            let last = rows.last().expect("a full page has a last row");
-            let rank: f64 = last.try_get("rank")?;
-            encode_token(&[
-                Key::Int(rank.to_bits() as i64),
-                Key::Text(last.try_get("kind")?),
-                Key::Text(last.try_get("id")?),
-            ])
-        } else {
-            String::new()
-        };
+        let next_page_token = request.cut(&mut rows)?;
         let hits = rows
             .iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                let kind = EntityKind::parse("kind", &kind)
-                    .map_err(|_| Error::Corrupt("unknown search hit kind".into()))?;
-                Ok((kind, row.try_get::<i64, _>("fts_rowid")?))
-            })
+            .map(|row| Ok((hit_kind(row)?, row.try_get::<i64, _>("fts_rowid")?)))
             .collect::<Result<Vec<_>>>()?;
-        let mut snippets = self.snippets(&text, &hits).await?;
+        let snippets = self.snippets(&text, &hits).await?;
         let items = rows
             .iter()
-            .zip(&hits)
-            .zip(snippets.iter_mut())
-            .map(|((row, &(kind, _)), snippet)| {
-                let number: Option<i64> = row.try_get("number")?;
-                let key: String = row.try_get("key")?;
-                let rank: f64 = row.try_get("rank")?;
-                Ok(v1::SearchHit {
-                    entity_type: convert::wire::<_, v1::EntityType>(kind),
-                    entity_id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    work_item_id: row
-                        .try_get::<Option<String>, _>("item_id")?
-                        .unwrap_or_default(),
-                    display_key: number.map(|n| format!("{key}-{n}")).unwrap_or_default(),
-                    title: row.try_get("title")?,
-                    snippet: snippet_parts(&std::mem::take(snippet)),
-                    // BM25 as SQLite computes it is lower for better matches.
-                    score: -rank,
-                })
-            })
+            .zip(&snippets)
+            .map(|(row, snippet)| hit(row, snippet))
             .collect::<Result<Vec<_>>>()?;
         Ok(R::SearchResult(v1::SearchResult {
             items,
