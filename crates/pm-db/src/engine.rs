@@ -126,11 +126,53 @@ impl UserProfile {
     }
 }
 
-/// Fingerprints of the stored profiles: 8 bytes each rather than their text, since every
-/// user who connects has one (measured: 0.2 KiB more per idle connection with the text, at
-/// one user per connection). Two profiles sharing a fingerprint (odds about 2^-64 per pair)
-/// would only leave a name change unrecorded until the cache starts over.
+/// The profiles a tenant knows to be stored, so that a reconnect with the same claims writes
+/// nothing. Kept as fingerprints: 8 bytes each rather than their text, since every user who
+/// connects has one (measured: 0.2 KiB more per idle connection with the text, at one user
+/// per connection). Two profiles sharing a fingerprint (odds about 2^-64 per pair) would only
+/// leave a name change unrecorded until the set starts over. Bounded: forgotten when full (a
+/// forgotten profile costs one no-op write). Loaded from the database on first use.
+#[derive(Debug, Default)]
+pub(crate) struct KnownProfiles(tokio::sync::Mutex<Option<KnownUsers>>);
+
+/// Fingerprints of stored profiles ([`fingerprint`]).
 pub(crate) type KnownUsers = std::collections::HashSet<u64>;
+
+impl KnownProfiles {
+    /// Profiles kept before the set starts over; also how many a first use loads.
+    pub(crate) const LIMIT: usize = 10_000;
+
+    /// Stores `profile` with `write` unless it is known to be stored already; `load` reads
+    /// up to [`KnownProfiles::LIMIT`] stored fingerprints, the first time. The lock is held
+    /// across the write: one profile write at a time per tenant, and a reconnect storm after
+    /// a restart reads the table once instead of writing once per user.
+    pub(crate) async fn remember<L, W>(
+        &self,
+        profile: &UserProfile,
+        load: impl FnOnce() -> L,
+        write: impl FnOnce() -> W,
+    ) -> Result<()>
+    where
+        L: std::future::Future<Output = Result<KnownUsers>>,
+        W: std::future::Future<Output = Result<()>>,
+    {
+        let print = fingerprint(profile.id.as_str(), &profile.name, profile.email.as_deref());
+        let mut known = self.0.lock().await;
+        if known.is_none() {
+            *known = Some(load().await?);
+        }
+        let known = known.as_mut().expect("loaded above");
+        if known.contains(&print) {
+            return Ok(());
+        }
+        write().await?;
+        if known.len() >= Self::LIMIT {
+            known.clear();
+        }
+        known.insert(print);
+        Ok(())
+    }
+}
 
 /// A profile's fingerprint for [`KnownUsers`]: SipHash with fixed keys, the same in every
 /// process.

@@ -136,6 +136,21 @@ impl From<pm_core::Error> for Error {
 }
 
 impl Error {
+    /// The same failure for another caller of the same group (errors are not `Clone`: a
+    /// database error is not): the storage's condition, or that the change was not stored.
+    pub(crate) fn for_another_caller(&self) -> Error {
+        match self {
+            Error::StorageFull => Error::StorageFull,
+            Error::StorageIo(detail) => Error::StorageIo(detail.clone()),
+            Error::Damaged { tenant, detail } => Error::Damaged {
+                tenant: tenant.clone(),
+                detail: detail.clone(),
+            },
+            Error::Unavailable(message) => Error::Unavailable(message.clone()),
+            _ => Error::Unavailable("the change could not be stored; retry".into()),
+        }
+    }
+
     /// An `InvalidArgument` for `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument {

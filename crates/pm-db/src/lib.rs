@@ -26,6 +26,7 @@ mod registry;
 mod snippet;
 pub mod sqlite;
 pub mod upstream;
+mod work;
 
 pub use engine::{
     Engine, EngineFigures, RolloutReport, SchemaChange, SchemaStatus, SubscriptionSnapshot, Tenant,

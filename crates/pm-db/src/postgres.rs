@@ -39,10 +39,11 @@ mod writer;
 #[path = "sql/mod.rs"]
 mod sql;
 
-pub use changelog::{append_events, head_seq, oldest_seq, read_events, NewEvent};
+pub use changelog::{append_events, head_seq, oldest_seq, read_events, EventRow, NewEvent};
 pub use engine::{PostgresConfig, PostgresEngine};
 pub use schema::{
-    begin_tenant, open_tenant_schema, quote_ident, schema_name, set_tenant, PG_MIGRATOR,
+    begin_tenant, open_tenant_schema, quote_ident, schema_name, schema_version, set_tenant,
+    PG_MIGRATOR,
 };
 pub use tenant::PgTenant;
 

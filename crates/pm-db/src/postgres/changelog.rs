@@ -16,7 +16,7 @@ use sqlx::{PgConnection, Row};
 
 use super::PgResultExt;
 use crate::error::{Error, Result};
-use crate::events::StoredEvent;
+use crate::events::{PendingEvent, StoredEvent};
 
 /// A change-log row before it has a seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +37,74 @@ pub struct NewEvent {
     pub event: Vec<u8>,
 }
 
+/// The columns of a change-log row before it has a seq: a [`NewEvent`], or a write group's
+/// own events, appended without copying them into `NewEvent`s.
+pub trait EventRow {
+    /// When, Unix ms.
+    fn at(&self) -> i64;
+    /// Who made the change.
+    fn actor_id(&self) -> &str;
+    /// The project the change belongs to.
+    fn project_id(&self) -> &str;
+    /// The kind of entity changed.
+    fn kind(&self) -> EntityKind;
+    /// The entity changed.
+    fn entity_id(&self) -> &str;
+    /// What the change did.
+    fn action(&self) -> ChangeAction;
+    /// The encoded `pm.v1.Event`.
+    fn event(&self) -> &[u8];
+}
+
+/// The accessors of [`EventRow`] for a type with those fields.
+macro_rules! event_row {
+    ($type:ty) => {
+        impl EventRow for $type {
+            fn at(&self) -> i64 {
+                self.at
+            }
+            fn actor_id(&self) -> &str {
+                &self.actor_id
+            }
+            fn project_id(&self) -> &str {
+                &self.project_id
+            }
+            fn kind(&self) -> EntityKind {
+                self.kind
+            }
+            fn entity_id(&self) -> &str {
+                &self.entity_id
+            }
+            fn action(&self) -> ChangeAction {
+                self.action
+            }
+            fn event(&self) -> &[u8] {
+                &self.event
+            }
+        }
+    };
+}
+
+event_row!(NewEvent);
+event_row!(PendingEvent);
+
 /// Takes the next `events.len()` seqs of the tenant and appends `events` with them, in order,
 /// inside the caller's transaction; returns the first seq.
 ///
 /// One statement, one round trip: the counter bump, then all rows from arrays (`UNNEST`), so
 /// the SQL text is the same for any number of events and stays a cached prepared statement.
-pub async fn append_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<u64> {
+pub async fn append_events<E: EventRow>(conn: &mut PgConnection, events: &[E]) -> Result<u64> {
     if events.is_empty() {
         return Err(Error::invalid("events", "at least one event is required"));
     }
     let count = i64::try_from(events.len()).expect("a slice's length fits in i64");
-    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
-    let actor_id: Vec<&str> = events.iter().map(|e| e.actor_id.as_str()).collect();
-    let project_id: Vec<&str> = events.iter().map(|e| e.project_id.as_str()).collect();
-    let entity_type: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let entity_id: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
-    let action: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    let event: Vec<&[u8]> = events.iter().map(|e| e.event.as_slice()).collect();
+    let at: Vec<i64> = events.iter().map(E::at).collect();
+    let actor_id: Vec<&str> = events.iter().map(E::actor_id).collect();
+    let project_id: Vec<&str> = events.iter().map(E::project_id).collect();
+    let entity_type: Vec<&str> = events.iter().map(|e| e.kind().as_str()).collect();
+    let entity_id: Vec<&str> = events.iter().map(E::entity_id).collect();
+    let action: Vec<&str> = events.iter().map(|e| e.action().as_str()).collect();
+    let event: Vec<&[u8]> = events.iter().map(E::event).collect();
 
     let row = sqlx::query(
         r#"

@@ -10,7 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::tenant::PgTenant;
-use super::{open_tenant_schema, PgResultExt, PG_MIGRATOR};
+use super::{open_tenant_schema, schema_version, PgResultExt, PG_MIGRATOR};
 use crate::engine::{Engine, EngineFigures, RolloutReport, SchemaChange, SchemaStatus, Tenant};
 use crate::error::Result;
 use crate::registry::Registry;
@@ -127,18 +127,20 @@ impl Engine for PostgresEngine {
             target_version: target,
             ..RolloutReport::default()
         };
-        for tenant in self.tenants.open_tenants() {
+        let open = self.tenants.open_tenants();
+        for (i, tenant) in open.iter().enumerate() {
             let id = tenant.id().to_string();
-            match open_tenant_schema(&self.pool, tenant.id()).await {
-                Ok(()) => report.migrated.push((
-                    id,
-                    SchemaChange {
-                        from: target,
-                        to: target,
-                    },
-                )),
+            let migrated = async {
+                let from = schema_version(&self.pool, tenant.id()).await?;
+                open_tenant_schema(&self.pool, tenant.id()).await?;
+                let to = schema_version(&self.pool, tenant.id()).await?;
+                Ok::<_, crate::Error>(SchemaChange { from, to })
+            };
+            match migrated.await {
+                Ok(change) => report.migrated.push((id, change)),
                 Err(error) => {
                     report.failed = Some((id, error.to_string()));
+                    report.skipped = open[i + 1..].iter().map(|t| t.id().to_string()).collect();
                     break;
                 }
             }

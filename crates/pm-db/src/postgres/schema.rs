@@ -98,6 +98,25 @@ pub async fn open_tenant_schema(pool: &PgPool, tenant: &TenantId) -> Result<()> 
         .map_err(migrate_error)
 }
 
+/// The newest migration applied to `tenant`'s schema (0: none, or no schema yet).
+pub async fn schema_version(pool: &PgPool, tenant: &TenantId) -> Result<i64> {
+    let mut tx = begin_tenant(pool, tenant).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await
+        .pg()?;
+    let version = if exists {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *tx)
+            .await
+            .pg()?
+    } else {
+        0
+    };
+    tx.rollback().await.pg()?;
+    Ok(version)
+}
+
 /// Scopes the caller's open transaction on `conn` to `tenant`: `search_path` becomes the
 /// tenant's schema alone until the transaction ends (`SET LOCAL`).
 pub async fn set_tenant(conn: &mut PgConnection, tenant: &TenantId) -> Result<()> {
@@ -107,6 +126,16 @@ pub async fn set_tenant(conn: &mut PgConnection, tenant: &TenantId) -> Result<()
         .await
         .pg()?;
     Ok(())
+}
+
+/// `begin` (a `BEGIN` statement) and `tenant`'s `search_path` for that transaction, as one
+/// script (a simple query, run as a `&str`): one round trip where [`begin_tenant`] takes two. The
+/// name is quoted, not bound (a script takes no parameters).
+pub(crate) fn scoped_begin(tenant: &TenantId, begin: &str) -> String {
+    format!(
+        "{begin}; SET LOCAL search_path TO {}",
+        quote_ident(&schema_name(tenant))
+    )
 }
 
 /// Begins a transaction on `pool` scoped to `tenant` ([`set_tenant`]).

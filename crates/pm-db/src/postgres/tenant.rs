@@ -7,21 +7,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pm_core::{TenantId, UserId};
 use pm_proto::v1;
-use sqlx::PgPool;
-use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use sqlx::{Executor, PgPool};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::schema::scoped_begin;
 use super::sql::{people, queries, replay};
-use super::writer::{Job, Reply, Stats, Work, Writer};
-use super::{changelog, open_tenant_schema, pg_error, set_tenant, PgResultExt};
-use crate::engine::{fingerprint, KnownUsers, SubscriptionSnapshot, Tenant, UserProfile};
+use super::writer::{Job, Stats, Writer};
+use super::{changelog, open_tenant_schema, pg_error, PgResultExt};
+use crate::engine::{KnownProfiles, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, StoredEvent};
 use crate::registry::Resident;
 use crate::sqlite::WriterConfig;
-
-/// Profiles [`PgTenant::remember_user`] keeps before it starts over.
-const KNOWN_USERS: usize = 10_000;
+use crate::work::{Reply, Work};
 
 /// An open PostgreSQL tenant.
 #[derive(Debug)]
@@ -33,7 +32,10 @@ pub struct PgTenant {
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
     pub(crate) stats: Arc<Stats>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
-    known_users: Mutex<Option<KnownUsers>>,
+    /// Profiles known to be stored.
+    known_users: KnownProfiles,
+    /// Begins a read: `REPEATABLE READ, READ ONLY`, scoped to the tenant.
+    begin_read: String,
 }
 
 /// The crate's error for one that came out of the shared SQL layer on PostgreSQL.
@@ -58,7 +60,9 @@ impl PgTenant {
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(Stats::default());
+        let begin_read = scoped_begin(&id, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
         let writer = Writer {
+            begin: scoped_begin(&id, "BEGIN"),
             tenant: id.clone(),
             pool: pool.clone(),
             config,
@@ -77,7 +81,8 @@ impl PgTenant {
             events,
             stats,
             writer: std::sync::Mutex::new(Some(task)),
-            known_users: Mutex::new(None),
+            known_users: KnownProfiles::default(),
+            begin_read,
         })
     }
 
@@ -113,15 +118,9 @@ impl PgTenant {
         ) -> futures::future::BoxFuture<'c, Result<T>>,
     ) -> Result<T> {
         let mut conn = self.pool.acquire().await.pg()?;
-        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *conn)
-            .await
-            .pg()?;
-        let result = async {
-            set_tenant(&mut conn, &self.id).await?;
-            read(&mut conn).await
-        }
-        .await;
+        // A script without parameters: one round trip, as a simple query.
+        (&mut *conn).execute(self.begin_read.as_str()).await.pg()?;
+        let result = read(&mut conn).await;
         match sqlx::query("ROLLBACK").execute(&mut *conn).await {
             Ok(_) => {}
             Err(error) => {
@@ -211,27 +210,14 @@ impl Tenant for PgTenant {
     }
 
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
-        let print = fingerprint(profile.id.as_str(), &profile.name, profile.email.as_deref());
-        let mut known = self.known_users.lock().await;
-        if known.is_none() {
-            let loaded = self
-                .read(|conn| Box::pin(people::known_users(conn, KNOWN_USERS)))
-                .await?;
-            *known = Some(loaded);
-        }
-        let known = known.as_mut().expect("loaded above");
-        if known.contains(&print) {
-            return Ok(());
-        }
-        let mut tx = super::begin_tenant(&self.pool, &self.id).await?;
-        people::remember_user(&mut tx, profile, super::writer::now_ms())
-            .await
-            .map_err(mapped)?;
-        tx.commit().await.pg()?;
-        if known.len() >= KNOWN_USERS {
-            known.clear();
-        }
-        known.insert(print);
-        Ok(())
+        let load = || self.read(|conn| Box::pin(people::known_users(conn, KnownProfiles::LIMIT)));
+        let write = || async {
+            let mut tx = super::begin_tenant(&self.pool, &self.id).await?;
+            people::remember_user(&mut tx, profile, super::writer::now_ms())
+                .await
+                .map_err(mapped)?;
+            tx.commit().await.pg()
+        };
+        self.known_users.remember(profile, load, write).await
     }
 }

@@ -16,66 +16,19 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pm_core::{TenantId, UserId};
-use pm_proto::v1;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use sqlx::{Executor, PgPool, Postgres};
+use tokio::sync::{broadcast, mpsc};
 
-use super::changelog::{append_events, NewEvent};
+use super::changelog::append_events;
 use super::sql::commands::Cache;
 use super::sql::group::{exec, Group, Tx};
 use super::sql::idempotency;
-use super::{pg_error, set_tenant, PgResultExt};
+use super::{pg_error, PgResultExt};
 use crate::error::{Error, Result};
 use crate::events::CommittedEvent;
 use crate::sqlite::WriterConfig;
-
-/// Where a caller's answer goes, and the answer once the attempt that commits has it.
-#[derive(Debug)]
-pub(crate) struct Reply<T> {
-    to: oneshot::Sender<Result<T>>,
-    /// Boxed: a command's result holds a whole entity, and jobs move through the queue.
-    result: Option<Box<Result<T>>>,
-}
-
-impl<T> Reply<T> {
-    pub(crate) fn new(to: oneshot::Sender<Result<T>>) -> Self {
-        Reply { to, result: None }
-    }
-
-    /// Sends the answer, or `error` if the group did not commit. The caller may have gone
-    /// away; a committed change is committed all the same.
-    fn send(self, error: Option<&Error>) {
-        let answer = match error {
-            Some(error) => Err(copy(error)),
-            None => self.result.map_or_else(
-                || {
-                    Err(Error::Unavailable(
-                        "the change was not stored; retry".into(),
-                    ))
-                },
-                |result| *result,
-            ),
-        };
-        let _ = self.to.send(answer);
-    }
-}
-
-/// What a caller asks of the writer, with where its answer goes.
-#[derive(Debug)]
-pub(crate) enum Work {
-    Command(Box<v1::Command>, Reply<v1::CommandResult>),
-    Batch(v1::Batch, Reply<v1::BatchResult>),
-}
-
-impl Work {
-    fn send(self, error: Option<&Error>) {
-        match self {
-            Work::Command(_, reply) => reply.send(error),
-            Work::Batch(_, reply) => reply.send(error),
-        }
-    }
-}
+use crate::work::Work;
 
 /// A queued job.
 #[derive(Debug)]
@@ -98,6 +51,8 @@ pub(crate) struct Stats {
 /// The writer task's state.
 pub(crate) struct Writer {
     pub(crate) tenant: TenantId,
+    /// Begins a group's transaction, scoped to the tenant.
+    pub(crate) begin: String,
     pub(crate) pool: PgPool,
     pub(crate) config: WriterConfig,
     /// The head this node last committed or found.
@@ -152,7 +107,7 @@ impl Writer {
                     let _ = self.events.send(committed);
                 }
                 for job in jobs.drain(..) {
-                    job.work.send(None);
+                    job.work.send();
                 }
             }
             Err(error) => {
@@ -164,8 +119,9 @@ impl Writer {
                 if !matches!(error, Error::Unavailable(_)) {
                     tracing::error!(tenant = %self.tenant, %error, jobs = jobs.len(), "write group failed; nothing was committed");
                 }
-                for job in jobs.drain(..) {
-                    job.work.send(Some(&error));
+                for mut job in jobs.drain(..) {
+                    job.work.fail(|| error.for_another_caller());
+                    job.work.send();
                 }
             }
         }
@@ -193,8 +149,8 @@ impl Writer {
         jobs: &mut [Job],
         now: i64,
     ) -> Result<Group> {
-        exec(conn, "BEGIN").await?;
-        set_tenant(conn, &self.tenant).await?;
+        // A script without parameters: one round trip, as a simple query.
+        (&mut **conn).execute(self.begin.as_str()).await.pg()?;
         let head: i64 =
             sqlx::query_scalar("SELECT last_seq FROM tenant_head WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut **conn)
@@ -213,32 +169,12 @@ impl Writer {
             max_batch_commands: self.config.max_batch_commands,
         };
         for job in jobs.iter_mut() {
-            match &mut job.work {
-                Work::Command(command, reply) => {
-                    let outcome = group.command(&mut tx, &job.actor, command, now, true);
-                    reply.result = Some(Box::new(outcome.await?));
-                }
-                Work::Batch(batch, reply) => {
-                    let outcome = group.batch(&mut tx, &job.actor, batch, now, true);
-                    reply.result = Some(Box::new(outcome.await?));
-                }
-            }
+            group
+                .apply(&mut tx, &job.actor, &mut job.work, now, true)
+                .await?;
         }
         if !group.events.is_empty() {
-            let events: Vec<NewEvent> = group
-                .events
-                .iter()
-                .map(|e| NewEvent {
-                    at: e.at,
-                    actor_id: e.actor_id.clone(),
-                    project_id: e.project_id.clone(),
-                    kind: e.kind,
-                    entity_id: e.entity_id.clone(),
-                    action: e.action,
-                    event: e.event.clone(),
-                })
-                .collect();
-            let first = append_events(conn, &events).await?;
+            let first = append_events(conn, &group.events).await?;
             if first != head + 1 {
                 return Err(Error::Corrupt(format!(
                     "the change log's next seq is {first}, not {}",
@@ -258,14 +194,5 @@ impl Writer {
         }
         exec(conn, "COMMIT").await?;
         Ok(group)
-    }
-}
-
-/// The same error for another caller.
-fn copy(error: &Error) -> Error {
-    match error {
-        Error::Unavailable(message) => Error::Unavailable(message.clone()),
-        Error::StorageFull => Error::StorageFull,
-        _ => Error::Unavailable("the change was not stored; retry".into()),
     }
 }

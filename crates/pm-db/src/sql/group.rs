@@ -17,6 +17,7 @@ use super::idempotency;
 use super::pending::Pending;
 use crate::error::{Error, Result};
 use crate::events::PendingEvent;
+use crate::work::Work;
 
 /// What applying commands needs of the writer: its connection inside the group's
 /// transaction, its cache, and the batch limit.
@@ -89,6 +90,29 @@ impl Group {
             replayed: false,
             warnings: applied.warnings,
         }
+    }
+
+    /// Applies a queued job, filling in its answer; `Err` is a storage failure that dooms
+    /// the whole attempt.
+    pub(crate) async fn apply(
+        &mut self,
+        tx: &mut Tx<'_>,
+        actor: &UserId,
+        work: &mut Work,
+        now: i64,
+        safe: bool,
+    ) -> Result<()> {
+        match work {
+            Work::Command(command, reply) => {
+                let outcome = self.command(tx, actor, command, now, safe).await?;
+                reply.result = Some(Box::new(outcome));
+            }
+            Work::Batch(batch, reply) => {
+                let outcome = self.batch(tx, actor, batch, now, safe).await?;
+                reply.result = Some(Box::new(outcome));
+            }
+        }
+        Ok(())
     }
 
     /// Applies one command. `Ok(Err(_))` is the command's own failure.

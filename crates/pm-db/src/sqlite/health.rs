@@ -104,7 +104,7 @@ impl Health {
         match &self.fault {
             None => Next::Write,
             Some(fault) if now >= fault.retry_at => Next::Reopen,
-            Some(fault) => Next::Refuse(copy(&fault.error)),
+            Some(fault) => Next::Refuse(fault.error.for_another_caller()),
         }
     }
 
@@ -117,7 +117,7 @@ impl Health {
             .as_ref()
             .map_or(FIRST_RETRY, |fault| (fault.backoff * 2).min(LAST_RETRY));
         self.fault = Some(Fault {
-            error: copy(error),
+            error: error.for_another_caller(),
             retry_at: now + backoff,
             backoff,
         });
@@ -134,7 +134,7 @@ impl Health {
     /// The database is damaged: every write is refused with `error` from now on.
     pub(crate) fn damaged(&mut self, error: &Error, flag: &HealthFlag) {
         self.fault = Some(Fault {
-            error: copy(error),
+            error: error.for_another_caller(),
             retry_at: Instant::now() + Duration::from_secs(365 * 24 * 3600),
             backoff: LAST_RETRY,
         });
@@ -148,19 +148,6 @@ impl Health {
                 fault.retry_at = Instant::now();
             }
         }
-    }
-}
-
-/// The same storage error again (errors are not `Clone`: they may hold a sqlx error).
-pub(crate) fn copy(error: &Error) -> Error {
-    match error {
-        Error::StorageFull => Error::StorageFull,
-        Error::StorageIo(detail) => Error::StorageIo(detail.clone()),
-        Error::Damaged { tenant, detail } => Error::Damaged {
-            tenant: tenant.clone(),
-            detail: detail.clone(),
-        },
-        _ => Error::Unavailable("the change could not be stored; retry".into()),
     }
 }
 

@@ -17,6 +17,7 @@ use super::health::HealthFlag;
 use crate::engine::{SchemaChange, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::Retention;
+pub(super) use crate::work::{Reply, Work};
 
 /// Counters of a tenant's writer.
 #[derive(Debug, Default)]
@@ -95,47 +96,6 @@ impl Drop for MigrationPending {
     }
 }
 
-/// A caller's answer, filled in by the attempt that commits.
-#[derive(Debug)]
-pub(super) struct Reply<T> {
-    pub(super) to: oneshot::Sender<Result<T>>,
-    /// Boxed: a command's result holds a whole entity, and jobs move through the queue.
-    pub(super) result: Option<Box<Result<T>>>,
-}
-
-impl<T> Reply<T> {
-    fn send(self) {
-        // Never filled: the caller's receiver fails, which it reports as UNAVAILABLE. The
-        // caller may also have gone away; a committed change is committed all the same.
-        if let Some(result) = self.result {
-            let _ = self.to.send(*result);
-        }
-    }
-}
-
-/// What a caller asks of the writer, with where its answer goes.
-#[derive(Debug)]
-pub(super) enum Work {
-    Command(Box<v1::Command>, Reply<v1::CommandResult>),
-    Batch(v1::Batch, Reply<v1::BatchResult>),
-}
-
-impl Work {
-    pub(super) fn send(self) {
-        match self {
-            Work::Command(_, reply) => reply.send(),
-            Work::Batch(_, reply) => reply.send(),
-        }
-    }
-
-    pub(super) fn fail(&mut self, error: impl Fn() -> Error) {
-        match self {
-            Work::Command(_, reply) => reply.result = Some(Box::new(Err(error()))),
-            Work::Batch(_, reply) => reply.result = Some(Box::new(Err(error()))),
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct Job {
     pub(super) actor: UserId,
@@ -210,7 +170,7 @@ impl WriterHandle {
         let (to, answer) = oneshot::channel();
         let job = Queued::Write(Job {
             actor,
-            work: work(Reply { to, result: None }),
+            work: work(Reply::new(to)),
             _in_flight: InFlight::new(&self.shared),
         });
         match self.tx.try_send(job) {

@@ -26,9 +26,7 @@ use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
 use super::replay;
 use super::writer::{self, Storage};
-use crate::engine::{
-    fingerprint, KnownUsers, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile,
-};
+use crate::engine::{KnownProfiles, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
 use crate::registry::Resident;
@@ -54,14 +52,9 @@ pub struct SqliteTenant {
     lock: Mutex<Option<TenantLock>>,
     db_file: PathBuf,
     safeguards: Arc<Safeguards>,
-    /// Profiles known to be stored, so that a reconnect with the same claims writes nothing.
-    /// Bounded: forgotten when full (a forgotten profile costs one no-op write).
-    /// Loaded from the database on first use.
-    known_users: tokio::sync::Mutex<Option<KnownUsers>>,
+    /// Profiles known to be stored.
+    known_users: KnownProfiles,
 }
-
-/// Profiles [`SqliteTenant::known_users`] keeps before it starts over.
-const KNOWN_USERS: usize = 10_000;
 
 /// Rows a read connection's thread may hand over before the reader takes them: a page's
 /// worth (at most 500) and its follow-up lookups, so a page is one hand-over, not ten.
@@ -163,7 +156,7 @@ impl SqliteTenant {
             lock: Mutex::new(Some(lock)),
             db_file,
             safeguards: safeguards.clone(),
-            known_users: tokio::sync::Mutex::default(),
+            known_users: KnownProfiles::default(),
         }))
     }
 
@@ -391,27 +384,11 @@ impl Tenant for SqliteTenant {
 
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
         self.check_usable()?;
-        let print = fingerprint(profile.id.as_str(), &profile.name, profile.email.as_deref());
-        // Held across the write: one profile write at a time per tenant, and a reconnect
-        // storm after a restart reads the table once instead of writing once per user.
-        let mut known = self.known_users.lock().await;
-        if known.is_none() {
-            let loaded = async {
-                let mut conn = self.read_pool.acquire().await?;
-                people::known_users(&mut conn, KNOWN_USERS).await
-            };
-            let loaded = self.read(loaded.await)?;
-            *known = Some(loaded);
-        }
-        let known = known.as_mut().expect("loaded above");
-        if known.contains(&print) {
-            return Ok(());
-        }
-        self.writer.remember_user(profile.clone()).await?;
-        if known.len() >= KNOWN_USERS {
-            known.clear();
-        }
-        known.insert(print);
-        Ok(())
+        let load = || async {
+            let mut conn = self.read_pool.acquire().await?;
+            self.read(people::known_users(&mut conn, KnownProfiles::LIMIT).await)
+        };
+        let write = || self.writer.remember_user(profile.clone());
+        self.known_users.remember(profile, load, write).await
     }
 }

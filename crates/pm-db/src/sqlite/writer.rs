@@ -44,8 +44,8 @@ use super::checkpoint::{self, Due, WalProgress};
 use super::commands::Cache;
 use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
-use super::health::{self, Health, Next, Safeguards};
-use super::queue::{Control, Job, Queued, Shared, Work, WriterHandle};
+use super::health::{Health, Next, Safeguards};
+use super::queue::{Control, Job, Queued, Shared, WriterHandle};
 use super::{changelog, idempotency, migrations, people};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
@@ -395,16 +395,9 @@ impl Writer {
             max_batch_commands: self.config.max_batch_commands,
         };
         for job in jobs.iter_mut() {
-            match &mut job.work {
-                Work::Command(command, reply) => {
-                    let outcome = group.command(&mut tx, &job.actor, command, now, safe);
-                    reply.result = Some(Box::new(outcome.await?));
-                }
-                Work::Batch(batch, reply) => {
-                    let outcome = group.batch(&mut tx, &job.actor, batch, now, safe);
-                    reply.result = Some(Box::new(outcome.await?));
-                }
-            }
+            group
+                .apply(&mut tx, &job.actor, &mut job.work, now, safe)
+                .await?;
         }
         if now - self.last_prune > PRUNE_INTERVAL_MS {
             group.pending.begin(&mut self.conn).await?;
@@ -492,7 +485,7 @@ impl Writer {
 /// Answers every job with `error` (the storage's condition, or that nothing was stored).
 fn refuse(jobs: &mut Vec<Job>, error: &Error) {
     for mut job in jobs.drain(..) {
-        job.work.fail(|| health::copy(error));
+        job.work.fail(|| error.for_another_caller());
         job.work.send();
     }
 }
