@@ -85,3 +85,38 @@ async fn three_nodes_writing_one_tenant_get_gapless_seqs_and_distinct_numbers() 
     let numbers: BTreeSet<u64> = items.items.iter().map(|item| item.number).collect();
     assert_eq!(numbers, (1..=total).collect::<BTreeSet<_>>());
 }
+
+#[tokio::test]
+async fn an_online_rollout_reports_each_open_tenant_at_the_newest_migration() {
+    let env = TestEnv::new();
+    let acme = env.tenant("acme").await;
+    let _globex = env.tenant("globex").await;
+    create_project(&acme, &ALICE, "OPS").await;
+
+    let report = env.engine.migrate_online().await.expect("the rollout runs");
+    let newest = pm_db::postgres::PG_MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations are embedded");
+    assert_eq!(report.target_version, newest);
+    let mut migrated = report.migrated.clone();
+    migrated.sort_by(|a, b| a.0.cmp(&b.0));
+    let at_newest = pm_db::SchemaChange {
+        from: newest,
+        to: newest,
+    };
+    assert_eq!(
+        migrated,
+        [
+            ("acme".to_owned(), at_newest),
+            ("globex".to_owned(), at_newest)
+        ]
+    );
+    assert!(report.failed.is_none() && report.skipped.is_empty());
+
+    let figures = env.engine.figures();
+    assert_eq!(figures.open_tenants, 2);
+    // The project's create is one group of one job.
+    assert_eq!((figures.committed_groups, figures.committed_jobs), (1, 1));
+}

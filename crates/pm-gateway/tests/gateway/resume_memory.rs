@@ -53,6 +53,18 @@ async fn assert_events(client: &mut Client, from: u64, to: u64) {
     }
 }
 
+/// The client of [`away_while_writing`] comes back from seq 3: it gets exactly `4..=head`,
+/// then a change `alice` makes after, live (its seq is returned), and nothing more.
+async fn come_back_from_3(app: &TestApp, alice: &mut Client, project: &str, head: u64) -> u64 {
+    let (mut back, _) = app.client("acme", "alice").await;
+    assert_eq!(back.subscribe(3).await, Ok(head));
+    assert_events(&mut back, 3, head).await;
+    let (_, live) = alice.create_item(project, "live").await;
+    assert_eq!(back.event().await.seq, live);
+    back.assert_nothing_more(1).await;
+    live
+}
+
 /// (served from memory, read the log)
 fn resumes(metrics: &Metrics) -> (u64, u64) {
     (
@@ -92,12 +104,7 @@ async fn a_recent_resume_is_replayed_from_memory_exactly_then_goes_live() {
     let metrics = app.app.metrics.clone();
     assert_eq!(resumes(&metrics), (0, 0), "empty replays are not counted");
 
-    let (mut back, _) = app.client("acme", "alice").await;
-    assert_eq!(back.subscribe(3).await, Ok(head));
-    assert_events(&mut back, 3, head).await;
-    let (_, live) = alice.create_item(&project, "live").await;
-    assert_eq!(back.event().await.seq, live);
-    back.assert_nothing_more(1).await;
+    let live = come_back_from_3(&app, &mut alice, &project, head).await;
     assert_eq!(resumes(&metrics), (1, 0));
 
     // The ring holds everything since the hub started (seq 3 was the first group after it).
@@ -134,12 +141,7 @@ async fn a_resume_older_than_the_ring_reads_the_log_then_the_ring_and_is_exact()
     );
     assert!(metrics.ring_bytes.get() <= RING as u64);
 
-    let (mut back, _) = app.client("acme", "alice").await;
-    assert_eq!(back.subscribe(3).await, Ok(head));
-    assert_events(&mut back, 3, head).await;
-    let (_, live) = alice.create_item(&project, "live").await;
-    assert_eq!(back.event().await.seq, live);
-    back.assert_nothing_more(1).await;
+    come_back_from_3(&app, &mut alice, &project, head).await;
     assert_eq!(resumes(&metrics), (0, 1));
     assert!(metrics.ring_bytes.get() <= RING as u64);
 }
@@ -154,12 +156,7 @@ async fn a_ring_smaller_than_one_event_holds_nothing_and_resumes_read_the_log() 
         (0, 0)
     );
 
-    let (mut back, _) = app.client("acme", "alice").await;
-    assert_eq!(back.subscribe(3).await, Ok(head));
-    assert_events(&mut back, 3, head).await;
-    let (_, live) = alice.create_item(&project, "live").await;
-    assert_eq!(back.event().await.seq, live);
-    back.assert_nothing_more(1).await;
+    come_back_from_3(&app, &mut alice, &project, head).await;
     assert_eq!(resumes(&metrics), (0, 1));
 }
 

@@ -217,18 +217,24 @@ const P1: &str = "0190f0c4-0000-7000-8000-000000000001";
 const P2: &str = "0190f0c4-0000-7000-8000-000000000002";
 const W1: &str = "0190f0c4-0000-7000-8000-000000000011";
 
-#[tokio::test]
-async fn constraints_refuse_what_sqlite_refuses() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+/// A database with tenant `acme` holding one project, `P1` keyed `key`; `None` when skipped.
+async fn acme_with_project(key: &str) -> Option<(TestDb, PgPool)> {
+    let db = TestDb::create().await?;
     let pool = db.pool(2).await;
     open_tenant_schema(&pool, &tenant("acme"))
         .await
         .expect("open");
-    write(&pool, "acme", INSERT_PROJECT, &[P1, "ACME2"])
+    write(&pool, "acme", INSERT_PROJECT, &[P1, key])
         .await
         .expect("a valid project");
+    Some((db, pool))
+}
+
+#[tokio::test]
+async fn constraints_refuse_what_sqlite_refuses() {
+    let Some((_db, pool)) = acme_with_project("ACME2").await else {
+        return;
+    };
 
     let check = |constraint: &str| (ErrorKind::CheckViolation, constraint.to_owned());
     for bad_key in ["acme", "A", "AB-1", "2AB", "ABCDEFGHIJK"] {
@@ -275,16 +281,9 @@ async fn constraints_refuse_what_sqlite_refuses() {
 
 #[tokio::test]
 async fn search_columns_follow_their_rows() {
-    let Some(db) = TestDb::create().await else {
+    let Some((_db, pool)) = acme_with_project("ACME").await else {
         return;
     };
-    let pool = db.pool(2).await;
-    open_tenant_schema(&pool, &tenant("acme"))
-        .await
-        .expect("open");
-    write(&pool, "acme", INSERT_PROJECT, &[P1, "ACME"])
-        .await
-        .expect("project");
     write(
         &pool,
         "acme",

@@ -141,7 +141,9 @@ async fn reads_page_in_order_and_refuse_pruned_or_future_positions() {
     assert_eq!(head_seq(&mut tx).await.expect("head"), 0);
     assert_eq!(oldest_seq(&mut tx).await.expect("oldest"), None);
     assert!(read_events(&mut tx, 0, 10).await.expect("read").is_empty());
-    let error = append_events(&mut tx, &[]).await.expect_err("no events");
+    let error = append_events::<NewEvent>(&mut tx, &[])
+        .await
+        .expect_err("no events");
     assert!(matches!(error, Error::InvalidArgument { ref field, .. } if field == "events"));
     assert_eq!(
         append_events(&mut tx, &events_of("a", 3)).await.expect("a"),
