@@ -23,7 +23,7 @@ pub mod events;
 pub mod export;
 pub mod postgres;
 mod registry;
-mod snippet;
+mod search_text;
 pub mod sqlite;
 pub mod upstream;
 mod work;

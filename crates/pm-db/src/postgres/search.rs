@@ -9,8 +9,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::sql::hits::hit;
 use super::sql::queries::Reader;
-use crate::error::{Error, Result};
-use crate::snippet::{MATCH_END, MATCH_START};
+use crate::error::Result;
+use crate::search_text::{search_terms, MATCH_END, MATCH_START};
 
 use v1::query_result::Result as R;
 
@@ -136,45 +136,25 @@ pub(crate) fn push_item_filter(b: &mut QueryBuilder<'_, Postgres>, query: String
 /// meaning (`:*`). A word without letters or digits becomes a lexeme no text is indexed
 /// under, so it matches nothing, as on SQLite.
 pub(crate) fn text_query(input: &str) -> Result<String> {
-    const MAX_TERMS: usize = 32;
     /// Indexed lexemes are letters and digits only.
     const NOTHING: &str = "'-'";
-    let terms: Vec<String> = input
-        .split_whitespace()
-        .filter_map(|word| {
-            let prefix = word.ends_with('*');
-            let word: String = word
-                .chars()
-                .filter(|c| *c != '"' && *c != '*' && !c.is_control())
-                .collect();
-            if word.is_empty() {
-                return None;
-            }
-            let parts: Vec<String> = word
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|part| !part.is_empty())
-                .map(|part| format!("'{}'", part.to_lowercase()))
-                .collect();
-            if parts.is_empty() {
-                return Some(NOTHING.to_owned());
-            }
-            let phrase = parts.join(" <-> ");
-            Some(if prefix {
-                format!("{phrase}:*")
-            } else {
-                phrase
-            })
-        })
-        .collect();
-    if terms.is_empty() {
-        return Err(Error::invalid("text", "has no words to search for"));
-    }
-    if terms.len() > MAX_TERMS {
-        return Err(Error::invalid(
-            "text",
-            format!("may hold at most {MAX_TERMS} words"),
-        ));
-    }
+    let terms = search_terms(input, |word| {
+        let parts: Vec<String> = word
+            .text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|part| !part.is_empty())
+            .map(|part| format!("'{}'", part.to_lowercase()))
+            .collect();
+        if parts.is_empty() {
+            return NOTHING.to_owned();
+        }
+        let phrase = parts.join(" <-> ");
+        if word.prefix {
+            format!("{phrase}:*")
+        } else {
+            phrase
+        }
+    })?;
     Ok(terms.join(" & "))
 }
 

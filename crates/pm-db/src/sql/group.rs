@@ -16,7 +16,7 @@ use super::dialect::Conn;
 use super::idempotency;
 use super::pending::Pending;
 use crate::error::{Error, Result};
-use crate::events::PendingEvent;
+use crate::events::{CommittedEvent, PendingEvent};
 use crate::work::Work;
 
 /// What applying commands needs of the writer: its connection inside the group's
@@ -62,6 +62,12 @@ impl Group {
     /// The head once the group is committed.
     pub(crate) fn head(&self) -> u64 {
         self.base + self.events.len() as u64
+    }
+
+    /// The group's events as subscribers get them once it is committed (`None`: it changed
+    /// nothing), one slice shared by all.
+    pub(crate) fn committed(&self) -> Option<std::sync::Arc<[CommittedEvent]>> {
+        (!self.events.is_empty()).then(|| self.events.iter().map(CommittedEvent::from).collect())
     }
 
     fn next_seq(&self) -> u64 {

@@ -11,7 +11,7 @@ use super::dialect::{Db, DbRow};
 use super::pages::{bad_token, decode_token, encode_token, Key};
 use super::queries::Reader;
 use crate::error::{Error, Result};
-use crate::snippet::snippet_parts;
+use crate::search_text::snippet_parts;
 
 /// A `Search`, checked.
 pub(crate) struct SearchRequest {

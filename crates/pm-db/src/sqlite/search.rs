@@ -7,8 +7,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::queries::Reader;
 use super::sql::hits::{hit, hit_kind};
-use crate::error::{Error, Result};
-use crate::snippet::{MATCH_END, MATCH_START};
+use crate::error::Result;
+use crate::search_text::{search_terms, MATCH_END, MATCH_START};
 
 use v1::query_result::Result as R;
 
@@ -166,27 +166,9 @@ pub(crate) fn push_item_filter(b: &mut QueryBuilder<'_, Sqlite>, query: String) 
 /// Turns user text into a safe FTS5 query: each word quoted (so operators and punctuation
 /// are literal), words joined with AND; a trailing `*` keeps its prefix meaning.
 pub(crate) fn text_query(input: &str) -> Result<String> {
-    const MAX_TERMS: usize = 32;
-    let terms: Vec<String> = input
-        .split_whitespace()
-        .filter_map(|word| {
-            let prefix = word.ends_with('*');
-            let word: String = word
-                .chars()
-                .filter(|c| *c != '"' && *c != '*' && !c.is_control())
-                .collect();
-            (!word.is_empty()).then(|| format!("\"{word}\"{}", if prefix { "*" } else { "" }))
-        })
-        .collect();
-    if terms.is_empty() {
-        return Err(Error::invalid("text", "has no words to search for"));
-    }
-    if terms.len() > MAX_TERMS {
-        return Err(Error::invalid(
-            "text",
-            format!("may hold at most {MAX_TERMS} words"),
-        ));
-    }
+    let terms = search_terms(input, |word| {
+        format!("\"{}\"{}", word.text, if word.prefix { "*" } else { "" })
+    })?;
     Ok(terms.join(" "))
 }
 

@@ -435,9 +435,7 @@ impl Writer {
             .stats
             .jobs
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        if !group.events.is_empty() {
-            let committed: Arc<[CommittedEvent]> =
-                group.events.iter().map(CommittedEvent::from).collect();
+        if let Some(committed) = group.committed() {
             // No receiver is fine: nobody is subscribed to this tenant.
             let _ = self.events.send(committed);
         }
