@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod rank;
 pub mod rules;
 pub mod text;
+pub mod time;
 
 pub use error::{Error, Result};
 pub use ids::{EntityId, TenantId, UserId};

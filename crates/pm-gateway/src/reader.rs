@@ -2,6 +2,7 @@
 //! send at once, or the end), with the frame rules (size, binary only, decodable) and the
 //! request budget applied.
 
+use pm_core::time::now_ms;
 use std::sync::Arc;
 
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
@@ -142,11 +143,3 @@ fn refuse(request_id: u64, code: v1::ErrorCode, message: &str, field: &str) -> R
 
 /// Consecutive undecodable frames before the connection is closed (1007).
 const GARBAGE_LIMIT: u32 = 16;
-
-/// Now, as Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}

@@ -28,8 +28,9 @@ use crate::connection::{self, write_loop, Close, CloseSignal, Outbound, Ws};
 use crate::hub::{Channels, Registration};
 use crate::limits::Refused;
 use crate::outbox::Outbox;
-use crate::reader::{now_ms, Read, Reader};
+use crate::reader::{Read, Reader};
 use crate::resume::{self, Interest};
+use pm_core::time::now_ms;
 
 /// How long the server waits for the client's Close after sending its own.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);

@@ -213,7 +213,7 @@ impl Tenant for PgTenant {
         let load = || self.read(|conn| Box::pin(people::known_users(conn, KnownProfiles::LIMIT)));
         let write = || async {
             let mut tx = super::begin_tenant(&self.pool, &self.id).await?;
-            people::remember_user(&mut tx, profile, super::writer::now_ms())
+            people::remember_user(&mut tx, profile, pm_core::time::now_ms())
                 .await
                 .map_err(mapped)?;
             tx.commit().await.pg()

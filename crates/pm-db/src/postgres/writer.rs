@@ -13,8 +13,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use pm_core::time::now_ms;
 use pm_core::{TenantId, UserId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgPool, Postgres};
@@ -66,13 +66,6 @@ pub(crate) struct Writer {
 
 /// How often a writer deletes expired idempotency answers.
 const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 impl Writer {
     /// Commits queued jobs in groups until every sender is gone.

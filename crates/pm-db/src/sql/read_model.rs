@@ -11,8 +11,8 @@
 //!   `GetRunningTimer`: the caller's timer in any project; `GetTimeTotals`: time spent,
 //!   grouped, within a time range.
 
+use pm_core::time::now_ms;
 use std::collections::{HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pm_core::kinds::WorkItemStatus;
 use pm_core::{rules, UserId};
@@ -134,13 +134,6 @@ fn every_status(counts: &Counts) -> Vec<v1::StatusCount> {
             }
         })
         .collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 impl Reader<'_> {

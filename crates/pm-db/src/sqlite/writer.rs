@@ -25,11 +25,12 @@
 //! the writer also starts by itself every `retention.interval`, one bounded chunk between
 //! groups at a time until nothing is left.
 
+use pm_core::time::now_ms;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures::FutureExt;
 use pm_core::TenantId;
@@ -148,13 +149,6 @@ async fn next_tick(tick: &mut Option<Interval>) {
 
 fn elapsed_micros(from: Instant, to: Instant) -> u64 {
     to.duration_since(from).as_micros() as u64
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl Writer {

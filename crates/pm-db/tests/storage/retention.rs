@@ -1,5 +1,6 @@
 //! Change-log retention: what pruning removes, what it never removes, and resume beyond it.
 
+use pm_core::time::now_ms;
 use std::time::Duration;
 
 use pm_db::{EventFilter, Retention, SqliteTenant, Tenant as _};
@@ -53,13 +54,6 @@ async fn logged_seqs(tenant: &SqliteTenant) -> Vec<u64> {
         .iter()
         .map(|e| e.seq)
         .collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use v1::command::Kind as Cmd;
 use v1::query::Kind as Q;
 use v1::query_result::Result as QR;
 
+pub use pm_core::time::now_ms;
 pub use pm_gateway::testing::{TestServer as TestApp, SECRET};
 pub use pm_gateway::Settings;
 
@@ -780,14 +781,6 @@ pub async fn events_until(client: &mut Client, last: u64) -> Vec<v1::Event> {
 
 pub fn seqs(events: &[v1::Event]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
-}
-
-/// The wall clock in Unix milliseconds, as the server stamps events.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
 }
 
 // ---- Property tests over a live connection --------------------------------------------------
