@@ -80,8 +80,12 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let address = local.map(|a| a.to_string()).unwrap_or_default();
     let secret = settings.auth.secret.clone();
     let data_dir = settings.server.data_dir.clone();
-    let app = App::new(settings, BUILD_VERSION).map_err(|e| Failure(e.to_string()))?;
-    tracing::info!(%address, version = BUILD_VERSION, "serving");
+    let engine = settings.storage.engine;
+    let bus = !settings.bus.nats_url.is_empty();
+    let app = App::open(settings, BUILD_VERSION)
+        .await
+        .map_err(|e| Failure(e.to_string()))?;
+    tracing::info!(%address, version = BUILD_VERSION, ?engine, bus, "serving");
     if args.dev {
         print_dev_banner(&secret, local, &data_dir)?;
     }

@@ -46,8 +46,13 @@ pub trait Tenant: Send + Sync + Debug {
     /// Its id.
     fn id(&self) -> &TenantId;
 
-    /// The latest committed change number.
+    /// The latest committed change number this node knows of: its own commits, and on an
+    /// engine that nodes share, the later ones [`Tenant::observe_head`] was told of.
     fn head_seq(&self) -> u64;
+
+    /// Records that the change log reaches at least `seq`: a commit another node made, as the
+    /// cluster's relay delivered it. [`Tenant::head_seq`] never goes back.
+    fn observe_head(&self, seq: u64);
 
     /// Applies one command as `actor`; answers after it is committed.
     async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult>;

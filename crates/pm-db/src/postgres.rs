@@ -32,6 +32,8 @@ mod engine;
 pub mod schema;
 mod search;
 mod tenant;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod writer;
 
 // The shared SQL layer, compiled for this engine (and again for the other): see `sql/mod.rs`.

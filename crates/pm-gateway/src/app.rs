@@ -5,16 +5,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use pm_db::postgres::PostgresEngine;
 use pm_db::{Engine, SqliteEngine};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::Verifier;
+use crate::cluster::Cluster;
 use crate::hub::Hubs;
 use crate::limits::ConnectionCounts;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
-use crate::settings::{ConfigError, Settings};
+use crate::relay::Bus;
+use crate::settings::{ConfigError, Settings, StorageEngine};
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -27,6 +30,8 @@ pub struct App {
     pub verifier: Verifier,
     /// Fan-out per tenant.
     pub(crate) hubs: Hubs,
+    /// On a cluster node: the bus to the other nodes.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Connections per tenant and user.
@@ -40,17 +45,42 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the shared state from settings, on the SQLite engine the settings describe;
-    /// `server_version` identifies the build.
-    pub fn new(settings: Settings, server_version: &str) -> Result<Arc<App>, ConfigError> {
-        let engine = Arc::new(SqliteEngine::new(settings.sqlite_config()));
-        Self::with_engine(settings, engine, server_version)
+    /// Builds the shared state from settings: the storage engine they name (PostgreSQL is
+    /// reached at once, so that a wrong URL or a database that is down fails the start) and,
+    /// with `bus.nats_url`, the bus to the other nodes. `server_version` identifies the build.
+    pub async fn open(settings: Settings, server_version: &str) -> Result<Arc<App>, StartError> {
+        let engine: Arc<dyn Engine> = match settings.storage.engine {
+            StorageEngine::Sqlite => Arc::new(SqliteEngine::new(settings.sqlite_config())),
+            StorageEngine::Postgres => Arc::new(
+                PostgresEngine::connect(settings.postgres_config())
+                    .await
+                    .map_err(StartError::Storage)?,
+            ),
+        };
+        let bus = match settings.bus_config() {
+            // Connects in the background: a node starts with NATS down and delivers by
+            // polling the change log until it is up.
+            Some(config) => Some(Bus::connect(config).await.map_err(StartError::Bus)?),
+            None => None,
+        };
+        Ok(Self::with_parts(settings, engine, bus, server_version)?)
     }
 
-    /// Builds the shared state on `engine`.
+    /// Builds the shared state on `engine`, a single node.
     pub fn with_engine(
         settings: Settings,
         engine: Arc<dyn Engine>,
+        server_version: &str,
+    ) -> Result<Arc<App>, ConfigError> {
+        Self::with_parts(settings, engine, None, server_version)
+    }
+
+    /// Builds the shared state on `engine`, and with a `bus` as a node of a cluster whose
+    /// nodes share the engine's database.
+    pub fn with_parts(
+        settings: Settings,
+        engine: Arc<dyn Engine>,
+        bus: Option<Bus>,
         server_version: &str,
     ) -> Result<Arc<App>, ConfigError> {
         let verifier =
@@ -58,11 +88,14 @@ impl App {
         let origins =
             Origins::new(&settings.server.allowed_origins).map_err(ConfigError::Invalid)?;
         let storage = engine.clone();
+        let metrics = Arc::new(Metrics::new(move || storage.figures()));
+        let cluster = bus.map(|bus| Arc::new(Cluster::new(bus, metrics.clone())));
         Ok(Arc::new(App {
             engine,
             verifier,
-            hubs: Hubs::new(settings.limits.resume_ring_bytes),
-            metrics: Arc::new(Metrics::new(move || storage.figures())),
+            hubs: Hubs::new(settings.limits.resume_ring_bytes, cluster.clone()),
+            cluster,
+            metrics,
             counts: Arc::new(ConnectionCounts::default()),
             server_version: server_version.to_owned(),
             origins,
@@ -70,6 +103,20 @@ impl App {
             ready: AtomicBool::new(false),
             settings,
         }))
+    }
+
+    /// The bus, on a cluster node.
+    pub fn bus(&self) -> Option<&Bus> {
+        self.cluster.as_deref().map(Cluster::bus)
+    }
+
+    /// Test hook: while `suppressed`, this node commits but does not publish, as a node that
+    /// dies between COMMIT and publish; the other nodes' head checks must still deliver.
+    #[cfg(feature = "test-util")]
+    pub fn suppress_publishing(&self, suppressed: bool) {
+        if let Some(cluster) = &self.cluster {
+            cluster.suppress_publishing(suppressed);
+        }
     }
 
     /// The WebSocket settings of every connection.
@@ -147,4 +194,18 @@ impl App {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Why a server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings do not hold together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The storage cannot be reached.
+    #[error("cannot open the storage: {0}")]
+    Storage(pm_db::Error),
+    /// The bus cannot be set up.
+    #[error("cannot set up the bus: {0}")]
+    Bus(crate::relay::BusError),
 }

@@ -1,4 +1,5 @@
-//! Fan-out: one hub per open tenant that has had subscribers, fed by the tenant's writer.
+//! Fan-out: one hub per open tenant that has had subscribers, fed by the tenant's writer or,
+//! on a cluster node, by the tenant's [`Relay`](crate::relay::Relay) (every node's commits).
 //!
 //! Each committed event arrives once, already encoded as a `ServerFrame` in shared `Bytes`,
 //! and is queued (`try_send`) for every subscriber whose filter and permissions match. A
@@ -17,6 +18,10 @@
 //! tenant can still be closed; the writer's feed then ends and so does the hub, whose ring is
 //! emptied at once and whose entry goes at the next start of a hub. At most one hub per open
 //! tenant, so the rings hold at most `limits.max_open_tenants` × `limits.resume_ring_bytes`.
+//!
+//! A hub whose feed ends while its tenant is open (a relay whose missed events were pruned
+//! from the log) cuts its subscribers off, so that they resume from the log, and is replaced
+//! by a new one at the next subscription.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -27,6 +32,7 @@ use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, EventFilter, Tenant};
 use tokio::sync::broadcast;
 
+use crate::cluster::Cluster;
 use crate::connection::{Close, CloseSignal, Outbound};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Refused};
@@ -38,14 +44,18 @@ pub(crate) struct Hubs {
     hubs: Mutex<HashMap<TenantId, Arc<Hub>>>,
     /// The bound of each hub's ring of recent events, bytes.
     ring_bytes: usize,
+    /// On a cluster node: where hubs' relays come from.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Hubs {
-    /// No hubs yet; each will keep up to `ring_bytes` of recent events.
-    pub(crate) fn new(ring_bytes: usize) -> Hubs {
+    /// No hubs yet; each will keep up to `ring_bytes` of recent events, and on a cluster
+    /// node be fed by a relay.
+    pub(crate) fn new(ring_bytes: usize, cluster: Option<Arc<Cluster>>) -> Hubs {
         Hubs {
             hubs: Mutex::default(),
             ring_bytes,
+            cluster,
         }
     }
 
@@ -53,11 +63,19 @@ impl Hubs {
     /// hub), started if it has none.
     pub(crate) fn get(&self, tenant: &Arc<dyn Tenant>, metrics: &Arc<Metrics>) -> Arc<Hub> {
         let mut hubs = self.hubs.lock().expect("hubs lock is never poisoned");
-        if let Some(hub) = hubs.get(tenant.id()).filter(|hub| hub.serves(tenant)) {
+        if let Some(hub) = hubs
+            .get(tenant.id())
+            .filter(|hub| hub.serves(tenant) && !hub.ended())
+        {
             return hub.clone();
         }
         hubs.retain(|_, hub| hub.tenant.strong_count() > 0);
-        let hub = Hub::start(tenant, metrics.clone(), self.ring_bytes);
+        let hub = Hub::start(
+            tenant,
+            metrics.clone(),
+            self.ring_bytes,
+            self.cluster.clone(),
+        );
         hubs.insert(tenant.id().clone(), hub.clone());
         hub
     }
@@ -81,6 +99,8 @@ struct State {
     last_seq: u64,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
+    /// The feed ended: nothing more will be delivered.
+    ended: bool,
 }
 
 /// What a subscriber asked for.
@@ -151,23 +171,75 @@ pub(crate) struct Channels {
 }
 
 impl Hub {
-    fn start(tenant: &Arc<dyn Tenant>, metrics: Arc<Metrics>, ring_bytes: usize) -> Arc<Hub> {
+    fn start(
+        tenant: &Arc<dyn Tenant>,
+        metrics: Arc<Metrics>,
+        ring_bytes: usize,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Hub> {
         // Subscribe before reading the head: anything committed later is in the receiver,
         // anything earlier is at or below the head (and skipped by seq if in both).
         let commits = tenant.subscribe_commits();
+        let head = tenant.head_seq();
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
-                last_seq: tenant.head_seq(),
+                last_seq: head,
                 next_id: 0,
                 subscribers: HashMap::new(),
+                ended: false,
             }),
             id: tenant.id().clone(),
             tenant: Arc::downgrade(tenant),
             ring: RwLock::new(Ring::new(ring_bytes, metrics.clone())),
             metrics,
         });
-        tokio::spawn(run(Arc::downgrade(&hub), commits));
+        let weak = Arc::downgrade(&hub);
+        match cluster {
+            None => {
+                tokio::spawn(run(weak, commits));
+            }
+            Some(cluster) => {
+                let tenant = Arc::downgrade(tenant);
+                tokio::spawn(async move {
+                    // The relay starts where the hub does, so its first receiver brings
+                    // exactly what follows, whenever it is taken.
+                    let relay = match tenant.upgrade() {
+                        Some(tenant) => cluster.relay(&tenant, head, commits).await,
+                        None => return,
+                    };
+                    match relay {
+                        Ok(relay) => run(weak, relay.subscribe()).await,
+                        Err(error) => {
+                            tracing::error!(%error, "hub: cannot follow the tenant on the bus");
+                            if let Some(hub) = weak.upgrade() {
+                                hub.end();
+                            }
+                        }
+                    }
+                });
+            }
+        }
         hub
+    }
+
+    /// Whether the feed has ended.
+    fn ended(&self) -> bool {
+        self.state.lock().expect("hub lock is never poisoned").ended
+    }
+
+    /// The feed ended: the ring is emptied (nobody will resume from it) and the subscribers
+    /// are cut off, to resume from the log through a new hub.
+    fn end(&self) {
+        self.ring
+            .write()
+            .expect("ring lock is never poisoned")
+            .clear();
+        let mut state = self.state.lock().expect("hub lock is never poisoned");
+        state.ended = true;
+        for (_, sub) in state.subscribers.drain() {
+            self.metrics.slow_consumer_disconnects.inc();
+            sub.close.request(Close::SlowConsumer);
+        }
     }
 
     /// Whether this hub is fed by `tenant` (the same open instance).
@@ -199,6 +271,10 @@ impl Hub {
         channels: Channels,
     ) -> Registration {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
+        if state.ended {
+            // Too late for this hub: the subscriber resumes and finds a new one.
+            channels.close.request(Close::SlowConsumer);
+        }
         let id = state.next_id;
         state.next_id += 1;
         state.subscribers.insert(
@@ -353,11 +429,8 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
                 hub.catch_up().await;
             }
             Err(broadcast::error::RecvError::Closed) => {
-                // The tenant was closed: nobody will resume from this ring any more.
-                hub.ring
-                    .write()
-                    .expect("ring lock is never poisoned")
-                    .clear();
+                // The tenant was closed (or its relay could not go on).
+                hub.end();
                 return;
             }
         }

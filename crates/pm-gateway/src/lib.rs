@@ -19,8 +19,8 @@
 //! - [`resume`]: the subscribe handshake (register, snapshot, replay, go live).
 //! - [`hub`]: per-tenant fan-out of committed events.
 //! - [`ring`]: a tenant's recent events in memory, bounded by bytes, for resuming subscribers.
-//! - [`relay`]: fan-out between cluster nodes over NATS, gap-filled from the change log (not
-//!   wired into the server yet).
+//! - `cluster`: what a cluster node adds: publishing its commits on the bus, relays for hubs.
+//! - [`relay`]: fan-out between cluster nodes over NATS, gap-filled from the change log.
 //! - [`auth`]: JWT verification (algorithm pinned by configuration) and minting.
 //! - [`limits`]: request budgets and connection counts.
 //! - [`metrics`]: counters and histograms for Prometheus.
@@ -30,6 +30,7 @@
 pub mod app;
 pub(crate) mod assets;
 pub mod auth;
+pub(crate) mod cluster;
 pub(crate) mod connection;
 pub mod http;
 pub(crate) mod hub;
@@ -47,6 +48,6 @@ pub mod settings;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use app::App;
+pub use app::{App, StartError};
 pub use server::serve;
 pub use settings::Settings;

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub ring_bytes: Gauge<u64, AtomicU64>,
     /// Events held in the hubs' rings, all tenants.
     pub ring_events: Gauge<u64, AtomicU64>,
+    /// Committed groups this node published on the cluster's bus.
+    pub bus_published: Counter,
+    /// Committed groups this node could not publish (NATS down or slow): the other nodes
+    /// read them from the change log at their next head check.
+    pub bus_publish_failures: Counter,
     requests: Family<RequestLabels, Counter>,
     latency: Family<KindLabel, Histogram, fn() -> Histogram>,
     // Every request bumps one (kind, outcome) counter and one kind's histogram. Looking them up
@@ -115,6 +120,8 @@ impl Metrics {
             resumes_from_log: Counter::default(),
             ring_bytes: Gauge::default(),
             ring_events: Gauge::default(),
+            bus_published: Counter::default(),
+            bus_publish_failures: Counter::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             request_handles: Default::default(),
@@ -173,6 +180,16 @@ impl Metrics {
             "pm_resume_ring_events",
             "Events kept in memory for resuming subscribers, all tenants",
             metrics.ring_events.clone(),
+        );
+        registry.register(
+            "pm_bus_published",
+            "Committed groups published on the cluster's bus",
+            metrics.bus_published.clone(),
+        );
+        registry.register(
+            "pm_bus_publish_failures",
+            "Committed groups not published on the bus (other nodes read them from the log)",
+            metrics.bus_publish_failures.clone(),
         );
         registry.register(
             "pm_requests",

@@ -9,18 +9,22 @@
 //! last seq periodically and after every reconnect or slow-consumer report. With NATS down
 //! it delivers by polling the log: nothing lost, only later.
 //!
-//! Not wired into the server yet: that comes with the PostgreSQL engine, whose change log
-//! every node reads. What the wiring relies on:
+//! How the server uses it (`cluster`): a node publishes the groups its writers commit from
+//! a task per open tenant (off the commit path: [`Bus::publish`] fails fast when NATS is
+//! down and waits at most `publish_timeout`), and a tenant's hub takes the first
+//! [`Relay::subscribe`] of a relay started at the head the hub starts from. What that relies
+//! on:
 //! - a relay reads the log with [`Tenant::read_events`](pm_db::Tenant::read_events), never
-//!   [`Tenant::head_seq`](pm_db::Tenant::head_seq): a cached head would not show other nodes'
-//!   commits, and `read_events` must;
-//! - a hub starts the relay at the head it starts from and takes the first
-//!   [`Relay::subscribe`] (it misses nothing) in place of `subscribe_commits()`;
-//! - publishing runs off the commit path (a task per node reading `subscribe_commits()`):
-//!   [`Bus::publish`] fails fast when NATS is down and may wait up to `publish_timeout`;
-//! - a relay whose missed events were pruned ends, and its receivers see `Closed`: the hub
-//!   must then cut its subscribers off so that they resume (and get `RESYNC_REQUIRED`).
-//!
+//!   [`Tenant::head_seq`](pm_db::Tenant::head_seq), which only follows what this node knows;
+//!   it tells the tenant of other nodes' commits
+//!   ([`Tenant::observe_head`](pm_db::Tenant::observe_head));
+//! - a relay also takes this node's commits straight from its writer, so that local
+//!   subscribers do not wait for the round trip through NATS; the copy that comes back on
+//!   the bus is a duplicate and is dropped;
+//! - a relay holds its tenant weakly and ends when it is closed, or when the log no longer
+//!   holds what it missed; its receivers see `Closed`, and the hub cuts its subscribers off
+//!   so that they resume (and get `RESYNC_REQUIRED` if they are too far behind).
+
 //! # Layout
 //! - [`sequencer`]: the pure rule deciding deliver, drop or fill first.
 //! - [`wire`]: the versioned encoding of a group on the bus, strict when decoding.
@@ -32,5 +36,6 @@ mod feed;
 pub mod sequencer;
 pub mod wire;
 
+pub(crate) use bus::check_prefix;
 pub use bus::{Bus, BusConfig, BusError};
-pub use feed::{Relay, RelayFigures};
+pub use feed::{Commits, Relay, RelayFigures};

@@ -202,6 +202,9 @@ async fn hello(
                 Close::TenantUnavailable("the tenant cannot be opened now; retry later".into())
             }
         })?;
+    if let Some(cluster) = &app.cluster {
+        cluster.publish_commits(&tenant);
+    }
     remember(&*tenant, &profile(&identity)).await;
     let welcome = connection::frame(Body::Welcome(v1::Welcome {
         connection_id: connection_id.to_owned(),

@@ -28,6 +28,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// How much of the change log is kept.
     pub changelog: ChangelogSettings,
+    /// The bus between the nodes of a cluster.
+    pub bus: BusSettings,
 }
 
 /// Listener and storage location.
@@ -100,10 +102,29 @@ pub struct Limits {
     pub resume_ring_bytes: usize,
 }
 
-/// Storage tuning.
+/// Where tenants are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// One SQLite file per tenant under `server.data_dir`: a single node.
+    #[default]
+    Sqlite,
+    /// One schema per tenant in the PostgreSQL database `storage.postgres_url`, which any
+    /// number of nodes may share (with a `[bus]` for live fan-out between them).
+    Postgres,
+}
+
+/// Storage: the engine and its tuning.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
+    /// `sqlite` (the default) or `postgres`.
+    pub engine: StorageEngine,
+    /// The PostgreSQL database of `engine = "postgres"`, as `postgres://user@host:port/db`.
+    /// May carry a password: never logged. Prefer `PM_STORAGE_POSTGRES_URL` to a file.
+    pub postgres_url: String,
+    /// Connections to PostgreSQL this node keeps at most; its writers and reads share them.
+    pub postgres_max_connections: u32,
     /// Read connections per open tenant.
     pub read_pool_size: u32,
     /// Write jobs queued per tenant before `UNAVAILABLE`.
@@ -136,6 +157,33 @@ pub struct ChangelogSettings {
     pub retain_days: u64,
     /// How often each open tenant looks for events to prune, seconds.
     pub prune_interval_secs: u64,
+}
+
+/// The bus between cluster nodes: each node publishes its committed groups there and feeds
+/// its subscribers from it (gaps filled from the change log). Unset: a single node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSettings {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222` (empty: no bus). May carry credentials:
+    /// never logged.
+    pub nats_url: String,
+    /// The first tokens of every subject: clusters sharing one NATS server use different ones.
+    pub prefix: String,
+    /// How often each followed tenant's change log is read past what was delivered, to catch
+    /// a commit whose publish was lost (a node that died between COMMIT and publish), and to
+    /// keep delivering while NATS is down, ms.
+    pub head_check_interval_ms: u64,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        let bus = crate::relay::BusConfig::default();
+        BusSettings {
+            nats_url: String::new(),
+            prefix: bus.prefix,
+            head_check_interval_ms: bus.head_check_interval.as_millis() as u64,
+        }
+    }
 }
 
 impl Default for ChangelogSettings {
@@ -196,6 +244,9 @@ impl Default for StorageSettings {
     fn default() -> Self {
         let writer = pm_db::sqlite::WriterConfig::default();
         StorageSettings {
+            engine: StorageEngine::Sqlite,
+            postgres_url: String::new(),
+            postgres_max_connections: 16,
             read_pool_size: 4,
             writer_queue: writer.queue_capacity,
             max_group: writer.max_group,
@@ -354,6 +405,55 @@ impl Settings {
             ));
         }
         crate::origin::Origins::new(&self.server.allowed_origins).map_err(ConfigError::Invalid)?;
+        let storage = &self.storage;
+        if storage.engine == StorageEngine::Postgres {
+            let url = &storage.postgres_url;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid(
+                    "storage.engine = \"postgres\" needs storage.postgres_url, \
+                     as postgres://user@host:port/database"
+                        .into(),
+                );
+            }
+            if storage.postgres_max_connections < 2 {
+                return invalid("storage.postgres_max_connections must be at least 2".into());
+            }
+            if c.retain_events > 0 || c.retain_days > 0 {
+                return invalid(
+                    "changelog.retain_events and retain_days are not applied on PostgreSQL \
+                     yet: the change log keeps everything there; leave them at 0"
+                        .into(),
+                );
+            }
+            for (name, set) in [
+                ("storage.migrations_dir", storage.migrations_dir.is_some()),
+                ("storage.max_tenant_bytes", storage.max_tenant_bytes > 0),
+                ("storage.check_on_open", storage.check_on_open),
+            ] {
+                if set {
+                    return invalid(format!(
+                        "{name} applies to SQLite tenants only, not to storage.engine = \"postgres\""
+                    ));
+                }
+            }
+        }
+        let bus = &self.bus;
+        if !bus.nats_url.is_empty() {
+            if !(bus.nats_url.starts_with("nats://") || bus.nats_url.starts_with("tls://")) {
+                return invalid("bus.nats_url must start with nats:// or tls://".into());
+            }
+            if storage.engine != StorageEngine::Postgres {
+                return invalid(
+                    "bus.nats_url joins a cluster, whose nodes share storage.engine = \"postgres\""
+                        .into(),
+                );
+            }
+            crate::relay::check_prefix(&bus.prefix)
+                .map_err(|e| ConfigError::Invalid(format!("bus.prefix: {e}")))?;
+            if bus.head_check_interval_ms < 10 {
+                return invalid("bus.head_check_interval_ms must be at least 10".into());
+            }
+        }
         if let Some(dir) = &self.storage.migrations_dir {
             if let Err(e) = pm_db::sqlite::migrations::newest_version(Some(dir)) {
                 return invalid(format!("storage.migrations_dir: {e}"));
@@ -385,6 +485,28 @@ impl Settings {
         config.max_tenant_bytes = Some(self.storage.max_tenant_bytes).filter(|&b| b > 0);
         config.check_on_open = self.storage.check_on_open;
         config
+    }
+
+    /// The PostgreSQL configuration these settings describe (used when `storage.engine` is
+    /// `postgres`).
+    pub fn postgres_config(&self) -> pm_db::postgres::PostgresConfig {
+        let mut config = pm_db::postgres::PostgresConfig::new(&self.storage.postgres_url);
+        config.max_connections = self.storage.postgres_max_connections;
+        config.max_open_tenants = self.limits.max_open_tenants;
+        config.writer.queue_capacity = self.storage.writer_queue;
+        config.writer.max_group = self.storage.max_group;
+        config.writer.max_batch_commands = self.storage.max_batch_commands;
+        config
+    }
+
+    /// The bus these settings describe; `None` for a single node.
+    pub fn bus_config(&self) -> Option<crate::relay::BusConfig> {
+        (!self.bus.nats_url.is_empty()).then(|| crate::relay::BusConfig {
+            url: self.bus.nats_url.clone(),
+            prefix: self.bus.prefix.clone(),
+            head_check_interval: Duration::from_millis(self.bus.head_check_interval_ms),
+            ..crate::relay::BusConfig::default()
+        })
     }
 
     /// The heartbeat interval.

@@ -1,6 +1,7 @@
 //! A real server for tests (feature `test-util`): bound to port 0, on a fresh data directory
 //! (or one the test names, to restart on the same data), with a known HS256 secret to mint
-//! tokens with. Every crate's tests use this one; logs stay silent unless `TEST_LOG` is set.
+//! tokens with; or a cluster node on an engine and bus the test sets up. Every crate's tests
+//! use this one; logs stay silent unless `TEST_LOG` is set.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_core::{TenantId, UserId};
-use pm_db::SqliteEngine;
+use pm_db::{Engine, SqliteEngine};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::relay::Bus;
 use crate::settings::Settings;
 
 /// The HS256 secret every test server verifies tokens with.
@@ -29,8 +31,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Its shared state (settings, storage, metrics).
     pub app: Arc<App>,
-    /// Its storage, as the SQLite engine it is: for tests that look inside a tenant.
-    pub sqlite: Arc<SqliteEngine>,
+    /// Its storage, when it is a SQLite engine.
+    sqlite: Option<Arc<SqliteEngine>>,
     data_dir: PathBuf,
     /// The data directory when the server made its own.
     _owned_dir: Option<tempfile::TempDir>,
@@ -66,21 +68,40 @@ impl TestServer {
         data_dir: &Path,
         configure: impl FnOnce(&mut Settings),
     ) -> TestServer {
-        if std::env::var("TEST_LOG").is_ok() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug")
-                .with_test_writer()
-                .try_init();
-        }
-        let mut settings = Settings::default();
-        settings.server.data_dir = data_dir.to_owned();
-        settings.auth.secret = SECRET.into();
-        settings.server.drain_timeout_ms = 2_000;
-        configure(&mut settings);
-        let addr = listener.local_addr().expect("a bound listener");
+        let settings = test_settings(data_dir, configure);
         let sqlite = Arc::new(SqliteEngine::new(settings.sqlite_config()));
-        let app = App::with_engine(settings, sqlite.clone(), TEST_VERSION)
-            .expect("test settings are valid");
+        let mut server = Self::start(listener, data_dir, settings, sqlite.clone(), None);
+        server.sqlite = Some(sqlite);
+        server
+    }
+
+    /// A node of a cluster: a server on port 0 on `engine` (which the test shares between
+    /// nodes), with the `bus` to the other nodes (`None`: a single node on that engine).
+    pub async fn spawn_node(
+        engine: Arc<dyn Engine>,
+        bus: Option<Bus>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port on the loopback interface");
+        let dir = tempfile::tempdir().expect("a temporary data directory");
+        let settings = test_settings(dir.path(), configure);
+        let mut server = Self::start(listener, dir.path(), settings, engine, bus);
+        server._owned_dir = Some(dir);
+        server
+    }
+
+    fn start(
+        listener: TcpListener,
+        data_dir: &Path,
+        settings: Settings,
+        engine: Arc<dyn Engine>,
+        bus: Option<Bus>,
+    ) -> TestServer {
+        let addr = listener.local_addr().expect("a bound listener");
+        let app =
+            App::with_parts(settings, engine, bus, TEST_VERSION).expect("test settings are valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::server::serve(listener, app.clone(), async {
             let _ = stopped.await;
@@ -88,12 +109,19 @@ impl TestServer {
         TestServer {
             addr,
             app,
-            sqlite,
+            sqlite: None,
             data_dir: data_dir.to_owned(),
             _owned_dir: None,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Its storage, as the SQLite engine it is: for tests that look inside a tenant.
+    pub fn sqlite(&self) -> &Arc<SqliteEngine> {
+        self.sqlite
+            .as_ref()
+            .expect("a server of TestServer::spawn* runs on SQLite")
     }
 
     /// The WebSocket URL, `ws://127.0.0.1:PORT/ws`.
@@ -130,6 +158,22 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Test settings on `data_dir`, changed by `configure`; turns logging on if `TEST_LOG` is set.
+fn test_settings(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> Settings {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_test_writer()
+            .try_init();
+    }
+    let mut settings = Settings::default();
+    settings.server.data_dir = data_dir.to_owned();
+    settings.auth.secret = SECRET.into();
+    settings.server.drain_timeout_ms = 2_000;
+    configure(&mut settings);
+    settings
 }
 
 /// A token signed with [`SECRET`] for `user` of `tenant`, valid for an hour.

@@ -56,6 +56,7 @@ impl PgTenant {
             tx.rollback().await.pg()?;
             head
         };
+        let written = head;
         let head = Arc::new(AtomicU64::new(head));
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
@@ -67,6 +68,7 @@ impl PgTenant {
             pool: pool.clone(),
             config,
             head: head.clone(),
+            written,
             events: events.clone(),
             stats: stats.clone(),
             cache: Default::default(),
@@ -158,6 +160,10 @@ impl Tenant for PgTenant {
 
     fn head_seq(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    fn observe_head(&self, seq: u64) {
+        self.head.fetch_max(seq, Ordering::AcqRel);
     }
 
     async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {

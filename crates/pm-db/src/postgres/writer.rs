@@ -55,8 +55,12 @@ pub(crate) struct Writer {
     pub(crate) begin: String,
     pub(crate) pool: PgPool,
     pub(crate) config: WriterConfig,
-    /// The head this node last committed or found.
+    /// The head this node knows of, shared with its tenant: its commits, and other nodes'
+    /// as relayed ([`Tenant::observe_head`](crate::Tenant::observe_head)).
     pub(crate) head: Arc<AtomicU64>,
+    /// The head as of this writer's last group: when the counter row shows another, another
+    /// node wrote in between.
+    pub(crate) written: u64,
     pub(crate) events: broadcast::Sender<Arc<[CommittedEvent]>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) cache: Cache,
@@ -88,7 +92,8 @@ impl Writer {
         let now = now_ms();
         match self.attempt(jobs, now).await {
             Ok(group) => {
-                self.head.store(group.head(), Ordering::Release);
+                self.written = group.head();
+                self.head.fetch_max(self.written, Ordering::AcqRel);
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .jobs
@@ -148,9 +153,10 @@ impl Writer {
                 .await
                 .pg()?;
         let head = head as u64;
-        if head != self.head.load(Ordering::Acquire) {
+        if head != self.written {
             // Another node wrote since this one last did: what it cached may be stale.
             self.cache.clear();
+            self.written = head;
         }
         let mut group = Group::new(head);
         group.pending.begun = true;

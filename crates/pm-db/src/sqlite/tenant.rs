@@ -328,6 +328,10 @@ impl Tenant for SqliteTenant {
         self.shared.head.load(Ordering::Acquire)
     }
 
+    fn observe_head(&self, seq: u64) {
+        self.shared.head.fetch_max(seq, Ordering::AcqRel);
+    }
+
     async fn execute(&self, actor: &UserId, command: v1::Command) -> Result<v1::CommandResult> {
         self.check_usable()?;
         self.writer.command(actor.clone(), command).await

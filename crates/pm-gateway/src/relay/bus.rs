@@ -10,7 +10,7 @@ use pm_core::TenantId;
 use pm_db::{CommittedEvent, Tenant};
 use tokio::sync::watch;
 
-use super::feed::{self, Relay};
+use super::feed::{self, Commits, Inputs, Relay};
 use super::wire::{self, WireError};
 
 /// Messages a relay's NATS subscription holds before NATS drops newer ones (and reports a
@@ -179,8 +179,16 @@ impl Bus {
     }
 
     /// Starts `tenant`'s relay, having delivered everything up to `after`: it follows the
-    /// tenant's subject and the change log, and emits every later group once, in seq order.
-    pub async fn relay(&self, tenant: Arc<dyn Tenant>, after: u64) -> Result<Relay, BusError> {
+    /// tenant's subject, this node's commits (`local`, from [`Tenant::subscribe_commits`]: a
+    /// node's own subscribers need not wait for the bus) and the change log, and emits every
+    /// later group once, in seq order. The relay holds the tenant weakly and ends when it is
+    /// closed.
+    pub async fn relay(
+        &self,
+        tenant: &Arc<dyn Tenant>,
+        after: u64,
+        local: Option<Commits>,
+    ) -> Result<Relay, BusError> {
         let subscription = self
             .client
             .subscribe(self.subject(tenant.id()))
@@ -195,13 +203,12 @@ impl Bus {
         let mut signals = self.signals.clone();
         // Signals from before the relay existed are answered by its first head check.
         signals.borrow_and_update();
-        Ok(feed::start(
-            tenant,
-            after,
+        let inputs = Inputs {
             subscription,
             signals,
-            &self.config,
-        ))
+            local,
+        };
+        Ok(feed::start(tenant, after, inputs, &self.config))
     }
 }
 
@@ -228,7 +235,7 @@ fn token(raw: &str) -> String {
 
 /// A prefix is one or more dot-separated tokens of `[A-Za-z0-9_-]`: no wildcards, no
 /// whitespace, no empty token.
-fn check_prefix(prefix: &str) -> Result<(), BusError> {
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), BusError> {
     let plain = |token: &str| {
         !token.is_empty()
             && token

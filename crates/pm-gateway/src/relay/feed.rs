@@ -1,17 +1,20 @@
-//! One tenant's relay: the task that turns the tenant's bus subject and its change log into
-//! a gap-free, duplicate-free stream of committed groups, in seq order.
+//! One tenant's relay: the task that turns the tenant's bus subject, this node's own commits
+//! and the change log into a gap-free, duplicate-free stream of committed groups, in seq
+//! order.
 //!
-//! Groups from the bus go through the [`Sequencer`]: duplicates are dropped, a group after a
-//! hole waits while the hole is read from the change log. The log is also read past the last
+//! Groups from the bus and from this node's writer go through the [`Sequencer`]: duplicates
+//! are dropped (a group of this node's arrives twice: from its writer at once, and back from
+//! the bus), a group after a hole waits while the hole is read from the change log. The log is also read past the last
 //! delivered seq every `head_check_interval` and after every bus (re)connect or slow-consumer
 //! report: that catches a commit whose publish was lost (its node died between COMMIT and
 //! publish) and keeps delivery going, by polling, while NATS is down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_nats::Subscriber;
 use futures::StreamExt;
+use pm_core::TenantId;
 use pm_db::{CommittedEvent, EventFilter, StoredEvent, Tenant};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -53,6 +56,8 @@ pub struct RelayFigures {
     pub bus_events: u64,
     /// Events emitted as read from the change log (holes, head checks, polling).
     pub log_events: u64,
+    /// Events emitted as this node's writer committed them (before the bus brought them back).
+    pub local_events: u64,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +67,7 @@ struct Counters {
     bad_groups: AtomicU64,
     bus_events: AtomicU64,
     log_events: AtomicU64,
+    local_events: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +107,7 @@ impl Relay {
             bad_groups: c.bad_groups.load(Ordering::Relaxed),
             bus_events: c.bus_events.load(Ordering::Relaxed),
             log_events: c.log_events.load(Ordering::Relaxed),
+            local_events: c.local_events.load(Ordering::Relaxed),
         }
     }
 
@@ -122,12 +129,14 @@ impl Drop for Relay {
     }
 }
 
+/// A tenant's committed groups as [`Tenant::subscribe_commits`] gives them.
+pub type Commits = broadcast::Receiver<Arc<[CommittedEvent]>>;
+
 /// Starts the task, with everything up to `after` delivered.
 pub(super) fn start(
-    tenant: Arc<dyn Tenant>,
+    tenant: &Arc<dyn Tenant>,
     after: u64,
-    subscription: Subscriber,
-    signals: watch::Receiver<u64>,
+    inputs: Inputs,
     config: &BusConfig,
 ) -> Relay {
     let (out, first) = broadcast::channel(config.feed_capacity);
@@ -135,18 +144,13 @@ pub(super) fn start(
     let (stop, stopped) = oneshot::channel();
     let counters = Arc::new(Counters::default());
     let state = Feed {
-        tenant,
+        id: tenant.id().clone(),
+        tenant: Arc::downgrade(tenant),
         sequencer: Sequencer::new(after),
         out,
         counters: counters.clone(),
     };
-    let task = tokio::spawn(run(
-        state,
-        subscription,
-        signals,
-        stopped,
-        config.head_check_interval,
-    ));
+    let task = tokio::spawn(run(state, inputs, stopped, config.head_check_interval));
     Relay {
         first: Mutex::new(Some(first)),
         feed,
@@ -156,15 +160,26 @@ pub(super) fn start(
     }
 }
 
+/// Where a relay's groups come from, besides the change log.
+#[derive(Debug)]
+pub(super) struct Inputs {
+    /// The tenant's subject on the bus.
+    pub(super) subscription: Subscriber,
+    /// Bumped on every bus (re)connect and slow-consumer report.
+    pub(super) signals: watch::Receiver<u64>,
+    /// This node's commits, if the relay takes them straight from the writer.
+    pub(super) local: Option<Commits>,
+}
+
 async fn run(
     mut feed: Feed,
-    subscription: Subscriber,
-    signals: watch::Receiver<u64>,
+    inputs: Inputs,
     mut stopped: oneshot::Receiver<()>,
     interval: std::time::Duration,
 ) {
-    let mut subscription = Some(subscription);
-    let mut signals = Some(signals);
+    let mut subscription = Some(inputs.subscription);
+    let mut signals = Some(inputs.signals);
+    let mut local = inputs.local;
     // The first tick is at once: what was committed before the subscription took effect.
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -180,6 +195,12 @@ async fn run(
                 feed.head_check().await
             }
             _ = ticker.tick() => feed.head_check().await,
+            commit = next_commit(&mut local) => match commit {
+                Ok(group) => feed.offer(group, Source::Local).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => feed.head_check().await,
+                // The tenant was closed on this node: nobody here follows it any more.
+                Err(broadcast::error::RecvError::Closed) => Step::End,
+            },
             message = next_message(&mut subscription) => match message {
                 Some(payload) => feed.receive(payload).await,
                 None => {
@@ -192,6 +213,15 @@ async fn run(
         if step == Step::End {
             return;
         }
+    }
+}
+
+async fn next_commit(
+    local: &mut Option<Commits>,
+) -> Result<Arc<[CommittedEvent]>, broadcast::error::RecvError> {
+    match local {
+        Some(local) => local.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -215,7 +245,8 @@ async fn changed(signals: &mut Option<watch::Receiver<u64>>) -> bool {
 enum Step {
     Go,
     /// The log no longer holds events the relay has not delivered: its stream cannot be made
-    /// whole, so it ends and its receivers (subscribers) resume from the log themselves.
+    /// whole, so it ends and its receivers (subscribers) resume from the log themselves. Also
+    /// when the tenant was closed on this node.
     End,
 }
 
@@ -225,13 +256,22 @@ enum Unfilled {
     /// Not now (storage unavailable, log not showing the range yet): the next head check
     /// tries again.
     Later,
-    /// Pruned: see [`Step::End`].
+    /// Pruned, or the tenant closed: see [`Step::End`].
     Lost,
+}
+
+/// Where a group came from, for the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Bus,
+    Local,
 }
 
 #[derive(Debug)]
 struct Feed {
-    tenant: Arc<dyn Tenant>,
+    id: TenantId,
+    /// Weak: a relay must not keep an idle tenant open.
+    tenant: Weak<dyn Tenant>,
     sequencer: Sequencer,
     out: broadcast::Sender<Arc<[CommittedEvent]>>,
     counters: Arc<Counters>,
@@ -240,15 +280,21 @@ struct Feed {
 impl Feed {
     /// A message from the bus.
     async fn receive(&mut self, payload: bytes::Bytes) -> Step {
-        let group = match wire::decode(payload) {
-            Ok(group) => group,
+        match wire::decode(payload) {
+            Ok(group) => {
+                Counters::add(&self.counters.bus_groups, 1);
+                self.offer(group, Source::Bus).await
+            }
             Err(error) => {
                 Counters::add(&self.counters.bad_groups, 1);
-                tracing::warn!(tenant = %self.tenant.id(), %error, "relay: bad group on the bus");
-                return Step::Go;
+                tracing::warn!(tenant = %self.id, %error, "relay: bad group on the bus");
+                Step::Go
             }
-        };
-        Counters::add(&self.counters.bus_groups, 1);
+        }
+    }
+
+    /// A committed group, from the bus or from this node's writer.
+    async fn offer(&mut self, group: Arc<[CommittedEvent]>, source: Source) -> Step {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Step::Go;
         };
@@ -256,11 +302,17 @@ impl Feed {
         loop {
             match self.sequencer.offer(first, last) {
                 Decision::Duplicate => {
-                    Counters::add(&self.counters.duplicate_groups, 1);
+                    if source == Source::Bus {
+                        Counters::add(&self.counters.duplicate_groups, 1);
+                    }
                     return Step::Go;
                 }
                 Decision::Deliver { skip } => {
-                    Counters::add(&self.counters.bus_events, (group.len() - skip) as u64);
+                    let counter = match source {
+                        Source::Bus => &self.counters.bus_events,
+                        Source::Local => &self.counters.local_events,
+                    };
+                    Counters::add(counter, (group.len() - skip) as u64);
                     let group = if skip == 0 {
                         group
                     } else {
@@ -289,16 +341,20 @@ impl Feed {
 
     /// Delivers `after + 1 ..= until` (`None`: up to the log's head) from the change log.
     async fn fill(&mut self, mut after: u64, until: Option<u64>) -> Result<(), Unfilled> {
-        let id = self.tenant.id().clone();
+        let id = self.id.clone();
         loop {
             if until.is_some_and(|until| after >= until) {
                 return Ok(());
             }
-            let events = match self
-                .tenant
+            let Some(tenant) = self.tenant.upgrade() else {
+                tracing::debug!(tenant = %id, "relay: the tenant was closed");
+                return Err(Unfilled::Lost);
+            };
+            let read = tenant
                 .read_events(after, until, PAGE, &EventFilter::default())
-                .await
-            {
+                .await;
+            drop(tenant);
+            let events = match read {
                 Ok(events) => events,
                 Err(pm_db::Error::ResyncRequired(_)) => {
                     tracing::error!(tenant = %id, after, "relay: missed events were pruned from the log");
@@ -345,6 +401,10 @@ impl Feed {
     }
 
     fn emit(&self, group: Arc<[CommittedEvent]>) {
+        if let (Some(tenant), Some(last)) = (self.tenant.upgrade(), group.last()) {
+            // Welcome and the like show other nodes' commits too.
+            tenant.observe_head(last.seq);
+        }
         // No receiver is not an error: a hub may not be listening yet.
         let _ = self.out.send(group);
     }

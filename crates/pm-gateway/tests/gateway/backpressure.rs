@@ -463,7 +463,7 @@ async fn a_full_writer_queue_answers_unavailable_instead_of_growing() {
     );
     // Nothing is left in the writer's queue.
     assert_eq!(
-        app.sqlite
+        app.sqlite()
             .open_tenant(&pm_core::TenantId::parse("acme").unwrap())
             .await
             .unwrap()

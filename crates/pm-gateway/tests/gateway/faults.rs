@@ -66,7 +66,7 @@ async fn a_full_tenant_answers_unavailable_and_serves_again_once_there_is_room()
     assert_eq!(metric(&metrics, "pm_storage_faults_total"), 1);
 
     // Room again (an operator freed disk, or raised the limit): the same connection writes.
-    app.sqlite.set_max_tenant_bytes(None);
+    app.sqlite().set_max_tenant_bytes(None);
     let (_, seq) = client.create_item(&project.id, "after").await;
     assert_eq!(seq, 3 + acked as u64, "no gap in the log");
     let (_, metrics) = app.http_get("/metrics").await;
@@ -145,7 +145,7 @@ async fn shutdown_leaves_every_tenant_in_its_database_file_without_a_wal() {
     // Clients still connected: they get their goodbye, and then the tenants are closed.
     let ((goodbye, _), (), _) = tokio::join!(acme.goodbye(), app.shutdown(), globex.goodbye());
     assert_eq!(goodbye.reason(), v1::CloseReason::Shutdown);
-    assert_eq!(app.sqlite.open_count(), 0);
+    assert_eq!(app.sqlite().open_count(), 0);
     assert_eq!(wal_bytes(dir.path(), "acme"), 0);
     assert_eq!(wal_bytes(dir.path(), "globex"), 0);
     let db = std::fs::metadata(dir.path().join("tenants/acme/tenant.db"))

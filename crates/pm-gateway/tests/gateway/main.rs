@@ -13,6 +13,9 @@
 //!   dependencies, running timer and time totals, for a viewer and a non-member.
 //! - `requests`: commands, queries, batches, idempotency and conflicts over the wire, paging.
 //! - `subscriptions`: what a subscription delivers: order, filters, event content, unsubscribe.
+//! - `cluster`: three nodes on one PostgreSQL database and one NATS bus: seqs, delivery
+//!   and resume across nodes (`PM_TEST_POSTGRES_URL` and `PM_TEST_NATS_URL`; skipped
+//!   without them).
 //! - `relay`: the NATS relay between cluster nodes, against a real NATS server
 //!   (`PM_TEST_NATS_URL`; skipped without it).
 //! - `resume`: subscribing from a seq: after a disconnect or a snapshot, the retained log.
@@ -31,6 +34,7 @@
 mod assets;
 mod auth;
 mod backpressure;
+mod cluster;
 mod connections;
 mod faults;
 mod frames;

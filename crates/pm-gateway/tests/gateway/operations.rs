@@ -367,7 +367,7 @@ async fn clients_keep_writing_and_subscribing_through_an_online_migration() {
     assert!(!metrics.contains("outcome=\"UNAVAILABLE\""), "{metrics}");
     // The new column is there for the next release's code, with its default.
     let tenant = app
-        .sqlite
+        .sqlite()
         .open_tenant(&pm_core::TenantId::parse("acme").unwrap())
         .await
         .unwrap();

@@ -90,7 +90,7 @@ impl Cluster {
             assert!(bus.wait_connected(Duration::from_secs(5)).await);
         }
         let relay = bus
-            .relay(self.tenant.clone(), 0)
+            .relay(&self.tenant, 0, None)
             .await
             .expect("node B's relay");
         let feed = relay.subscribe();

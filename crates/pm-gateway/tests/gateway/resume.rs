@@ -177,7 +177,7 @@ async fn a_resume_before_the_retained_log_is_resync_required_and_inside_it_is_co
     }
     // The pruning pass the writer runs every `prune_interval_secs`, run now.
     let tenant = app
-        .sqlite
+        .sqlite()
         .open_tenant(&TenantId::parse("acme").unwrap())
         .await
         .unwrap();
