@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// The server's WebSocket URL.
+    /// The server's WebSocket URL; for a cluster, its nodes' URLs separated by commas
+    /// (connections go to them in turn).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:7400/ws")]
     url: String,
     /// File holding the server's HS256 secret (what `serve --dev` writes).

@@ -92,13 +92,11 @@ impl RawConn {
         token: String,
         recv_buffer: Option<u32>,
     ) -> Result<(RawConn, v1::Welcome)> {
-        let authority = target
-            .url
+        let url = target.next_url();
+        let authority = url
             .strip_prefix("ws://")
             .and_then(|rest| rest.split('/').next())
-            .ok_or_else(|| {
-                Error::Setup(format!("only ws:// URLs are supported: {}", target.url))
-            })?;
+            .ok_or_else(|| Error::Setup(format!("only ws:// URLs are supported: {url}")))?;
         let address = tokio::net::lookup_host(authority)
             .await
             .map_err(|e| Error::Connection(format!("resolving {authority}: {e}")))?
@@ -120,7 +118,7 @@ impl RawConn {
             .write_buffer_size(0)
             .max_message_size(Some(16 << 20));
         let (ws, _) =
-            tokio_tungstenite::client_async_with_config(target.url.as_str(), stream, Some(config))
+            tokio_tungstenite::client_async_with_config(url, stream, Some(config))
                 .await
                 .map_err(|e| Error::Connection(format!("upgrade: {e}")))?;
         let mut conn = RawConn {

@@ -24,8 +24,12 @@ const BATCH: usize = 50;
 /// The server under test.
 #[derive(Clone)]
 pub struct Target {
-    /// WebSocket URL, e.g. `ws://127.0.0.1:7400/ws`.
+    /// WebSocket URL, e.g. `ws://127.0.0.1:7400/ws`; for a cluster, the nodes' URLs
+    /// separated by commas.
     pub url: String,
+    /// Each node's URL: connections go to them in turn.
+    urls: Vec<String>,
+    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Process id of the server, for reading its memory from `/proc/<pid>/status`.
     pub server_pid: Option<u32>,
     key: EncodingKey,
@@ -63,17 +67,32 @@ impl Target {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("the clock is after 1970");
+        let url = url.into();
+        let urls: Vec<String> = url.split(',').map(|u| u.trim().to_owned()).collect();
+        if urls.iter().any(|u| u.is_empty()) {
+            return Err(Error::Setup(format!("an empty URL in --url {url:?}")));
+        }
         Ok(Target {
-            url: url.into(),
+            url,
+            urls,
+            turn: Default::default(),
             server_pid: None,
             key: EncodingKey::from_secret(secret.as_bytes()),
             run_id: base36(now.as_millis() as u64 % 36u64.pow(8)),
         })
     }
 
-    /// The server's `/metrics` URL, on the same host and port as the WebSocket.
+    /// The URL of the next connection: the nodes in turn (the first connection of a run
+    /// goes to the first node).
+    pub fn next_url(&self) -> &str {
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.urls[turn % self.urls.len()]
+    }
+
+    /// The server's `/metrics` URL, on the same host and port as the WebSocket (of the
+    /// first node, for a cluster).
     pub fn metrics_url(&self) -> Option<String> {
-        let rest = self.url.strip_prefix("ws://")?;
+        let rest = self.urls[0].strip_prefix("ws://")?;
         let host = rest.split('/').next()?;
         Some(format!("http://{host}/metrics"))
     }
@@ -102,7 +121,8 @@ impl Target {
             send_buffer: 4096,
             ..ClientOptions::default()
         };
-        let (client, _) = Client::connect(&self.url, self.token(tenant, user), options).await?;
+        let (client, _) =
+            Client::connect(self.next_url(), self.token(tenant, user), options).await?;
         Ok(client)
     }
 

@@ -167,7 +167,8 @@ async fn touch(target: &Target, tenant: &str, create: bool) -> Result<Touch> {
         ..ClientOptions::default()
     };
     let started = Instant::now();
-    let (client, _) = Client::connect(&target.url, target.token(tenant, ADMIN), options).await?;
+    let (client, _) =
+        Client::connect(target.next_url(), target.token(tenant, ADMIN), options).await?;
     let opened = Instant::now();
     let exact = if create {
         client
