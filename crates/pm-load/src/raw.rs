@@ -117,10 +117,9 @@ impl RawConn {
             .read_buffer_size(4 * 1024)
             .write_buffer_size(0)
             .max_message_size(Some(16 << 20));
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-                .await
-                .map_err(|e| Error::Connection(format!("upgrade: {e}")))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| Error::Connection(format!("upgrade: {e}")))?;
         let mut conn = RawConn {
             ws,
             next_request: 1,

@@ -46,5 +46,8 @@ mod shared {
     mod tenant_search;
 }
 
+// Only PostgreSQL has these: several nodes on one database, and its server restarting.
 #[cfg(postgres_suite)]
 mod nodes;
+#[cfg(postgres_suite)]
+mod restart;
