@@ -35,7 +35,13 @@ impl TestCluster {
     /// `count` nodes whose relays check the log every `head_check`; `None` (after printing
     /// [`SKIP`]) without the servers.
     async fn start(count: usize, head_check: Duration) -> Option<TestCluster> {
-        let (Ok(postgres), Ok(nats)) = (
+        let nats = std::env::var("PM_TEST_NATS_URL").ok()?;
+        Self::start_on(&nats, count, head_check).await
+    }
+
+    /// The same on the NATS server at `nats`, which may be down.
+    async fn start_on(nats: &str, count: usize, head_check: Duration) -> Option<TestCluster> {
+        let (Ok(postgres), Ok(_)) = (
             std::env::var("PM_TEST_POSTGRES_URL"),
             std::env::var("PM_TEST_NATS_URL"),
         ) else {
@@ -53,7 +59,7 @@ impl TestCluster {
                 .await
                 .expect("the test database is reachable");
             let bus = Bus::connect(BusConfig {
-                url: nats.clone(),
+                url: nats.to_owned(),
                 prefix: prefix.clone(),
                 head_check_interval: head_check,
                 ..BusConfig::default()
@@ -237,4 +243,62 @@ async fn resuming_on_random_nodes_gets_exactly_the_missed_events() {
         seen.extend(seqs(&events_until(&mut watcher, head).await));
     }
     assert_eq!(seen, (1..=head).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_stopped_for_ten_seconds_writes_go_on_and_subscribers_miss_nothing() {
+    if std::env::var("PM_TEST_NATS_URL").is_err() {
+        let _ = writeln!(std::io::stderr(), "{SKIP}");
+        return;
+    }
+    let head_check = Duration::from_millis(500);
+    let mut nats = PrivateNats::start();
+    let Some(cluster) = TestCluster::start_on(&nats.url(), 2, head_check).await else {
+        return;
+    };
+    let mut writer = cluster.client(0, "alice").await;
+    let project = writer.create_project("PM").await;
+    let mut subscriber = cluster.client(1, "alice").await;
+    let mut last = subscriber.subscribe(0).await.expect("subscribed");
+    let mut seen = seqs(&events_until(&mut subscriber, last).await);
+    for i in 0..10 {
+        last = writer
+            .create_item(&project.id, &format!("before {i}"))
+            .await
+            .1;
+    }
+    seen.extend(seqs(&events_until(&mut subscriber, last).await));
+
+    nats.stop();
+    let outage = Instant::now();
+    let mut during = 0;
+    while outage.elapsed() < Duration::from_secs(10) {
+        last = writer
+            .create_item(&project.id, &format!("during {during}"))
+            .await
+            .1;
+        during += 1;
+        if during % 10 == 0 {
+            // Delivered while NATS is down, by reading the log.
+            seen.extend(seqs(&events_until(&mut subscriber, last).await));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen.extend(seqs(&events_until(&mut subscriber, last).await));
+    nats.restart();
+    for i in 0..10 {
+        last = writer
+            .create_item(&project.id, &format!("after {i}"))
+            .await
+            .1;
+    }
+    seen.extend(seqs(&events_until(&mut subscriber, last).await));
+    assert!(during >= 50, "{during} writes while NATS was down");
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<u64>>(),
+        "in order, no gap, no duplicate"
+    );
+    subscriber.assert_nothing_more(1).await;
+    assert!(cluster.nodes[0].app.metrics.bus_publish_failures.get() >= during);
 }

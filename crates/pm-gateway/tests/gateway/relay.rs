@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::support::create_item;
+use crate::support::{create_item, PrivateNats};
 
 /// What a NATS test prints when it does not run; CI fails if it finds this line.
 const SKIP: &str = "skipped: PM_TEST_NATS_URL not set (NATS relay tests)";
@@ -329,53 +329,6 @@ async fn without_nats_the_relay_delivers_by_polling_the_log() {
         }
     );
     relay.shutdown().await;
-}
-
-/// A NATS server of this test's own on a free port, to stop and start again; killed on drop.
-/// Never the shared one.
-struct PrivateNats {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateNats {
-    fn start() -> PrivateNats {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("a bound port").port()
-        };
-        let mut nats = PrivateNats { port, child: None };
-        nats.restart();
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (the tests with PM_TEST_NATS_URL need it)");
-        self.child = Some(child);
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

@@ -831,3 +831,52 @@ pub fn assert_coded(error: &v1::Error, input: &dyn std::fmt::Debug) {
         assert!(!lower.contains(leak), "{error:?} for {input:?}");
     }
 }
+
+// ---- A NATS server of a test's own --------------------------------------------------------
+
+/// A NATS server of this test's own on a free port, to stop and start again; killed on drop.
+/// Never the shared one.
+pub struct PrivateNats {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("a bound port").port()
+        };
+        let mut nats = PrivateNats { port, child: None };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (the tests with PM_TEST_NATS_URL need it)");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
