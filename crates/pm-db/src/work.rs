@@ -45,6 +45,22 @@ impl Work {
         }
     }
 
+    /// Whether the answer filled in is a failure: of the command, of the batch, or of any
+    /// command of a batch.
+    pub(crate) fn failed(&self) -> bool {
+        match self {
+            Work::Command(_, reply) => reply.result.as_deref().is_some_and(Result::is_err),
+            Work::Batch(_, reply) => match reply.result.as_deref() {
+                Some(Ok(batch)) => batch
+                    .outcomes
+                    .iter()
+                    .any(|o| matches!(o.outcome, Some(v1::command_outcome::Outcome::Error(_)))),
+                Some(Err(_)) => true,
+                None => false,
+            },
+        }
+    }
+
     /// Answers with `error` (the group did not commit).
     pub(crate) fn fail(&mut self, error: impl Fn() -> Error) {
         match self {

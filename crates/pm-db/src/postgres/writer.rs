@@ -7,9 +7,13 @@
 //! SQLite tenant does, and its seqs follow the previous group's without a gap. When the head
 //! it finds is not the one it left, another node wrote: the facts it caches are dropped.
 //!
-//! A failed statement aborts a PostgreSQL transaction, so every command runs in a savepoint;
-//! one command's failure is its own. A failure of the storage fails the whole group: nothing
-//! of it was committed, and every caller is told so (`UNAVAILABLE`, retryable).
+//! A group is first applied as SQLite applies it: savepoints only for the commands that may
+//! fail after writing, and the rows of simple creates gathered into multi-row inserts; one
+//! round trip per command where every command in a savepoint takes three. A failed statement
+//! aborts a PostgreSQL transaction, though, so if any command fails, that attempt is rolled
+//! back and the group applied again with every command in a savepoint, where one command's
+//! failure is its own. A failure of the storage fails the whole group: nothing of it was
+//! committed, and every caller is told so (`UNAVAILABLE`, retryable).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,7 +94,23 @@ impl Writer {
     /// Commits `jobs` (emptying it) in one transaction; every job is answered either way.
     async fn process(&mut self, jobs: &mut Vec<Job>) {
         let now = now_ms();
-        match self.attempt(jobs, now).await {
+        // First without a savepoint per command: one round trip per command instead of
+        // three. A failed statement aborts a PostgreSQL transaction, so if any command fails
+        // (or a storage error hits one), that attempt is rolled back and the group is applied
+        // again with every command in a savepoint, where one command's failure is its own.
+        let attempt = match self.attempt(jobs, now, false).await {
+            Ok(Some(group)) => Ok(group),
+            Err(error @ Error::Unavailable(_)) => Err(error),
+            Ok(None) | Err(_) => {
+                self.cache.clear();
+                tracing::debug!(tenant = %self.tenant, jobs = jobs.len(), "a command failed; the group is applied again with savepoints");
+                match self.attempt(jobs, now, true).await {
+                    Ok(group) => Ok(group.expect("a group with savepoints always commits")),
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match attempt {
             Ok(group) => {
                 self.written = group.head();
                 self.head.fetch_max(self.written, Ordering::AcqRel);
@@ -123,11 +143,17 @@ impl Writer {
         }
     }
 
-    /// One transaction over all `jobs`; rolled back (the connection closed) on a failure.
-    async fn attempt(&mut self, jobs: &mut [Job], now: i64) -> Result<Group> {
+    /// One transaction over all `jobs`, each command in a savepoint if `safe`; rolled back
+    /// (the connection closed) on a failure. `None`: not `safe`, and a command failed, so
+    /// nothing was committed.
+    async fn attempt(&mut self, jobs: &mut [Job], now: i64, safe: bool) -> Result<Option<Group>> {
         let mut conn = self.pool.acquire().await.pg()?;
-        match self.apply_all(&mut conn, jobs, now).await {
-            Ok(done) => Ok(done),
+        match self.apply_all(&mut conn, jobs, now, safe).await {
+            Ok(Some(done)) => Ok(Some(done)),
+            Ok(None) => {
+                exec(&mut conn, "ROLLBACK").await?;
+                Ok(None)
+            }
             Err(error) => {
                 // Whatever state the transaction is in, it ends with the connection.
                 conn.close_on_drop();
@@ -144,7 +170,8 @@ impl Writer {
         conn: &mut PoolConnection<Postgres>,
         jobs: &mut [Job],
         now: i64,
-    ) -> Result<Group> {
+        safe: bool,
+    ) -> Result<Option<Group>> {
         // A script without parameters: one round trip, as a simple query.
         (&mut **conn).execute(self.begin.as_str()).await.pg()?;
         let head: i64 =
@@ -167,9 +194,15 @@ impl Writer {
         };
         for job in jobs.iter_mut() {
             group
-                .apply(&mut tx, &job.actor, &mut job.work, now, true)
+                .apply(&mut tx, &job.actor, &mut job.work, now, safe)
                 .await?;
         }
+        if !safe && jobs.iter().any(|job| job.work.failed()) {
+            // The transaction may be aborted: see `process`.
+            return Ok(None);
+        }
+        // The work items that simple creates left for one multi-row insert.
+        group.pending.flush(conn).await?;
         if !group.events.is_empty() {
             let first = append_events(conn, &group.events).await?;
             if first != head + 1 {
@@ -190,6 +223,6 @@ impl Writer {
             self.last_prune = now;
         }
         exec(conn, "COMMIT").await?;
-        Ok(group)
+        Ok(Some(group))
     }
 }
