@@ -14,9 +14,11 @@
 //! otherwise each prints [`SKIP`] and passes, and CI fails on that line. Each test makes a
 //! database of its own (dropped at the end) and a random subject prefix.
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -105,35 +107,16 @@ impl Node {
             .stdout(Stdio::piped())
             .spawn()
             .expect("pm-server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut url = None;
-        // Ends when the server prints its last start-up line (or exits).
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("stdout is readable");
-            let line = line.trim();
-            if let Some(printed) = line.strip_prefix("WebSocket:") {
-                url = Some(printed.trim().to_owned());
-            }
-            if line.starts_with("health:") {
-                break;
-            }
-        }
+        let url = process::dev_banner_url(&mut child);
         Node {
             child: Some(child),
-            url: url.expect("`serve --dev` prints its WebSocket address"),
+            url,
         }
     }
 
     /// SIGKILL; checks that the node was still running until then.
     fn kill(&mut self) {
-        let mut child = self.child.take().expect("the node is running");
-        child.kill().expect("SIGKILL is sent");
-        let status = child.wait().expect("the killed node is reaped");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the node ran until SIGKILL: {status}"
-        );
+        process::kill(self.child.take().expect("the node is running"));
     }
 
     async fn connect(&self, tenant: &str) -> Client {

@@ -50,10 +50,11 @@
 //! PM_CRASH_ROUNDS=100 cargo test --release --test crash -- --ignored --nocapture
 //! ```
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -282,35 +283,16 @@ impl Server {
             .stdout(Stdio::piped())
             .spawn()
             .expect("pm-server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut url = None;
-        // Ends when the server prints its last start-up line (or exits).
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("stdout is readable");
-            let line = line.trim();
-            if let Some(printed) = line.strip_prefix("WebSocket:") {
-                url = Some(printed.trim().to_owned());
-            }
-            if line.starts_with("health:") {
-                break;
-            }
-        }
+        let url = process::dev_banner_url(&mut child);
         Server {
             child: Some(child),
-            url: url.expect("`serve --dev` prints its WebSocket address"),
+            url,
         }
     }
 
     /// SIGKILL; checks that the server was still running until then.
     fn kill(&mut self) {
-        let mut child = self.child.take().expect("the server is running");
-        child.kill().expect("SIGKILL is sent");
-        let status = child.wait().expect("the killed server is reaped");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the server ran until SIGKILL: {status}"
-        );
+        process::kill(self.child.take().expect("the server is running"));
     }
 
     /// SIGTERM, then the exit code.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pm_core::{TenantId, UserId};
+use pm_gateway::settings::StorageEngine;
 use pm_gateway::{auth, App, Settings};
 
 use super::report::Failure;
@@ -85,7 +86,11 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let app = App::open(settings, BUILD_VERSION)
         .await
         .map_err(|e| Failure(e.to_string()))?;
-    tracing::info!(%address, version = BUILD_VERSION, ?engine, bus, "serving");
+    tracing::info!(%address, version = BUILD_VERSION, "serving");
+    if engine == StorageEngine::Postgres {
+        // Neither URL is logged: they may carry credentials.
+        tracing::info!(bus, "tenants are stored in PostgreSQL");
+    }
     if args.dev {
         print_dev_banner(&secret, local, &data_dir)?;
     }
