@@ -7,7 +7,7 @@ use std::process::Child;
 
 /// Reads what a `serve --dev` child prints at start, up to its last line (or its exit); the
 /// WebSocket URL it printed.
-pub fn dev_banner_url(child: &mut Child) -> String {
+pub(crate) fn dev_banner_url(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut url = None;
     for line in BufReader::new(stdout).lines() {
@@ -24,7 +24,7 @@ pub fn dev_banner_url(child: &mut Child) -> String {
 }
 
 /// SIGKILL; checks that the server was still running until then.
-pub fn kill(mut child: Child) {
+pub(crate) fn kill(mut child: Child) {
     child.kill().expect("SIGKILL is sent");
     let status = child.wait().expect("the killed server is reaped");
     assert_eq!(
