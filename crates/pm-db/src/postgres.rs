@@ -24,6 +24,8 @@
 //!   transaction to a tenant.
 //! - [`changelog`](self::changelog): the gapless append ([`append_events`]) and the reads of
 //!   the change log ([`read_events`], [`head_seq`], [`oldest_seq`]).
+//! - [`transfer`](self::transfer): export and import of a tenant, and the move of a SQLite
+//!   tenant into PostgreSQL with the same ids and seqs.
 //! - This module: how PostgreSQL's failures become the crate's [`Error`].
 
 pub mod changelog;
@@ -34,6 +36,7 @@ mod search;
 mod tenant;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod transfer;
 mod writer;
 
 // The shared SQL layer, compiled for this engine (and again for the other): see `sql/mod.rs`.

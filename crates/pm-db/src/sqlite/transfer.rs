@@ -17,26 +17,20 @@
 use std::io::{BufRead, Read, Write};
 use std::str::FromStr;
 
-use futures::TryStreamExt;
 use pm_core::TenantId;
-use pm_proto::v1;
-use prost::Message;
-use serde::Serialize;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use super::backup::{remove_if_exists, sync_dir};
+use super::changelog;
 use super::config::SqliteConfig;
 use super::layout::{self, open_read_only, DB_FILE};
 use super::lock::TenantLock;
 use super::migrations::{self, MIGRATOR};
-use super::{changelog, records};
-use crate::entity::Entity;
+use super::sql::transfer;
 use crate::error::{Error, Result};
-use crate::events::PendingEvent;
 use crate::export::{
-    change_columns, write_json, Dataset, ExportSummary, Header, ImportOptions, ImportReport, Line,
-    CHANGE, FORMAT, FORMAT_VERSION, KINDS,
+    write_json, Dataset, ExportSummary, Header, ImportOptions, ImportReport, FORMAT, FORMAT_VERSION,
 };
 use crate::upstream::{self, UpstreamOptions, UpstreamReport};
 
@@ -79,84 +73,9 @@ async fn export_snapshot<W: Write + Send>(
         head_seq: changelog::head_seq(&mut *tx).await?,
     };
     write_json(out, &header)?;
-    let counts = vec![
-        (KINDS[0], rows::<v1::Project, _>(&mut tx, "id", out).await?),
-        (
-            KINDS[1],
-            rows::<v1::ProjectMember, _>(&mut tx, "project_id, user_id", out).await?,
-        ),
-        (KINDS[2], rows::<v1::Sprint, _>(&mut tx, "id", out).await?),
-        (KINDS[3], rows::<v1::WorkItem, _>(&mut tx, "id", out).await?),
-        (KINDS[4], rows::<v1::Comment, _>(&mut tx, "id", out).await?),
-        (
-            KINDS[5],
-            rows::<v1::TimeEntry, _>(&mut tx, "id", out).await?,
-        ),
-        (
-            KINDS[6],
-            rows::<v1::Dependency, _>(&mut tx, "id", out).await?,
-        ),
-        (KINDS[7], rows::<v1::SwimLane, _>(&mut tx, "id", out).await?),
-        (
-            KINDS[8],
-            rows::<v1::LlmContext, _>(&mut tx, "id", out).await?,
-        ),
-        (CHANGE, changes(&mut tx, out).await?),
-    ];
+    let counts = transfer::write_lines(&mut tx, out).await?;
     tx.rollback().await?;
     Ok(ExportSummary { header, counts })
-}
-
-async fn rows<R: Entity + Serialize, W: Write + Send>(
-    conn: &mut SqliteConnection,
-    order_by: &str,
-    out: &mut W,
-) -> Result<u64> {
-    let sql = format!(
-        "SELECT {} FROM {} AS t ORDER BY {order_by}",
-        records::select_columns::<R>("t"),
-        R::TABLE
-    );
-    let mut stream = sqlx::query(&sql).fetch(&mut *conn);
-    let mut count = 0;
-    while let Some(row) = stream.try_next().await? {
-        write_json(
-            out,
-            &Line {
-                kind: R::KIND.as_str(),
-                data: records::from_row::<R>(&row)?,
-            },
-        )?;
-        count += 1;
-    }
-    Ok(count)
-}
-
-async fn changes<W: Write + Send>(conn: &mut SqliteConnection, out: &mut W) -> Result<u64> {
-    let mut stream =
-        sqlx::query("SELECT seq, event FROM change_log ORDER BY seq").fetch(&mut *conn);
-    let mut count = 0;
-    while let Some(row) = stream.try_next().await? {
-        let seq: i64 = row.try_get("seq")?;
-        let blob: Vec<u8> = row.try_get("event")?;
-        let event = v1::Event::decode(blob.as_slice())
-            .map_err(|e| Error::Corrupt(format!("change {seq}: {e}")))?;
-        if event.seq != seq as u64 {
-            return Err(Error::Corrupt(format!(
-                "change {seq} holds the event of seq {}",
-                event.seq
-            )));
-        }
-        write_json(
-            out,
-            &Line {
-                kind: CHANGE,
-                data: event,
-            },
-        )?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 /// Imports JSON Lines from `input` into tenant `id`; see the module documentation.
@@ -293,10 +212,7 @@ async fn load(
     sqlx::query("PRAGMA defer_foreign_keys = ON")
         .execute(&mut *tx)
         .await?;
-    let changes = changelog::head_seq(&mut *tx).await?;
-    let projects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects")
-        .fetch_one(&mut *tx)
-        .await?;
+    let (projects, changes) = transfer::content(&mut tx).await?;
     let replaced = changes > 0 || projects > 0;
     if replaced && !options.replace {
         return Err(Error::FailedPrecondition(format!(
@@ -305,23 +221,7 @@ async fn load(
         )));
     }
     if replaced {
-        for table in [
-            "change_log",
-            "idempotency",
-            "dependencies",
-            "time_entries",
-            "comments",
-            "llm_context",
-            "swim_lanes",
-            "work_items",
-            "sprints",
-            "project_members",
-            "projects",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
+        transfer::delete_content(&mut tx).await?;
         // The full-text indexes follow inserts and updates by trigger, not deletes.
         for fts in ["work_item_fts", "comment_fts"] {
             sqlx::query(&format!("INSERT INTO {fts} ({fts}) VALUES ('delete-all')"))
@@ -329,32 +229,8 @@ async fn load(
                 .await?;
         }
     }
-    insert_rows(&mut tx, data, &data.projects).await?;
-    insert_rows(&mut tx, data, &data.members).await?;
-    insert_rows(&mut tx, data, &data.sprints).await?;
-    insert_rows(&mut tx, data, &data.items).await?;
-    insert_rows(&mut tx, data, &data.comments).await?;
-    insert_rows(&mut tx, data, &data.time_entries).await?;
-    insert_rows(&mut tx, data, &data.dependencies).await?;
-    insert_rows(&mut tx, data, &data.lanes).await?;
-    insert_rows(&mut tx, data, &data.contexts).await?;
-    let pending = data
-        .changes
-        .iter()
-        .map(|(line, e)| {
-            let (kind, action) = change_columns(e).map_err(|err| data.at(*line, CHANGE, err))?;
-            Ok(PendingEvent {
-                seq: e.seq,
-                at: e.at,
-                actor_id: e.actor_id.clone(),
-                project_id: e.project_id.clone(),
-                kind,
-                entity_id: e.entity_id.clone(),
-                action,
-                event: e.encode_to_vec(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    transfer::insert_rows(&mut tx, data).await?;
+    let pending = transfer::pending_events(data)?;
     for chunk in pending.chunks(changelog::ROWS_PER_INSERT) {
         let sql = changelog::append_sql(chunk.len());
         let mut query = sqlx::query(&sql);
@@ -378,24 +254,4 @@ async fn load(
         tx.commit().await?;
     }
     Ok(replaced)
-}
-
-async fn insert_rows<R: Entity>(
-    conn: &mut SqliteConnection,
-    data: &Dataset,
-    rows: &[(usize, R)],
-) -> Result<()> {
-    for (line, row) in rows {
-        records::insert(conn, row)
-            .await
-            .map_err(|e| match e.as_database_error() {
-                Some(db) => data.at(
-                    *line,
-                    R::KIND.as_str(),
-                    Error::invalid("", format!("refused by the database: {}", db.message())),
-                ),
-                None => Error::Database(e),
-            })?;
-    }
-    Ok(())
 }

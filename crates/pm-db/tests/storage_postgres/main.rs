@@ -46,8 +46,11 @@ mod shared {
     mod tenant_search;
 }
 
-// Only PostgreSQL has these: several nodes on one database, and its server restarting.
+// Only PostgreSQL has these: several nodes on one database, its server restarting, and
+// moving tenants in and out of it.
 #[cfg(postgres_suite)]
 mod nodes;
 #[cfg(postgres_suite)]
 mod restart;
+#[cfg(postgres_suite)]
+mod transfer;
