@@ -9,6 +9,9 @@
 //! - `kill -9` of a node under load: every command it (or another node) acknowledged is in
 //!   the change log at its seq, the log is gapless, and a restarted node carries on at
 //!   head + 1.
+//! - `pm-server tenants move --to postgres` copies a single node's SQLite tenant into the
+//!   cluster's database: the same export from either engine, and a client resumes from its
+//!   last seq on the cluster.
 //!
 //! The tests run only when both `PM_TEST_POSTGRES_URL` and `PM_TEST_NATS_URL` are set;
 //! otherwise each prints [`SKIP`] and passes, and CI fails on that line. Each test makes a
@@ -395,4 +398,129 @@ async fn kill_9_of_a_node_under_load_loses_no_acknowledged_command() {
         Some(head + 1),
         "node 2's write reached node 1"
     );
+}
+
+/// `pm-server` run to its end with the cluster's database in its environment.
+fn pm_server(cluster: &Cluster, args: &[&str], data_dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pm-server"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("PM_STORAGE_POSTGRES_URL", cluster.database.url())
+        .env("PM_LOG", "error")
+        .output()
+        .expect("pm-server runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_move_copies_a_sqlite_tenant_whose_clients_resume_on_the_cluster() {
+    let Some(cluster) = Cluster::start(1).await else {
+        return;
+    };
+    // A SQLite tenant written by a single node of its own.
+    let single = tempfile::tempdir().expect("a data directory");
+    let engine = pm_db::SqliteEngine::new(pm_db::SqliteConfig::new(single.path()));
+    let tenant = pm_db::Engine::open(&engine, &TenantId::parse("acme").unwrap())
+        .await
+        .expect("opens");
+    let alice = UserId::parse("sub", "alice").unwrap();
+    let command = |kind| v1::Command {
+        idempotency_key: String::new(),
+        kind: Some(kind),
+    };
+    let project = tenant
+        .execute(
+            &alice,
+            command(Cmd::CreateProject(v1::CreateProject {
+                key: "MV".into(),
+                name: "Moved".into(),
+                description: String::new(),
+            })),
+        )
+        .await
+        .expect("project");
+    let project_id = match project.entity.and_then(|e| e.kind) {
+        Some(v1::entity::Kind::Project(p)) => p.id,
+        other => panic!("{other:?}"),
+    };
+    for i in 0..5 {
+        tenant
+            .execute(
+                &alice,
+                command(Cmd::CreateWorkItem(v1::CreateWorkItem {
+                    project_id: project_id.clone(),
+                    title: format!("item {i}"),
+                    item_type: v1::WorkItemType::Task.into(),
+                    ..Default::default()
+                })),
+            )
+            .await
+            .expect("item");
+    }
+    let head = tenant.head_seq();
+    drop(tenant);
+    drop(engine);
+
+    let dir = single.path();
+    let moved = pm_server(
+        &cluster,
+        &["tenants", "move", "--tenant", "acme", "--to", "postgres"],
+        dir,
+    );
+    assert_eq!(moved.status.code(), Some(0), "{}", text(&moved.stderr));
+    assert_eq!(
+        text(&moved.stdout).trim(),
+        format!(
+            "moved tenant acme to PostgreSQL (head_seq={head}): project=1 project_member=1 \
+             sprint=0 work_item=5 comment=0 time_entry=0 dependency=0 swim_lane=0 \
+             llm_context=0 change={head}"
+        )
+    );
+    // The same export from either engine.
+    let from_sqlite = pm_server(&cluster, &["export", "--tenant", "acme"], dir);
+    let from_postgres = pm_server(
+        &cluster,
+        &["export", "--tenant", "acme", "--engine", "postgres"],
+        dir,
+    );
+    assert_eq!(
+        from_postgres.status.code(),
+        Some(0),
+        "{}",
+        text(&from_postgres.stderr)
+    );
+    assert_eq!(text(&from_postgres.stdout), text(&from_sqlite.stdout));
+    // Moving again is refused: the PostgreSQL tenant has content.
+    let again = pm_server(
+        &cluster,
+        &["tenants", "move", "--tenant", "acme", "--to", "postgres"],
+        dir,
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("use --replace"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // A client that had seen seq 2 on the single node resumes on the cluster: the rest, then
+    // a new write at head + 1.
+    let client = cluster.nodes[0].connect("acme").await;
+    let mut events = client.events().expect("the event stream");
+    assert_eq!(
+        client.subscribe(vec![], vec![], 2).await.expect("resumed"),
+        head
+    );
+    assert_eq!(
+        seqs(&events_until(&mut events, head).await),
+        (3..=head).collect::<Vec<u64>>()
+    );
+    let (seq, _) = create_item(&client, &project_id, "on the cluster")
+        .await
+        .expect("acked");
+    assert_eq!(seq, head + 1);
 }

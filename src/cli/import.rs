@@ -9,7 +9,7 @@ use pm_db::export::ImportOptions;
 use pm_db::sqlite::transfer;
 use pm_db::upstream::{UpstreamOptions, UpstreamReport};
 
-use super::report::{counts, DataDir, Failure, Outcome, Report};
+use super::report::{counts, Failure, Outcome, Report, Storage};
 
 /// The format of the file to import.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -26,7 +26,7 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     /// The tenant to import into.
     #[arg(long)]
     tenant: String,
@@ -49,9 +49,17 @@ pub struct Args {
 
 /// Imports the file (or standard input) and reports what was (or would be) imported.
 pub async fn run(args: Args) -> Outcome {
-    let config = args.data.sqlite_config();
+    let config = args.storage.data.sqlite_config();
     let id = TenantId::parse(&args.tenant).map_err(|e| Failure(e.to_string()))?;
+    let postgres = args.storage.postgres().await?;
     if args.from == Format::AgileBoard {
+        if postgres.is_some() {
+            return Err(Failure(
+                "--from agile-board imports into SQLite tenants; import it there, then \
+                 `pm-server tenants move` it to PostgreSQL"
+                    .into(),
+            ));
+        }
         return agile_board(&config, &id, &args).await;
     }
     if args.skip_dangling {
@@ -65,11 +73,14 @@ pub async fn run(args: Args) -> Outcome {
         dry_run: args.dry_run,
         replace: args.replace,
     };
-    let report = match &args.file {
-        None => transfer::import_tenant(&config, &id, std::io::stdin().lock(), options).await,
-        Some(path) => {
-            let file = open(path)?;
-            transfer::import_tenant(&config, &id, BufReader::new(file), options).await
+    let input: Box<dyn std::io::BufRead + Send> = match &args.file {
+        None => Box::new(BufReader::new(std::io::stdin())),
+        Some(path) => Box::new(BufReader::new(open(path)?)),
+    };
+    let report = match &postgres {
+        None => transfer::import_tenant(&config, &id, input, options).await,
+        Some(engine) => {
+            pm_db::postgres::transfer::import_tenant(engine.pool(), &id, input, options).await
         }
     }
     .map_err(|e| Failure::from(&e))?;

@@ -21,6 +21,60 @@ impl DataDir {
     }
 }
 
+/// Which engine an operator command works on: the data directory's SQLite tenants, or with
+/// `--engine postgres` the tenants of a PostgreSQL database (a cluster's storage).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Storage {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// `sqlite` (the data directory) or `postgres` (the database of `--postgres-url`).
+    #[arg(long, env = "PM_STORAGE_ENGINE", value_enum, default_value_t = EngineArg::Sqlite)]
+    pub engine: EngineArg,
+    #[command(flatten)]
+    pub postgres: PostgresUrl,
+}
+
+/// The storage engines an operator command can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// The data directory's SQLite files.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// The PostgreSQL database argument.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresUrl {
+    /// `postgres://user@host:port/database`. May carry a password: prefer the variable.
+    #[arg(long, env = "PM_STORAGE_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+}
+
+impl PostgresUrl {
+    /// Connects to the database (a couple of connections: one command at a time).
+    pub async fn connect(&self) -> Result<pm_db::postgres::PostgresEngine, Failure> {
+        let url = self.postgres_url.as_deref().ok_or_else(|| {
+            Failure("PostgreSQL needs --postgres-url (or PM_STORAGE_POSTGRES_URL)".into())
+        })?;
+        let mut config = pm_db::postgres::PostgresConfig::new(url);
+        config.max_connections = 2;
+        pm_db::postgres::PostgresEngine::connect(config)
+            .await
+            .map_err(|e| Failure(format!("cannot reach PostgreSQL: {}", operator_text(&e))))
+    }
+}
+
+impl Storage {
+    /// The PostgreSQL engine when `--engine postgres`; `None` for the data directory.
+    pub async fn postgres(&self) -> Result<Option<pm_db::postgres::PostgresEngine>, Failure> {
+        match self.engine {
+            EngineArg::Sqlite => Ok(None),
+            EngineArg::Postgres => self.postgres.connect().await.map(Some),
+        }
+    }
+}
+
 /// What a command printed, and whether part of it failed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {

@@ -1,5 +1,5 @@
 //! `pm-server tenants list|stats|check`: what is in a data directory, as a table or JSON, and
-//! whether its databases are sound.
+//! whether its databases are sound; `tenants move`: a SQLite tenant copied into PostgreSQL.
 
 use std::path::PathBuf;
 
@@ -8,13 +8,14 @@ use pm_db::SqliteConfig;
 use serde_json::json;
 
 use super::report::{
-    each_tenant, operator_text, resolve_tenants, DataDir, Failure, Outcome, Report,
+    counts, each_tenant, operator_text, resolve_tenants, DataDir, Failure, Outcome, PostgresUrl,
+    Report,
 };
 
-/// `pm-server tenants list|stats|check`.
+/// `pm-server tenants list|stats|check|move`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `list`, `stats` or `check`.
+    /// `list`, `stats`, `check` or `move`.
     #[command(subcommand)]
     what: What,
 }
@@ -56,6 +57,35 @@ enum What {
         #[arg(long)]
         full: bool,
     },
+    /// Copies a SQLite tenant into PostgreSQL with the same ids, rows and seqs, so that its
+    /// clients resume on a cluster without a reset. The SQLite tenant is locked meanwhile (a
+    /// server that has it open makes this fail) and left as it was, as a backup.
+    Move {
+        #[command(flatten)]
+        data: DataDir,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Where to: `postgres`.
+        #[arg(long, value_enum)]
+        to: Destination,
+        #[command(flatten)]
+        postgres: PostgresUrl,
+        /// Replace the content the tenant already has in PostgreSQL.
+        #[arg(long)]
+        replace: bool,
+        /// Validate and load in a transaction that is rolled back (the PostgreSQL tenant must
+        /// exist).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where `tenants move` copies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Destination {
+    /// The PostgreSQL database of `--postgres-url`.
+    Postgres,
 }
 
 /// Lists the tenants or reports their statistics.
@@ -77,6 +107,20 @@ pub async fn run(args: Args) -> Outcome {
             tenants,
             full,
         } => (check(&data.sqlite_config(), &tenants, full).await?, false),
+        What::Move {
+            data,
+            tenant,
+            to: Destination::Postgres,
+            postgres,
+            replace,
+            dry_run,
+        } => {
+            let options = pm_db::export::ImportOptions { dry_run, replace };
+            (
+                move_to_postgres(&data, &tenant, &postgres, options).await?,
+                false,
+            )
+        }
     };
     if json {
         report.stdout.push('\n');
@@ -288,4 +332,38 @@ mod tests {
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
     }
+}
+
+/// `tenants move --to postgres`.
+async fn move_to_postgres(
+    data: &DataDir,
+    tenant: &str,
+    postgres: &PostgresUrl,
+    options: pm_db::export::ImportOptions,
+) -> Outcome {
+    let id = pm_core::TenantId::parse(tenant).map_err(|e| Failure(e.to_string()))?;
+    let engine = postgres.connect().await?;
+    let report = pm_db::postgres::transfer::move_from_sqlite(
+        &data.sqlite_config(),
+        engine.pool(),
+        &id,
+        options,
+    )
+    .await
+    .map_err(|e| Failure::from(&e))?;
+    let what = if report.dry_run {
+        "dry run, nothing written: would move"
+    } else {
+        "moved"
+    };
+    let replaced = if report.replaced {
+        " (replacing its content there)"
+    } else {
+        ""
+    };
+    Ok(Report::ok(format!(
+        "{what} tenant {id} to PostgreSQL{replaced} (head_seq={}): {}\n",
+        report.source.head_seq,
+        counts(&report.counts)
+    )))
 }
