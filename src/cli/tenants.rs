@@ -319,21 +319,6 @@ fn iso_time(ms: i64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_and_sizes() {
-        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso_time(1_770_651_588_000), "2026-02-09T15:39:48Z");
-        assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
-    }
-}
-
 /// `tenants move --to postgres`.
 async fn move_to_postgres(
     data: &DataDir,
@@ -366,4 +351,19 @@ async fn move_to_postgres(
         report.source.head_seq,
         counts(&report.counts)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_sizes() {
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_time(1_770_651_588_000), "2026-02-09T15:39:48Z");
+        assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024), "5.0 MiB");
+    }
 }
