@@ -418,13 +418,6 @@ impl Settings {
             if storage.postgres_max_connections < 2 {
                 return invalid("storage.postgres_max_connections must be at least 2".into());
             }
-            if c.retain_events > 0 || c.retain_days > 0 {
-                return invalid(
-                    "changelog.retain_events and retain_days are not applied on PostgreSQL \
-                     yet: the change log keeps everything there; leave them at 0"
-                        .into(),
-                );
-            }
             for (name, set) in [
                 ("storage.migrations_dir", storage.migrations_dir.is_some()),
                 ("storage.max_tenant_bytes", storage.max_tenant_bytes > 0),
@@ -496,6 +489,7 @@ impl Settings {
         config.writer.queue_capacity = self.storage.writer_queue;
         config.writer.max_group = self.storage.max_group;
         config.writer.max_batch_commands = self.storage.max_batch_commands;
+        config.writer.retention = self.retention();
         config
     }
 

@@ -110,6 +110,7 @@ impl Engine for PostgresEngine {
             open_tenants: open.len() as u64,
             committed_groups: sum(|t| t.stats.groups.load(Ordering::Relaxed)),
             committed_jobs: sum(|t| t.stats.jobs.load(Ordering::Relaxed)),
+            pruned_events: sum(|t| t.stats.pruned.load(Ordering::Relaxed)),
             schema: SchemaStatus {
                 target_version: Self::target_version(),
                 ..SchemaStatus::default()

@@ -23,14 +23,15 @@ use pm_core::{TenantId, UserId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgPool, Postgres};
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Interval, MissedTickBehavior};
 
 use super::changelog::append_events;
 use super::sql::commands::Cache;
 use super::sql::group::{exec, Group, Tx};
-use super::sql::idempotency;
+use super::sql::{idempotency, retention};
 use super::{pg_error, PgResultExt};
 use crate::error::{Error, Result};
-use crate::events::CommittedEvent;
+use crate::events::{CommittedEvent, Retention};
 use crate::sqlite::WriterConfig;
 use crate::work::Work;
 
@@ -50,6 +51,21 @@ pub(crate) struct Stats {
     pub(crate) jobs: AtomicU64,
     /// Jobs waiting or being applied.
     pub(crate) in_flight: AtomicU64,
+    /// Change-log events this node's writer pruned.
+    pub(crate) pruned: AtomicU64,
+}
+
+/// The shortest pruning period, whatever the settings say.
+const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The next tick of the pruning timer; never, without one.
+async fn next_tick(tick: &mut Option<Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The writer task's state.
@@ -76,19 +92,68 @@ pub(crate) struct Writer {
 const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
 
 impl Writer {
-    /// Commits queued jobs in groups until every sender is gone.
+    /// Commits queued jobs in groups until every sender is gone; between groups, prunes
+    /// the change log as the retention settings say (one bounded chunk at a time).
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(self.config.max_group);
+        let retention = self.config.retention.clone();
+        let mut tick = (!retention.keeps_everything()).then(|| {
+            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
+        let mut prune_due = false;
         loop {
-            if rx.recv_many(&mut jobs, self.config.max_group.max(1)).await == 0 {
-                break;
+            if prune_due {
+                prune_due = match self.prune(&retention).await {
+                    Ok(deleted) => deleted == retention::PRUNE_CHUNK,
+                    Err(error) => {
+                        tracing::warn!(tenant = %self.tenant, %error, "pruning the change log failed");
+                        false
+                    }
+                };
             }
-            let count = jobs.len() as u64;
-            self.process(&mut jobs).await;
-            self.stats.in_flight.fetch_sub(count, Ordering::AcqRel);
-            // Let the callers just answered queue their next command: larger groups.
-            tokio::task::yield_now().await;
+            tokio::select! {
+                biased;
+                received = rx.recv_many(&mut jobs, self.config.max_group.max(1)) => {
+                    if received == 0 {
+                        break;
+                    }
+                    let count = jobs.len() as u64;
+                    self.process(&mut jobs).await;
+                    self.stats.in_flight.fetch_sub(count, Ordering::AcqRel);
+                    // Let the callers just answered queue their next command: larger groups.
+                    tokio::task::yield_now().await;
+                }
+                () = next_tick(&mut tick), if !prune_due => prune_due = true,
+                () = std::future::ready(()), if prune_due => {}
+            }
         }
+    }
+
+    /// Deletes one chunk of the events retention no longer covers, in a transaction of its
+    /// own; how many. Every node's writer of the tenant may do it: what one deleted, the
+    /// others find gone.
+    async fn prune(&mut self, retention: &Retention) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.pg()?;
+        (&mut *conn).execute(self.begin.as_str()).await.pg()?;
+        let pruned = async {
+            let head = super::changelog::head_seq(&mut conn).await?;
+            retention::prune(&mut conn, retention, head, now_ms(), retention::PRUNE_CHUNK)
+                .await
+                .map_err(|e| match e {
+                    Error::Database(e) => pg_error(e),
+                    other => other,
+                })
+        }
+        .await;
+        let end = if pruned.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        (&mut *conn).execute(end).await.pg()?;
+        if let Ok(deleted) = pruned {
+            self.stats.pruned.fetch_add(deleted, Ordering::Relaxed);
+        }
+        pruned
     }
 
     /// Commits `jobs` (emptying it) in one transaction; every job is answered either way.

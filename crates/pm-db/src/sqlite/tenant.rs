@@ -25,6 +25,7 @@ use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
 use super::replay;
+use super::retention;
 use super::writer::{self, Storage};
 use crate::engine::{KnownProfiles, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
@@ -244,7 +245,7 @@ impl SqliteTenant {
         loop {
             let deleted = self.writer.prune(self.retention.clone(), now).await?;
             total += deleted;
-            if deleted < changelog::PRUNE_CHUNK {
+            if deleted < retention::PRUNE_CHUNK {
                 return Ok(total);
             }
         }

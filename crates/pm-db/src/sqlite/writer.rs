@@ -47,7 +47,7 @@ use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
 use super::health::{Health, Next, Safeguards};
 use super::queue::{Control, Job, Queued, Shared, WriterHandle};
-use super::{changelog, idempotency, migrations, people};
+use super::{changelog, idempotency, migrations, people, retention};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
 
@@ -169,7 +169,7 @@ impl Writer {
         loop {
             if prune_due {
                 prune_due = match self.prune(&retention, now_ms()).await {
-                    Ok(deleted) => deleted == changelog::PRUNE_CHUNK,
+                    Ok(deleted) => deleted == retention::PRUNE_CHUNK,
                     Err(error) => {
                         tracing::warn!(%error, "pruning the change log failed");
                         false
@@ -255,12 +255,12 @@ impl Writer {
     }
 
     async fn prune(&mut self, retention: &Retention, now: i64) -> Result<u64> {
-        let deleted = changelog::prune(
+        let deleted = retention::prune(
             &mut self.conn,
             retention,
             self.head,
             now,
-            changelog::PRUNE_CHUNK,
+            retention::PRUNE_CHUNK,
         )
         .await?;
         if deleted > 0 {

@@ -46,11 +46,13 @@ mod shared {
     mod tenant_search;
 }
 
-// Only PostgreSQL has these: several nodes on one database, its server restarting, and
-// moving tenants in and out of it.
+// Only PostgreSQL has these: several nodes on one database, its server restarting, its
+// writer's pruning, and moving tenants in and out of it.
 #[cfg(postgres_suite)]
 mod nodes;
 #[cfg(postgres_suite)]
 mod restart;
+#[cfg(postgres_suite)]
+mod retention;
 #[cfg(postgres_suite)]
 mod transfer;

@@ -41,6 +41,16 @@ impl TestCluster {
 
     /// The same on the NATS server at `nats`, which may be down.
     async fn start_on(nats: &str, count: usize, head_check: Duration) -> Option<TestCluster> {
+        Self::start_with(nats, count, head_check, |_| {}).await
+    }
+
+    /// The same, each node's engine configured by `configure`.
+    async fn start_with(
+        nats: &str,
+        count: usize,
+        head_check: Duration,
+        configure: impl Fn(&mut PostgresConfig),
+    ) -> Option<TestCluster> {
         let (Ok(postgres), Ok(_)) = (
             std::env::var("PM_TEST_POSTGRES_URL"),
             std::env::var("PM_TEST_NATS_URL"),
@@ -55,6 +65,7 @@ impl TestCluster {
         for _ in 0..count {
             let mut config = PostgresConfig::new(database.url());
             config.max_connections = 8;
+            configure(&mut config);
             let engine = PostgresEngine::connect(config)
                 .await
                 .expect("the test database is reachable");
@@ -308,5 +319,53 @@ async fn with_nats_stopped_for_ten_seconds_writes_go_on_and_subscribers_miss_not
 async fn catch_up(subscriber: &mut Client, seen: &mut Vec<u64>, last: u64) {
     if seen.last().is_none_or(|seen| *seen < last) {
         seen.extend(seqs(&events_until(subscriber, last).await));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_the_log_no_longer_holds_gets_resync_required_on_any_node() {
+    let Ok(nats) = std::env::var("PM_TEST_NATS_URL") else {
+        let _ = writeln!(std::io::stderr(), "{SKIP}");
+        return;
+    };
+    let retention = pm_db::Retention {
+        max_events: Some(5),
+        max_age: None,
+        interval: Duration::from_millis(50),
+    };
+    let Some(cluster) = TestCluster::start_with(&nats, 2, Duration::from_secs(1), |config| {
+        config.writer.retention = retention.clone();
+    })
+    .await
+    else {
+        return;
+    };
+    let mut writer = cluster.client(0, "alice").await;
+    let project = writer.create_project("PM").await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = writer.create_item(&project.id, &format!("{i}")).await.1;
+    }
+    let mut reader = cluster.client(1, "alice").await;
+    // The writer prunes in the background; wait for it, bounded.
+    let mut answer = reader.subscribe(1).await;
+    for _ in 0..100 {
+        if answer.is_err() {
+            break;
+        }
+        reader = cluster.client(1, "alice").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = reader.subscribe(1).await;
+    }
+    let error = answer.expect_err("seq 1 was pruned");
+    assert_eq!(code(&error), pm_proto::v1::ErrorCode::ResyncRequired);
+    // A position the log still holds resumes, on either node.
+    for node in 0..2 {
+        let mut client = cluster.client(node, "alice").await;
+        assert_eq!(client.subscribe(last - 2).await, Ok(last));
+        assert_eq!(
+            seqs(&events_until(&mut client, last).await),
+            vec![last - 1, last]
+        );
     }
 }
