@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_client::v1::{self, command::Kind as Cmd};
-use pm_client::{Client, ClientOptions};
+use pm_client::Client;
 use pm_core::{TenantId, UserId};
 use pm_db::postgres::testing::TestDatabase;
 use tokio::sync::mpsc;
@@ -123,24 +123,7 @@ impl Node {
     }
 
     async fn connect(&self, tenant: &str) -> Client {
-        let token = pm_gateway::auth::mint_hs256(
-            SECRET,
-            &TenantId::parse(tenant).expect("a valid tenant id"),
-            &UserId::parse("sub", "alice").expect("a valid user id"),
-            None,
-            Duration::from_secs(3600),
-        )
-        .expect("the secret is long enough");
-        let options = ClientOptions {
-            request_timeout: WAIT,
-            event_buffer: 16_384,
-            ..Default::default()
-        };
-        let (client, welcome) = Client::connect(self.url.clone(), token, options)
-            .await
-            .expect("connected");
-        assert_eq!(welcome.tenant_id, tenant);
-        client
+        process::connect(&self.url, SECRET, (tenant, "alice"), 16_384, WAIT).await
     }
 }
 

@@ -66,8 +66,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use pm_client::v1::client_frame::Body as In;
 use pm_client::v1::response::Result as Out;
 use pm_client::v1::{self, command::Kind as Cmd};
-use pm_client::{Client, ClientError, ClientOptions};
-use pm_core::{TenantId, UserId};
+use pm_client::{Client, ClientError};
 use prost::Message as _;
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{mpsc, Notify};
@@ -307,24 +306,7 @@ impl Server {
     }
 
     async fn connect(&self, tenant: &str, event_buffer: usize) -> Client {
-        let token = pm_gateway::auth::mint_hs256(
-            SECRET,
-            &TenantId::parse(tenant).expect("a valid tenant id"),
-            &UserId::parse("sub", USER).expect("a valid user id"),
-            None,
-            Duration::from_secs(24 * 3600),
-        )
-        .expect("the secret is long enough");
-        let options = ClientOptions {
-            request_timeout: WAIT,
-            event_buffer,
-            ..Default::default()
-        };
-        let (client, welcome) = Client::connect(self.url.clone(), token, options)
-            .await
-            .expect("connected");
-        assert_eq!(welcome.tenant_id, tenant);
-        client
+        process::connect(&self.url, SECRET, (tenant, USER), event_buffer, WAIT).await
     }
 }
 

@@ -33,3 +33,32 @@ pub(crate) fn kill(mut child: Child) {
         "the server ran until SIGKILL: {status}"
     );
 }
+
+/// A `pm-client` of `user` in `tenant` on the server at `url`, whose tokens are signed with
+/// `secret`; requests wait at most `wait`, and `event_buffer` events are held for the test.
+pub(crate) async fn connect(
+    url: &str,
+    secret: &str,
+    (tenant, user): (&str, &str),
+    event_buffer: usize,
+    wait: std::time::Duration,
+) -> pm_client::Client {
+    let token = pm_gateway::auth::mint_hs256(
+        secret,
+        &pm_core::TenantId::parse(tenant).expect("a valid tenant id"),
+        &pm_core::UserId::parse("sub", user).expect("a valid user id"),
+        None,
+        std::time::Duration::from_secs(24 * 3600),
+    )
+    .expect("the secret is long enough");
+    let options = pm_client::ClientOptions {
+        request_timeout: wait,
+        event_buffer,
+        ..Default::default()
+    };
+    let (client, welcome) = pm_client::Client::connect(url, token, options)
+        .await
+        .expect("connected");
+    assert_eq!(welcome.tenant_id, tenant);
+    client
+}

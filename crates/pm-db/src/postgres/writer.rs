@@ -23,7 +23,6 @@ use pm_core::{TenantId, UserId};
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgPool, Postgres};
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::{Interval, MissedTickBehavior};
 
 use super::changelog::append_events;
 use super::sql::commands::Cache;
@@ -55,19 +54,6 @@ pub(crate) struct Stats {
     pub(crate) pruned: AtomicU64,
 }
 
-/// The shortest pruning period, whatever the settings say.
-const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// The next tick of the pruning timer; never, without one.
-async fn next_tick(tick: &mut Option<Interval>) {
-    match tick {
-        Some(tick) => {
-            tick.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// The writer task's state.
 pub(crate) struct Writer {
     pub(crate) tenant: TenantId,
@@ -97,12 +83,7 @@ impl Writer {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut jobs = Vec::with_capacity(self.config.max_group);
         let retention = self.config.retention.clone();
-        let mut tick = (!retention.keeps_everything()).then(|| {
-            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            tick
-        });
+        let mut tick = retention::timer(&retention);
         let mut prune_due = false;
         loop {
             if prune_due {
@@ -126,7 +107,7 @@ impl Writer {
                     // Let the callers just answered queue their next command: larger groups.
                     tokio::task::yield_now().await;
                 }
-                () = next_tick(&mut tick), if !prune_due => prune_due = true,
+                () = retention::next_tick(&mut tick), if !prune_due => prune_due = true,
                 () = std::future::ready(()), if prune_due => {}
             }
         }

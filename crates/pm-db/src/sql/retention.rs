@@ -1,10 +1,37 @@
 //! Change-log retention, for both engines: which prefix of the log the limits no longer
 //! cover, deleted a bounded chunk at a time by the tenant's writer between groups.
 
+use tokio::time::{Interval, MissedTickBehavior};
+
 use super::changelog;
 use super::dialect::Conn;
 use crate::error::Result;
 use crate::events::Retention;
+
+/// The shortest pruning period, whatever the settings say.
+const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A writer's pruning timer; none when `retention` keeps everything. The first pass comes one
+/// period after the tenant opened, not at once: opening many tenants does not start as many
+/// pruning passes.
+pub(crate) fn timer(retention: &Retention) -> Option<Interval> {
+    (!retention.keeps_everything()).then(|| {
+        let period = retention.interval.max(MIN_PRUNE_INTERVAL);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    })
+}
+
+/// The next tick of a pruning timer; never, without one.
+pub(crate) async fn next_tick(tick: &mut Option<Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// Most events deleted by one [`prune`] call: the writer runs it between groups, so one call
 /// must stay short.

@@ -38,7 +38,6 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, SqliteConnection};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tokio::time::{Interval, MissedTickBehavior};
 use tracing::Instrument;
 
 use super::checkpoint::{self, Due, WalProgress};
@@ -134,18 +133,6 @@ struct Writer {
 
 /// How often expired idempotency answers are deleted, in milliseconds.
 const PRUNE_INTERVAL_MS: i64 = 10 * 60 * 1000;
-/// The shortest change-log pruning interval (a zero interval would spin).
-const MIN_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// The next tick of the pruning timer; never, without one.
-async fn next_tick(tick: &mut Option<Interval>) {
-    match tick {
-        Some(tick) => {
-            tick.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
 
 fn elapsed_micros(from: Instant, to: Instant) -> u64 {
     to.duration_since(from).as_micros() as u64
@@ -156,14 +143,7 @@ impl Writer {
         let mut queued = Vec::with_capacity(self.config.max_group);
         let mut jobs = Vec::with_capacity(self.config.max_group);
         let retention = self.config.retention.clone();
-        let mut tick = (!retention.keeps_everything()).then(|| {
-            let period = retention.interval.max(MIN_PRUNE_INTERVAL);
-            // The first pass one period after the tenant opened, not at once: opening many
-            // tenants does not start as many pruning passes.
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            tick
-        });
+        let mut tick = retention::timer(&retention);
         // Events are due for pruning: one chunk between groups until none is left.
         let mut prune_due = false;
         loop {
@@ -199,7 +179,7 @@ impl Writer {
                     // the queue is drained again: larger groups, fewer commits per command.
                     tokio::task::yield_now().await;
                 }
-                () = next_tick(&mut tick), if !prune_due => prune_due = true,
+                () = retention::next_tick(&mut tick), if !prune_due => prune_due = true,
                 () = std::future::ready(()), if prune_due => {}
             }
         }
