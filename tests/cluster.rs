@@ -490,6 +490,54 @@ async fn tenants_move_copies_a_sqlite_tenant_whose_clients_resume_on_the_cluster
         text(&again.stderr)
     );
 
+    // The operator commands see it in the database.
+    let migrated = pm_server(
+        &cluster,
+        &[
+            "migrate", "--engine", "postgres", "--tenant", "acme", "--tenant", "newco",
+        ],
+        dir,
+    );
+    assert_eq!(
+        migrated.status.code(),
+        Some(0),
+        "{}",
+        text(&migrated.stderr)
+    );
+    assert_eq!(
+        text(&migrated.stdout),
+        format!(
+            "{:<40} current     head_seq={head}\n{:<40} created     head_seq=0\n\
+             2 tenant(s): 1 created, 0 migrated, 1 already current, 0 failed\n",
+            "acme", "newco"
+        )
+    );
+    let listed = pm_server(
+        &cluster,
+        &["tenants", "list", "--engine", "postgres", "--json"],
+        dir,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| t["tenant"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["acme", "newco"]);
+    let stats = pm_server(
+        &cluster,
+        &[
+            "tenants", "stats", "--engine", "postgres", "--json", "--tenant", "acme",
+        ],
+        dir,
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(stats[0]["head_seq"], head);
+    assert_eq!(stats[0]["oldest_seq"], 1);
+    assert_eq!(stats[0]["migration_pending"], false);
+    assert_eq!(stats[0]["counts"]["work_items"], 5);
+
     // A client that had seen seq 2 on the single node resumes on the cluster: the rest, then
     // a new write at head + 1.
     let client = cluster.nodes[0].connect("acme").await;

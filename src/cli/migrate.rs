@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pm_core::TenantId;
+use pm_db::postgres::admin::MigrateOutcome;
 use pm_db::sqlite::{inspect, migrations};
 use pm_db::{Engine as _, SqliteConfig, SqliteEngine, Tenant};
 
-use super::report::{operator_text, resolve_tenants, Failure, Report};
+use super::report::{operator_text, resolve_tenants, EngineArg, Failure, PostgresUrl, Report};
 
 /// `pm-server migrate [--tenant T]... [--parallel N] [--migrations-dir DIR] [--status]`.
 #[derive(Debug, clap::Args)]
@@ -30,21 +31,34 @@ pub struct Args {
     /// Change nothing: list each tenant's applied and pending migrations by name.
     #[arg(long)]
     status: bool,
+    /// `sqlite` (the data directory) or `postgres` (the tenant schemas of `--postgres-url`).
+    #[arg(long, env = "PM_STORAGE_ENGINE", value_enum, default_value_t = EngineArg::Sqlite)]
+    engine: EngineArg,
+    #[command(flatten)]
+    postgres: PostgresUrl,
 }
 
 /// Migrates and reports one line per tenant, then a summary; exit code 1 if any failed.
 pub async fn run(args: Args) -> Result<Report, Failure> {
-    if args.status {
-        return status(&args).await;
-    }
-    let reports = migrate(
-        &args.data_dir,
-        &args.tenants,
-        args.parallel,
-        args.migrations_dir,
-    )
-    .await
-    .map_err(Failure)?;
+    let reports = match (args.engine, args.status) {
+        (EngineArg::Sqlite, true) => return status(&args).await,
+        (EngineArg::Postgres, true) => {
+            return Err(Failure(
+                "--status reads SQLite data directories; on PostgreSQL, `pm-server tenants \
+                 stats --engine postgres` shows each tenant's schema version"
+                    .into(),
+            ))
+        }
+        (EngineArg::Sqlite, false) => migrate(
+            &args.data_dir,
+            &args.tenants,
+            args.parallel,
+            args.migrations_dir,
+        )
+        .await
+        .map_err(Failure)?,
+        (EngineArg::Postgres, false) => migrate_postgres(&args.postgres, &args.tenants).await?,
+    };
     let (mut created, mut migrated, mut current, mut failed) = (0, 0, 0, 0);
     let mut out = String::new();
     for report in &reports {
@@ -77,6 +91,48 @@ pub async fn run(args: Args) -> Result<Report, Failure> {
         stderr: String::new(),
         failed: failed > 0,
     })
+}
+
+/// Creates or migrates the named tenant schemas (all of the database's when none are), one
+/// after the other: PostgreSQL runs each migration in the database, not here.
+async fn migrate_postgres(
+    postgres: &PostgresUrl,
+    names: &[String],
+) -> Result<Vec<TenantReport>, Failure> {
+    let engine = postgres.connect().await?;
+    let pool = engine.pool();
+    let ids: Vec<Result<TenantId, String>> = if names.is_empty() {
+        pm_db::postgres::admin::list_tenants(pool)
+            .await
+            .map_err(|e| Failure::from(&e))?
+            .into_iter()
+            .map(|t| t.tenant)
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|n| TenantId::parse(n).map_err(|_| n.clone()))
+            .collect()
+    };
+    let mut reports = Vec::new();
+    for id in ids {
+        reports.push(match id {
+            Ok(id) => match pm_db::postgres::admin::migrate_tenant(pool, &id).await {
+                Ok((outcome, head_seq)) => TenantReport {
+                    tenant: id.to_string(),
+                    outcome: match outcome {
+                        MigrateOutcome::Created => Outcome::Created,
+                        MigrateOutcome::Migrated { from, to } => Outcome::Migrated { from, to },
+                        MigrateOutcome::Current => Outcome::Current,
+                    },
+                    head_seq,
+                },
+                Err(e) => TenantReport::failed(id.to_string(), operator_text(&e)),
+            },
+            Err(name) => TenantReport::failed(name, "not a valid tenant id".into()),
+        });
+    }
+    Ok(reports)
 }
 
 /// `--status`: per tenant, its applied and pending migrations (read-only; safe while serving).
@@ -157,6 +213,17 @@ pub struct TenantReport {
     pub head_seq: u64,
 }
 
+impl TenantReport {
+    /// The report of a tenant that could not be migrated, and why.
+    fn failed(tenant: String, why: String) -> TenantReport {
+        TenantReport {
+            tenant,
+            outcome: Outcome::Failed(why),
+            head_seq: 0,
+        }
+    }
+}
+
 /// Migrates `tenants`, or every tenant directory under `data_dir` if empty, `parallel` at a
 /// time, to the migrations of `migrations_dir` (default: the embedded ones). Reports come
 /// back sorted by tenant. An unreadable data directory or an unusable migrations directory
@@ -205,11 +272,7 @@ pub async fn migrate(
 }
 
 async fn migrate_one(engine: &SqliteEngine, name: String) -> TenantReport {
-    let failed = |tenant: String, why: String| TenantReport {
-        tenant,
-        outcome: Outcome::Failed(why),
-        head_seq: 0,
-    };
+    let failed = TenantReport::failed;
     let id = match TenantId::parse(&name) {
         Ok(id) => id,
         Err(e) => return failed(name, e.to_string()),

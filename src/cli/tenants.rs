@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
+use pm_core::TenantId;
+use pm_db::postgres::{admin, PostgresEngine};
 use pm_db::sqlite::inspect::{self, TenantStats, Thoroughness};
 use pm_db::SqliteConfig;
 use serde_json::json;
 
 use super::report::{
     counts, each_tenant, operator_text, resolve_tenants, DataDir, Failure, Outcome, PostgresUrl,
-    Report,
+    Report, Storage,
 };
 
 /// `pm-server tenants list|stats|check|move`.
@@ -25,7 +27,7 @@ enum What {
     /// Tenant ids and their size on disk.
     List {
         #[command(flatten)]
-        data: DataDir,
+        storage: Storage,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -33,7 +35,7 @@ enum What {
     /// Per tenant: size, schema version, head seq, last activity, entity counts.
     Stats {
         #[command(flatten)]
-        data: DataDir,
+        storage: Storage,
         /// Only these tenants (repeatable); all by default.
         #[arg(long = "tenant")]
         tenants: Vec<String>,
@@ -91,16 +93,28 @@ enum Destination {
 /// Lists the tenants or reports their statistics.
 pub async fn run(args: Args) -> Outcome {
     let (mut report, json) = match args.what {
-        What::List { data, json } => (list(&data.sqlite_config(), json)?, json),
+        What::List { storage, json } => {
+            let rows = match storage.postgres().await? {
+                Some(engine) => postgres_rows(&engine).await?,
+                None => sqlite_rows(&storage.data.sqlite_config())?,
+            };
+            (list(&rows, json), json)
+        }
         What::Stats {
-            data,
+            storage,
             tenants,
             json,
             migrations_dir,
         } => {
-            let mut config = data.sqlite_config();
-            config.migrations_dir = migrations_dir;
-            (stats(&config, &tenants, json).await?, json)
+            let results = match storage.postgres().await? {
+                Some(engine) => postgres_stats(&engine, &tenants).await?,
+                None => {
+                    let mut config = storage.data.sqlite_config();
+                    config.migrations_dir = migrations_dir;
+                    sqlite_stats(&config, &tenants).await?
+                }
+            };
+            (stats(&results, json), json)
         }
         What::Check {
             data,
@@ -128,18 +142,36 @@ pub async fn run(args: Args) -> Outcome {
     Ok(report)
 }
 
-/// One line per tenant directory: the id and its size, or why the name is not a tenant.
-fn list(config: &SqliteConfig, as_json: bool) -> Outcome {
+/// Each tenant directory: the id and its size, or the name that is not a tenant id.
+fn sqlite_rows(config: &SqliteConfig) -> Result<Vec<(String, Option<u64>)>, Failure> {
     let tenants = config
         .list_tenants()
         .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
-    let rows: Vec<(String, Option<u64>)> = tenants
+    Ok(tenants
         .into_iter()
         .map(|t| match t {
             Ok(id) => (id.to_string(), Some(config.size_on_disk(&id))),
             Err(name) => (name, None),
         })
-        .collect();
+        .collect())
+}
+
+/// Each tenant schema of the database: the id and its size, or the schema's name.
+async fn postgres_rows(engine: &PostgresEngine) -> Result<Vec<(String, Option<u64>)>, Failure> {
+    let tenants = admin::list_tenants(engine.pool())
+        .await
+        .map_err(|e| Failure::from(&e))?;
+    Ok(tenants
+        .into_iter()
+        .map(|t| match t.tenant {
+            Ok(id) => (id.to_string(), Some(t.size_bytes)),
+            Err(schema) => (schema, None),
+        })
+        .collect())
+}
+
+/// One line per tenant: the id and its size, or why the name is not a tenant.
+fn list(rows: &[(String, Option<u64>)], as_json: bool) -> Report {
     if as_json {
         let items: Vec<_> = rows
             .iter()
@@ -148,12 +180,10 @@ fn list(config: &SqliteConfig, as_json: bool) -> Outcome {
                 None => json!({"tenant": name, "error": "not a valid tenant id"}),
             })
             .collect();
-        return Ok(Report::ok(
-            serde_json::to_string_pretty(&items).expect("JSON values serialize"),
-        ));
+        return Report::ok(serde_json::to_string_pretty(&items).expect("JSON values serialize"));
     }
     let mut out = format!("{:<40} {:>10}\n", "TENANT", "SIZE");
-    for (name, size) in &rows {
+    for (name, size) in rows {
         match size {
             Some(size) => out.push_str(&format!("{name:<40} {:>10}\n", human_size(*size))),
             None => out.push_str(&format!("{name:<40} {:>10}\n", "(invalid id, ignored)")),
@@ -163,7 +193,7 @@ fn list(config: &SqliteConfig, as_json: bool) -> Outcome {
         "{} tenant(s)\n",
         rows.iter().filter(|(_, s)| s.is_some()).count()
     ));
-    Ok(Report::ok(out))
+    Report::ok(out)
 }
 
 /// Most problems one line reports (`integrity_check` may list thousands).
@@ -195,11 +225,17 @@ async fn check(config: &SqliteConfig, names: &[String], full: bool) -> Outcome {
     .await)
 }
 
-/// Statistics of the named tenants (all when empty). Failures are reported per tenant.
-async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcome {
+/// A tenant's statistics, or its name and why there are none.
+type StatsResult = Result<TenantStats, (String, String)>;
+
+/// Statistics of the named SQLite tenants (all when empty).
+async fn sqlite_stats(
+    config: &SqliteConfig,
+    names: &[String],
+) -> Result<Vec<StatsResult>, Failure> {
     let ids = resolve_tenants(names, || config.list_tenants())
         .map_err(|e| Failure(format!("cannot read the data directory: {e}")))?;
-    let mut results: Vec<Result<TenantStats, (String, String)>> = Vec::new();
+    let mut results = Vec::new();
     for id in ids {
         results.push(match id {
             Ok(id) => inspect::tenant_stats(config, &id)
@@ -208,6 +244,33 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
             Err(name) => Err((name, "not a valid tenant id".into())),
         });
     }
+    Ok(results)
+}
+
+/// Statistics of the named tenants of the database (all when empty).
+async fn postgres_stats(
+    engine: &PostgresEngine,
+    names: &[String],
+) -> Result<Vec<StatsResult>, Failure> {
+    let listed = if names.is_empty() {
+        postgres_rows(engine).await?
+    } else {
+        names.iter().map(|n| (n.clone(), Some(0))).collect()
+    };
+    let mut results = Vec::new();
+    for (name, _) in listed {
+        results.push(match TenantId::parse(&name) {
+            Ok(id) => admin::tenant_stats(engine.pool(), &id)
+                .await
+                .map_err(|e| (name, operator_text(&e))),
+            Err(_) => Err((name, "not a valid tenant id".into())),
+        });
+    }
+    Ok(results)
+}
+
+/// Statistics, one line per tenant (or JSON). Failures are reported per tenant.
+fn stats(results: &[StatsResult], as_json: bool) -> Report {
     let failed = results.iter().any(Result::is_err);
     if as_json {
         let items: Vec<_> = results
@@ -227,11 +290,11 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
                 Err((name, error)) => json!({"tenant": name, "error": error}),
             })
             .collect();
-        return Ok(Report {
+        return Report {
             stdout: serde_json::to_string_pretty(&items).expect("JSON values serialize"),
             stderr: String::new(),
             failed,
-        });
+        };
     }
     let mut out = format!(
         "{:<24} {:>9} {:>9} {:>15} {:>9} {:<20} {:>8} {:>10} {:>8}\n",
@@ -245,7 +308,7 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
         "WORK_ITEMS",
         "COMMENTS"
     );
-    for result in &results {
+    for result in results {
         match result {
             Ok(s) => {
                 let count = |kind: &str| {
@@ -275,11 +338,11 @@ async fn stats(config: &SqliteConfig, names: &[String], as_json: bool) -> Outcom
             Err((name, error)) => out.push_str(&format!("{name:<24} FAILED: {error}\n")),
         }
     }
-    Ok(Report {
+    Report {
         stdout: out,
         stderr: String::new(),
         failed,
-    })
+    }
 }
 
 fn human_size(bytes: u64) -> String {

@@ -24,10 +24,12 @@
 //!   transaction to a tenant.
 //! - [`changelog`](self::changelog): the gapless append ([`append_events`]) and the reads of
 //!   the change log ([`read_events`], [`head_seq`], [`oldest_seq`]).
+//! - [`admin`](self::admin): the tenants of a database, their statistics, `migrate`.
 //! - [`transfer`](self::transfer): export and import of a tenant, and the move of a SQLite
 //!   tenant into PostgreSQL with the same ids and seqs.
 //! - This module: how PostgreSQL's failures become the crate's [`Error`].
 
+pub mod admin;
 pub mod changelog;
 mod dialect;
 mod engine;

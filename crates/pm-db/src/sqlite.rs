@@ -40,7 +40,7 @@ pub mod writer;
 #[allow(clippy::duplicate_mod)]
 #[path = "sql/mod.rs"]
 mod sql;
-use sql::{commands, group, idempotency, people, queries, records, replay, retention};
+use sql::{commands, group, idempotency, people, queries, records, replay, retention, stats};
 
 pub use config::{SqliteConfig, WriterConfig, WAL_SIZE_LIMIT};
 pub use engine::SqliteEngine;

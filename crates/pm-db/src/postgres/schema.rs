@@ -82,9 +82,25 @@ pub async fn open_tenant_schema(pool: &PgPool, tenant: &TenantId) -> Result<()> 
         .execute(&mut *tx)
         .await
         .pg()?;
-    // DDL takes no bind parameters: the name is quoted instead.
-    let create = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema));
-    sqlx::query(&create).execute(&mut *tx).await.pg()?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&schema)
+            .fetch_one(&mut *tx)
+            .await
+            .pg()?;
+    if !exists {
+        // DDL takes no bind parameters: the name is quoted instead, and the comment (the
+        // tenant id, which a shortened name cannot give back) is a literal of `[a-z0-9_-]`.
+        let create = format!("CREATE SCHEMA {}", quote_ident(&schema));
+        sqlx::query(&create).execute(&mut *tx).await.pg()?;
+        let comment = format!(
+            "COMMENT ON SCHEMA {} IS '{}{}'",
+            quote_ident(&schema),
+            super::admin::COMMENT_PREFIX,
+            tenant.as_str().replace('\'', "''")
+        );
+        sqlx::query(&comment).execute(&mut *tx).await.pg()?;
+    }
     tx.commit().await.pg()?;
 
     sqlx::query("SELECT set_config('search_path', $1, false)")

@@ -30,6 +30,7 @@ pub(crate) mod read_model;
 pub(crate) mod records;
 pub(crate) mod replay;
 pub(crate) mod retention;
+pub(crate) mod stats;
 pub(crate) mod transfer;
 
 use super::{changelog, dialect, search};

@@ -2,11 +2,12 @@
 //! them (WAL readers never block the writer), and it never migrates or creates anything.
 
 use pm_core::TenantId;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 use super::config::SqliteConfig;
 use super::layout::{self, open_read_only};
 use super::migrations;
+use super::stats;
 use crate::error::{Error, Result};
 
 /// What `pm-server tenants stats` reports for one tenant.
@@ -73,45 +74,11 @@ pub async fn tenant_stats(config: &SqliteConfig, id: &TenantId) -> Result<Tenant
         conn.close().await?;
         return Ok(stats);
     }
-    let row = sqlx::query(
-        "SELECT COALESCE(MAX(seq), 0) AS head, MIN(seq) AS oldest, MAX(at) AS last FROM change_log",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    stats.head_seq = row.try_get::<i64, _>("head")? as u64;
-    stats.oldest_seq = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
-    stats.last_activity = row.try_get("last")?;
-    let row = sqlx::query(
-        r#"
-        SELECT
-            (SELECT COUNT(*) FROM projects WHERE deleted_at IS NULL) AS projects,
-            (SELECT COUNT(*) FROM project_members) AS members,
-            (SELECT COUNT(*) FROM work_items WHERE deleted_at IS NULL) AS work_items,
-            (SELECT COUNT(*) FROM sprints WHERE deleted_at IS NULL) AS sprints,
-            (SELECT COUNT(*) FROM comments WHERE deleted_at IS NULL) AS comments,
-            (SELECT COUNT(*) FROM time_entries WHERE deleted_at IS NULL) AS time_entries,
-            (SELECT COUNT(*) FROM dependencies WHERE deleted_at IS NULL) AS dependencies,
-            (SELECT COUNT(*) FROM swim_lanes WHERE deleted_at IS NULL) AS swim_lanes,
-            (SELECT COUNT(*) FROM llm_context WHERE deleted_at IS NULL) AS llm_context
-        "#,
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    for kind in [
-        "projects",
-        "members",
-        "work_items",
-        "sprints",
-        "comments",
-        "time_entries",
-        "dependencies",
-        "swim_lanes",
-        "llm_context",
-    ] {
-        stats
-            .counts
-            .push((kind, row.try_get::<i64, _>(kind)? as u64));
-    }
+    stats.head_seq = super::changelog::head_seq(&mut conn).await?;
+    let (oldest, last) = stats::log_range(&mut conn).await?;
+    stats.oldest_seq = oldest;
+    stats.last_activity = last;
+    stats.counts = stats::live_counts(&mut conn).await?;
     conn.close().await?;
     Ok(stats)
 }
