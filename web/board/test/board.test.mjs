@@ -339,6 +339,9 @@ describe("board page", { timeout: 120_000 }, () => {
       await page.locator("#item-sprint").selectOption({ label: "Sprint 1" });
       await page.getByRole("button", { name: "Create", exact: true }).click();
       await card(page, "Sprint work").waitFor();
+      // The card may show (its event) before the dialog closes (the answer): closing takes
+      // the focus away from wherever it is, so the keyboard part waits for it.
+      await page.locator("dialog.item-dialog").waitFor({ state: "detached" });
 
       // The keyboard way: Alt+arrows on a focused card; the focus follows the card.
       const plain = card(page, "Plain").locator(".card-open");
@@ -427,7 +430,10 @@ describe("board page", { timeout: 120_000 }, () => {
       await screenshot(page, "search");
       await hit.locator("button.hit").click();
       assert.equal(await page.locator("#dialog-title").innerText(), "RM-1 Blocker");
-      await page.keyboard.press("Escape");
+      // Closed by its button: an Escape here now and then left the dialog open in headless
+      // Chromium (seen in CI and locally, about one run in eight).
+      await page.locator("dialog.item-dialog").getByRole("button", { name: "Close" }).click();
+      await page.locator("dialog.item-dialog").waitFor({ state: "detached" });
       await page.getByLabel("Search").fill("");
       await eventually(() => page.locator("li.card").count(), 2);
 
