@@ -100,6 +100,15 @@ pub(crate) fn pg_error(error: sqlx::Error) -> Error {
     }
 }
 
+/// The crate's error for one that came out of the shared SQL layer (which knows only
+/// sqlx's errors) on PostgreSQL: a database error is read as [`pg_error`] reads it.
+pub(crate) fn mapped(error: Error) -> Error {
+    match error {
+        Error::Database(error) => pg_error(error),
+        other => other,
+    }
+}
+
 /// The crate's error for a failed migration: a lost connection is `Unavailable` like any
 /// other, a failing migration stays `Migrate`.
 pub(crate) fn migrate_error(error: MigrateError) -> Error {

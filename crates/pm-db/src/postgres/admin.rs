@@ -12,7 +12,7 @@ use sqlx::{Executor, PgPool, Row};
 use super::changelog::head_seq;
 use super::schema::{open_tenant_schema, schema_name, schema_version, scoped_begin, PG_MIGRATOR};
 use super::sql::stats;
-use super::PgResultExt;
+use super::{mapped, PgResultExt};
 use crate::error::{Error, Result};
 use crate::sqlite::inspect::TenantStats;
 
@@ -95,8 +95,8 @@ pub async fn tenant_stats(pool: &PgPool, id: &TenantId) -> Result<TenantStats> {
     (&mut *conn).execute(begin.as_str()).await.pg()?;
     let read = async {
         let head = head_seq(&mut conn).await?;
-        let (oldest, last) = stats::log_range(&mut conn).await.map_err(pg)?;
-        let counts = stats::live_counts(&mut conn).await.map_err(pg)?;
+        let (oldest, last) = stats::log_range(&mut conn).await.map_err(mapped)?;
+        let counts = stats::live_counts(&mut conn).await.map_err(mapped)?;
         Ok::<_, Error>((head, oldest, last, counts))
     }
     .await;
@@ -155,14 +155,6 @@ pub async fn migrate_tenant(pool: &PgPool, id: &TenantId) -> Result<(MigrateOutc
 /// The newest migration this build has for tenant schemas.
 pub fn newest_version() -> i64 {
     PG_MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
-/// The shared SQL's errors in this engine's terms.
-fn pg(error: Error) -> Error {
-    match error {
-        Error::Database(error) => super::pg_error(error),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::schema::scoped_begin;
 use super::sql::{people, queries, replay};
 use super::writer::{Job, Stats, Writer};
-use super::{changelog, open_tenant_schema, pg_error, PgResultExt};
+use super::{changelog, mapped, open_tenant_schema, PgResultExt};
 use crate::engine::{KnownProfiles, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, StoredEvent};
@@ -36,14 +36,6 @@ pub struct PgTenant {
     known_users: KnownProfiles,
     /// Begins a read: `REPEATABLE READ, READ ONLY`, scoped to the tenant.
     begin_read: String,
-}
-
-/// The crate's error for one that came out of the shared SQL layer on PostgreSQL.
-fn mapped(error: Error) -> Error {
-    match error {
-        Error::Database(error) => pg_error(error),
-        other => other,
-    }
 }
 
 impl PgTenant {

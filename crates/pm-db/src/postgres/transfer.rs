@@ -24,7 +24,7 @@ use sqlx::{Executor, PgPool, Postgres};
 use super::changelog::{append_events, head_seq};
 use super::schema::{open_tenant_schema, schema_version, scoped_begin};
 use super::sql::transfer;
-use super::PgResultExt;
+use super::{mapped, PgResultExt};
 use crate::error::{Error, Result};
 use crate::export::{
     write_json, Dataset, ExportSummary, Header, ImportOptions, ImportReport, FORMAT, FORMAT_VERSION,
@@ -58,7 +58,7 @@ pub async fn export_tenant<W: Write + Send>(
             head_seq: head_seq(&mut conn).await?,
         };
         write_json(out, &header)?;
-        let counts = transfer::write_lines(&mut conn, out).await.map_err(pg)?;
+        let counts = transfer::write_lines(&mut conn, out).await.map_err(mapped)?;
         Ok::<_, Error>(ExportSummary { header, counts })
     }
     .await;
@@ -151,7 +151,7 @@ async fn load_rows(
         .execute(&mut **conn)
         .await
         .pg()?;
-    let (projects, changes) = transfer::content(conn).await.map_err(pg)?;
+    let (projects, changes) = transfer::content(conn).await.map_err(mapped)?;
     let replaced = changes > 0 || projects > 0;
     if replaced && !options.replace {
         return Err(Error::FailedPrecondition(format!(
@@ -160,9 +160,9 @@ async fn load_rows(
         )));
     }
     if replaced {
-        transfer::delete_content(conn).await.map_err(pg)?;
+        transfer::delete_content(conn).await.map_err(mapped)?;
     }
-    transfer::insert_rows(conn, data).await.map_err(pg)?;
+    transfer::insert_rows(conn, data).await.map_err(mapped)?;
     let events = transfer::pending_events(data)?;
     // The log keeps its seqs: the counter is set just before the first (later ones may
     // have been pruned from the source), and appending moves it on to the head.
@@ -185,12 +185,4 @@ async fn load_rows(
         }
     }
     Ok(replaced)
-}
-
-/// The shared SQL's errors in this engine's terms.
-fn pg(error: Error) -> Error {
-    match error {
-        Error::Database(error) => super::pg_error(error),
-        other => other,
-    }
 }

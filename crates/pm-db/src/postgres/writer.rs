@@ -28,7 +28,7 @@ use super::changelog::append_events;
 use super::sql::commands::Cache;
 use super::sql::group::{exec, Group, Tx};
 use super::sql::{idempotency, retention};
-use super::{pg_error, PgResultExt};
+use super::{mapped, PgResultExt};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
 use crate::sqlite::WriterConfig;
@@ -123,10 +123,7 @@ impl Writer {
             let head = super::changelog::head_seq(&mut conn).await?;
             retention::prune(&mut conn, retention, head, now_ms(), retention::PRUNE_CHUNK)
                 .await
-                .map_err(|e| match e {
-                    Error::Database(e) => pg_error(e),
-                    other => other,
-                })
+                .map_err(mapped)
         }
         .await;
         let end = if pruned.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -174,10 +171,7 @@ impl Writer {
             }
             Err(error) => {
                 self.cache.clear();
-                let error = match error {
-                    Error::Database(error) => pg_error(error),
-                    other => other,
-                };
+                let error = mapped(error);
                 if !matches!(error, Error::Unavailable(_)) {
                     tracing::error!(tenant = %self.tenant, %error, jobs = jobs.len(), "write group failed; nothing was committed");
                 }
