@@ -192,6 +192,14 @@ fn parse_data<T: serde::de::DeserializeOwned>(
 }
 
 impl Dataset {
+    /// Parses an export of this build's data model (its `schema_version` is the SQLite
+    /// migrations' numbering, whichever engine wrote it) and validates it whole.
+    pub(crate) fn read_valid<R: BufRead>(input: R) -> Result<Dataset> {
+        let data = Dataset::read(input, crate::sqlite::migrations::embedded_version())?;
+        data.validate()?;
+        Ok(data)
+    }
+
     /// Parses an export; `newest_schema` is the newest schema version this build knows.
     pub(crate) fn read<R: BufRead>(input: R, newest_schema: i64) -> Result<Dataset> {
         let mut data = Dataset::default();

@@ -75,8 +75,7 @@ pub async fn import_tenant<R: BufRead>(
     input: R,
     options: ImportOptions,
 ) -> Result<ImportReport> {
-    let data = Dataset::read(input, migrations::embedded_version())?;
-    data.validate()?;
+    let data = Dataset::read_valid(input)?;
     let replaced = load(pool, id, &data, options).await?;
     Ok(data.report(replaced, options))
 }

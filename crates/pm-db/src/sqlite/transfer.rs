@@ -85,8 +85,7 @@ pub async fn import_tenant<R: BufRead>(
     input: R,
     options: ImportOptions,
 ) -> Result<ImportReport> {
-    let data = Dataset::read(input, migrations::embedded_version())?;
-    data.validate()?;
+    let data = Dataset::read_valid(input)?;
     let replaced = import_dataset(config, id, &data, options).await?;
     Ok(data.report(replaced, options))
 }
