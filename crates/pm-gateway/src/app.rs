@@ -105,11 +105,6 @@ impl App {
         }))
     }
 
-    /// The bus, on a cluster node.
-    pub fn bus(&self) -> Option<&Bus> {
-        self.cluster.as_deref().map(Cluster::bus)
-    }
-
     /// Test hook: while `suppressed`, this node commits but does not publish, as a node that
     /// dies between COMMIT and publish; the other nodes' head checks must still deliver.
     #[cfg(feature = "test-util")]

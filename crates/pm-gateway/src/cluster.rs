@@ -16,7 +16,7 @@ use pm_db::Tenant;
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
-use crate::relay::{Bus, Commits, Relay};
+use crate::relay::{Bus, Commits};
 
 /// A node's part in a cluster.
 #[derive(Debug)]
@@ -70,17 +70,6 @@ impl Cluster {
             self.suppressed.clone(),
             self.metrics.clone(),
         ));
-    }
-
-    /// Starts a relay for `tenant` with everything up to `after` delivered, merging this
-    /// node's `commits` with the bus and the log.
-    pub(crate) async fn relay(
-        &self,
-        tenant: &Arc<dyn Tenant>,
-        after: u64,
-        commits: Commits,
-    ) -> Result<Relay, crate::relay::BusError> {
-        self.bus.relay(tenant, after, Some(commits)).await
     }
 
     /// Test hook: stop (or resume) publishing committed groups.

@@ -204,7 +204,7 @@ impl Hub {
                     // The relay starts where the hub does, so its first receiver brings
                     // exactly what follows, whenever it is taken.
                     let relay = match tenant.upgrade() {
-                        Some(tenant) => cluster.relay(&tenant, head, commits).await,
+                        Some(tenant) => cluster.bus().relay(&tenant, head, Some(commits)).await,
                         None => return,
                     };
                     match relay {
