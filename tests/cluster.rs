@@ -23,7 +23,7 @@ mod process;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,25 +92,16 @@ struct Node {
 
 impl Node {
     fn spawn(database: &str, nats: &str, prefix: &str, data_dir: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        let mut command = process::serve_dev(data_dir, SECRET);
+        command
             .args(["--set", "storage.engine=postgres"])
             .args(["--set", "storage.postgres_max_connections=8"])
-            .args(["--set", "limits.requests_per_second=1000000"])
-            .args(["--set", "limits.request_burst=1000000"])
             .args(["--set", &format!("bus.prefix={prefix}")])
             .args(["--set", "bus.head_check_interval_ms=500"])
-            .arg("--data-dir")
-            .arg(data_dir)
             // URLs through the environment, as an operator would pass credentials.
             .env("PM_STORAGE_POSTGRES_URL", database)
-            .env("PM_BUS_NATS_URL", nats)
-            .env("PM_JWT_SECRET", SECRET)
-            .env("PM_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("pm-server starts");
-        let url = process::dev_banner_url(&mut child);
+            .env("PM_BUS_NATS_URL", nats);
+        let (child, url) = process::start(command);
         Node {
             child: Some(child),
             url,

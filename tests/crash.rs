@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -271,18 +271,7 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pm-server"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-            .args(["--set", "limits.requests_per_second=1000000"])
-            .args(["--set", "limits.request_burst=1000000"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("PM_JWT_SECRET", SECRET)
-            .env("PM_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("pm-server starts");
-        let url = process::dev_banner_url(&mut child);
+        let (child, url) = process::start(process::serve_dev(data_dir, SECRET));
         Server {
             child: Some(child),
             url,

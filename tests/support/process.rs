@@ -1,13 +1,38 @@
-//! What the tests that run the real `pm-server` binary share: reading the banner of
-//! `serve --dev` and killing a server with SIGKILL.
+//! What the tests that run the real `pm-server` binary share: starting `serve --dev` and
+//! reading its banner, killing a server with SIGKILL, and a client of it.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// `pm-server serve --dev` on a free loopback port and `data_dir`, tokens signed with
+/// `secret`, no rate limit in the way, quiet logs; the caller adds its own settings.
+pub(crate) fn serve_dev(data_dir: &Path, secret: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pm-server"));
+    command
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--set", "limits.requests_per_second=1000000"])
+        .args(["--set", "limits.request_burst=1000000"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("PM_JWT_SECRET", secret)
+        .env("PM_LOG", "error")
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Starts `command` (from [`serve_dev`]) and waits for its banner: the child and the
+/// WebSocket URL it serves.
+pub(crate) fn start(mut command: Command) -> (Child, String) {
+    let mut child = command.spawn().expect("pm-server starts");
+    let url = dev_banner_url(&mut child);
+    (child, url)
+}
 
 /// Reads what a `serve --dev` child prints at start, up to its last line (or its exit); the
 /// WebSocket URL it printed.
-pub(crate) fn dev_banner_url(child: &mut Child) -> String {
+fn dev_banner_url(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut url = None;
     for line in BufReader::new(stdout).lines() {
