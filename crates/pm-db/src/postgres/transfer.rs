@@ -58,7 +58,9 @@ pub async fn export_tenant<W: Write + Send>(
             head_seq: head_seq(&mut conn).await?,
         };
         write_json(out, &header)?;
-        let counts = transfer::write_lines(&mut conn, out).await.map_err(mapped)?;
+        let counts = transfer::write_lines(&mut conn, out)
+            .await
+            .map_err(mapped)?;
         Ok::<_, Error>(ExportSummary { header, counts })
     }
     .await;
