@@ -74,8 +74,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
         settings.auth.secret = dev_secret(&settings.server.data_dir)
             .map_err(|e| Failure(format!("cannot create the development secret: {e}")))?;
     }
-    let listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
+    let listener = pm_gateway::listen(settings.server.listen, settings.server.listen_backlog)
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", settings.server.listen)))?;
     let local = listener.local_addr().ok();
     let address = local.map(|a| a.to_string()).unwrap_or_default();

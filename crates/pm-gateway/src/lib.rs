@@ -49,5 +49,5 @@ pub mod settings;
 pub mod testing;
 
 pub use app::{App, StartError};
-pub use server::serve;
+pub use server::{listen, serve};
 pub use settings::Settings;

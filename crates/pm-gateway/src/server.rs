@@ -1,19 +1,33 @@
 //! The listener: one port for `/ws`, `/healthz`, `/readyz` and `/metrics`, and an orderly
 //! shutdown.
 //!
-//! [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0 and
+//! [`listen`] binds the port with the configured backlog; [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0 and
 //! stop the server when they are done.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::http;
+
+/// Binds `address` with a `listen(2)` backlog of `backlog` connections (`server.listen_backlog`;
+/// tokio's own `bind` takes 1,024, which a reconnect storm of thousands overflows). The
+/// address is reusable at once after a restart, as with `TcpListener::bind`.
+pub fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
 
 /// Serves connections on `listener` until `shutdown` completes, then stops accepting, lets
 /// every connection finish its in-flight requests and say goodbye within the drain timeout,

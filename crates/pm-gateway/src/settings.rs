@@ -42,6 +42,11 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// How long shutdown waits for in-flight requests before closing connections, ms.
     pub drain_timeout_ms: u64,
+    /// Connections the kernel may hold accepted but not yet taken by the server (the
+    /// `listen(2)` backlog; the kernel caps it at `net.core.somaxconn`). When thousands of
+    /// clients reconnect at once, a full queue drops their handshakes and each retries only
+    /// after a second or more.
+    pub listen_backlog: u32,
     /// Web origins (`https://board.example.com`; `http://localhost:*` for any port) whose
     /// pages may open `/ws`, besides the server's own origin. A browser always sends its
     /// page's `Origin`; an upgrade from another origin is refused with 403, so that a page on
@@ -202,6 +207,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             data_dir: PathBuf::from("./data"),
             drain_timeout_ms: 10_000,
+            listen_backlog: 4096,
             allowed_origins: Vec::new(),
         }
     }
@@ -381,6 +387,9 @@ impl Settings {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));
             }
+        }
+        if self.server.listen_backlog == 0 {
+            return invalid("server.listen_backlog must be at least 1".into());
         }
         if l.max_frame_bytes < 1024 {
             return invalid("limits.max_frame_bytes must be at least 1024".into());

@@ -56,8 +56,7 @@ impl TestServer {
 
     /// A server on `data_dir` (which outlives it), port 0.
     pub async fn spawn_in(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        let listener = crate::server::listen(([127, 0, 0, 1], 0).into(), 1024)
             .expect("a free port on the loopback interface");
         Self::serve_on(listener, data_dir, configure)
     }
@@ -82,8 +81,7 @@ impl TestServer {
         bus: Option<Bus>,
         configure: impl FnOnce(&mut Settings),
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        let listener = crate::server::listen(([127, 0, 0, 1], 0).into(), 1024)
             .expect("a free port on the loopback interface");
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let settings = test_settings(dir.path(), configure);

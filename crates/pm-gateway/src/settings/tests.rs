@@ -68,6 +68,13 @@ fn unknown_and_malformed_settings_are_refused() {
         .unwrap_err()
         .to_string();
     assert_eq!(error, "limits.max_connections must be at least 1");
+
+    let error = Settings::load(None, env(&[]), &["server.listen_backlog=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "server.listen_backlog must be at least 1");
+    let backlog = Settings::load(None, env(&[("PM_SERVER_LISTEN_BACKLOG", "512")]), &[]).unwrap();
+    assert_eq!(backlog.server.listen_backlog, 512);
 }
 
 #[test]
