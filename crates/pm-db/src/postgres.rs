@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod changelog;
+mod connections;
 mod dialect;
 mod engine;
 pub mod schema;

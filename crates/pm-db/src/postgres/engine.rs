@@ -9,6 +9,7 @@ use pm_core::TenantId;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use super::connections::Connections;
 use super::tenant::PgTenant;
 use super::{open_tenant_schema, schema_version, PgResultExt, PG_MIGRATOR};
 use crate::engine::{Engine, EngineFigures, RolloutReport, SchemaChange, SchemaStatus, Tenant};
@@ -48,6 +49,8 @@ impl PostgresConfig {
 #[derive(Debug)]
 pub struct PostgresEngine {
     pool: PgPool,
+    /// The same pool, as the tenants take from it.
+    connections: Connections,
     tenants: Registry<PgTenant>,
     config: PostgresConfig,
 }
@@ -69,6 +72,7 @@ impl PostgresEngine {
             .connect_lazy(&config.url)
             .pg()?;
         Ok(PostgresEngine {
+            connections: Connections::new(pool.clone()),
             pool,
             tenants: Registry::new(config.max_open_tenants),
             config,
@@ -85,7 +89,7 @@ impl PostgresEngine {
         self.tenants
             .get_or_open(id, || async {
                 let tenant =
-                    PgTenant::open(self.pool.clone(), id.clone(), self.config.writer.clone())
+                    PgTenant::open(self.connections.clone(), id.clone(), self.config.writer.clone())
                         .await?;
                 Ok(Arc::new(tenant))
             })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pm_core::{TenantId, UserId};
 use pm_proto::v1;
-use sqlx::{Executor, PgPool};
+use sqlx::Executor;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -18,6 +18,7 @@ use super::{changelog, mapped, open_tenant_schema, PgResultExt};
 use crate::engine::{KnownProfiles, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, StoredEvent};
+use super::connections::Connections;
 use crate::registry::Resident;
 use crate::sqlite::WriterConfig;
 use crate::work::{Reply, Work};
@@ -26,7 +27,7 @@ use crate::work::{Reply, Work};
 #[derive(Debug)]
 pub struct PgTenant {
     id: TenantId,
-    pool: PgPool,
+    connections: Connections,
     queue: mpsc::Sender<Job>,
     head: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
@@ -40,10 +41,15 @@ pub struct PgTenant {
 
 impl PgTenant {
     /// Creates or migrates the tenant's schema and starts its writer on this node.
-    pub(crate) async fn open(pool: PgPool, id: TenantId, config: WriterConfig) -> Result<Self> {
-        open_tenant_schema(&pool, &id).await?;
+    pub(crate) async fn open(
+        connections: Connections,
+        id: TenantId,
+        config: WriterConfig,
+    ) -> Result<Self> {
+        let pool = connections.pool();
+        open_tenant_schema(pool, &id).await?;
         let head = {
-            let mut tx = super::begin_tenant(&pool, &id).await?;
+            let mut tx = super::begin_tenant(pool, &id).await?;
             let head = changelog::head_seq(&mut tx).await?;
             tx.rollback().await.pg()?;
             head
@@ -57,7 +63,8 @@ impl PgTenant {
         let writer = Writer {
             begin: scoped_begin(&id, "BEGIN"),
             tenant: id.clone(),
-            pool: pool.clone(),
+            connections: connections.clone(),
+            held: None,
             config,
             head: head.clone(),
             written,
@@ -69,7 +76,7 @@ impl PgTenant {
         let task = tokio::spawn(writer.run(rx));
         Ok(PgTenant {
             id,
-            pool,
+            connections,
             queue,
             head,
             events,
@@ -111,7 +118,7 @@ impl PgTenant {
             &'c mut sqlx::PgConnection,
         ) -> futures::future::BoxFuture<'c, Result<T>>,
     ) -> Result<T> {
-        let mut conn = self.pool.acquire().await.pg()?;
+        let mut conn = self.connections.acquire().await?;
         // A script without parameters: one round trip, as a simple query.
         (&mut *conn).execute(self.begin_read.as_str()).await.pg()?;
         let result = read(&mut conn).await;
@@ -210,7 +217,7 @@ impl Tenant for PgTenant {
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
         let load = || self.read(|conn| Box::pin(people::known_users(conn, KnownProfiles::LIMIT)));
         let write = || async {
-            let mut tx = super::begin_tenant(&self.pool, &self.id).await?;
+            let mut tx = super::begin_tenant(self.connections.pool(), &self.id).await?;
             people::remember_user(&mut tx, profile, pm_core::time::now_ms())
                 .await
                 .map_err(mapped)?;

@@ -26,10 +26,11 @@ use pm_proto::v1;
 use prost::Message;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{Executor, PgPool, Postgres, Row};
+use sqlx::{Executor, Postgres, Row};
 use tokio::sync::{broadcast, mpsc};
 
 use super::changelog::append_events;
+use super::connections::{Connections, KEEP_IDLE};
 use super::sql::commands::Cache;
 use super::sql::group::{exec, Group, Tx};
 use super::sql::{idempotency, retention};
@@ -82,7 +83,10 @@ pub(crate) struct Writer {
     pub(crate) tenant: TenantId,
     /// Begins a group's transaction, scoped to the tenant.
     pub(crate) begin: String,
-    pub(crate) pool: PgPool,
+    pub(crate) connections: Connections,
+    /// The connection of the last group, kept while the writer stays busy (see
+    /// [`super::connections`]).
+    pub(crate) held: Option<PoolConnection<Postgres>>,
     pub(crate) config: WriterConfig,
     /// The head this node knows of, shared with its tenant: its commits, and other nodes'
     /// as relayed ([`Tenant::observe_head`](crate::Tenant::observe_head)).
@@ -108,6 +112,7 @@ impl Writer {
         let retention = self.config.retention.clone();
         let mut tick = retention::timer(&retention);
         let mut prune_due = false;
+        let wanted = self.connections.wanted();
         loop {
             if prune_due {
                 prune_due = match self.prune(&retention).await {
@@ -132,6 +137,8 @@ impl Writer {
                 }
                 () = retention::next_tick(&mut tick), if !prune_due => prune_due = true,
                 () = std::future::ready(()), if prune_due => {}
+                () = wanted.notified(), if self.held.is_some() => self.held = None,
+                () = tokio::time::sleep(KEEP_IDLE), if self.held.is_some() => self.held = None,
             }
         }
     }
@@ -140,7 +147,7 @@ impl Writer {
     /// own; how many. Every node's writer of the tenant may do it: what one deleted, the
     /// others find gone.
     async fn prune(&mut self, retention: &Retention) -> Result<u64> {
-        let mut conn = self.pool.acquire().await.pg()?;
+        let mut conn = self.connections.acquire().await?;
         (&mut *conn).execute(self.begin.as_str()).await.pg()?;
         let pruned = async {
             let head = super::changelog::head_seq(&mut conn).await?;
@@ -248,9 +255,17 @@ impl Writer {
     /// (the connection closed) on a failure. `None`: not `safe`, and a command failed, so
     /// nothing was committed.
     async fn attempt(&mut self, jobs: &mut [Job], now: i64, safe: bool) -> Result<Option<Group>> {
-        let mut conn = self.pool.acquire().await.pg()?;
+        let mut conn = match self.held.take() {
+            Some(conn) => conn,
+            None => self.connections.acquire().await?,
+        };
         match self.apply_all(&mut conn, jobs, now, safe).await {
-            Ok(Some(done)) => Ok(Some(done)),
+            Ok(Some(done)) => {
+                if self.connections.spare() {
+                    self.held = Some(conn);
+                }
+                Ok(Some(done))
+            }
             Ok(None) => {
                 exec(&mut conn, "ROLLBACK").await?;
                 Ok(None)
