@@ -88,9 +88,12 @@ impl PostgresEngine {
     pub async fn open_tenant(&self, id: &TenantId) -> Result<Arc<PgTenant>> {
         self.tenants
             .get_or_open(id, || async {
-                let tenant =
-                    PgTenant::open(self.connections.clone(), id.clone(), self.config.writer.clone())
-                        .await?;
+                let tenant = PgTenant::open(
+                    self.connections.clone(),
+                    id.clone(),
+                    self.config.writer.clone(),
+                )
+                .await?;
                 Ok(Arc::new(tenant))
             })
             .await

@@ -11,6 +11,7 @@ use sqlx::Executor;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::connections::Connections;
 use super::schema::scoped_begin;
 use super::sql::{people, queries, replay};
 use super::writer::{Job, Stats, Writer};
@@ -18,7 +19,6 @@ use super::{changelog, mapped, open_tenant_schema, PgResultExt};
 use crate::engine::{KnownProfiles, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, StoredEvent};
-use super::connections::Connections;
 use crate::registry::Resident;
 use crate::sqlite::WriterConfig;
 use crate::work::{Reply, Work};

@@ -55,7 +55,12 @@ fn logged_change(row: &PgRow) -> Option<(EntityKind, String, String, Option<v1::
         },
         None => None,
     };
-    Some((kind, row.try_get("project_id").ok()?, row.try_get("entity_id").ok()?, created))
+    Some((
+        kind,
+        row.try_get("project_id").ok()?,
+        row.try_get("entity_id").ok()?,
+        created,
+    ))
 }
 
 /// A queued job.
@@ -217,7 +222,11 @@ impl Writer {
     /// those changes made stale, read from their change-log rows in one query, instead of
     /// everything (which cost each group a statement per cached fact on a cluster). Drops
     /// the whole cache when they are too many to read or are no longer all in the log.
-    async fn forget_others(&mut self, conn: &mut PoolConnection<Postgres>, head: u64) -> Result<()> {
+    async fn forget_others(
+        &mut self,
+        conn: &mut PoolConnection<Postgres>,
+        head: u64,
+    ) -> Result<()> {
         let written = self.written;
         // Cleared first: if the read fails, nothing stale stays behind.
         let mut cache = std::mem::take(&mut self.cache);
