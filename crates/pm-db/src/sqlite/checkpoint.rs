@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, SqliteConnection};
 use tokio::sync::mpsc;
 
 use super::config::WAL_SIZE_LIMIT;
@@ -60,10 +61,15 @@ impl WalProgress {
         }
     }
 
+    /// The WAL file's size (0 if it cannot be read).
+    pub(crate) fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal_file).map_or(0, |m| m.len())
+    }
+
     /// Counts a commit: what it makes due.
     pub(crate) fn committed(&self) -> Due {
         let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        match std::fs::metadata(&self.wal_file).map_or(0, |m| m.len()) {
+        match self.wal_bytes() {
             bytes if bytes > 2 * WAL_SIZE_LIMIT => return Due::Restart,
             bytes if bytes > WAL_SIZE_LIMIT => return Due::Checkpoint,
             _ => {}
@@ -111,12 +117,15 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 /// checkpoint) gets a TRUNCATE checkpoint: it would otherwise keep its WAL on disk until it
 /// writes again.
 pub(crate) async fn run(
-    mut conn: SqliteConnection,
+    options: SqliteConnectOptions,
     progress: Arc<WalProgress>,
     mut due: mpsc::Receiver<()>,
     idle_after: Duration,
     tenant: String,
 ) {
+    // Opened the first time a checkpoint is due: a tenant opened to be read (or to answer a
+    // resume) and closed again never commits, and so never pays for a third connection.
+    let mut conn = None;
     // Whether the WAL has been truncated since the last commit.
     let mut truncated = false;
     loop {
@@ -135,20 +144,45 @@ pub(crate) async fn run(
             continue;
         };
         let running = progress.running.lock().await;
-        let done = checkpoint(&mut conn, mode).await;
+        let done = match connection(&mut conn, &options).await {
+            Ok(conn) => checkpoint(conn, mode).await,
+            Err(e) => Err(e),
+        };
         drop(running);
         match done {
             Ok(complete) => truncated = mode == Mode::Truncate && complete,
             Err(e) => tracing::warn!(%tenant, error = %e, "WAL checkpoint failed"),
         }
     }
-    match checkpoint(&mut conn, Mode::Truncate).await {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!(%tenant, "final WAL checkpoint could not truncate (busy)"),
+    if conn.is_none() && progress.wal_bytes() == 0 {
+        // Nothing was ever written through this opening, and the WAL is empty.
+        return;
+    }
+    match connection(&mut conn, &options).await {
+        Ok(conn) => match checkpoint(conn, Mode::Truncate).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%tenant, "final WAL checkpoint could not truncate (busy)")
+            }
+            Err(e) => tracing::warn!(%tenant, error = %e, "final WAL checkpoint failed"),
+        },
         Err(e) => tracing::warn!(%tenant, error = %e, "final WAL checkpoint failed"),
     }
-    if let Err(e) = sqlx::Connection::close(conn).await {
-        tracing::warn!(%tenant, error = %e, "closing the checkpoint connection failed");
+    if let Some(conn) = conn {
+        if let Err(e) = sqlx::Connection::close(conn).await {
+            tracing::warn!(%tenant, error = %e, "closing the checkpoint connection failed");
+        }
+    }
+}
+
+/// The checkpointer's connection, opened with `options` if it is not yet.
+async fn connection<'c>(
+    conn: &'c mut Option<SqliteConnection>,
+    options: &SqliteConnectOptions,
+) -> sqlx::Result<&'c mut SqliteConnection> {
+    match conn {
+        Some(conn) => Ok(conn),
+        None => Ok(conn.insert(options.connect().await?)),
     }
 }
 

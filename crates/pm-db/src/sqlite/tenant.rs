@@ -99,11 +99,7 @@ impl SqliteTenant {
             Err(error) => return Err(error),
         }
         let head = changelog::head_seq(&mut conn).await?;
-        let checkpoint_conn = options
-            .clone()
-            .busy_timeout(checkpoint::BUSY_TIMEOUT)
-            .connect()
-            .await?;
+        let checkpoint_options = options.clone().busy_timeout(checkpoint::BUSY_TIMEOUT);
         let read_pool = SqlitePoolOptions::new()
             .max_connections(config.read_pool_size.max(1))
             .min_connections(0)
@@ -122,7 +118,7 @@ impl SqliteTenant {
         let (due, due_rx) = mpsc::channel(1);
         let progress = Arc::new(checkpoint::WalProgress::new(&db_file));
         let checkpointer = tokio::spawn(checkpoint::run(
-            checkpoint_conn,
+            checkpoint_options,
             progress.clone(),
             due_rx,
             config.idle_checkpoint,

@@ -61,12 +61,32 @@ async fn a_closed_tenant_keeps_its_changes_in_the_database_file_and_no_wal() {
     assert_eq!(wal, 0, "closed: no WAL");
     assert!(db > 600_000, "the items are in tenant.db: {db} bytes");
 
+    // Reopened, read and closed again (its checkpointer never connects, as nothing was
+    // written): the same, twice over.
+    for _ in 0..2 {
+        let tenant = env.tenant("acme").await;
+        assert_eq!(tenant.head_seq(), 202);
+        assert_eq!(
+            all_items(&tenant, &ALICE, &project_id, false).await.len(),
+            200
+        );
+        drop(tenant);
+        assert_eq!(env.engine.close_idle().await, 1);
+        assert_eq!(
+            sizes(&dir),
+            (db, 0),
+            "closed after reading: unchanged, no WAL"
+        );
+    }
+
+    // Reopened and written: the close checkpoints the new change into tenant.db.
     let tenant = env.tenant("acme").await;
-    assert_eq!(tenant.head_seq(), 202);
-    assert_eq!(
-        all_items(&tenant, &ALICE, &project_id, false).await.len(),
-        200
-    );
+    create_project(&tenant, &ALICE, "NEW").await;
+    drop(tenant);
+    assert_eq!(env.engine.close_idle().await, 1);
+    assert_eq!(sizes(&dir).1, 0, "closed after writing: no WAL");
+    let tenant = env.tenant("acme").await;
+    assert_eq!(tenant.head_seq(), 204);
 }
 
 #[tokio::test]
