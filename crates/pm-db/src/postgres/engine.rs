@@ -48,8 +48,7 @@ impl PostgresConfig {
 /// Tenants in PostgreSQL schemas.
 #[derive(Debug)]
 pub struct PostgresEngine {
-    pool: PgPool,
-    /// The same pool, as the tenants take from it.
+    /// The node's pool, as its tenants take from it.
     connections: Connections,
     tenants: Registry<PgTenant>,
     config: PostgresConfig,
@@ -59,7 +58,7 @@ impl PostgresEngine {
     /// Connects to the database, failing at once if it cannot be reached.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let engine = Self::connect_lazy(config)?;
-        engine.pool.acquire().await.pg()?;
+        engine.connections.pool().acquire().await.pg()?;
         Ok(engine)
     }
 
@@ -72,8 +71,7 @@ impl PostgresEngine {
             .connect_lazy(&config.url)
             .pg()?;
         Ok(PostgresEngine {
-            connections: Connections::new(pool.clone()),
-            pool,
+            connections: Connections::new(pool),
             tenants: Registry::new(config.max_open_tenants),
             config,
         })
@@ -81,7 +79,7 @@ impl PostgresEngine {
 
     /// The pool, for operators' tools and tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.connections.pool()
     }
 
     /// Opens the tenant (creating its schema if needed) or returns it if open.
@@ -139,9 +137,9 @@ impl Engine for PostgresEngine {
         for (i, tenant) in open.iter().enumerate() {
             let id = tenant.id().to_string();
             let migrated = async {
-                let from = schema_version(&self.pool, tenant.id()).await?;
-                open_tenant_schema(&self.pool, tenant.id()).await?;
-                let to = schema_version(&self.pool, tenant.id()).await?;
+                let from = schema_version(self.connections.pool(), tenant.id()).await?;
+                open_tenant_schema(self.connections.pool(), tenant.id()).await?;
+                let to = schema_version(self.connections.pool(), tenant.id()).await?;
                 Ok::<_, crate::Error>(SchemaChange { from, to })
             };
             match migrated.await {

@@ -63,6 +63,43 @@ fn logged_change(row: &PgRow) -> Option<(EntityKind, String, String, Option<v1::
     ))
 }
 
+/// Forgets from `cache` what one change committed by another node may have made stale, as
+/// its change-log row tells it: a project's facts and lanes, one member's role, a project's
+/// lanes, or the next item number (kept, and moved past the new item's, when `created` is
+/// the created work item).
+fn forget_change(
+    cache: &mut Cache,
+    kind: EntityKind,
+    project_id: &str,
+    entity_id: &str,
+    created: Option<&v1::WorkItem>,
+) {
+    match kind {
+        EntityKind::Project => {
+            cache.projects.remove(project_id);
+            cache.lanes.remove(project_id);
+        }
+        // A member's entity id is the user's.
+        EntityKind::ProjectMember => {
+            cache
+                .roles
+                .remove(&(project_id.to_owned(), entity_id.to_owned()));
+        }
+        EntityKind::SwimLane => {
+            cache.lanes.remove(project_id);
+        }
+        EntityKind::WorkItem => {
+            // Only a create takes a number; another change of an item leaves them be.
+            if let Some(item) = created {
+                if let Some(next) = cache.next_numbers.get_mut(project_id) {
+                    *next = (*next).max(item.number + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A queued job.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -254,7 +291,7 @@ impl Writer {
                 tracing::warn!(tenant = %self.tenant, "an unreadable change-log row; the writer's cache is dropped");
                 return Ok(());
             };
-            cache.forget_change(kind, &project_id, &entity_id, created.as_ref());
+            forget_change(&mut cache, kind, &project_id, &entity_id, created.as_ref());
         }
         self.cache = cache;
         Ok(())

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use pm_core::kinds::{ChangeAction, EntityKind, Role};
+use pm_core::kinds::{ChangeAction, Role};
 use pm_core::{EntityId, UserId};
 use pm_proto::v1;
 use sqlx::Row;
@@ -60,7 +60,7 @@ pub(crate) struct EnforcedLane {
 /// Facts the writer keeps between commands to save a statement per command. The writer is
 /// the only one changing them, so they stay exact; they are dropped whenever a transaction or
 /// savepoint is rolled back. Where other writers change the same tenant (PostgreSQL nodes),
-/// the writer hands each change they committed to [`Cache::forget_change`] first.
+/// the writer first forgets what each change they committed touched.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     pub(crate) projects: HashMap<String, Option<ProjectInfo>>,
@@ -79,44 +79,6 @@ impl Cache {
         self.roles.clear();
         self.next_numbers.clear();
         self.lanes.clear();
-    }
-
-    /// Forgets what one change committed by another writer may have made stale, as its
-    /// change-log row tells it: a project's facts and lanes, one member's role, a project's
-    /// lanes, or the next item number (kept, and moved past the new item's, when `created`
-    /// is the created work item).
-    // Only PostgreSQL has other writers; this file is compiled for SQLite too.
-    #[allow(dead_code)]
-    pub(crate) fn forget_change(
-        &mut self,
-        kind: EntityKind,
-        project_id: &str,
-        entity_id: &str,
-        created: Option<&v1::WorkItem>,
-    ) {
-        match kind {
-            EntityKind::Project => {
-                self.projects.remove(project_id);
-                self.lanes.remove(project_id);
-            }
-            // A member's entity id is the user's.
-            EntityKind::ProjectMember => {
-                self.roles
-                    .remove(&(project_id.to_owned(), entity_id.to_owned()));
-            }
-            EntityKind::SwimLane => {
-                self.lanes.remove(project_id);
-            }
-            EntityKind::WorkItem => {
-                // Only a create takes a number; another change of an item leaves them be.
-                if let Some(item) = created {
-                    if let Some(next) = self.next_numbers.get_mut(project_id) {
-                        *next = (*next).max(item.number + 1);
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 
     pub(crate) fn trim(&mut self) {
