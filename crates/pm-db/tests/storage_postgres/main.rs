@@ -47,7 +47,9 @@ mod shared {
 }
 
 // Only PostgreSQL has these: several nodes on one database, its server restarting, its
-// writer's pruning, and moving tenants in and out of it.
+// writer's pruning and connection, and moving tenants in and out of it.
+#[cfg(postgres_suite)]
+mod connections;
 #[cfg(postgres_suite)]
 mod nodes;
 #[cfg(postgres_suite)]
