@@ -21,6 +21,16 @@ fn sizes(dir: &Path) -> (u64, u64) {
     (len(""), len("-wal"))
 }
 
+/// This process's open descriptors of `file`.
+#[cfg(target_os = "linux")]
+fn open_descriptors(file: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("the process's descriptors")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target == file)
+        .count()
+}
+
 /// A project and `count` items with 3 KB descriptions.
 async fn fill(tenant: &pm_db::SqliteTenant, count: usize) -> String {
     let project = create_project(tenant, &ALICE, "PM").await;
@@ -61,8 +71,8 @@ async fn a_closed_tenant_keeps_its_changes_in_the_database_file_and_no_wal() {
     assert_eq!(wal, 0, "closed: no WAL");
     assert!(db > 600_000, "the items are in tenant.db: {db} bytes");
 
-    // Reopened, read and closed again (its checkpointer never connects, as nothing was
-    // written): the same, twice over.
+    // Reopened, read and closed again: the same, twice over. Its checkpointer never
+    // connects, as nothing was written: the writer and one reader have the file open.
     for _ in 0..2 {
         let tenant = env.tenant("acme").await;
         assert_eq!(tenant.head_seq(), 202);
@@ -70,6 +80,8 @@ async fn a_closed_tenant_keeps_its_changes_in_the_database_file_and_no_wal() {
             all_items(&tenant, &ALICE, &project_id, false).await.len(),
             200
         );
+        #[cfg(target_os = "linux")]
+        assert_eq!(open_descriptors(&dir.join("tenant.db")), 2);
         drop(tenant);
         assert_eq!(env.engine.close_idle().await, 1);
         assert_eq!(
