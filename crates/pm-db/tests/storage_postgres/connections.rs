@@ -16,24 +16,37 @@ fn in_use(pool: &PgPool) -> u32 {
     pool.size() - pool.num_idle() as u32
 }
 
+/// Waits until `pool` has exactly `count` connections taken (sqlx gives a connection back to
+/// the pool in a task of its own, a moment after it is dropped).
+async fn settles_at(pool: &PgPool, count: u32, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_use(pool) != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} in use",
+            in_use(pool)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_writer_keeps_its_connection_while_busy_and_gives_it_back() {
     let env = TestEnv::with(|config| config.max_connections = 2);
     let pool = env.engine.pool();
     let tenant = env.tenant("acme").await;
+    settles_at(pool, 0, "opened").await;
     let project = create_project(&tenant, &ALICE, "OPS").await;
     // Answered after the group: the writer still holds the group's connection.
     assert_eq!(in_use(pool), 1, "kept for the next group");
 
     // Quiet: given back.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while in_use(pool) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the writer kept its connection while the tenant was quiet"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    settles_at(
+        pool,
+        0,
+        "the writer kept its connection while the tenant was quiet",
+    )
+    .await;
 
     // Busy again, and the other connection taken: a read finds the pool full and gets the
     // writer's connection.
@@ -45,8 +58,10 @@ async fn a_writer_keeps_its_connection_while_busy_and_gives_it_back() {
     assert_eq!(items.items.len(), 1);
     drop(other);
 
-    // A writer that may not keep one (none would be left to spare) still writes.
+    // A writer that may not keep one (none would be left to spare) still writes, and gives
+    // it back.
     let _taken = pool.acquire().await.expect("a connection");
+    settles_at(pool, 1, "the test's connection").await;
     let result = exec(
         &tenant,
         &ALICE,
@@ -60,5 +75,5 @@ async fn a_writer_keeps_its_connection_while_busy_and_gives_it_back() {
     .await
     .expect("written with the pool's other connection");
     assert_eq!(result.seq, tenant.head_seq());
-    assert_eq!(in_use(pool), 1, "only the test's: the writer gave its back");
+    settles_at(pool, 1, "only the test's: the writer gave its back").await;
 }
