@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: the engine's settings and the pragmas of every connection; [`layout`]: where
 //!   tenants live on disk, read-only opens and schema versions.
-//! - [`tenant`]: one open tenant (writer, read pool, checkpointer, event feed).
+//! - [`tenant`]: one open tenant (writer, read pool, checkpointer, event feed); [`readers`]:
+//!   its read pool.
 //! - `queue`: what callers put in a tenant's write queue; [`writer`]: the task that commits
 //!   it in groups; `commit`: a group's one-round-trip commit script.
 //! - `sql` (shared with the PostgreSQL engine, see `sql/mod.rs`): a group's transaction, the
@@ -30,6 +31,7 @@ pub mod layout;
 pub mod lock;
 pub mod migrations;
 mod queue;
+pub mod readers;
 mod rollout;
 mod search;
 pub mod tenant;

@@ -49,14 +49,19 @@ pub(crate) struct WalProgress {
     pub(crate) running: tokio::sync::Mutex<()>,
 }
 
+/// The WAL file beside `db_file`.
+pub(crate) fn wal_file(db_file: &std::path::Path) -> PathBuf {
+    let mut wal_file = db_file.as_os_str().to_owned();
+    wal_file.push("-wal");
+    wal_file.into()
+}
+
 impl WalProgress {
     /// The progress of the WAL beside `db_file`.
     pub(crate) fn new(db_file: &std::path::Path) -> Self {
-        let mut wal_file = db_file.as_os_str().to_owned();
-        wal_file.push("-wal");
         WalProgress {
             commits: AtomicU64::new(0),
-            wal_file: wal_file.into(),
+            wal_file: wal_file(db_file),
             running: tokio::sync::Mutex::new(()),
         }
     }

@@ -25,6 +25,8 @@ pub struct SqliteConfig {
     pub max_open_tenants: usize,
     /// Read connections per open tenant.
     pub read_pool_size: u32,
+    /// A read connection unused for this long is closed.
+    pub read_idle_timeout: Duration,
     /// How long a connection waits for a lock before `SQLITE_BUSY`.
     pub busy_timeout: Duration,
     /// Page cache per connection, KiB.
@@ -55,6 +57,7 @@ impl SqliteConfig {
             data_dir: data_dir.into(),
             max_open_tenants: 256,
             read_pool_size: 4,
+            read_idle_timeout: Duration::from_secs(60),
             busy_timeout: Duration::from_secs(5),
             cache_size_kib: 8 * 1024,
             mmap_size: 256 * 1024 * 1024,

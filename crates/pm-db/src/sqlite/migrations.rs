@@ -54,6 +54,43 @@ pub(crate) async fn apply(
     }
 }
 
+/// Whether `conn`'s database has every migration of `migrator` applied, unchanged, and none
+/// left failed: the checks [`apply`] makes before it would write anything, made here with
+/// reads only, so that a tenant opened to be read needs no write connection. `false` means
+/// [`apply`] has work to do or an error to report.
+pub(crate) async fn up_to_date(conn: &mut SqliteConnection, migrator: &Migrator) -> Result<bool> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
+    if applied.iter().any(|(_, _, success)| !success) {
+        return Ok(false);
+    }
+    if !migrator.ignore_missing
+        && applied
+            .iter()
+            .any(|(version, _, _)| !migrator.version_exists(*version))
+    {
+        return Ok(false);
+    }
+    Ok(migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| {
+            applied
+                .iter()
+                .any(|(version, checksum, _)| *version == m.version && **checksum == *m.checksum)
+        }))
+}
+
 /// The version of the migration that failed, when the error says so.
 pub fn failed_version(error: &Error) -> Option<i64> {
     match error {

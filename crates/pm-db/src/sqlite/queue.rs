@@ -126,6 +126,19 @@ pub(super) enum Control {
     },
 }
 
+impl Control {
+    /// Answers the job with `error` instead of running it.
+    pub(super) fn refuse(self, error: &Error) {
+        let error = error.for_another_caller();
+        // A caller that stopped waiting has nothing to be told.
+        match self {
+            Control::Prune { reply, .. } => drop(reply.send(Err(error))),
+            Control::RememberUser { reply, .. } => drop(reply.send(Err(error))),
+            Control::Migrate { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) enum Queued {
     Write(Job),

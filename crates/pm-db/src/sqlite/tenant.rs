@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pm_core::{TenantId, UserId};
 use pm_proto::v1;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::ConnectOptions;
+use sqlx::SqliteConnection;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -24,6 +24,7 @@ use super::people;
 use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
+use super::readers::Readers;
 use super::replay;
 use super::retention;
 use super::writer::{self, Storage};
@@ -40,7 +41,7 @@ use crate::registry::Resident;
 pub struct SqliteTenant {
     id: TenantId,
     dir: PathBuf,
-    read_pool: SqlitePool,
+    read_pool: Readers,
     writer: WriterHandle,
     /// The writer and the checkpointer; both end once the writer's queue is dropped.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -65,6 +66,11 @@ impl SqliteTenant {
     /// Opens tenant `id`: creates its directory and database if needed, brings it to the
     /// schema's migrations (or, if a migration of the directory fails, to the embedded ones),
     /// and starts its writer and checkpointer.
+    ///
+    /// A tenant whose database exists, was closed cleanly (its WAL is empty) and is already at
+    /// the schema's migrations is checked with reads only, and its writer connects at its first
+    /// write: a tenant opened to be read, or for its clients to resume, costs one connection
+    /// (parsing the schema is most of what a connection costs), not two.
     pub(crate) async fn open(
         id: TenantId,
         config: &SqliteConfig,
@@ -83,36 +89,51 @@ impl SqliteTenant {
             .statement_cache_capacity(1_024)
             // Checkpoints run on their own connection (see `checkpoint`).
             .pragma("wal_autocheckpoint", "0");
-        let mut conn = writer_options.connect().await?;
-        if config.check_on_open {
-            quick_check(&mut conn).await?;
-        }
         let (migrator, generation) = schema.current();
-        match migrations::apply(&mut conn, &migrator).await {
-            Ok(change) => schema.applied(&change),
-            Err(error) if schema.beyond_embedded() => {
-                // A migration from the directory failed (and was rolled back): serve on the
-                // schema this binary needs rather than not at all.
-                schema.failed(&id, &error);
-                migrations::apply(&mut conn, &migrations::baseline()).await?;
+        let opening = Opening {
+            id: &id,
+            options: &writer_options,
+            check: config.check_on_open,
+            schema,
+            migrator: &migrator,
+        };
+        // The writer creates a new database, puts an old one in WAL mode, and recovers a WAL
+        // left with frames (by a process that did not close it) before anyone reads.
+        let mut writer_conn = if readable_as_is(&db_file).await {
+            None
+        } else {
+            Some(opening.writer().await?)
+        };
+        // A page holds up to 500 rows: let the connection's thread hand them all over without
+        // waiting for the reader to take each batch of sqlx's default 50 (every wait is two
+        // thread switches, a third of a board load's time when it was 50).
+        let read_pool = Readers::new(
+            options
+                .clone()
+                .read_only(true)
+                .row_buffer_size(READ_ROW_BUFFER),
+            config.read_pool_size,
+            config.read_idle_timeout,
+        );
+        // The first reader: it checks the database when the writer did not.
+        let mut reader = read_pool.acquire().await?;
+        let head = match &writer_conn {
+            Some((_, head)) => *head,
+            None => {
+                if config.check_on_open {
+                    quick_check(&mut reader).await?;
+                }
+                if migrations::up_to_date(&mut reader, &migrator).await? {
+                    changelog::head_seq(&mut *reader).await?
+                } else {
+                    let (conn, head) = opening.writer().await?;
+                    writer_conn = Some((conn, head));
+                    head
+                }
             }
-            Err(error) => return Err(error),
-        }
-        let head = changelog::head_seq(&mut conn).await?;
-        let checkpoint_options = options.clone().busy_timeout(checkpoint::BUSY_TIMEOUT);
-        let read_pool = SqlitePoolOptions::new()
-            .max_connections(config.read_pool_size.max(1))
-            .min_connections(0)
-            .idle_timeout(Some(Duration::from_secs(60)))
-            // A ping before each use is a round trip to the connection's thread (a third of a
-            // small query's cost) that guards against nothing a local file can do: a query on a
-            // broken connection fails with its own error.
-            .test_before_acquire(false)
-            // A page holds up to 500 rows: let the connection's thread hand them all over
-            // without waiting for the reader to take each batch of sqlx's default 50 (every
-            // wait is two thread switches, a third of a board load's time when it was 50).
-            .connect_with(options.read_only(true).row_buffer_size(READ_ROW_BUFFER))
-            .await?;
+        };
+        drop(reader);
+        let checkpoint_options = options.busy_timeout(checkpoint::BUSY_TIMEOUT);
         let shared = Arc::new(Shared::default());
         let (events, _) = broadcast::channel(config.writer.event_buffer.max(1));
         let (due, due_rx) = mpsc::channel(1);
@@ -125,7 +146,7 @@ impl SqliteTenant {
             id.to_string(),
         ));
         let (writer, task) = writer::spawn(
-            conn,
+            writer_conn.map(|(conn, _)| conn),
             head,
             shared.clone(),
             events.clone(),
@@ -263,7 +284,7 @@ impl SqliteTenant {
     }
 
     /// The read pool (read-only connections).
-    pub fn read_pool(&self) -> &SqlitePool {
+    pub fn read_pool(&self) -> &Readers {
         &self.read_pool
     }
 }
@@ -280,6 +301,60 @@ async fn quick_check(conn: &mut sqlx::SqliteConnection) -> Result<()> {
         tenant: String::new(),
         detail: format!("quick_check: {}", problems.join("; ")),
     })
+}
+
+/// What opening a tenant's write connection needs.
+struct Opening<'a> {
+    id: &'a TenantId,
+    options: &'a SqliteConnectOptions,
+    check: bool,
+    schema: &'a Schema,
+    migrator: &'a Migrator,
+}
+
+impl Opening<'_> {
+    /// Connects the writer, checks the database if asked, brings it to the schema's
+    /// migrations, and reads the head of its log.
+    async fn writer(&self) -> Result<(SqliteConnection, u64)> {
+        let mut conn = self.options.connect().await?;
+        if self.check {
+            quick_check(&mut conn).await?;
+        }
+        match migrations::apply(&mut conn, self.migrator).await {
+            Ok(change) => self.schema.applied(&change),
+            Err(error) if self.schema.beyond_embedded() => {
+                // A migration from the directory failed (and was rolled back): serve on the
+                // schema this binary needs rather than not at all.
+                self.schema.failed(self.id, &error);
+                migrations::apply(&mut conn, &migrations::baseline()).await?;
+            }
+            Err(error) => return Err(error),
+        }
+        let head = changelog::head_seq(&mut conn).await?;
+        Ok((conn, head))
+    }
+}
+
+/// Whether `db_file` can be served by read-only connections as it is: it exists, is in WAL
+/// mode already (setting the journal mode is a write), and its last connection closed it
+/// cleanly (its WAL is gone or empty: nothing to recover).
+async fn readable_as_is(db_file: &Path) -> bool {
+    // The header's file format write and read versions (bytes 18 and 19) are 2 in WAL mode.
+    let mut header = [0u8; 20];
+    let wal_mode = match tokio::fs::File::open(db_file).await {
+        Ok(mut file) => {
+            use tokio::io::AsyncReadExt;
+            file.read_exact(&mut header).await.is_ok() && header[18..20] == [2, 2]
+        }
+        Err(_) => false,
+    };
+    if !wal_mode {
+        return false;
+    }
+    match tokio::fs::metadata(checkpoint::wal_file(db_file)).await {
+        Ok(wal) => wal.len() == 0,
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 impl Resident for SqliteTenant {
@@ -342,7 +417,8 @@ impl Tenant for SqliteTenant {
     async fn query(&self, actor: &UserId, query: v1::Query) -> Result<v1::QueryResult> {
         self.check_usable()?;
         let answer = async {
-            let mut tx = self.read_pool.begin().await?;
+            let mut reader = self.read_pool.acquire().await?;
+            let mut tx = sqlx::Connection::begin(&mut *reader).await?;
             let answer = queries::run(&mut tx, actor, query).await?;
             // Read-only: nothing to commit; ending the transaction releases the snapshot.
             tx.rollback().await?;
@@ -365,7 +441,11 @@ impl Tenant for SqliteTenant {
 
     async fn oldest_seq(&self) -> Result<Option<u64>> {
         self.check_usable()?;
-        self.read(changelog::oldest_seq(&self.read_pool).await)
+        let oldest = async {
+            let mut reader = self.read_pool.acquire().await?;
+            changelog::oldest_seq(&mut *reader).await
+        };
+        self.read(oldest.await)
     }
 
     fn subscribe_commits(&self) -> broadcast::Receiver<Arc<[CommittedEvent]>> {

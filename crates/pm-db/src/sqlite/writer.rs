@@ -50,9 +50,10 @@ use super::{changelog, idempotency, migrations, people, retention};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
 
-/// Starts the writer task on `conn`, whose log ends at `head`.
+/// Starts the writer task, whose log ends at `head`, on `conn`; with none, the writer
+/// connects when it is first needed (a write, a control job or a pruning pass).
 pub(crate) fn spawn(
-    conn: SqliteConnection,
+    conn: Option<SqliteConnection>,
     head: u64,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
@@ -60,34 +61,92 @@ pub(crate) fn spawn(
     config: WriterConfig,
     storage: Storage,
 ) -> (WriterHandle, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+    let (tx, mut rx) = mpsc::channel(config.queue_capacity.max(1));
     shared.head.store(head, Ordering::Release);
     let handle = WriterHandle {
         tx,
         shared: shared.clone(),
     };
-    let writer = Writer {
-        conn,
-        rx,
-        cache: Cache::default(),
-        head,
-        shared,
-        events,
-        checkpoint,
-        config,
-        last_prune: 0,
-        safeguards: storage.safeguards,
-        max_page_count: None,
-        health: Health::default(),
-        connect: storage.connect,
-        busy_timeout: storage.busy_timeout,
-        restart_wal: false,
-        db_file: storage.db_file,
-        tenant: storage.tenant.clone(),
-    };
     // A root span: the writer outlives the connection that happened to open the tenant.
     let span = tracing::info_span!(parent: None, "writer", tenant = %storage.tenant);
-    (handle, tokio::spawn(writer.run().instrument(span)))
+    let task = async move {
+        let mut tick = retention::timer(&config.retention);
+        let mut queued = Vec::with_capacity(config.max_group);
+        let (conn, prune_due) = match conn {
+            Some(conn) => (conn, false),
+            None => match connect_when_needed(&mut rx, &mut queued, &mut tick, &config, &storage)
+                .await
+            {
+                Some(ready) => ready,
+                // The tenant closed before anything needed its writer.
+                None => return,
+            },
+        };
+        let writer = Writer {
+            conn,
+            rx,
+            cache: Cache::default(),
+            head,
+            shared,
+            events,
+            checkpoint,
+            config,
+            last_prune: 0,
+            safeguards: storage.safeguards,
+            max_page_count: None,
+            health: Health::default(),
+            connect: storage.connect,
+            busy_timeout: storage.busy_timeout,
+            restart_wal: false,
+            db_file: storage.db_file,
+            tenant: storage.tenant,
+        };
+        writer.run(queued, tick, prune_due).await;
+    };
+    (handle, tokio::spawn(task.instrument(span)))
+}
+
+/// Waits until the writer is first needed, then connects: returns the connection and whether
+/// a pruning pass is due (else `queued` holds the work that arrived). Work that arrives while
+/// connecting fails is refused with the failure, and the next work tries again. `None`: the
+/// queue closed first.
+async fn connect_when_needed(
+    rx: &mut mpsc::Receiver<Queued>,
+    queued: &mut Vec<Queued>,
+    tick: &mut Option<tokio::time::Interval>,
+    config: &WriterConfig,
+    storage: &Storage,
+) -> Option<(SqliteConnection, bool)> {
+    loop {
+        let prune_due = tokio::select! {
+            received = rx.recv_many(queued, config.max_group) => {
+                if received == 0 {
+                    return None;
+                }
+                false
+            }
+            () = retention::next_tick(tick) => true,
+        };
+        match storage.connect.connect().await {
+            Ok(conn) => return Some((conn, prune_due)),
+            Err(error) => {
+                let error = Error::from(error).for_tenant(storage.tenant.as_str());
+                storage
+                    .safeguards
+                    .storage_faults
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "connecting the tenant's writer failed");
+                let mut jobs = Vec::new();
+                for item in queued.drain(..) {
+                    match item {
+                        Queued::Write(job) => jobs.push(job),
+                        Queued::Control(control, _in_flight) => control.refuse(&error),
+                    }
+                }
+                refuse(&mut jobs, &error);
+            }
+        }
+    }
 }
 
 /// Where a writer writes, and what governs its storage.
@@ -139,49 +198,58 @@ fn elapsed_micros(from: Instant, to: Instant) -> u64 {
 }
 
 impl Writer {
-    async fn run(mut self) {
-        let mut queued = Vec::with_capacity(self.config.max_group);
+    /// Serves the queue until it closes, starting with what is already `queued`.
+    async fn run(
+        mut self,
+        mut queued: Vec<Queued>,
+        mut tick: Option<tokio::time::Interval>,
+        mut prune_due: bool,
+    ) {
         let mut jobs = Vec::with_capacity(self.config.max_group);
         let retention = self.config.retention.clone();
-        let mut tick = retention::timer(&retention);
-        // Events are due for pruning: one chunk between groups until none is left.
-        let mut prune_due = false;
         loop {
-            if prune_due {
-                prune_due = match self.prune(&retention, now_ms()).await {
-                    Ok(deleted) => deleted == retention::PRUNE_CHUNK,
-                    Err(error) => {
-                        tracing::warn!(%error, "pruning the change log failed");
-                        false
-                    }
-                };
-            }
-            tokio::select! {
-                biased;
-                received = self.rx.recv_many(&mut queued, self.config.max_group) => {
-                    if received == 0 {
-                        break;
-                    }
-                    // A panic here is a bug, but it must not take the tenant down with it:
-                    // the group is dropped (its callers are told the writer stopped and to
-                    // retry) and the connection is reopened before the next group.
-                    let handled = AssertUnwindSafe(self.handle(&mut queued, &mut jobs))
-                        .catch_unwind()
-                        .await;
-                    if handled.is_err() {
-                        tracing::error!("the writer failed unexpectedly; its group was not committed");
-                        queued.clear();
-                        jobs.clear();
-                        let fault = Error::StorageIo("the writer failed unexpectedly".into());
-                        self.health.failed(&fault, tokio::time::Instant::now(), &self.shared.health);
-                    }
-                    // Let the callers just answered run and queue their next command before
-                    // the queue is drained again: larger groups, fewer commits per command.
-                    tokio::task::yield_now().await;
+            if queued.is_empty() {
+                if prune_due {
+                    // Events are due for pruning: one chunk between groups until none is left.
+                    prune_due = match self.prune(&retention, now_ms()).await {
+                        Ok(deleted) => deleted == retention::PRUNE_CHUNK,
+                        Err(error) => {
+                            tracing::warn!(%error, "pruning the change log failed");
+                            false
+                        }
+                    };
                 }
-                () = retention::next_tick(&mut tick), if !prune_due => prune_due = true,
-                () = std::future::ready(()), if prune_due => {}
+                tokio::select! {
+                    biased;
+                    received = self.rx.recv_many(&mut queued, self.config.max_group) => {
+                        if received == 0 {
+                            break;
+                        }
+                    }
+                    () = retention::next_tick(&mut tick), if !prune_due => {
+                        prune_due = true;
+                        continue;
+                    }
+                    () = std::future::ready(()), if prune_due => continue,
+                }
             }
+            // A panic here is a bug, but it must not take the tenant down with it: the group
+            // is dropped (its callers are told the writer stopped and to retry) and the
+            // connection is reopened before the next group.
+            let handled = AssertUnwindSafe(self.handle(&mut queued, &mut jobs))
+                .catch_unwind()
+                .await;
+            if handled.is_err() {
+                tracing::error!("the writer failed unexpectedly; its group was not committed");
+                queued.clear();
+                jobs.clear();
+                let fault = Error::StorageIo("the writer failed unexpectedly".into());
+                self.health
+                    .failed(&fault, tokio::time::Instant::now(), &self.shared.health);
+            }
+            // Let the callers just answered run and queue their next command before the queue
+            // is drained again: larger groups, fewer commits per command.
+            tokio::task::yield_now().await;
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");

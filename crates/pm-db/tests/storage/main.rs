@@ -67,6 +67,7 @@ mod people;
 mod permissions;
 mod postgres;
 mod read_model;
+mod readers;
 mod real_data;
 mod retention;
 mod rules;

@@ -131,7 +131,7 @@ async fn a_new_migration_reaches_every_open_tenant_while_it_writes() {
     );
     // The read pool sees the new schema, and the old queries still work on it.
     let colors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT color FROM work_items")
-        .fetch_all(a.read_pool())
+        .fetch_all(&mut *a.read_pool().acquire().await.unwrap())
         .await
         .unwrap();
     assert_eq!(colors, ["none"]);
@@ -265,7 +265,7 @@ async fn a_failing_migration_is_rolled_back_and_stops_the_rollout() {
     let marker: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('online_marker', 'projects_by_name')",
     )
-    .fetch_one(b.read_pool())
+    .fetch_one(&mut *b.read_pool().acquire().await.unwrap())
     .await
     .unwrap();
     assert_eq!(marker, 0);
@@ -371,6 +371,32 @@ async fn closed_tenants_are_pending_until_they_are_opened() {
         "t",
     )
     .await;
+    assert_eq!(seq, 3);
+}
+
+#[tokio::test]
+async fn a_tenant_reopened_to_read_is_migrated_online_before_its_writer_first_connects() {
+    let migrations = migrations_copy();
+    let env = env_with(migrations.path());
+    let project = create_project(&*env.tenant("x").await, &ALICE, "PM").await;
+    assert_eq!(env.engine.close_idle().await, 1);
+    // Closed cleanly at the current schema: reopened with reads only, its writer unconnected.
+    let x = env.tenant("x").await;
+    assert_eq!(x.head_seq(), 2);
+    add_migration(
+        migrations.path(),
+        NEXT,
+        "CREATE INDEX comments_by_author ON comments (created_by);",
+    );
+
+    let report = env.engine.migrate_online().await.unwrap();
+    let change = SchemaChange {
+        from: embedded(),
+        to: NEXT,
+    };
+    assert_eq!(report.migrated, vec![("x".to_owned(), change)]);
+    assert_eq!(schema_version(&env.engine, "x").await, NEXT);
+    let (_, seq) = create_item(&x, &ALICE, &project.id, v1::WorkItemType::Task, "t").await;
     assert_eq!(seq, 3);
 }
 

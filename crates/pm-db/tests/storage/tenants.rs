@@ -131,7 +131,7 @@ async fn tenants_are_isolated() {
     assert!(root.join("acme").join("tenant.db").is_file());
     assert!(root.join("globex").join("tenant.db").is_file());
     let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM work_items")
-        .fetch_all(globex.read_pool())
+        .fetch_all(&mut *globex.read_pool().acquire().await.unwrap())
         .await
         .unwrap();
     assert_eq!(titles, ["Globex plan"]);

@@ -71,17 +71,24 @@ async fn a_closed_tenant_keeps_its_changes_in_the_database_file_and_no_wal() {
     assert_eq!(wal, 0, "closed: no WAL");
     assert!(db > 600_000, "the items are in tenant.db: {db} bytes");
 
-    // Reopened, read and closed again: the same, twice over. Its checkpointer never
-    // connects, as nothing was written: the writer and one reader have the file open.
+    // Reopened, read and closed again: the same, twice over. Neither its writer nor its
+    // checkpointer connects, as nothing was written: one reader has the file open.
     for _ in 0..2 {
         let tenant = env.tenant("acme").await;
         assert_eq!(tenant.head_seq(), 202);
+        // The reader that checked it at its open is idle again at once, and the reads
+        // reuse it.
+        assert_eq!(
+            (tenant.read_pool().size(), tenant.read_pool().idle()),
+            (1, 1)
+        );
         assert_eq!(
             all_items(&tenant, &ALICE, &project_id, false).await.len(),
             200
         );
+        assert_eq!(tenant.read_pool().size(), 1);
         #[cfg(target_os = "linux")]
-        assert_eq!(open_descriptors(&dir.join("tenant.db")), 2);
+        assert_eq!(open_descriptors(&dir.join("tenant.db")), 1);
         drop(tenant);
         assert_eq!(env.engine.close_idle().await, 1);
         assert_eq!(
@@ -91,9 +98,12 @@ async fn a_closed_tenant_keeps_its_changes_in_the_database_file_and_no_wal() {
         );
     }
 
-    // Reopened and written: the close checkpoints the new change into tenant.db.
+    // Reopened and written: the writer connects at the first write, and the close
+    // checkpoints the new change into tenant.db.
     let tenant = env.tenant("acme").await;
     create_project(&tenant, &ALICE, "NEW").await;
+    #[cfg(target_os = "linux")]
+    assert_eq!(open_descriptors(&dir.join("tenant.db")), 2);
     drop(tenant);
     assert_eq!(env.engine.close_idle().await, 1);
     assert_eq!(sizes(&dir).1, 0, "closed after writing: no WAL");

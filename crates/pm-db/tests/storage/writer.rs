@@ -94,7 +94,7 @@ async fn every_pooled_connection_has_the_pragmas() {
     for _ in 0..size {
         connections.push(tenant.read_pool().acquire().await.unwrap());
     }
-    assert_eq!(tenant.read_pool().size(), size);
+    assert_eq!(tenant.read_pool().size(), size as usize);
     for conn in &mut connections {
         let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut **conn)

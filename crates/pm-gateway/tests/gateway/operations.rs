@@ -387,7 +387,7 @@ fn add_migration(dir: &Path) {
 
 async fn sqlx_colors(tenant: &pm_db::SqliteTenant) -> Vec<String> {
     sqlx::query_scalar("SELECT DISTINCT color FROM work_items")
-        .fetch_all(tenant.read_pool())
+        .fetch_all(&mut *tenant.read_pool().acquire().await.unwrap())
         .await
         .unwrap()
 }
