@@ -5,6 +5,10 @@
 //! that is checked under the registry's lock, where nobody can take a new reference, so it
 //! cannot change meanwhile. A tenant in use is never closed: if every open tenant is in use,
 //! opening another is `UNAVAILABLE` rather than an unbounded overshoot.
+//!
+//! The tenant an open evicts closes in its own task, not on the opener's path: a close ends
+//! with a checkpoint and its fsync, which the client whose tenant is opening should not wait
+//! for. Opening a tenant that is still closing waits for that close to end first.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use pm_core::TenantId;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 
 use crate::error::{Error, Result};
 
@@ -35,7 +39,17 @@ const CONCURRENT_CLOSES: usize = 8;
 pub(crate) struct Registry<T> {
     max_open: usize,
     slots: Mutex<HashMap<TenantId, Slot<T>>>,
+    /// Evicted tenants whose close has not ended yet.
+    closing: Arc<Mutex<HashMap<TenantId, Closing>>>,
     clock: AtomicU64,
+}
+
+/// An evicted tenant's close in progress: `done` reports an error once it has ended (its
+/// sender is dropped), `tick` tells this close from a later one of the same tenant.
+#[derive(Debug)]
+struct Closing {
+    tick: u64,
+    done: watch::Receiver<()>,
 }
 
 #[derive(Debug)]
@@ -54,6 +68,7 @@ impl<T: Resident> Registry<T> {
         Registry {
             max_open: max_open.max(1),
             slots: Mutex::new(HashMap::new()),
+            closing: Arc::default(),
             clock: AtomicU64::new(0),
         }
     }
@@ -69,7 +84,7 @@ impl<T: Resident> Registry<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Arc<T>>>,
     {
-        let (cell, evicted) = {
+        let cell = {
             let mut slots = self.slots();
             let tick = self.clock.fetch_add(1, Ordering::Relaxed);
             match slots.get_mut(id) {
@@ -80,18 +95,19 @@ impl<T: Resident> Registry<T> {
                     if let Some(tenant) = slot.tenant.get() {
                         return Ok(tenant.clone());
                     }
-                    (slot.tenant.clone(), None)
+                    slot.tenant.clone()
                 }
                 None => {
-                    let evicted = if slots.len() >= self.max_open {
-                        Some(evict_one(&mut slots).ok_or_else(|| {
+                    if slots.len() >= self.max_open {
+                        let (victim, tenant) = evict_one(&mut slots).ok_or_else(|| {
                             Error::Unavailable(
                                 "too many tenants are open and all are in use; retry later".into(),
                             )
-                        })?)
-                    } else {
-                        None
-                    };
+                        })?;
+                        // Recorded under the slots' lock: whoever opens the victim again
+                        // after this finds its close.
+                        self.close_in_background(victim, tenant, tick);
+                    }
                     let cell = Arc::new(OnceCell::new());
                     slots.insert(
                         id.clone(),
@@ -100,14 +116,11 @@ impl<T: Resident> Registry<T> {
                             last_used: tick,
                         },
                     );
-                    (cell, evicted)
+                    cell
                 }
             }
         };
-        if let Some(tenant) = evicted {
-            tracing::debug!(tenant = %id, "closing the least recently used tenant");
-            tenant.close().await;
-        }
+        self.closed(id).await;
         let opened = cell.get_or_try_init(open).await.cloned();
         if opened.is_err() {
             // Forget the failed slot, unless someone else has replaced it meanwhile.
@@ -148,8 +161,52 @@ impl<T: Resident> Registry<T> {
         self.slots().len()
     }
 
-    /// Closes every tenant nobody uses; returns how many were closed.
+    /// Closes an evicted tenant in a task of its own.
+    fn close_in_background(&self, id: TenantId, tenant: Arc<T>, tick: u64) {
+        tracing::debug!(tenant = %id, "closing the least recently used tenant");
+        let (ended, done) = watch::channel(());
+        let closing = self.closing.clone();
+        closing
+            .lock()
+            .expect("closing lock is never poisoned")
+            .insert(id.clone(), Closing { tick, done });
+        tokio::spawn(async move {
+            tenant.close().await;
+            let mut closing = closing.lock().expect("closing lock is never poisoned");
+            if closing.get(&id).is_some_and(|c| c.tick == tick) {
+                closing.remove(&id);
+            }
+            drop(ended);
+        });
+    }
+
+    /// Returns once tenant `id` is not closing (at once, nearly always).
+    async fn closed(&self, id: &TenantId) {
+        let done = self
+            .closing
+            .lock()
+            .expect("closing lock is never poisoned")
+            .get(id)
+            .map(|c| c.done.clone());
+        if let Some(mut done) = done {
+            // Never sent to: it fails when the close has ended.
+            while done.changed().await.is_ok() {}
+        }
+    }
+
+    /// Closes every tenant nobody uses, after the evicted ones still closing; returns how
+    /// many were closed here.
     pub(crate) async fn close_idle(&self) -> usize {
+        let closing: Vec<watch::Receiver<()>> = self
+            .closing
+            .lock()
+            .expect("closing lock is never poisoned")
+            .values()
+            .map(|c| c.done.clone())
+            .collect();
+        for mut done in closing {
+            while done.changed().await.is_ok() {}
+        }
         let idle: Vec<Arc<T>> = {
             let mut slots = self.slots();
             let ids: Vec<TenantId> = slots
@@ -173,11 +230,12 @@ impl<T: Resident> Registry<T> {
 }
 
 /// Removes the least recently used idle tenant from `slots`.
-fn evict_one<T: Resident>(slots: &mut HashMap<TenantId, Slot<T>>) -> Option<Arc<T>> {
+fn evict_one<T: Resident>(slots: &mut HashMap<TenantId, Slot<T>>) -> Option<(TenantId, Arc<T>)> {
     let victim = slots
         .iter()
         .filter(|(_, slot)| slot.tenant.get().is_some_and(is_idle))
         .min_by_key(|(_, slot)| slot.last_used)
         .map(|(id, _)| id.clone())?;
-    slots.remove(&victim)?.tenant.get().cloned()
+    let tenant = slots.remove(&victim)?.tenant.get().cloned()?;
+    Some((victim, tenant))
 }

@@ -273,6 +273,80 @@ async fn a_closed_tenant_reopens_with_its_data_and_head() {
     assert_eq!(seq, 6);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_evicted_and_opened_again_at_once_has_all_it_stored() {
+    let env = TestEnv::with(|c| c.max_open_tenants = 1);
+    for round in 0..5u64 {
+        let a = env.tenant("a").await;
+        let project = match round {
+            0 => create_project(&a, &ALICE, "PA").await.id,
+            _ => list_project_ids(&a).await.remove(0),
+        };
+        // Enough in the WAL that closing it (its final checkpoint) takes a while.
+        for n in 0..40 {
+            create_item(&a, &ALICE, &project, T::Task, &format!("r{round} {n}")).await;
+        }
+        let head = a.head_seq();
+        assert_eq!(
+            head,
+            2 + 40 * (round + 1),
+            "the project, its member, the items"
+        );
+        drop(a);
+        // Opening b evicts a, which closes in its own task; a opens again straight away,
+        // after that close has ended, with everything it stored.
+        drop(open_when_idle(&env, "b").await);
+        let a = env.tenant("a").await;
+        assert_eq!(a.head_seq(), head);
+        assert_eq!(
+            all_items(&a, &ALICE, &project, false).await.len() as u64,
+            40 * (round + 1)
+        );
+        drop(a);
+    }
+    assert_eq!(env.engine.close_idle().await, 1);
+    let dir = env
+        .engine
+        .config()
+        .tenant_dir(&TenantId::parse("a").unwrap());
+    let wal = std::fs::metadata(dir.join("tenant.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the last close checkpointed everything");
+}
+
+/// Opens `id` once the open tenant it must evict is idle: a writer lets go of a command's
+/// place in flight just after answering it, so for a moment the tenant is still in use.
+async fn open_when_idle(env: &TestEnv, id: &str) -> Arc<pm_db::SqliteTenant> {
+    let id = TenantId::parse(id).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match env.engine.open_tenant(&id).await {
+            Ok(tenant) => return tenant,
+            Err(error) if error.code() == E::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+async fn list_project_ids(tenant: &pm_db::SqliteTenant) -> Vec<String> {
+    match query(
+        tenant,
+        &ALICE,
+        Q::ListProjects(v1::ListProjects {
+            page: page500(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    {
+        R::ListProjectsResult(page) => page.items.into_iter().map(|p| p.id).collect(),
+        other => panic!("expected projects, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn open_tenants_are_bounded_least_recently_used_first() {
     let env = TestEnv::with(|c| c.max_open_tenants = 2);
