@@ -50,6 +50,13 @@ async fn no_more_connections_open_than_the_pool_holds() {
     assert_eq!((readers.size(), readers.idle()), (2, 0));
 }
 
+async fn projects(conn: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM projects")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_reader_given_back_inside_a_transaction_leaves_none_open() {
     let env = TestEnv::with(|config| config.read_pool_size = 1);
@@ -59,22 +66,14 @@ async fn a_reader_given_back_inside_a_transaction_leaves_none_open() {
     {
         let mut reader = readers.acquire().await.unwrap();
         let mut tx = sqlx::Connection::begin(&mut *reader).await.unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert_eq!(count, 1);
+        assert_eq!(projects(&mut tx).await, 1);
         // Dropped unfinished: the transaction and the reader with it.
     }
     // The same connection (the pool holds one) sees the writes since, and begins anew.
     create_project(&tenant, &ALICE, "SECOND").await;
     let mut reader = readers.acquire().await.unwrap();
     let mut tx = sqlx::Connection::begin(&mut *reader).await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(count, 2);
+    assert_eq!(projects(&mut tx).await, 2);
     tx.rollback().await.unwrap();
     drop(reader);
     assert_eq!(readers.size(), 1);
