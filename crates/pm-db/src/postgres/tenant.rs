@@ -217,7 +217,11 @@ impl Tenant for PgTenant {
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {
         let load = || self.read(|conn| Box::pin(people::known_users(conn, KnownProfiles::LIMIT)));
         let write = || async {
-            let mut tx = super::begin_tenant(self.connections.pool(), &self.id).await?;
+            // Through `Connections`, like every other use: a full pool asks the writers
+            // keeping a connection to give it back.
+            let mut conn = self.connections.acquire().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.pg()?;
+            super::set_tenant(&mut tx, &self.id).await?;
             people::remember_user(&mut tx, profile, pm_core::time::now_ms())
                 .await
                 .map_err(mapped)?;
