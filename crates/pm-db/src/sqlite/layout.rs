@@ -80,12 +80,7 @@ pub async fn open_read_only(file: &Path) -> Result<SqliteConnection> {
 /// The newest successfully applied migration of the database on `conn` (0: none, not even
 /// the migrations table).
 pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
+    if !has_migrations_table(conn).await? {
         return Ok(0);
     }
     let version: i64 =
@@ -93,4 +88,14 @@ pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
             .fetch_one(&mut *conn)
             .await?;
     Ok(version)
+}
+
+/// Whether the database has sqlx's migrations table (a new one does not, yet).
+pub(crate) async fn has_migrations_table(conn: &mut SqliteConnection) -> Result<bool> {
+    let exists = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(exists)
 }

@@ -23,7 +23,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, Migrator};
 use sqlx::{Connection, SqliteConnection};
 
-use super::layout::schema_version;
+use super::layout::{has_migrations_table, schema_version};
 use crate::engine::{SchemaChange, SchemaStatus};
 use crate::error::{Error, Result};
 
@@ -59,12 +59,7 @@ pub(crate) async fn apply(
 /// reads only, so that a tenant opened to be read needs no write connection. `false` means
 /// [`apply`] has work to do or an error to report.
 pub(crate) async fn up_to_date(conn: &mut SqliteConnection, migrator: &Migrator) -> Result<bool> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
+    if !has_migrations_table(conn).await? {
         return Ok(false);
     }
     let applied: Vec<(i64, Vec<u8>, bool)> =
