@@ -166,13 +166,10 @@ impl<T: Resident> Registry<T> {
         tracing::debug!(tenant = %id, "closing the least recently used tenant");
         let (ended, done) = watch::channel(());
         let closing = self.closing.clone();
-        closing
-            .lock()
-            .expect("closing lock is never poisoned")
-            .insert(id.clone(), Closing { tick, done });
+        lock(&closing).insert(id.clone(), Closing { tick, done });
         tokio::spawn(async move {
             tenant.close().await;
-            let mut closing = closing.lock().expect("closing lock is never poisoned");
+            let mut closing = lock(&closing);
             if closing.get(&id).is_some_and(|c| c.tick == tick) {
                 closing.remove(&id);
             }
@@ -182,30 +179,21 @@ impl<T: Resident> Registry<T> {
 
     /// Returns once tenant `id` is not closing (at once, nearly always).
     async fn closed(&self, id: &TenantId) {
-        let done = self
-            .closing
-            .lock()
-            .expect("closing lock is never poisoned")
-            .get(id)
-            .map(|c| c.done.clone());
-        if let Some(mut done) = done {
-            // Never sent to: it fails when the close has ended.
-            while done.changed().await.is_ok() {}
+        let done = lock(&self.closing).get(id).map(|c| c.done.clone());
+        if let Some(done) = done {
+            ended(done).await;
         }
     }
 
     /// Closes every tenant nobody uses, after the evicted ones still closing; returns how
     /// many were closed here.
     pub(crate) async fn close_idle(&self) -> usize {
-        let closing: Vec<watch::Receiver<()>> = self
-            .closing
-            .lock()
-            .expect("closing lock is never poisoned")
+        let closing: Vec<watch::Receiver<()>> = lock(&self.closing)
             .values()
             .map(|c| c.done.clone())
             .collect();
-        for mut done in closing {
-            while done.changed().await.is_ok() {}
+        for done in closing {
+            ended(done).await;
         }
         let idle: Vec<Arc<T>> = {
             let mut slots = self.slots();
@@ -227,6 +215,17 @@ impl<T: Resident> Registry<T> {
             .await;
         count
     }
+}
+
+fn lock(
+    closing: &Mutex<HashMap<TenantId, Closing>>,
+) -> std::sync::MutexGuard<'_, HashMap<TenantId, Closing>> {
+    closing.lock().expect("closing lock is never poisoned")
+}
+
+/// Returns when the close behind `done` has ended (its sender, never sent to, is dropped).
+async fn ended(mut done: watch::Receiver<()>) {
+    while done.changed().await.is_ok() {}
 }
 
 /// Removes the least recently used idle tenant from `slots`.
