@@ -160,10 +160,7 @@ async fn a_damaged_database_found_by_a_read_is_quarantined_until_restored() {
 }
 
 async fn project_id_of(tenant: &pm_db::SqliteTenant) -> String {
-    match query(tenant, &BOB, Q::ListProjects(v1::ListProjects::default())).await {
-        Ok(v1::query_result::Result::ListProjectsResult(page)) => page.items[0].id.clone(),
-        other => panic!("projects: {other:?}"),
-    }
+    project_ids(tenant, &BOB).await.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,7 +366,7 @@ async fn closed_tenants_are_pending_until_they_are_opened() {
     let (_, seq) = create_item(
         &x,
         &ALICE,
-        &all_project_id(&x).await,
+        &project_ids(&x, &ALICE).await[0],
         v1::WorkItemType::Task,
         "t",
     )
@@ -410,21 +410,4 @@ async fn a_tenant_whose_new_migration_fails_at_open_still_opens_on_the_old_schem
     create_project(&tenant, &ALICE, "PM").await;
     let status = env.engine.schema_status();
     assert_eq!((status.failed, status.applied), (1, 0));
-}
-
-async fn all_project_id(tenant: &SqliteTenant) -> String {
-    match query(
-        tenant,
-        &ALICE,
-        pm_proto::v1::query::Kind::ListProjects(v1::ListProjects {
-            page: page500(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    {
-        v1::query_result::Result::ListProjectsResult(r) => r.items[0].id.clone(),
-        other => panic!("{other:?}"),
-    }
 }

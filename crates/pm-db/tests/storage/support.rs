@@ -89,6 +89,18 @@ pub async fn query(tenant: &TestTenant, actor: &UserId, kind: Q) -> pm_db::Resul
     Ok(result.result.expect("a query result"))
 }
 
+/// The ids of the live projects `actor` sees, in the order `ListProjects` gives them.
+pub async fn project_ids(tenant: &TestTenant, actor: &UserId) -> Vec<String> {
+    let kind = Q::ListProjects(v1::ListProjects {
+        page: page500(),
+        ..Default::default()
+    });
+    match query(tenant, actor, kind).await {
+        Ok(R::ListProjectsResult(page)) => page.items.into_iter().map(|p| p.id).collect(),
+        other => panic!("projects: {other:?}"),
+    }
+}
+
 pub async fn list_items(
     tenant: &TestTenant,
     actor: &UserId,

@@ -280,7 +280,7 @@ async fn a_tenant_evicted_and_opened_again_at_once_has_all_it_stored() {
         let a = env.tenant("a").await;
         let project = match round {
             0 => create_project(&a, &ALICE, "PA").await.id,
-            _ => list_project_ids(&a).await.remove(0),
+            _ => project_ids(&a, &ALICE).await.remove(0),
         };
         // Enough in the WAL that closing it (its final checkpoint) takes a while.
         for n in 0..40 {
@@ -327,23 +327,6 @@ async fn open_when_idle(env: &TestEnv, id: &str) -> Arc<pm_db::SqliteTenant> {
             }
             Err(error) => panic!("{error}"),
         }
-    }
-}
-
-async fn list_project_ids(tenant: &pm_db::SqliteTenant) -> Vec<String> {
-    match query(
-        tenant,
-        &ALICE,
-        Q::ListProjects(v1::ListProjects {
-            page: page500(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    {
-        R::ListProjectsResult(page) => page.items.into_iter().map(|p| p.id).collect(),
-        other => panic!("expected projects, got {other:?}"),
     }
 }
 
