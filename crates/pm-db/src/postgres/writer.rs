@@ -171,9 +171,7 @@ impl Writer {
                     if received == 0 {
                         break;
                     }
-                    let count = jobs.len() as u64;
                     self.process(&mut jobs).await;
-                    self.stats.in_flight.fetch_sub(count, Ordering::AcqRel);
                     // Let the callers just answered queue their next command: larger groups.
                     tokio::task::yield_now().await;
                 }
@@ -237,9 +235,7 @@ impl Writer {
                     // No receiver is fine: nobody on this node follows the tenant.
                     let _ = self.events.send(committed);
                 }
-                for job in jobs.drain(..) {
-                    job.work.send();
-                }
+                self.answer(jobs);
             }
             Err(error) => {
                 self.cache.clear();
@@ -247,11 +243,23 @@ impl Writer {
                 if !matches!(error, Error::Unavailable(_)) {
                     tracing::error!(tenant = %self.tenant, %error, jobs = jobs.len(), "write group failed; nothing was committed");
                 }
-                for mut job in jobs.drain(..) {
+                for job in jobs.iter_mut() {
                     job.work.fail(|| error.for_another_caller());
-                    job.work.send();
                 }
+                self.answer(jobs);
             }
+        }
+    }
+
+    /// Sends every job's answer (emptying `jobs`), having first stopped counting them as in
+    /// flight: a caller may act on its answer at once (close the tenant, as a client leaving
+    /// does) and must then find the tenant idle. Its `Arc` keeps the tenant open meanwhile.
+    fn answer(&self, jobs: &mut Vec<Job>) {
+        self.stats
+            .in_flight
+            .fetch_sub(jobs.len() as u64, Ordering::AcqRel);
+        for job in jobs.drain(..) {
+            job.work.send();
         }
     }
 

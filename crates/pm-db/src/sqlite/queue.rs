@@ -103,6 +103,19 @@ pub(super) struct Job {
     _in_flight: InFlight,
 }
 
+impl Job {
+    /// Sends the job's answer, having stopped counting it as in flight: a caller may act on
+    /// the answer at once (close the tenant, as a client leaving does) and must then find the
+    /// tenant idle. Its `Arc` keeps the tenant from closing while it waits.
+    pub(super) fn answer(self) {
+        let Job {
+            work, _in_flight, ..
+        } = self;
+        drop(_in_flight);
+        work.send();
+    }
+}
+
 /// Maintenance run by the writer between groups, in queue order.
 #[derive(Debug)]
 pub(super) enum Control {

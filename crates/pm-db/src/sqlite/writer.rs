@@ -482,7 +482,7 @@ impl Writer {
             let _ = self.events.send(committed);
         }
         for job in jobs.drain(..) {
-            job.work.send();
+            job.answer();
         }
     }
 
@@ -526,6 +526,6 @@ impl Writer {
 fn refuse(jobs: &mut Vec<Job>, error: &Error) {
     for mut job in jobs.drain(..) {
         job.work.fail(|| error.for_another_caller());
-        job.work.send();
+        job.answer();
     }
 }

@@ -295,7 +295,7 @@ async fn a_tenant_evicted_and_opened_again_at_once_has_all_it_stored() {
         drop(a);
         // Opening b evicts a, which closes in its own task; a opens again straight away,
         // after that close has ended, with everything it stored.
-        drop(open_when_idle(&env, "b").await);
+        drop(env.tenant("b").await);
         let a = env.tenant("a").await;
         assert_eq!(a.head_seq(), head);
         assert_eq!(
@@ -311,23 +311,6 @@ async fn a_tenant_evicted_and_opened_again_at_once_has_all_it_stored() {
         .tenant_dir(&TenantId::parse("a").unwrap());
     let wal = std::fs::metadata(dir.join("tenant.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "the last close checkpointed everything");
-}
-
-/// Opens `id` once the open tenant it must evict is idle: a writer lets go of a command's
-/// place in flight just after answering it, so for a moment the tenant is still in use.
-async fn open_when_idle(env: &TestEnv, id: &str) -> Arc<pm_db::SqliteTenant> {
-    let id = TenantId::parse(id).unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match env.engine.open_tenant(&id).await {
-            Ok(tenant) => return tenant,
-            Err(error) if error.code() == E::Unavailable => {
-                assert!(tokio::time::Instant::now() < deadline, "{error}");
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            Err(error) => panic!("{error}"),
-        }
-    }
 }
 
 #[tokio::test]

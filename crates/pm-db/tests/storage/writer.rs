@@ -298,3 +298,20 @@ async fn mixed_group(savepoint_per_command: bool) {
     let logged_a = events[0].decode().unwrap();
     assert_eq!(logged_a.change, Some(v1::event::Change::WorkItem(item(&a))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_command_is_no_longer_in_flight() {
+    // A caller that closes its tenant as soon as it has its answer (a client leaving, an
+    // operator's command) must find the tenant idle, never still busy with that command.
+    let (_env, tenant, project) = setup().await;
+    for i in 0..200 {
+        exec(
+            &tenant,
+            &ALICE,
+            new_item(&project.id, T::Task, &format!("Task {i}"), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(tenant.writes_in_flight(), 0, "after command {i}");
+    }
+}
