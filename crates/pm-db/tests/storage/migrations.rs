@@ -411,3 +411,60 @@ async fn a_tenant_whose_new_migration_fails_at_open_still_opens_on_the_old_schem
     let status = env.engine.schema_status();
     assert_eq!((status.failed, status.applied), (1, 0));
 }
+
+#[tokio::test]
+async fn the_partial_item_indexes_still_serve_the_queries_by_sprint_assignee_and_parent() {
+    let env = TestEnv::new();
+    let tenant = env.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    // The shapes of the list filters, the sprint's items and the subtree query: one value
+    // each (`= ?`), which is what lets SQLite use an index that leaves out NULL.
+    let cases = [
+        (
+            "SELECT id FROM work_items \
+             WHERE project_id = ?1 AND sprint_id = ?2 AND deleted_at IS NULL ORDER BY rank, id",
+            "work_items_by_sprint",
+        ),
+        (
+            "SELECT id FROM work_items \
+             WHERE project_id = ?1 AND assignee_id = ?2 AND deleted_at IS NULL ORDER BY rank, id",
+            "work_items_by_assignee",
+        ),
+        (
+            "SELECT id FROM work_items WHERE parent_id = ?2 ORDER BY rank, id",
+            "work_items_by_parent",
+        ),
+    ];
+    for (sql, index) in cases {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind(&project.id)
+                .bind(a_uuid())
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH") && d.contains(&format!("INDEX {index} "))),
+            "{sql}: {details:?}"
+        );
+    }
+    let partial: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'work_items' \
+         AND sql LIKE '%WHERE % IS NOT NULL' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        partial,
+        [
+            "work_items_by_assignee",
+            "work_items_by_parent",
+            "work_items_by_sprint"
+        ]
+    );
+}
