@@ -129,15 +129,18 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn wants(&self, event: &CommittedEvent) -> bool {
-        event.seq > self.skip_until
-            && self.allowed.contains(&event.project_id)
+    /// Whether the subscriber may see, and asked for, the events of `project_id`.
+    fn sees_project(&self, project_id: &str) -> bool {
+        self.allowed.contains(project_id)
             && self
                 .filter
                 .projects
                 .as_ref()
-                .is_none_or(|p| p.contains(&event.project_id))
-            && (self.filter.kinds.is_empty() || self.filter.kinds.contains(&event.kind))
+                .is_none_or(|p| p.contains(project_id))
+    }
+
+    fn wants_kind(&self, kind: EntityKind) -> bool {
+        self.filter.kinds.is_empty() || self.filter.kinds.contains(&kind)
     }
 }
 
@@ -445,6 +448,10 @@ fn select<'a>(
     events: impl Iterator<Item = &'a CommittedEvent>,
 ) -> Vec<(u64, Bytes)> {
     let mut wanted = Vec::new();
+    // The verdict for the last project looked up: a group's events are mostly of one project,
+    // and comparing its id is cheaper than hashing it into two sets for every event. Forgotten
+    // whenever a membership changes.
+    let mut last: Option<(&str, bool)> = None;
     for event in events {
         if event.seq <= sub.skip_until {
             continue;
@@ -453,15 +460,121 @@ fn select<'a>(
         let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
         if concerns_user && member_change == Some(ChangeAction::Created) {
             sub.allowed.insert(event.project_id.clone());
+            last = None;
         }
-        if sub.wants(event) {
+        let sees = match last {
+            Some((project, sees)) if project == event.project_id => sees,
+            _ => {
+                let sees = sub.sees_project(&event.project_id);
+                last = Some((&event.project_id, sees));
+                sees
+            }
+        };
+        if sees && sub.wants_kind(event.kind) {
             wanted.push((event.seq, event.frame.clone()));
         }
         let project_deleted =
             event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
         if (concerns_user && member_change == Some(ChangeAction::Deleted)) || project_deleted {
             sub.allowed.remove(&event.project_id);
+            last = None;
         }
     }
     wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(
+        seq: u64,
+        project: &str,
+        kind: EntityKind,
+        entity: &str,
+        action: ChangeAction,
+    ) -> CommittedEvent {
+        CommittedEvent {
+            seq,
+            project_id: project.into(),
+            kind,
+            entity_id: entity.into(),
+            action,
+            frame: Bytes::from(seq.to_be_bytes().to_vec()),
+        }
+    }
+
+    fn item(seq: u64, project: &str) -> CommittedEvent {
+        event(
+            seq,
+            project,
+            EntityKind::WorkItem,
+            "item",
+            ChangeAction::Created,
+        )
+    }
+
+    fn subscriber(user: &str, allowed: &[&str], kinds: Vec<EntityKind>) -> Subscriber {
+        Subscriber {
+            user: UserId::parse("user", user).unwrap(),
+            filter: Filter {
+                projects: None,
+                kinds,
+            },
+            allowed: allowed.iter().map(|p| p.to_string()).collect(),
+            skip_until: 0,
+            out: Arc::new(Outbox::new(8)),
+            close: Arc::new(CloseSignal::default()),
+            buffer: None,
+            capacity: 8,
+        }
+    }
+
+    fn seqs(wanted: &[(u64, Bytes)]) -> Vec<u64> {
+        wanted.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn memberships_changed_inside_a_group_apply_from_their_own_event_on() {
+        let mut sub = subscriber("bob", &["a"], Vec::new());
+        let member =
+            |seq, project, action| event(seq, project, EntityKind::ProjectMember, "bob", action);
+        let group = [
+            item(1, "b"),
+            item(2, "b"),
+            member(3, "b", ChangeAction::Created),
+            item(4, "b"),
+            item(5, "a"),
+            member(6, "a", ChangeAction::Deleted),
+            item(7, "a"),
+            // Another user's membership changes nothing for bob.
+            event(
+                8,
+                "a",
+                EntityKind::ProjectMember,
+                "carol",
+                ChangeAction::Created,
+            ),
+            item(9, "b"),
+            event(10, "b", EntityKind::Project, "b", ChangeAction::Deleted),
+            item(11, "b"),
+        ];
+        assert_eq!(seqs(&select(&mut sub, group.iter())), [3, 4, 5, 6, 9, 10]);
+        assert!(sub.allowed.is_empty());
+    }
+
+    #[test]
+    fn the_kind_filter_and_the_resume_position_apply_to_every_event() {
+        let mut sub = subscriber("bob", &["a"], vec![EntityKind::WorkItem]);
+        sub.skip_until = 2;
+        let group = [
+            item(1, "a"),
+            item(2, "a"),
+            event(3, "a", EntityKind::Comment, "c", ChangeAction::Created),
+            item(4, "a"),
+            item(5, "z"),
+            item(6, "a"),
+        ];
+        assert_eq!(seqs(&select(&mut sub, group.iter())), [4, 6]);
+    }
 }
