@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use pm_proto::v1;
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use crate::fanout::subscribers;
 use crate::idle::PER_TENANT;
@@ -33,6 +33,7 @@ pub struct StormOptions {
     pub missed: u64,
 }
 
+#[derive(Clone)]
 struct Tenant {
     id: String,
     users: Vec<String>,
@@ -94,28 +95,31 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
         returned.clone(),
     );
     let started = Instant::now();
-    let clients: Vec<(&Tenant, &String)> = tenants
-        .iter()
-        .flat_map(|(t, _, _)| t.users.iter().map(move |u| (t, u)))
-        .collect();
-    let results: Vec<Result<Return>> = stream::iter(clients)
-        .map(|(tenant, user)| {
+    // Each client its own task, all started at once: that is the storm. (Polled together in
+    // one task, as `buffer_unordered` does, every handshake ran on one of the generator's
+    // threads, and the generator, not the server, set the pace.)
+    let shared = Arc::new(target.clone());
+    let mut returning = JoinSet::new();
+    for (tenant, _, _) in &tenants {
+        let tenant = Arc::new(tenant.clone());
+        for user in &tenant.users {
+            let (target, tenant, user) = (shared.clone(), tenant.clone(), user.clone());
             let returned = returned.clone();
-            async move {
-                let back =
-                    tokio::time::timeout(CATCH_UP_LIMIT, come_back(target, tenant, user, started))
-                        .await
-                        .map_err(|_| {
-                            Error::Connection(format!("not caught up within {CATCH_UP_LIMIT:?}"))
-                        })??;
+            returning.spawn(async move {
+                let back = tokio::time::timeout(
+                    CATCH_UP_LIMIT,
+                    come_back(&target, &tenant, &user, started),
+                )
+                .await
+                .map_err(|_| {
+                    Error::Connection(format!("not caught up within {CATCH_UP_LIMIT:?}"))
+                })??;
                 returned.fetch_add(1, Ordering::Relaxed);
-                Ok(back)
-            }
-        })
-        // All at once: that is the storm.
-        .buffer_unordered(options.clients)
-        .collect()
-        .await;
+                Ok::<_, Error>(back)
+            });
+        }
+    }
+    let results: Vec<Result<Return>> = returning.join_all().await;
     let elapsed = started.elapsed().as_secs_f64();
 
     let (mut resubscribe, mut catch_up) = (histogram(), histogram());
