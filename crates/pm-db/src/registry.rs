@@ -238,3 +238,97 @@ fn evict_one<T: Resident>(slots: &mut HashMap<TenantId, Slot<T>>) -> Option<(Ten
     let tenant = slots.remove(&victim)?.tenant.get().cloned()?;
     Some((victim, tenant))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// What happened to the tenants, in order.
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// A tenant whose close waits for a permit of `gate`, so a test decides when it ends.
+    struct Gated {
+        name: &'static str,
+        log: Log,
+        gate: Arc<Semaphore>,
+    }
+
+    impl Resident for Gated {
+        fn busy(&self) -> bool {
+            false
+        }
+
+        async fn close(self: Arc<Self>) {
+            // Each permit lets one close end.
+            self.gate
+                .acquire()
+                .await
+                .expect("the gate is never closed")
+                .forget();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("closed {}", self.name));
+        }
+    }
+
+    async fn open(
+        registry: &Registry<Gated>,
+        name: &'static str,
+        log: &Log,
+        gate: &Arc<Semaphore>,
+    ) {
+        let id = TenantId::parse(name).unwrap();
+        registry
+            .get_or_open(&id, || async {
+                log.lock().unwrap().push(format!("opened {name}"));
+                Ok(Arc::new(Gated {
+                    name,
+                    log: log.clone(),
+                    gate: gate.clone(),
+                }))
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_evicted_tenant_opens_again_only_once_its_close_has_ended() {
+        let registry = Arc::new(Registry::new(1));
+        let log = Log::default();
+        let gate = Arc::new(Semaphore::new(0));
+        open(&registry, "a", &log, &gate).await;
+        // Evicts a, whose close now waits at the gate, in its own task: b opens meanwhile.
+        open(&registry, "b", &log, &gate).await;
+        let reopen = tokio::spawn({
+            let (registry, log, gate) = (registry.clone(), log.clone(), gate.clone());
+            async move { open(&registry, "a", &log, &gate).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !reopen.is_finished(),
+            "a reopened while it was still closing"
+        );
+        // One close ends: a's. b's, started when a evicts it, waits for another permit.
+        gate.add_permits(1);
+        reopen.await.unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["opened a", "opened b", "closed a", "opened a"]
+        );
+
+        // Shutdown waits for the background close of b, then closes a.
+        gate.add_permits(2);
+        assert_eq!(registry.close_idle().await, 1);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["opened a", "opened b", "closed a", "opened a", "closed b", "closed a"]
+        );
+    }
+}
