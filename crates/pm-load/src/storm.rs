@@ -33,7 +33,6 @@ pub struct StormOptions {
     pub missed: u64,
 }
 
-#[derive(Clone)]
 struct Tenant {
     id: String,
     users: Vec<String>,
@@ -79,11 +78,14 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
 
     // Everyone drops at once: the sockets close without a WebSocket close handshake.
     drop(conns);
-    for (tenant, admin, project) in &mut tenants {
+    let mut away = Vec::with_capacity(tenants.len());
+    for (mut tenant, admin, project) in tenants {
         for n in 0..options.missed {
-            tenant.head = admin.command(create_item(project, n + 1)).await?.seq;
+            tenant.head = admin.command(create_item(&project, n + 1)).await?.seq;
         }
         admin.close().await;
+        // Shared by its returning clients' tasks.
+        away.push(Arc::new(tenant));
     }
 
     let returned = Arc::new(AtomicU64::new(0));
@@ -100,8 +102,7 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
     // threads, and the generator, not the server, set the pace.)
     let shared = Arc::new(target.clone());
     let mut returning = JoinSet::new();
-    for (tenant, _, _) in &tenants {
-        let tenant = Arc::new(tenant.clone());
+    for tenant in &away {
         for user in &tenant.users {
             let (target, tenant, user) = (shared.clone(), tenant.clone(), user.clone());
             let returned = returned.clone();
@@ -139,7 +140,7 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
     let all_resubscribed_s = last_resubscribed as f64 / 1e6;
     let mut report = Report::new("storm", &target.url, options);
     report.figure("clients", options.clients as f64, "");
-    report.figure("tenants", tenants.len() as f64, "");
+    report.figure("tenants", away.len() as f64, "");
     report.figure(
         "resumed connections/s",
         (options.clients - failed.len()) as f64 / all_resubscribed_s.max(1e-6),
