@@ -168,6 +168,13 @@ pub async fn head_seq(conn: &mut PgConnection) -> Result<u64> {
         .ok_or_else(|| Error::Corrupt("the tenant's seq counter row is missing".into()))
 }
 
+/// Up to which seq activity by actor is in a separate index: never here, where the index
+/// `change_log_by_actor` covers every event as it is written (see `sqlite/changelog.rs` for
+/// the engine that batches it).
+pub(crate) async fn actors_indexed_upto(_conn: &mut PgConnection) -> Result<Option<u64>> {
+    Ok(None)
+}
+
 /// The oldest retained seq, or `None` for an empty log.
 pub async fn oldest_seq(conn: &mut PgConnection) -> Result<Option<u64>> {
     let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM change_log")

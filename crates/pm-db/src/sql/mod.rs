@@ -1,14 +1,15 @@
 //! The SQL both engines share: commands applied inside a write transaction (`commands`),
 //! entity rows in and out (`records`), keyset pages (`pages`), the reads with `as_of_seq`
-//! (`queries`, `read_model`, `people`), idempotency answers and a write group's deferred
-//! inserts.
+//! (`queries`, `read_model`, `people`, and the activity feed in `activity`), idempotency
+//! answers and a write group's deferred inserts.
 //!
 //! It is compiled once per engine, by `#[path]` from [`crate::sqlite`] and
 //! [`crate::postgres`], against what that engine module provides beside it:
 //! - `dialect`: its sqlx types (`Db`, `Conn`, `Pool`, `DbRow`, `Args`) and the few pieces of
 //!   SQL that differ (placeholders of generated statements, a bound list of ids, how a
 //!   transaction begins);
-//! - `changelog`: `head_seq`, the change number a read is as of;
+//! - `changelog`: `head_seq`, the change number a read is as of, and `actors_indexed_upto`,
+//!   how much of the log a batched index of activity by actor holds (SQLite only);
 //! - `search`: tenant-wide search and the text filter of `ListWorkItems`, on FTS5 or
 //!   `tsvector`.
 //!
@@ -18,6 +19,7 @@
 //! text uses numbered parameters (`$1`), which sqlx's SQLite driver binds by number as
 //! PostgreSQL does; statements built with `QueryBuilder` get the engine's own placeholders.
 
+pub(crate) mod activity;
 pub(crate) mod commands;
 pub(crate) mod group;
 pub(crate) mod hits;

@@ -4,14 +4,12 @@
 //! everything else is `NOT_FOUND` or simply not listed.
 
 use pm_core::kinds::Role;
-use pm_core::rules::page;
 use pm_core::{text, EntityId, UserId};
 use pm_proto::{convert, v1};
-use prost::Message;
 use sqlx::{QueryBuilder, Row};
 
 use super::dialect::{self, Conn, Db};
-use super::pages::{bad_token, decode_token, encode_token, list, Key};
+use super::pages::list;
 use super::people::{assignee_names, names};
 use super::{changelog, read_model, records, search};
 use crate::engine::SubscriptionSnapshot;
@@ -480,92 +478,6 @@ impl Reader<'_> {
         read_model::fill_blocked(self.conn, &mut items).await?;
         assignee_names(self.conn, &mut items).await?;
         Ok(R::ListWorkItemsResult(v1::ListWorkItemsResult {
-            items,
-            next_page_token,
-            as_of_seq: self.as_of_seq,
-        }))
-    }
-
-    async fn list_activity(&mut self, q: v1::ListActivity) -> Result<R> {
-        let size = page::size(q.page.as_ref().map_or(0, |p| p.page_size))?;
-        let token = q.page.as_ref().map_or("", |p| p.page_token.as_str());
-        let cursor = match decode_token(token, 1)?.as_deref() {
-            None => None,
-            Some([Key::Int(seq)]) => Some(*seq),
-            Some(_) => return Err(bad_token()),
-        };
-        let mut b = QueryBuilder::<Db>::new("SELECT seq, event FROM change_log WHERE ");
-        if q.project_id.is_empty() {
-            b.push(
-                "project_id IN (SELECT m.project_id FROM project_members AS m \
-                 JOIN projects AS p ON p.id = m.project_id \
-                 WHERE p.deleted_at IS NULL AND m.user_id = ",
-            )
-            .push_bind(self.actor.as_str().to_owned())
-            .push(")");
-        } else {
-            let (project_id, _) = self.project("project_id", &q.project_id).await?;
-            b.push("project_id = ").push_bind(project_id);
-        }
-        if let Some(kind) = convert::entity_type("entity_type", q.entity_type.unwrap_or_default())?
-        {
-            b.push(" AND entity_type = ").push_bind(kind.as_str());
-        }
-        if !q.entity_id.is_empty() {
-            b.push(" AND entity_id = ").push_bind(q.entity_id.clone());
-        }
-        if !q.actor_id.is_empty() {
-            b.push(" AND actor_id = ").push_bind(q.actor_id.clone());
-        }
-        // The snapshot already bounds it, but say so: the page is as of `as_of_seq`.
-        b.push(" AND seq <= ").push_bind(self.as_of_seq as i64);
-        let (cmp, order) = if q.oldest_first {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if let Some(seq) = cursor {
-            b.push(format_args!(" AND seq {cmp} ")).push_bind(seq);
-        }
-        b.push(format_args!(" ORDER BY seq {order} LIMIT "))
-            .push_bind(i64::from(size) + 1);
-        let mut rows = b.build().fetch_all(&mut *self.conn).await?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            let last: i64 = rows
-                .last()
-                .expect("a full page has a last row")
-                .try_get("seq")?;
-            encode_token(&[Key::Int(last)])
-        } else {
-            String::new()
-        };
-        let items = rows
-            .iter()
-            .map(|row| {
-                let bytes: Vec<u8> = row.try_get("event")?;
-                let event = v1::Event::decode(bytes.as_slice())
-                    .map_err(|e| Error::Corrupt(format!("change log event: {e}")))?;
-                Ok(v1::ActivityEntry {
-                    seq: event.seq,
-                    at: event.at,
-                    actor_id: event.actor_id,
-                    project_id: event.project_id,
-                    entity_type: event.entity_type,
-                    entity_id: event.entity_id,
-                    action: event.action,
-                    changes: event.changes,
-                    entity: event.change.map(|c| v1::Entity::of(c.into())),
-                    actor_name: String::new(),
-                })
-            })
-            .collect::<Result<Vec<v1::ActivityEntry>>>()?;
-        let mut items = items;
-        let names = names(self.conn, items.iter().map(|e| e.actor_id.as_str())).await?;
-        for entry in &mut items {
-            entry.actor_name = names.get(&entry.actor_id).cloned().unwrap_or_default();
-        }
-        Ok(R::ListActivityResult(v1::ListActivityResult {
             items,
             next_page_token,
             as_of_seq: self.as_of_seq,

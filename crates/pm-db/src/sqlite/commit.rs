@@ -9,8 +9,8 @@ use crate::error::Result;
 
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
-    /// transaction is not open yet, the deferred inserts, the change log, the idempotency
-    /// answers, `COMMIT`.
+    /// transaction is not open yet, the deferred inserts, the change log, a batch of
+    /// activity-by-actor pairs when one is due, the idempotency answers, `COMMIT`.
     pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);
         let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
@@ -29,6 +29,10 @@ impl Group {
         }
         for chunk in self.events.chunks(changelog::ROWS_PER_INSERT) {
             sql.push_str(&changelog::append_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        if changelog::indexes_actors(self.base, self.head()) {
+            sql.push_str(changelog::INDEX_ACTORS);
             sql.push_str(";\n");
         }
         for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {

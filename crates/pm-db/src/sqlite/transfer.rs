@@ -238,6 +238,7 @@ async fn load(
         }
         query.execute(&mut *tx).await?;
     }
+    changelog::reindex_actors(&mut tx).await?;
     let dangling = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(&mut *tx)
         .await?;

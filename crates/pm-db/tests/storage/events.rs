@@ -273,3 +273,103 @@ async fn resume_positions_beyond_the_head_are_refused() {
         .collect();
     assert_eq!(seqs, [1, 2]);
 }
+
+/// Every page of `ListActivity` (as ALICE) by `actor_id` and `kind` ("" and `None`: any), of
+/// `page_size`, in the order asked for: the seqs of each page.
+async fn activity_pages(
+    tenant: &TestTenant,
+    actor_id: &str,
+    kind: Option<v1::EntityType>,
+    oldest_first: bool,
+    page_size: u32,
+) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let result = query(
+            tenant,
+            &ALICE,
+            Q::ListActivity(v1::ListActivity {
+                page: Some(v1::PageRequest {
+                    page_size,
+                    page_token: token.clone(),
+                }),
+                actor_id: actor_id.into(),
+                entity_type: kind.map(Into::into),
+                oldest_first,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        let R::ListActivityResult(r) = result else {
+            panic!("unexpected result {result:?}")
+        };
+        assert!(r
+            .items
+            .iter()
+            .all(|a| actor_id.is_empty() || a.actor_id == actor_id));
+        pages.push(r.items.iter().map(|a| a.seq).collect());
+        if r.next_page_token.is_empty() {
+            return pages;
+        }
+        token = r.next_page_token;
+    }
+}
+
+/// Activity by actor is exactly that actor's part of the log, paged both ways, on both sides of
+/// where SQLite's batched index of activity by actor ends: it holds the events up to the last
+/// multiple of 256 seqs that a commit crossed, and the newer ones are read from the log.
+#[tokio::test]
+async fn activity_by_actor_pages_exactly_the_actors_part_of_the_log() {
+    let (_env, tenant, project) = setup().await;
+    add_member(&tenant, &project.id, &BOB, v1::ProjectRole::Editor).await;
+    add_member(&tenant, &project.id, &CAROL, v1::ProjectRole::Editor).await;
+    // Seqs 1..=4 are ALICE's membership, the project, and BOB's and CAROL's memberships (added
+    // by ALICE); then 300 items, one commit each, by the three of them in turn: 304 events,
+    // past one batch (256) and short of the next.
+    let actors = [&*ALICE, &*BOB, &*CAROL];
+    for i in 0..300 {
+        let title = format!("Item {i}");
+        run::<v1::WorkItem>(
+            &tenant,
+            actors[i % 3],
+            new_item(&project.id, T::Task, &title, None),
+        )
+        .await;
+    }
+    assert_eq!(tenant.head_seq(), 304);
+    let whole = list!(&tenant, &ALICE, ListActivity { ..Default::default() } => ListActivityResult);
+    assert_eq!(whole.len(), 304);
+    for actor in actors {
+        let newest_first: Vec<u64> = whole
+            .iter()
+            .filter(|e| e.actor_id == actor.as_str())
+            .map(|e| e.seq)
+            .collect();
+        let oldest_first: Vec<u64> = newest_first.iter().rev().copied().collect();
+        // ALICE: the first four and 100 items; BOB and CAROL: 100 items each.
+        let expected = if actor == &*ALICE { 104 } else { 100 };
+        assert_eq!(newest_first.len(), expected, "{actor}");
+        for (oldest, want) in [(false, &newest_first), (true, &oldest_first)] {
+            let pages = activity_pages(&tenant, actor.as_str(), None, oldest, 7).await;
+            assert!(
+                pages.iter().rev().skip(1).all(|p| p.len() == 7),
+                "{pages:?}"
+            );
+            assert_eq!(&pages.concat(), want, "{actor}, oldest first: {oldest}");
+        }
+    }
+    // With another filter: the memberships, all three logged as ALICE's.
+    let members = activity_pages(
+        &tenant,
+        ALICE.as_str(),
+        Some(v1::EntityType::ProjectMember),
+        false,
+        1,
+    )
+    .await;
+    assert_eq!(members.concat(), [4, 3, 1]);
+    let nobody = activity_pages(&tenant, "nobody", None, true, 7).await;
+    assert_eq!(nobody, [Vec::<u64>::new()]);
+}

@@ -349,4 +349,22 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     // The full-text index was rebuilt, not doubled.
     let uni = project_id(&reopened, "UNI").await;
     assert_eq!(search(&reopened, &uni, "修复登录").await.len(), 1);
+    // So was the batched index of activity by actor: every imported event is in it (deleting
+    // the old log emptied it, and left it marked complete up to the old head).
+    let mut conn = reopened.read_pool().acquire().await.unwrap();
+    let unindexed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM change_log AS c \
+         WHERE NOT EXISTS (SELECT 1 FROM change_log_actors AS a \
+                           WHERE a.actor_id = c.actor_id AND a.seq = c.seq)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let (pairs, upto): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM change_log_actors), (SELECT seq FROM change_log_actors_upto)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!((unindexed, pairs, upto as u64), (0, head as i64, head));
 }

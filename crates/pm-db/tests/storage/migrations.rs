@@ -468,3 +468,94 @@ async fn the_partial_item_indexes_still_serve_the_queries_by_sprint_assignee_and
         ]
     );
 }
+
+/// The `(actor_id, seq)` pairs of the batched index of activity by actor, in seq order, and
+/// the pairs of the log up to where it says it is complete.
+async fn actor_pairs(tenant: &SqliteTenant) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    let pairs = sqlx::query_as("SELECT actor_id, seq FROM change_log_actors ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let logged = sqlx::query_as(
+        "SELECT actor_id, seq FROM change_log \
+         WHERE seq <= (SELECT seq FROM change_log_actors_upto) ORDER BY seq",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    (pairs, logged)
+}
+
+/// A tenant from before activity by actor was indexed in batches: the migration fills the
+/// pairs from its log and drops the old index; later, the commit that crosses a multiple of
+/// 256 seqs adds the pairs of every event since.
+#[tokio::test]
+async fn a_migrated_tenant_gets_its_actor_pairs_from_its_log_and_then_in_batches() {
+    const BATCHED: i64 = 20261130120000;
+    let env = TestEnv::new();
+    let id = TenantId::parse("acme").unwrap();
+    let file = env.engine.config().db_file(&id);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    {
+        // The migrations before it, as a tenant made by an older binary has them, and a log
+        // of 13 events by two actors.
+        let dir = tempfile::tempdir().unwrap();
+        for m in pm_db::MIGRATOR.iter().filter(|m| m.version < BATCHED) {
+            let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
+            std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
+        }
+        let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap();
+        old.run(&mut conn).await.unwrap();
+        for seq in 1..=13 {
+            let actor = if seq % 3 == 0 { "bob" } else { "alice" };
+            sqlx::query(
+                "INSERT INTO change_log (seq, at, actor_id, project_id, entity_type, entity_id, \
+                                         action, event) \
+                 VALUES ($1, 0, $2, 'p', 'project', 'p', 'updated', x'')",
+            )
+            .bind(seq)
+            .bind(actor)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        sqlx::Connection::close(conn).await.unwrap();
+    }
+
+    let tenant = env.tenant("acme").await;
+    assert_eq!(schema_version(&env.engine, "acme").await, embedded());
+    assert_eq!(tenant.head_seq(), 13);
+    let (pairs, logged) = actor_pairs(&tenant).await;
+    assert_eq!(pairs.len(), 13);
+    assert_eq!(pairs, logged);
+    assert_eq!(pairs.iter().filter(|(actor, _)| actor == "bob").count(), 4);
+    let old_index: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'change_log_by_actor'")
+            .fetch_one(&mut *tenant.read_pool().acquire().await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(old_index, 0);
+
+    // One command a commit up to seq 255: no batch yet. Seq 256 completes one.
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    add_member(&tenant, &project.id, &BOB, v1::ProjectRole::Editor).await;
+    assert_eq!(tenant.head_seq(), 16);
+    for i in 0..239 {
+        let title = format!("{i}");
+        create_item(&tenant, &ALICE, &project.id, v1::WorkItemType::Bug, &title).await;
+    }
+    assert_eq!(tenant.head_seq(), 255);
+    assert_eq!(actor_pairs(&tenant).await.0.len(), 13);
+    create_item(&tenant, &BOB, &project.id, v1::WorkItemType::Bug, "256").await;
+    let (pairs, logged) = actor_pairs(&tenant).await;
+    assert_eq!(pairs.len(), 256);
+    assert_eq!(pairs, logged);
+    assert_eq!(pairs.last(), Some(&(BOB.as_str().to_owned(), 256)));
+}

@@ -56,6 +56,20 @@ async fn logged_seqs(tenant: &SqliteTenant) -> Vec<u64> {
         .collect()
 }
 
+/// The seqs in the batched index of activity by actor, and up to where it is complete.
+async fn actor_pairs(tenant: &SqliteTenant) -> (Vec<u64>, u64) {
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM change_log_actors ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let upto: i64 = sqlx::query_scalar("SELECT seq FROM change_log_actors_upto")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    (seqs.into_iter().map(|s| s as u64).collect(), upto as u64)
+}
+
 #[tokio::test]
 async fn by_default_everything_is_kept() {
     let (_env, tenant, project) = setup().await;
@@ -83,6 +97,12 @@ async fn a_count_limit_keeps_exactly_the_newest_events_across_several_chunks() {
     assert_eq!(
         logged_seqs(&tenant).await,
         (2_003..=2_502).collect::<Vec<_>>()
+    );
+    // The batched index of activity by actor lost the pruned events with them. Its last batch
+    // was the commit that crossed seq 2,304 (the batch of seqs 2,303 to 2,402).
+    assert_eq!(
+        actor_pairs(&tenant).await,
+        ((2_003..=2_402).collect::<Vec<_>>(), 2_402)
     );
     assert_eq!(
         tenant
