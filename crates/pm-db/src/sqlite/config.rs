@@ -13,7 +13,8 @@ use super::layout;
 use crate::events::Retention;
 
 /// The size a tenant's WAL is kept near: past it a checkpoint runs, past twice it the writer
-/// starts the WAL over, and starting over truncates it to this (`journal_size_limit`).
+/// starts the WAL over. Starting over truncates the file only past four times this
+/// (`journal_size_limit`: after a burst); a quiet tenant's WAL is truncated to nothing.
 pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// The SQLite engine's settings.
@@ -91,8 +92,11 @@ impl SqliteConfig {
             .pragma("cache_size", format!("-{}", self.cache_size_kib))
             .pragma("mmap_size", self.mmap_size.to_string())
             // After a checkpoint has copied the whole WAL back, the next write starts it over
-            // and truncates the file to this: a burst's WAL does not stay on disk.
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+            // and truncates the file to this: a burst's WAL does not stay on disk. Not below
+            // where the writer starts it over (twice the limit, and the group that crossed
+            // it): each truncation freed megabytes only for the next ones to allocate them
+            // again, a stall of milliseconds in the writer's commit.
+            .pragma("journal_size_limit", (4 * WAL_SIZE_LIMIT).to_string())
             .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(250))
     }
 
