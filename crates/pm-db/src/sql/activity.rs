@@ -157,15 +157,7 @@ impl Reader<'_> {
             }
         };
         match &filters.project_id {
-            None => {
-                b.push(
-                    " AND c.project_id IN (SELECT m.project_id FROM project_members AS m \
-                     JOIN projects AS p ON p.id = m.project_id \
-                     WHERE p.deleted_at IS NULL AND m.user_id = ",
-                )
-                .push_bind(self.actor.as_str().to_owned())
-                .push(")");
-            }
+            None => self.in_my_projects(&mut b, "c.project_id"),
             Some(project_id) => {
                 b.push(" AND c.project_id = ").push_bind(project_id.clone());
             }

@@ -296,6 +296,19 @@ pub(crate) struct Reader<'a> {
     pub(crate) as_of_seq: u64,
 }
 
+impl Reader<'_> {
+    /// ` AND {column} IN (...)`: the live projects the caller is a member of.
+    pub(crate) fn in_my_projects(&self, b: &mut QueryBuilder<'_, Db>, column: &str) {
+        b.push(format_args!(
+            " AND {column} IN (SELECT m.project_id FROM project_members AS m \
+             JOIN projects AS mp ON mp.id = m.project_id \
+             WHERE mp.deleted_at IS NULL AND m.user_id = "
+        ))
+        .push_bind(self.actor.as_str().to_owned())
+        .push(")");
+    }
+}
+
 pub(crate) fn live_only(b: &mut QueryBuilder<'_, Db>, include_deleted: bool) {
     if !include_deleted {
         b.push(" AND t.deleted_at IS NULL");

@@ -409,15 +409,7 @@ impl Reader<'_> {
             Some(project) => {
                 b.push(" AND t.project_id = ").push_bind(project);
             }
-            None => {
-                b.push(
-                    " AND t.project_id IN (SELECT m.project_id FROM project_members AS m \
-                     JOIN projects AS mp ON mp.id = m.project_id \
-                     WHERE mp.deleted_at IS NULL AND m.user_id = ",
-                )
-                .push_bind(self.actor.as_str().to_owned())
-                .push(")");
-            }
+            None => self.in_my_projects(&mut b, "t.project_id"),
         }
         if let Some(id) = work_item {
             b.push(" AND t.work_item_id = ").push_bind(id);
