@@ -33,7 +33,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, SqliteConnection};
 use tokio::sync::mpsc;
 
-use super::config::WAL_SIZE_LIMIT;
+use super::config::{JOURNAL_SIZE_LIMIT, WAL_SIZE_LIMIT};
 use super::group::exec;
 
 /// Commits between checkpoints at most.
@@ -86,15 +86,11 @@ impl WalProgress {
         std::fs::metadata(&self.wal_file).map_or(0, |m| m.len())
     }
 
-    /// How much of the WAL file holds the current frames (the file's size if that cannot be
-    /// read): its header and `mxFrame` frames, from the wal-index header in the `-shm` file
-    /// (<https://www.sqlite.org/walformat.html>). A WAL started over keeps its size on disk
-    /// (up to `journal_size_limit`) and is written again from the start.
-    pub(crate) fn wal_in_use(&self) -> u64 {
-        self.frames_in_use().unwrap_or_else(|| self.wal_bytes())
-    }
-
-    fn frames_in_use(&self) -> Option<u64> {
+    /// How much of the WAL file holds the current frames: its header and `mxFrame` frames,
+    /// from the wal-index header in the `-shm` file (<https://www.sqlite.org/walformat.html>).
+    /// A WAL started over keeps its size on disk (up to `journal_size_limit`) and is written
+    /// again from the start. `None` if the wal-index cannot be read.
+    pub(crate) fn wal_in_use(&self) -> Option<u64> {
         use std::os::unix::fs::FileExt;
         let file = std::fs::File::open(&self.shm_file).ok()?;
         // iVersion, unused, iChange, isInit, bigEndCksum, szPage (u16), mxFrame (u32): in the
@@ -115,8 +111,19 @@ impl WalProgress {
     /// Counts a commit: what it makes due.
     pub(crate) fn committed(&self) -> Due {
         let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        match self.wal_in_use() {
-            // Not the file's size: a WAL started over is not truncated below its limit.
+        // Not the file's size: a WAL started over is not truncated below its limit. Without
+        // the wal-index (say, out of file descriptors), only a file past the size it is
+        // truncated to when started over shows growth; the file's size alone would call for
+        // a restart after every group.
+        let in_use = self.wal_in_use().unwrap_or_else(|| {
+            let file = self.wal_bytes();
+            if file > JOURNAL_SIZE_LIMIT {
+                file
+            } else {
+                0
+            }
+        });
+        match in_use {
             bytes if bytes > 2 * WAL_SIZE_LIMIT => return Due::Restart,
             bytes if bytes > WAL_SIZE_LIMIT => return Due::Checkpoint,
             _ => {}
@@ -264,7 +271,7 @@ mod tests {
 
     /// The WAL in use is read from the wal-index: all of the file while it grows, and only
     /// the new frames once a RESTART checkpoint has made the next commit start it over,
-    /// which leaves the file at its size.
+    /// which leaves the file at its size; the writer's decisions follow the part in use.
     #[tokio::test]
     async fn the_wal_in_use_is_its_current_frames_not_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -279,21 +286,25 @@ mod tests {
         exec(&mut conn, "CREATE TABLE t (x BLOB)").await.unwrap();
         let progress = WalProgress::new(&db_file);
         let page = 4096 + WAL_FRAME_HEADER;
-        for _ in 0..20 {
-            exec(&mut conn, "INSERT INTO t VALUES (zeroblob(10000))")
+        // Past twice the limit: some 10 MiB, 40 KB a commit.
+        for _ in 0..250 {
+            exec(&mut conn, "INSERT INTO t VALUES (zeroblob(40000))")
                 .await
                 .unwrap();
         }
         let grown = progress.wal_bytes();
-        assert!(grown > 20 * 2 * page, "{grown}");
-        assert_eq!(progress.wal_in_use(), grown);
+        assert!(grown > 2 * WAL_SIZE_LIMIT, "{grown}");
+        assert_eq!(progress.wal_in_use(), Some(grown));
         assert_eq!((grown - WAL_HEADER) % page, 0);
+        assert_eq!(progress.committed(), Due::Restart);
 
         assert!(checkpoint(&mut conn, Mode::Restart).await.unwrap());
         exec(&mut conn, "INSERT INTO t VALUES (1)").await.unwrap();
         // Written from the start again: one commit's frames in a file of the same size.
-        let in_use = progress.wal_in_use();
+        let in_use = progress.wal_in_use().unwrap();
         assert!(in_use < 6 * page + WAL_HEADER, "{in_use}");
+        // Not cut back to the limit (`journal_size_limit` is above it), and not due again.
         assert_eq!(progress.wal_bytes(), grown);
+        assert_eq!(progress.committed(), Due::Nothing);
     }
 }

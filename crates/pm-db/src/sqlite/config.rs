@@ -17,6 +17,11 @@ use crate::events::Retention;
 /// (`journal_size_limit`: after a burst); a quiet tenant's WAL is truncated to nothing.
 pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
+/// What a WAL file is cut back to when it starts over (`journal_size_limit`): above where the
+/// writer starts it over, so that steady writes reuse the file instead of cutting it back and
+/// allocating it again each time (see `checkpoint`).
+pub(crate) const JOURNAL_SIZE_LIMIT: u64 = 4 * WAL_SIZE_LIMIT;
+
 /// The SQLite engine's settings.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -96,7 +101,7 @@ impl SqliteConfig {
             // where the writer starts it over (twice the limit, and the group that crossed
             // it): each truncation freed megabytes only for the next ones to allocate them
             // again, a stall of milliseconds in the writer's commit.
-            .pragma("journal_size_limit", (4 * WAL_SIZE_LIMIT).to_string())
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
             .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(250))
     }
 
