@@ -2,7 +2,7 @@
 //! the activity feed paged both ways, resume positions beyond the head.
 
 use pm_core::kinds::EntityKind;
-use pm_db::EventFilter;
+use pm_db::{EventFilter, Tenant as _};
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 use pm_proto::v1::query::Kind as Q;
@@ -190,11 +190,11 @@ async fn activity_pages_both_ways() {
     .await;
     // Seqs 1..=5: project, alice's membership, bob's membership, the item, its update.
     assert_eq!(
-        activity_pages(&tenant, "", None, false, 2).await,
+        activity_pages(&tenant, "", "", None, false, 2).await,
         [vec![5, 4], vec![3, 2], vec![1]]
     );
     assert_eq!(
-        activity_pages(&tenant, "", None, true, 2).await,
+        activity_pages(&tenant, "", "", None, true, 2).await,
         [vec![1, 2], vec![3, 4], vec![5]]
     );
 
@@ -248,10 +248,12 @@ async fn resume_positions_beyond_the_head_are_refused() {
     assert_eq!(seqs, [1, 2]);
 }
 
-/// Every page of `ListActivity` (as ALICE) by `actor_id` and `kind` ("" and `None`: any), of
+/// Every page of `ListActivity` (as ALICE) in `project_id`, by `actor_id` and `kind` ("" and
+/// `None`: any), of
 /// `page_size`, in the order asked for: the seqs of each page, each page as of the head.
 async fn activity_pages(
     tenant: &TestTenant,
+    project_id: &str,
     actor_id: &str,
     kind: Option<v1::EntityType>,
     oldest_first: bool,
@@ -268,6 +270,7 @@ async fn activity_pages(
                     page_size,
                     page_token: token.clone(),
                 }),
+                project_id: project_id.into(),
                 actor_id: actor_id.into(),
                 entity_type: kind.map(Into::into),
                 oldest_first,
@@ -326,17 +329,21 @@ async fn activity_by_actor_pages_exactly_the_actors_part_of_the_log() {
         let expected = if actor == &*ALICE { 104 } else { 100 };
         assert_eq!(newest_first.len(), expected, "{actor}");
         for (oldest, want) in [(false, &newest_first), (true, &oldest_first)] {
-            let pages = activity_pages(&tenant, actor.as_str(), None, oldest, 7).await;
-            assert!(
-                pages.iter().rev().skip(1).all(|p| p.len() == 7),
-                "{pages:?}"
-            );
-            assert_eq!(&pages.concat(), want, "{actor}, oldest first: {oldest}");
+            // Within the caller's projects, and within this one project.
+            for project in ["", project.id.as_str()] {
+                let pages = activity_pages(&tenant, project, actor.as_str(), None, oldest, 7).await;
+                assert!(
+                    pages.iter().rev().skip(1).all(|p| p.len() == 7),
+                    "{pages:?}"
+                );
+                assert_eq!(&pages.concat(), want, "{actor}, oldest first: {oldest}");
+            }
         }
     }
     // With another filter: the memberships, all three logged as ALICE's.
     let members = activity_pages(
         &tenant,
+        "",
         ALICE.as_str(),
         Some(v1::EntityType::ProjectMember),
         false,
@@ -344,6 +351,56 @@ async fn activity_by_actor_pages_exactly_the_actors_part_of_the_log() {
     )
     .await;
     assert_eq!(members.concat(), [4, 3, 1]);
-    let nobody = activity_pages(&tenant, "nobody", None, true, 7).await;
+    let nobody = activity_pages(&tenant, "", "nobody", None, true, 7).await;
     assert_eq!(nobody, [Vec::<u64>::new()]);
+
+    // A page token from before three commits of 100 events (the last crosses the next batch,
+    // 512, in one commit) pages on through exactly the older events.
+    let bobs: Vec<u64> = whole
+        .iter()
+        .filter(|e| e.actor_id == BOB.as_str())
+        .map(|e| e.seq)
+        .collect();
+    let page = |token: String| {
+        let tenant = tenant.clone();
+        async move {
+            let result = query(
+                &tenant,
+                &ALICE,
+                Q::ListActivity(v1::ListActivity {
+                    page: Some(v1::PageRequest {
+                        page_size: 60,
+                        page_token: token,
+                    }),
+                    actor_id: BOB.as_str().into(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+            let R::ListActivityResult(r) = result else {
+                panic!("unexpected result {result:?}")
+            };
+            (
+                r.items.iter().map(|a| a.seq).collect::<Vec<u64>>(),
+                r.next_page_token,
+            )
+        }
+    };
+    let (first, token) = page(String::new()).await;
+    assert_eq!(first, bobs[..60]);
+    for n in 0..3 {
+        let batch = v1::Batch {
+            atomic: false,
+            commands: (0..100)
+                .map(|i| command(new_item(&project.id, T::Bug, &format!("Bug {n}.{i}"), None)))
+                .collect(),
+        };
+        tenant.batch(&BOB, batch).await.expect("batch committed");
+    }
+    assert_eq!(tenant.head_seq(), 604);
+    let (rest, token) = page(token).await;
+    assert_eq!((rest.as_slice(), token.as_str()), (&bobs[60..], ""));
+    let (newest, _) = page(String::new()).await;
+    assert_eq!(newest, (545..=604).rev().collect::<Vec<u64>>());
 }
