@@ -75,13 +75,12 @@ pub(crate) async fn actors_indexed_upto<'c>(
 
 /// Builds the activity-by-actor pairs again from the whole log (after an import replaced it).
 pub(crate) async fn reindex_actors(conn: &mut sqlx::SqliteConnection) -> Result<()> {
-    sqlx::query("DELETE FROM change_log_actors")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE change_log_actors_upto SET seq = 0 WHERE id = 1")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(INDEX_ACTORS).execute(&mut *conn).await?;
+    let script = format!(
+        "DELETE FROM change_log_actors;\n\
+         UPDATE change_log_actors_upto SET seq = 0 WHERE id = 1;\n\
+         {INDEX_ACTORS}"
+    );
+    sqlx::query(&script).execute(conn).await?;
     Ok(())
 }
 

@@ -248,9 +248,44 @@ async fn resume_positions_beyond_the_head_are_refused() {
     assert_eq!(seqs, [1, 2]);
 }
 
-/// Every page of `ListActivity` (as ALICE) in `project_id`, by `actor_id` and `kind` ("" and
-/// `None`: any), of
-/// `page_size`, in the order asked for: the seqs of each page, each page as of the head.
+/// One page of `ListActivity` (as ALICE) in `project_id`, by `actor_id` and `kind` ("" and
+/// `None`: any), of `page_size`, from `token`: its seqs, as of the head, and the next token.
+async fn activity_page(
+    tenant: &TestTenant,
+    (project_id, actor_id, kind): (&str, &str, Option<v1::EntityType>),
+    oldest_first: bool,
+    page_size: u32,
+    token: String,
+) -> (Vec<u64>, String) {
+    let result = query(
+        tenant,
+        &ALICE,
+        Q::ListActivity(v1::ListActivity {
+            page: Some(v1::PageRequest {
+                page_size,
+                page_token: token,
+            }),
+            project_id: project_id.into(),
+            actor_id: actor_id.into(),
+            entity_type: kind.map(Into::into),
+            oldest_first,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let R::ListActivityResult(r) = result else {
+        panic!("unexpected result {result:?}")
+    };
+    assert_eq!(r.as_of_seq, tenant.head_seq());
+    assert!(r
+        .items
+        .iter()
+        .all(|a| actor_id.is_empty() || a.actor_id == actor_id));
+    (r.items.iter().map(|a| a.seq).collect(), r.next_page_token)
+}
+
+/// Every page of `ListActivity` (see [`activity_page`]), in the order asked for.
 async fn activity_pages(
     tenant: &TestTenant,
     project_id: &str,
@@ -262,35 +297,13 @@ async fn activity_pages(
     let mut pages = Vec::new();
     let mut token = String::new();
     loop {
-        let result = query(
-            tenant,
-            &ALICE,
-            Q::ListActivity(v1::ListActivity {
-                page: Some(v1::PageRequest {
-                    page_size,
-                    page_token: token.clone(),
-                }),
-                project_id: project_id.into(),
-                actor_id: actor_id.into(),
-                entity_type: kind.map(Into::into),
-                oldest_first,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
-        let R::ListActivityResult(r) = result else {
-            panic!("unexpected result {result:?}")
-        };
-        assert!(r
-            .items
-            .iter()
-            .all(|a| actor_id.is_empty() || a.actor_id == actor_id));
-        pages.push(r.items.iter().map(|a| a.seq).collect());
-        if r.next_page_token.is_empty() {
+        let filter = (project_id, actor_id, kind);
+        let (seqs, next) = activity_page(tenant, filter, oldest_first, page_size, token).await;
+        pages.push(seqs);
+        if next.is_empty() {
             return pages;
         }
-        token = r.next_page_token;
+        token = next;
     }
 }
 
@@ -361,32 +374,8 @@ async fn activity_by_actor_pages_exactly_the_actors_part_of_the_log() {
         .filter(|e| e.actor_id == BOB.as_str())
         .map(|e| e.seq)
         .collect();
-    let page = |token: String| {
-        let tenant = tenant.clone();
-        async move {
-            let result = query(
-                &tenant,
-                &ALICE,
-                Q::ListActivity(v1::ListActivity {
-                    page: Some(v1::PageRequest {
-                        page_size: 60,
-                        page_token: token,
-                    }),
-                    actor_id: BOB.as_str().into(),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .unwrap();
-            let R::ListActivityResult(r) = result else {
-                panic!("unexpected result {result:?}")
-            };
-            (
-                r.items.iter().map(|a| a.seq).collect::<Vec<u64>>(),
-                r.next_page_token,
-            )
-        }
-    };
+    let by_bob = ("", BOB.as_str(), None);
+    let page = |token: String| activity_page(&tenant, by_bob, false, 60, token);
     let (first, token) = page(String::new()).await;
     assert_eq!(first, bobs[..60]);
     for n in 0..3 {
