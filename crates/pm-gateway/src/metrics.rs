@@ -308,6 +308,15 @@ impl Collector for ScrapeTime {
                 &ConstGauge::new(rss),
             )?;
         }
+        if let Some(cpu) = cpu_seconds() {
+            put(
+                &mut encoder,
+                "process_cpu",
+                "CPU time the server process has used, user and system.",
+                Some(&Unit::Seconds),
+                &ConstCounter::new(cpu),
+            )?;
+        }
         put(
             &mut encoder,
             "pm_changelog_pruned_events",
@@ -383,6 +392,26 @@ fn resident_memory_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// The process's CPU time, user and system, from `/proc/self/stat` (Linux; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(&stat)
+}
+
+/// Clock ticks per second of `/proc`'s times: `USER_HZ`, which Linux fixes at 100 for user
+/// space on every architecture it runs this server on.
+const USER_HZ: f64 = 100.0;
+
+/// `utime + stime` of a `/proc/<pid>/stat` line, in seconds. The fields are counted after the
+/// command name's closing parenthesis (the name itself may hold spaces and parentheses).
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_ascii_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / USER_HZ)
 }
 
 #[cfg(test)]
@@ -467,7 +496,25 @@ mod tests {
             .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
             .expect("the resident memory is read from /proc");
         assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{rss}");
+        has("# TYPE process_cpu_seconds counter");
+        has("# UNIT process_cpu_seconds seconds");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("process_cpu_seconds_total ")),
+            "the CPU time is read from /proc: {text}"
+        );
         assert!(text.ends_with("\n# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn cpu_time_is_user_plus_system_after_the_command_name() {
+        // Fields 14 and 15 (utime, stime) of proc(5); the name holds a space and a ')'.
+        let stat = "4242 (pm server) x) S 1 4242 4242 0 -1 4194560 2000 0 0 0 \
+                    1234 566 0 0 20 0 9 0 100 200000 3000 18446744073709551615";
+        assert_eq!(cpu_seconds_of(stat), Some(18.0));
+        assert_eq!(cpu_seconds_of("4242 (pm-server) S 1"), None);
+        assert!(cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 
     #[test]

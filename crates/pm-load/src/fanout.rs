@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cpu::CpuClock;
 use crate::progress::Progress;
 use crate::raw::{Incoming, RawConn};
 use crate::report::{histogram, record, Report};
@@ -177,6 +178,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
         options.duration,
         delivered.clone(),
     );
+    let clock = CpuClock::start(target).await;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + options.duration;
     let shared = (
@@ -224,6 +226,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
             Vec::new()
         }
     };
+    let cpu = clock.stop(target).await;
     for seen in &all {
         total.add(&seen.latency[0]).expect("same bounds");
         received += seen.received;
@@ -250,6 +253,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, progress: bool) -> Re
     report.figure("deliveries", received as f64, "");
     report.figure("deliveries/s", received as f64 / elapsed, "events/s");
     report.figure("subscribers", options.subscribers as f64, "");
+    cpu.report(&mut report, received, "delivery");
     report.latency("commit to subscriber", &total);
     report.latency("writer round trip", &writer.latency);
     report.check(

@@ -10,9 +10,11 @@
 //!   sockets) or misbehave (stall, drop); writers use the `pm-client` library.
 //! - [`report`]: percentiles, figures and checks, printed as text or JSON.
 //! - [`progress`]: the progress bar on a terminal.
+//! - [`cpu`]: the server's and pm-load's CPU time over a measured phase.
 //! - One module per scenario: [`write`], [`fanout`], [`idle`], [`storm`], [`slow`],
 //!   [`tenants`], [`read`]; [`seed`] writes the realistic tenant `read` queries.
 
+pub mod cpu;
 pub mod fanout;
 pub mod idle;
 pub mod progress;

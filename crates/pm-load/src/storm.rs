@@ -11,6 +11,7 @@ use pm_proto::v1;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::cpu::CpuClock;
 use crate::fanout::subscribers;
 use crate::idle::PER_TENANT;
 use crate::progress::Progress;
@@ -96,6 +97,7 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
         Duration::from_secs(5),
         returned.clone(),
     );
+    let clock = CpuClock::start(target).await;
     let started = Instant::now();
     // Each client its own task, all started at once: that is the storm. (Polled together in
     // one task, as `buffer_unordered` does, every handshake ran on one of the generator's
@@ -122,6 +124,7 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
     }
     let results: Vec<Result<Return>> = returning.join_all().await;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = clock.stop(target).await;
 
     let (mut resubscribe, mut catch_up) = (histogram(), histogram());
     let (mut exact, mut failed) = (0usize, Vec::new());
@@ -148,6 +151,7 @@ pub async fn run(target: &Target, options: &StormOptions, progress: bool) -> Res
     );
     report.figure("time until all resubscribed", all_resubscribed_s, "s");
     report.figure("time until all caught up", catch_up.max() as f64 / 1e6, "s");
+    cpu.report(&mut report, exact as u64, "resume");
     report.latency("storm start to resubscribed", &resubscribe);
     report.latency("storm start to caught up", &catch_up);
     report.check(

@@ -89,6 +89,11 @@ impl Target {
         &self.urls[turn % self.urls.len()]
     }
 
+    /// How many nodes the URL names (more than one: a cluster).
+    pub fn nodes(&self) -> usize {
+        self.urls.len()
+    }
+
     /// The server's `/metrics` URL, on the same host and port as the WebSocket (of the
     /// first node, for a cluster).
     pub fn metrics_url(&self) -> Option<String> {

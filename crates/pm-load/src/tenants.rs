@@ -14,6 +14,7 @@ use pm_client::{Client, ClientOptions};
 use pm_proto::v1;
 use serde::Serialize;
 
+use crate::cpu::CpuClock;
 use crate::progress::Progress;
 use crate::report::{histogram, record, Report};
 use crate::target::{metric, metrics, Target, ADMIN};
@@ -69,10 +70,19 @@ pub async fn run(target: &Target, options: &TenantsOptions, progress: bool) -> R
     );
     let started = Instant::now();
     let mut rounds = Vec::new();
+    // The server's CPU is measured over the reopening rounds.
+    let mut clock = None;
     for round in 0..options.rounds {
+        if round == 1 {
+            clock = Some(CpuClock::start(target).await);
+        }
         rounds.push(run_round(target, options, round == 0, &touched).await);
     }
     let elapsed = started.elapsed();
+    let cpu = match clock {
+        Some(clock) => Some(clock.stop(target).await),
+        None => None,
+    };
 
     let mut report = Report::new("tenants", &target.url, options);
     for (n, round) in rounds.iter().enumerate() {
@@ -82,6 +92,10 @@ pub async fn run(target: &Target, options: &TenantsOptions, progress: bool) -> R
             options.tenants as f64 / round.elapsed.as_secs_f64(),
             "tenants/s",
         );
+    }
+    if let Some(cpu) = cpu {
+        let reopens = options.tenants as u64 * (options.rounds as u64 - 1);
+        cpu.report(&mut report, reopens, "reopen");
     }
     let mut open = [histogram(), histogram()];
     let mut request = [histogram(), histogram()];

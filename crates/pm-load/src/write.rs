@@ -14,6 +14,7 @@ use pm_proto::v1;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::cpu::CpuClock;
 use crate::progress::Progress;
 use crate::report::{histogram, record, Report};
 use crate::target::{create_item, Target};
@@ -111,6 +112,7 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
     let budget = Arc::new(AtomicU64::new(options.count.unwrap_or(u64::MAX)));
     let acked = Arc::new(AtomicU64::new(0));
     let _bar = Progress::start(progress, "write", "acked", options.duration, acked.clone());
+    let clock = CpuClock::start(target).await;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + options.duration;
     let mut tasks = JoinSet::new();
@@ -138,6 +140,7 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
         tally.merge(done.map_err(|e| Error::Setup(format!("a sender panicked: {e}")))?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = clock.stop(target).await;
     for (client, _) in &writers {
         client.close().await;
     }
@@ -149,6 +152,7 @@ pub async fn run(target: &Target, options: &WriteOptions, progress: bool) -> Res
     report.figure("acked commands/s", ok as f64 / elapsed, "cmd/s");
     report.figure("failed commands", failed as f64, "");
     report.figure("connections", writers.len() as f64, "");
+    cpu.report(&mut report, ok, "command");
     report.latency("round trip (send to ack)", &tally.latency);
     if options.rate.is_some() {
         report.latency("sent after its scheduled time", &tally.lateness);

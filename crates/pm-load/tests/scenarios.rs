@@ -87,6 +87,14 @@ async fn write_counts_every_acknowledged_command() {
     assert_eq!(figure(&report, "connections"), 4.0);
     assert_eq!(latency_count(&report, "round trip (send to ack)"), 400);
     assert!(figure(&report, "acked commands/s") > 0.0);
+    // CPU time from the server's /metrics (here the test process's own) and /proc/self.
+    let server_cpu = figure(&report, "server CPU");
+    assert!(server_cpu >= 0.0);
+    assert_eq!(
+        figure(&report, "server CPU per command"),
+        server_cpu * 1e6 / 400.0
+    );
+    assert!(figure(&report, "pm-load CPU") >= 0.0);
     let l = &report.latencies[0];
     assert!(l.p50_us <= l.p90_us && l.p90_us <= l.p99_us && l.p99_us <= l.max_us);
     app.shutdown().await;
