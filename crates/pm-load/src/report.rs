@@ -217,9 +217,13 @@ impl Report {
     }
 }
 
+/// Whole numbers as they are; others with one decimal, or three below 10 (a CPU time per
+/// operation of half a microsecond, a fraction of a core).
 fn number(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
+    } else if value.abs() < 10.0 {
+        format!("{value:.3}")
     } else {
         format!("{value:.1}")
     }
