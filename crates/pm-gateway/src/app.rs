@@ -117,11 +117,13 @@ impl App {
     /// The WebSocket settings of every connection.
     pub(crate) fn websocket_config(&self) -> WebSocketConfig {
         let max = self.settings.limits.max_frame_bytes;
-        // A small read buffer keeps idle connections cheap (~9 KiB instead of ~130 KiB). The
-        // write buffer gathers what one flush sends (a burst of events) into few writes; with
-        // 0, tungstenite writes every frame with its own syscall.
+        // A small read buffer keeps idle connections cheap (8 KiB instead of ~130 KiB): 512
+        // bytes hold a request (a hello with its token, a command); larger frames are read in
+        // several reads of that size. The write buffer gathers what one flush sends (a burst
+        // of events) into few writes; with 0, tungstenite writes every frame with its own
+        // syscall.
         WebSocketConfig::default()
-            .read_buffer_size(1024)
+            .read_buffer_size(512)
             .write_buffer_size(8 * 1024)
             .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
             .max_message_size(Some(max))
