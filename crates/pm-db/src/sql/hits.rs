@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::dialect::{Db, DbRow};
 use super::pages::{bad_token, decode_token, encode_token, Key};
-use super::queries::Reader;
+use super::queries::{my_projects, Reader};
 use crate::error::{Error, Result};
 use crate::search_text::snippet_parts;
 
@@ -34,12 +34,8 @@ impl SearchRequest {
     /// ` mine AS (...)`: the caller's live projects (or the one asked for) as a CTE; the
     /// searches select `project_id IN (SELECT project_id FROM mine)`.
     pub(crate) fn push_mine(&self, b: &mut QueryBuilder<'_, Db>, actor: &str) {
-        b.push(
-            " mine AS (SELECT m.project_id FROM project_members AS m \
-             JOIN projects AS p ON p.id = m.project_id \
-             WHERE p.deleted_at IS NULL AND m.user_id = ",
-        )
-        .push_bind(actor.to_owned());
+        b.push(" mine AS (");
+        my_projects(b, actor);
         if let Some(project) = &self.project {
             b.push(" AND m.project_id = ").push_bind(project.clone());
         }

@@ -296,16 +296,23 @@ pub(crate) struct Reader<'a> {
     pub(crate) as_of_seq: u64,
 }
 
+/// `SELECT m.project_id ...`: the live projects `actor` is a member of. Open at its end for
+/// more conditions on the membership `m`.
+pub(crate) fn my_projects(b: &mut QueryBuilder<'_, Db>, actor: &str) {
+    b.push(
+        "SELECT m.project_id FROM project_members AS m \
+         JOIN projects AS mp ON mp.id = m.project_id \
+         WHERE mp.deleted_at IS NULL AND m.user_id = ",
+    )
+    .push_bind(actor.to_owned());
+}
+
 impl Reader<'_> {
     /// ` AND {column} IN (...)`: the live projects the caller is a member of.
     pub(crate) fn in_my_projects(&self, b: &mut QueryBuilder<'_, Db>, column: &str) {
-        b.push(format_args!(
-            " AND {column} IN (SELECT m.project_id FROM project_members AS m \
-             JOIN projects AS mp ON mp.id = m.project_id \
-             WHERE mp.deleted_at IS NULL AND m.user_id = "
-        ))
-        .push_bind(self.actor.as_str().to_owned())
-        .push(")");
+        b.push(format_args!(" AND {column} IN ("));
+        my_projects(b, self.actor.as_str());
+        b.push(")");
     }
 }
 
