@@ -99,17 +99,10 @@ fn process_cpu(pid: &str) -> Option<f64> {
 /// name's last `)`, since the name may hold spaces and parentheses.
 fn cpu_seconds(stat: &str) -> Option<f64> {
     let (_, rest) = stat.rsplit_once(')')?;
-    let ticks: Vec<u64> = rest
-        .split_ascii_whitespace()
-        .skip(11)
-        .take(2)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    match ticks[..] {
-        [user, system] => Some((user + system) as f64 / USER_HZ),
-        _ => None,
-    }
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / USER_HZ)
 }
 
 #[cfg(test)]
