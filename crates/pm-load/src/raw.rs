@@ -203,6 +203,9 @@ impl RawConn {
                     return Err(Error::Connection("the server sent a text frame".into()))
                 }
             };
+            if let Some(event) = event_head(&bytes) {
+                return Ok(Incoming::Event(event));
+            }
             let frame = FrameHead::decode(bytes)
                 .map_err(|e| Error::Connection(format!("undecodable ServerFrame: {e}")))?;
             return Ok(if let Some(event) = frame.event {
@@ -279,6 +282,42 @@ pub struct Drained {
     pub close_code: Option<u16>,
 }
 
+/// An event frame's seq and commit time read straight from its first bytes, without
+/// walking the rest of the event: the server writes `ServerFrame{event}` as field 3 first,
+/// and the event's fields in order, seq (1) and time (2) first. Anything else (another frame,
+/// fields in another order) is `None` and decoded in full; this is only the common case made
+/// cheap, a tenth of the generator's CPU in a fan-out.
+fn event_head(bytes: &[u8]) -> Option<EventHead> {
+    const EVENT: u8 = 3 << 3 | 2;
+    const SEQ: u8 = 1 << 3;
+    const AT: u8 = 2 << 3;
+    let (&tag, rest) = bytes.split_first()?;
+    if tag != EVENT {
+        return None;
+    }
+    let (len, rest) = varint(rest)?;
+    if usize::try_from(len).ok()? != rest.len() {
+        return None;
+    }
+    let rest = rest.strip_prefix(&[SEQ])?;
+    let (seq, rest) = varint(rest)?;
+    let rest = rest.strip_prefix(&[AT])?;
+    let (at, _) = varint(rest)?;
+    Some(EventHead { seq, at: at as i64 })
+}
+
+/// A protobuf varint at the start of `bytes`, and what follows it.
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
 /// Loopback source addresses that connections to a loopback server are spread over.
 const LOOPBACK_SOURCES: u32 = 64;
 
@@ -314,6 +353,35 @@ fn io(e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_frame_reads_as_its_full_decoding_does() {
+        let event = |seq, at| v1::ServerFrame {
+            body: Some(v1::server_frame::Body::Event(v1::Event {
+                seq,
+                at,
+                actor_id: "alice".into(),
+                project_id: "p".repeat(300),
+                ..Default::default()
+            })),
+        };
+        for (seq, at) in [(1, 1), (300, 1_764_000_000_000), (u64::MAX, i64::MAX)] {
+            let bytes = event(seq, at).encode_to_vec();
+            let full = FrameHead::decode(bytes.as_slice()).unwrap().event.unwrap();
+            assert_eq!(event_head(&bytes), Some(full.clone()));
+            assert_eq!(full, EventHead { seq, at });
+        }
+        // Not an event, a field left out (a zero is not written), a cut frame: left to the
+        // full decoding.
+        let pong = v1::ServerFrame {
+            body: Some(v1::server_frame::Body::Pong(v1::Pong::default())),
+        };
+        assert_eq!(event_head(&pong.encode_to_vec()), None);
+        assert_eq!(event_head(&event(5, 0).encode_to_vec()), None);
+        let whole = event(5, 6).encode_to_vec();
+        assert_eq!(event_head(&whole[..whole.len() - 1]), None);
+        assert_eq!(event_head(&[]), None);
+    }
 
     /// Linux routes all of 127.0.0.0/8 to the loopback interface; other systems may not.
     #[cfg(target_os = "linux")]
