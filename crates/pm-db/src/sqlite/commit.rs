@@ -4,13 +4,14 @@ use pm_proto::v1;
 use sqlx::SqliteConnection;
 
 use super::group::Group;
-use super::{changelog, idempotency, records};
+use super::{changelog, idempotency, records, text_index};
 use crate::error::Result;
 
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
     /// transaction is not open yet, the deferred inserts, the change log, a batch of
-    /// activity-by-actor pairs when one is due, the idempotency answers, `COMMIT`.
+    /// activity-by-actor pairs and of work items' text when one is due, the idempotency answers,
+    /// `COMMIT`.
     pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);
         let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
@@ -33,6 +34,10 @@ impl Group {
         }
         if changelog::indexes_actors(self.base, self.head()) {
             sql.push_str(changelog::INDEX_ACTORS);
+            sql.push_str(";\n");
+        }
+        if text_index::indexes_text(self.base, self.head()) {
+            sql.push_str(text_index::INDEX_TEXT);
             sql.push_str(";\n");
         }
         for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {

@@ -131,6 +131,13 @@ pub(super) enum Control {
         profile: UserProfile,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Index the work items' text not indexed yet, then run `query` as `actor` in the same
+    /// transaction (see `text_index`).
+    IndexAndQuery {
+        actor: UserId,
+        query: Box<v1::Query>,
+        reply: oneshot::Sender<Result<v1::QueryResult>>,
+    },
     /// Apply the pending migrations of `migrator` in one transaction (all or nothing).
     Migrate {
         migrator: Arc<Migrator>,
@@ -148,6 +155,7 @@ impl Control {
             Control::Prune { reply, .. } => drop(reply.send(Err(error))),
             Control::RememberUser { reply, .. } => drop(reply.send(Err(error))),
             Control::Migrate { reply, .. } => drop(reply.send(Err(error))),
+            Control::IndexAndQuery { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -245,6 +253,23 @@ impl WriterHandle {
         let (reply, answer) = oneshot::channel();
         self.control(Control::RememberUser { profile, reply })
             .await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `query` as `actor` on the writer's connection, once the full-text index holds
+    /// every committed work item's text.
+    pub(crate) async fn index_and_query(
+        &self,
+        actor: UserId,
+        query: v1::Query,
+    ) -> Result<v1::QueryResult> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::IndexAndQuery {
+            actor,
+            query: Box::new(query),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| stopped())?
     }
 

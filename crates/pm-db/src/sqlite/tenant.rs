@@ -27,6 +27,7 @@ use super::queue::{Shared, WriterHandle};
 use super::readers::Readers;
 use super::replay;
 use super::retention;
+use super::text_index;
 use super::writer::{self, Storage};
 use crate::engine::{KnownProfiles, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
@@ -419,12 +420,21 @@ impl Tenant for SqliteTenant {
         let answer = async {
             let mut reader = self.read_pool.acquire().await?;
             let mut tx = sqlx::Connection::begin(&mut *reader).await?;
+            if text_index::reads_text(&query) && text_index::behind(&mut *tx).await? {
+                // This snapshot holds text the index does not have yet: the writer indexes it
+                // and answers.
+                tx.rollback().await?;
+                return Ok(Err(query));
+            }
             let answer = queries::run(&mut tx, actor, query).await?;
             // Read-only: nothing to commit; ending the transaction releases the snapshot.
             tx.rollback().await?;
-            Ok(answer)
+            Ok(Ok(answer))
         };
-        self.read(answer.await)
+        match self.read(answer.await)? {
+            Ok(answer) => Ok(answer),
+            Err(query) => self.writer.index_and_query(actor.clone(), query).await,
+        }
     }
 
     async fn read_events(

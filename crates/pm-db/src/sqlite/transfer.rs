@@ -28,6 +28,7 @@ use super::layout::{self, open_read_only, DB_FILE};
 use super::lock::TenantLock;
 use super::migrations::{self, MIGRATOR};
 use super::sql::transfer;
+use super::text_index;
 use crate::error::{Error, Result};
 use crate::export::{
     write_json, Dataset, ExportSummary, Header, ImportOptions, ImportReport, FORMAT, FORMAT_VERSION,
@@ -221,12 +222,21 @@ async fn load(
     }
     if replaced {
         transfer::delete_content(&mut tx).await?;
-        // The full-text indexes follow inserts and updates by trigger, not deletes.
-        for fts in ["work_item_fts", "comment_fts"] {
+        // The full-text indexes follow inserts and updates, not deletes: empty them, and
+        // forget the work items noted for the next batch with them.
+        for fts in [
+            "work_item_fts",
+            "comment_fts",
+            "sprint_fts",
+            "llm_context_fts",
+        ] {
             sqlx::query(&format!("INSERT INTO {fts} ({fts}) VALUES ('delete-all')"))
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM work_item_fts_pending")
+            .execute(&mut *tx)
+            .await?;
     }
     transfer::insert_rows(&mut tx, data).await?;
     let pending = transfer::pending_events(data)?;
@@ -239,6 +249,10 @@ async fn load(
         query.execute(&mut *tx).await?;
     }
     changelog::reindex_actors(&mut tx).await?;
+    // The imported items' text, noted by their inserts, goes into the index at once.
+    sqlx::query(text_index::INDEX_TEXT)
+        .execute(&mut *tx)
+        .await?;
     let dangling = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(&mut *tx)
         .await?;

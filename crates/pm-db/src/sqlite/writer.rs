@@ -46,7 +46,7 @@ use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
 use super::health::{Health, Next, Safeguards};
 use super::queue::{Control, Job, Queued, Shared, WriterHandle};
-use super::{changelog, idempotency, migrations, people, retention};
+use super::{changelog, idempotency, migrations, people, retention, text_index};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, Retention};
 
@@ -286,6 +286,14 @@ impl Writer {
             }
             Control::RememberUser { profile, reply } => {
                 let _ = reply.send(people::remember_user(&mut self.conn, &profile, now_ms()).await);
+            }
+            Control::IndexAndQuery {
+                actor,
+                query,
+                reply,
+            } => {
+                let answer = text_index::index_and_run(&mut self.conn, &actor, *query).await;
+                let _ = reply.send(answer);
             }
             Control::Migrate {
                 migrator,

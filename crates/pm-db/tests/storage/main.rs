@@ -22,6 +22,7 @@
 //!   activity.
 //! - `tenant_search`: `Search` across the caller's projects and every searchable kind: rank,
 //!   snippets, pages.
+//! - `text_index`: work items' text indexed in batches; searches never see the index behind.
 //! - `idempotency`: keyed commands replay their first answer.
 //! - `batches`: atomic batches commit all or nothing.
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
@@ -74,6 +75,7 @@ mod rules;
 mod search;
 mod tenant_search;
 mod tenants;
+mod text_index;
 mod upstream;
 mod wal;
 mod writer;

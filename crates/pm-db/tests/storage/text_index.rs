@@ -1,0 +1,170 @@
+//! Work items' text reaches the full-text index in batches (SQLite): reads never see the
+//! index behind the items, before or after a batch, and the index ends up exactly as the
+//! items' text.
+
+use pm_proto::v1;
+use pm_proto::v1::command::Kind as C;
+use pm_proto::v1::query::Kind as Q;
+use pm_proto::v1::query_result::Result as R;
+use sqlx::{Connection, SqliteConnection};
+
+use crate::env::TestTenant;
+use crate::support::*;
+
+/// Seqs per batch (the engine's `TEXT_BATCH`).
+const BATCH: u64 = 64;
+
+/// A connection of the test's own to the tenant's database file.
+async fn raw(tenant: &TestTenant) -> SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(tenant.dir().join(pm_db::sqlite::DB_FILE))
+        .busy_timeout(std::time::Duration::from_secs(5));
+    SqliteConnection::connect_with(&options).await.unwrap()
+}
+
+/// The rowids of the items waiting for the index, in order.
+async fn waiting(tenant: &TestTenant) -> Vec<i64> {
+    let mut conn = raw(tenant).await;
+    let rows = sqlx::query_scalar("SELECT item_rowid FROM work_item_fts_pending ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows
+}
+
+/// FTS5's own check that the index holds exactly the items' current text.
+async fn assert_index_matches_items(tenant: &TestTenant) {
+    let mut conn = raw(tenant).await;
+    sqlx::query("INSERT INTO work_item_fts (work_item_fts, rank) VALUES ('integrity-check', 1)")
+        .execute(&mut conn)
+        .await
+        .expect("the index holds exactly the items' text");
+    conn.close().await.unwrap();
+}
+
+/// Renames `item` (as ALICE), keeping `item` at its new version.
+async fn rename(tenant: &TestTenant, item: &mut v1::WorkItem, title: &str) {
+    let update = C::UpdateWorkItem(v1::UpdateWorkItem {
+        id: item.id.clone(),
+        expected_version: item.version,
+        title: Some(title.into()),
+        ..Default::default()
+    });
+    *item = run::<v1::WorkItem>(tenant, &ALICE, update).await.0;
+}
+
+/// The titles tenant-wide `Search` finds for `text`, best first (one page of up to 500).
+async fn found(tenant: &TestTenant, text: &str) -> Vec<String> {
+    let search = Q::Search(v1::Search {
+        text: text.into(),
+        page: page500(),
+        ..Default::default()
+    });
+    match query(tenant, &ALICE, search).await.unwrap() {
+        R::SearchResult(r) => r.items.into_iter().map(|h| h.title).collect(),
+        other => panic!("expected SearchResult, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn searches_see_every_committed_text_before_and_after_its_batch() {
+    let (_env, tenant, project) = setup().await;
+    let pid = project.id.as_str();
+    let mut items = Vec::new();
+    let mut head = 0;
+    while head < BATCH + 3 {
+        let n = items.len();
+        let (item, seq) = run::<v1::WorkItem>(
+            &tenant,
+            &ALICE,
+            new_item(pid, v1::WorkItemType::Task, &format!("Filler {n}"), None),
+        )
+        .await;
+        items.push(item);
+        head = seq;
+    }
+    // The commit that crossed seq 64 indexed everything before it: only the items created
+    // after it wait.
+    let after_batch = (head - BATCH) as usize;
+
+    assert_eq!(waiting(&tenant).await.len(), after_batch);
+
+    // A search from a snapshot with waiting items goes through the writer, which indexes
+    // them first: every item is found, and none waits any longer.
+    assert_eq!(
+        search(&tenant, pid, "filler").await.unwrap().len(),
+        items.len()
+    );
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_index_matches_items(&tenant).await;
+
+    // Renamed twice before the next batch: only the last title is found, by both reads.
+    rename(&tenant, &mut items[3], "Quokka habitat").await;
+    rename(&tenant, &mut items[3], "Numbat nest").await;
+    assert_eq!(waiting(&tenant).await.len(), 1);
+    assert_eq!(found(&tenant, "quokka").await, Vec::<String>::new());
+    assert_eq!(found(&tenant, "numbat").await, ["Numbat nest"]);
+    assert_eq!(
+        search(&tenant, pid, "numbat").await.unwrap(),
+        ["Numbat nest"]
+    );
+    assert_eq!(
+        search(&tenant, pid, "filler").await.unwrap().len(),
+        items.len() - 1
+    );
+    // An item created and renamed within one batch: never indexed under its first title.
+    let (mut fresh, _) = run::<v1::WorkItem>(
+        &tenant,
+        &ALICE,
+        new_item(pid, v1::WorkItemType::Task, "Wombat burrow", None),
+    )
+    .await;
+    rename(&tenant, &mut fresh, "Bilby den").await;
+    assert_eq!(found(&tenant, "wombat").await, Vec::<String>::new());
+    assert_eq!(found(&tenant, "bilby").await, ["Bilby den"]);
+    assert_index_matches_items(&tenant).await;
+
+    // The same answers from the read pool once nothing waits.
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_eq!(found(&tenant, "quokka").await, Vec::<String>::new());
+    assert_eq!(found(&tenant, "numbat").await, ["Numbat nest"]);
+    assert_eq!(found(&tenant, "bilby").await, ["Bilby den"]);
+
+    // 63 renames: the commit that crosses the next multiple of 64 indexes those before it.
+    let before = tenant.head_seq();
+    for (i, item) in items.iter_mut().enumerate().take(BATCH as usize) {
+        if i != 3 {
+            rename(&tenant, item, &format!("Renamed {i}")).await;
+        }
+    }
+    let head = tenant.head_seq();
+    assert_eq!(head, before + BATCH - 1);
+    assert_eq!(waiting(&tenant).await.len() as u64, head % BATCH);
+    assert_eq!(found(&tenant, "renamed").await.len(), BATCH as usize - 1);
+    assert_eq!(
+        search(&tenant, pid, "filler").await.unwrap().len(),
+        items.len() - BATCH as usize
+    );
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_index_matches_items(&tenant).await;
+}
+#[tokio::test]
+async fn a_query_that_reads_no_text_leaves_the_batch_waiting() {
+    let (_env, tenant, project) = setup().await;
+    let pid = project.id.as_str();
+    run::<v1::WorkItem>(
+        &tenant,
+        &ALICE,
+        new_item(pid, v1::WorkItemType::Bug, "Platypus tracker", None),
+    )
+    .await;
+    assert_eq!(waiting(&tenant).await.len(), 1);
+    assert_eq!(all_items(&tenant, &ALICE, pid, false).await.len(), 1);
+    assert_eq!(waiting(&tenant).await.len(), 1);
+    assert_eq!(
+        search(&tenant, pid, "platypus").await.unwrap(),
+        ["Platypus tracker"]
+    );
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+}
