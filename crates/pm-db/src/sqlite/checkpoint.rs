@@ -5,9 +5,9 @@
 //! group) would stall for it. Instead the writer's connection has `wal_autocheckpoint = 0`,
 //! and this task, with a connection of its own, runs a PASSIVE checkpoint (which never blocks
 //! the writer) every [`COMMITS_PER_CHECKPOINT`] commits, as soon as the WAL outgrows
-//! [`WAL_SIZE_LIMIT`] (read after every commit from the wal-index, [`WalProgress::wal_in_use`]:
-//! one small commit writes about 14 pages, so 256 of them would be a WAL of 14 MiB; a large
-//! group writes megabytes), and, if anything is pending, after `SqliteConfig::idle_checkpoint`
+//! [`WAL_SIZE_LIMIT`] (read from the wal-index, [`WalProgress::wal_in_use`], after every large
+//! group and every few small ones: one small commit writes about 14 pages, so 256 of them
+//! would be a WAL of 14 MiB; a large group writes megabytes), and, if anything is pending, after `SqliteConfig::idle_checkpoint`
 //! without one; and a TRUNCATE checkpoint once the tenant has been quiet that long, and when
 //! it closes (evicted, or at shutdown), so that an idle tenant's WAL takes no disk.
 //!
@@ -38,11 +38,22 @@ use super::group::exec;
 /// Commits between checkpoints at most.
 pub(crate) const COMMITS_PER_CHECKPOINT: u64 = 256;
 
+/// How much a commit weighs, beside one unit per event, towards the next read of the
+/// wal-index; it is read once the commits since the last read weigh [`READ_AFTER`]. A read
+/// costs an open, a read and a close: 3 % of the server's CPU when every commit read it, at
+/// one command per commit. A one-event commit (about 14 pages) weighs 5, so the WAL grows by
+/// some 400 KiB at most between two reads, a tenth of [`WAL_SIZE_LIMIT`]; a group of 28
+/// events or more reads it at once.
+const COMMIT_WEIGHT: u64 = 4;
+const READ_AFTER: u64 = 32;
+
 /// What the writer tells the checkpointer.
 #[derive(Debug)]
 pub(crate) struct WalProgress {
     /// Commits since the last checkpoint started.
     pub(crate) commits: AtomicU64,
+    /// What the commits since the wal-index was last read weigh (see [`READ_AFTER`]).
+    unread: AtomicU64,
     /// The WAL file.
     wal_file: PathBuf,
     /// Its wal-index.
@@ -74,6 +85,7 @@ impl WalProgress {
     pub(crate) fn new(db_file: &std::path::Path) -> Self {
         WalProgress {
             commits: AtomicU64::new(0),
+            unread: AtomicU64::new(0),
             wal_file: wal_file(db_file),
             shm_file: sidecar(db_file, "-shm"),
             running: tokio::sync::Mutex::new(()),
@@ -107,25 +119,29 @@ impl WalProgress {
         Some(WAL_HEADER + frames * (WAL_FRAME_HEADER + page))
     }
 
-    /// Counts a commit: what it makes due.
-    pub(crate) fn committed(&self) -> Due {
+    /// Counts a commit of `events` events: what it makes due.
+    pub(crate) fn committed(&self, events: u64) -> Due {
         let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        // Not the file's size: a WAL started over is not truncated below its limit. Without
-        // the wal-index (say, out of file descriptors), only a file past the size it is
-        // truncated to when started over shows growth; the file's size alone would call for
-        // a restart after every group.
-        let in_use = self.wal_in_use().unwrap_or_else(|| {
-            let file = self.wal_bytes();
-            if file > JOURNAL_SIZE_LIMIT {
-                file
-            } else {
-                0
+        let weight = COMMIT_WEIGHT + events;
+        if self.unread.fetch_add(weight, Ordering::Relaxed) + weight >= READ_AFTER {
+            self.unread.store(0, Ordering::Relaxed);
+            // Not the file's size: a WAL started over is not truncated below its limit.
+            // Without the wal-index (say, out of file descriptors), only a file past the size
+            // it is truncated to when started over shows growth; the file's size alone would
+            // call for a restart after every group.
+            let in_use = self.wal_in_use().unwrap_or_else(|| {
+                let file = self.wal_bytes();
+                if file > JOURNAL_SIZE_LIMIT {
+                    file
+                } else {
+                    0
+                }
+            });
+            match in_use {
+                bytes if bytes > 2 * WAL_SIZE_LIMIT => return Due::Restart,
+                bytes if bytes > WAL_SIZE_LIMIT => return Due::Checkpoint,
+                _ => {}
             }
-        });
-        match in_use {
-            bytes if bytes > 2 * WAL_SIZE_LIMIT => return Due::Restart,
-            bytes if bytes > WAL_SIZE_LIMIT => return Due::Checkpoint,
-            _ => {}
         }
         if commits == COMMITS_PER_CHECKPOINT {
             Due::Checkpoint
@@ -295,7 +311,12 @@ mod tests {
         assert!(grown > 2 * WAL_SIZE_LIMIT, "{grown}");
         assert_eq!(progress.wal_in_use(), Some(grown));
         assert_eq!((grown - WAL_HEADER) % page, 0);
-        assert_eq!(progress.committed(), Due::Restart);
+        // One-event commits read the wal-index every seventh (5 × 7 ≥ 32), large ones at once.
+        for _ in 0..6 {
+            assert_eq!(progress.committed(1), Due::Nothing);
+        }
+        assert_eq!(progress.committed(1), Due::Restart);
+        assert_eq!(progress.committed(READ_AFTER), Due::Restart);
 
         assert!(checkpoint(&mut conn, Mode::Restart).await.unwrap());
         exec(&mut conn, "INSERT INTO t VALUES (1)").await.unwrap();
@@ -304,6 +325,6 @@ mod tests {
         assert!(in_use < 6 * page + WAL_HEADER, "{in_use}");
         // Not cut back to the limit (`journal_size_limit` is above it), and not due again.
         assert_eq!(progress.wal_bytes(), grown);
-        assert_eq!(progress.committed(), Due::Nothing);
+        assert_eq!(progress.committed(READ_AFTER), Due::Nothing);
     }
 }

@@ -472,7 +472,7 @@ impl Writer {
     fn finish(&mut self, group: Group, jobs: &mut Vec<Job>) {
         self.head = group.head();
         if group.pending.begun {
-            match self.checkpoint.0.committed() {
+            match self.checkpoint.0.committed(group.events.len() as u64) {
                 Due::Nothing => {}
                 // A full channel already has a checkpoint coming.
                 Due::Checkpoint => drop(self.checkpoint.1.try_send(())),
