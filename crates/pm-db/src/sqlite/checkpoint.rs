@@ -42,7 +42,7 @@ pub(crate) const COMMITS_PER_CHECKPOINT: u64 = 256;
 /// wal-index; it is read once the commits since the last read weigh [`READ_AFTER`]. A read
 /// costs an open, a read and a close: 3 % of the server's CPU when every commit read it, at
 /// one command per commit. A one-event commit (about 14 pages) weighs 5, so the WAL grows by
-/// some 400 KiB at most between two reads, a tenth of [`WAL_SIZE_LIMIT`]; a group of 28
+/// some 400 KiB at most between two reads, a fortieth of [`WAL_SIZE_LIMIT`]; a group of 28
 /// events or more reads it at once.
 const COMMIT_WEIGHT: u64 = 4;
 const READ_AFTER: u64 = 32;
@@ -301,8 +301,8 @@ mod tests {
         exec(&mut conn, "CREATE TABLE t (x BLOB)").await.unwrap();
         let progress = WalProgress::new(&db_file);
         let page = 4096 + WAL_FRAME_HEADER;
-        // Past twice the limit: some 10 MiB, 40 KB a commit.
-        for _ in 0..250 {
+        // Past twice the limit, 40 KB a commit.
+        for _ in 0..(2 * WAL_SIZE_LIMIT / 40_000 + 16) {
             exec(&mut conn, "INSERT INTO t VALUES (zeroblob(40000))")
                 .await
                 .unwrap();

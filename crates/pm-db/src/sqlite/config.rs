@@ -15,7 +15,10 @@ use crate::events::Retention;
 /// The size a tenant's WAL is kept near: past it a checkpoint runs, past twice it the writer
 /// starts the WAL over. Starting over truncates the file only past four times this
 /// (`journal_size_limit`: after a burst); a quiet tenant's WAL is truncated to nothing.
-pub const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
+/// 16 MiB rather than 4: checkpoints a quarter as often, each copying the pages every commit
+/// rewrites (the last leaf of each index) once for four times the commits; +7 % commands per
+/// second at 64 writers on one tenant, for up to 34 MB of WAL on disk per busy tenant.
+pub const WAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// What a WAL file is cut back to when it starts over (`journal_size_limit`): above where the
 /// writer starts it over, so that steady writes reuse the file instead of cutting it back and

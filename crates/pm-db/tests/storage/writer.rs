@@ -109,7 +109,7 @@ async fn every_pooled_connection_has_the_pragmas() {
             ("cache_size", -8_192),
             ("mmap_size", 268_435_456),
             // Above where the writer starts the WAL over: the file is not cut back each time.
-            ("journal_size_limit", 16 * 1024 * 1024),
+            ("journal_size_limit", 64 * 1024 * 1024),
         ] {
             let value: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
                 .fetch_one(&mut **conn)
