@@ -76,9 +76,11 @@ async fn a_full_tenant_fails_fast_and_serves_again_once_there_is_room() {
             "the tenant's storage is full (database or disk is full); retry later"
         );
     }
-    // Reads keep working.
+    // Reads keep working, searches too: they see every acknowledged item.
     let items = all_items(&tenant, &ALICE, &project.id, false).await;
     assert_eq!(items.len(), acked_full.len());
+    let found = search(&tenant, &project.id, "item").await.unwrap();
+    assert_eq!(found.len(), acked_full.len());
 
     // Room again: the tenant serves by itself, without being reopened.
     env.engine.set_max_tenant_bytes(None);
