@@ -12,7 +12,8 @@
 //!   commands applied in it, entity rows, the reads with `as_of_seq`, keyset pages, the
 //!   board's derived reads, idempotency answers; `dialect`: what it needs to know of SQLite.
 //! - `search`: `Search` and the text filter of `ListWorkItems` on the FTS5 tables;
-//!   `text_index`: work items' text indexed in batches, and reads that need all of it.
+//!   `text_index`: work items' and comments' text indexed in batches, and reads that need
+//!   all of it.
 //! - `changelog`: the change log's SQL (append, retention).
 //! - `checkpoint`: WAL checkpoints off the writer's path.
 //! - [`migrations`]: schema migrations, atomic per tenant; `rollout`: online rollouts.

@@ -1,15 +1,18 @@
-//! Work items' text reaches the full-text index (`work_item_fts`) in batches.
+//! Work items' and comments' text reaches the full-text indexes (`work_item_fts`,
+//! `comment_fts`) in batches.
 //!
-//! Indexing every commit's new or renamed items by trigger made each such commit write a new
+//! Indexing every commit's new or edited rows by trigger made each such commit write a new
 //! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. The triggers now note
-//! the items in `work_item_fts_pending` instead, and the writer indexes all noted items at once
-//! ([`INDEX_TEXT`]) when a commit crosses a multiple of [`TEXT_BATCH`] seqs (in the commit's
-//! own script) or before it answers a query that reads the index.
+//! the rows in `work_item_fts_pending` and `comment_fts_pending` instead, and the writer
+//! indexes all noted rows at once ([`INDEX_TEXT`]) when a commit crosses a multiple of
+//! [`TEXT_BATCH`] seqs (in the commit's own script) or before it answers a query that reads
+//! the indexes.
 //!
-//! A search never misses a committed change: a read whose snapshot holds noted items
+//! A search never misses a committed change: a read whose snapshot holds noted rows
 //! ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes them and runs the
 //! query in the same transaction, so its `as_of_seq` is exact. The first search after a quiet
-//! spell of writes pays for the batch; the searches after it read from the pool again.
+//! spell of writes pays for the batch; the searches after it read from the pool again. Sprints
+//! and LLM context, written far less often, are still indexed by every commit.
 
 use pm_core::UserId;
 use pm_proto::v1;
@@ -28,7 +31,7 @@ pub(crate) fn indexes_text(base: u64, head: u64) -> bool {
     base / TEXT_BATCH != head / TEXT_BATCH
 }
 
-/// Indexes every noted item: removes the text the index holds for those it held (the note
+/// Indexes every noted row: removes the text the index holds for those it held (the note
 /// kept it), adds their current text, forgets the notes. In the writer's transaction.
 pub(crate) const INDEX_TEXT: &str = r#"
 INSERT INTO work_item_fts (work_item_fts, rowid, title, description)
@@ -36,9 +39,20 @@ SELECT 'delete', item_rowid, title, description FROM work_item_fts_pending WHERE
 INSERT INTO work_item_fts (rowid, title, description)
 SELECT w.rowid, w.title, w.description
 FROM work_item_fts_pending AS p JOIN work_items AS w ON w.rowid = p.item_rowid;
-DELETE FROM work_item_fts_pending"#;
+DELETE FROM work_item_fts_pending;
+INSERT INTO comment_fts (comment_fts, rowid, content)
+SELECT 'delete', comment_rowid, content FROM comment_fts_pending WHERE indexed = 1;
+INSERT INTO comment_fts (rowid, content)
+SELECT c.rowid, c.content
+FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid;
+DELETE FROM comment_fts_pending"#;
 
-/// Whether `query` reads the full-text index: a search, or a work-item list narrowed by text.
+/// Forgets every noted row, for an import that empties the indexes and the tables.
+pub(crate) const FORGET_NOTED: &str =
+    "DELETE FROM work_item_fts_pending; DELETE FROM comment_fts_pending";
+
+/// Whether `query` reads the full-text indexes: a search, or a work-item list narrowed by text
+/// (which matches comments too).
 pub(crate) fn reads_text(query: &v1::Query) -> bool {
     use v1::query::Kind as Q;
     match &query.kind {
@@ -48,15 +62,18 @@ pub(crate) fn reads_text(query: &v1::Query) -> bool {
     }
 }
 
-/// Whether the snapshot read through `executor` holds items the index does not have yet.
+/// Whether the snapshot read through `executor` holds rows the indexes do not have yet.
 pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool> {
-    let behind: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM work_item_fts_pending)")
-        .fetch_one(executor)
-        .await?;
+    let behind: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM work_item_fts_pending) \
+         OR EXISTS (SELECT 1 FROM comment_fts_pending)",
+    )
+    .fetch_one(executor)
+    .await?;
     Ok(behind)
 }
 
-/// Runs `query` on the writer's connection once the index has every noted item, in one
+/// Runs `query` on the writer's connection once the indexes have every noted row, in one
 /// transaction: nothing can commit between the indexing and the read.
 pub(crate) async fn index_and_run(
     conn: &mut SqliteConnection,

@@ -223,7 +223,7 @@ async fn load(
     if replaced {
         transfer::delete_content(&mut tx).await?;
         // The full-text indexes follow inserts and updates, not deletes: empty them, and
-        // forget the work items noted for the next batch with them.
+        // forget the rows noted for the next batch with them.
         for fts in [
             "work_item_fts",
             "comment_fts",
@@ -234,7 +234,7 @@ async fn load(
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM work_item_fts_pending")
+        sqlx::query(text_index::FORGET_NOTED)
             .execute(&mut *tx)
             .await?;
     }
@@ -249,7 +249,7 @@ async fn load(
         query.execute(&mut *tx).await?;
     }
     changelog::reindex_actors(&mut tx).await?;
-    // The imported items' text, noted by their inserts, goes into the index at once.
+    // The imported rows' text, noted by their inserts, goes into the indexes at once.
     sqlx::query(text_index::INDEX_TEXT)
         .execute(&mut *tx)
         .await?;

@@ -368,7 +368,7 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     .unwrap();
     assert_eq!((unindexed, pairs, upto as u64), (0, head as i64, head));
     // Every full-text index holds exactly the imported rows' text (FTS5's own check), and
-    // no work item waits for one.
+    // no work item or comment waits for one.
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(reopened.dir().join(pm_db::sqlite::DB_FILE))
         .busy_timeout(std::time::Duration::from_secs(5));
@@ -388,9 +388,12 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
         .await
         .unwrap_or_else(|e| panic!("{fts} holds exactly its rows' text: {e}"));
     }
-    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM work_item_fts_pending")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM work_item_fts_pending) \
+              + (SELECT COUNT(*) FROM comment_fts_pending)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
     assert_eq!(waiting, 0);
 }

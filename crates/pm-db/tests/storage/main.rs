@@ -22,7 +22,8 @@
 //!   activity.
 //! - `tenant_search`: `Search` across the caller's projects and every searchable kind: rank,
 //!   snippets, pages.
-//! - `text_index`: work items' text indexed in batches; searches never see the index behind.
+//! - `text_index`: work items' and comments' text indexed in batches; searches never see an
+//!   index behind its rows.
 //! - `idempotency`: keyed commands replay their first answer.
 //! - `batches`: atomic batches commit all or nothing.
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.

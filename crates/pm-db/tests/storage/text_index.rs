@@ -1,6 +1,6 @@
-//! Work items' text reaches the full-text index in batches (SQLite): reads never see the
-//! index behind the items, before or after a batch, and the index ends up exactly as the
-//! items' text.
+//! Work items' and comments' text reaches the full-text indexes in batches (SQLite): reads
+//! never see an index behind its rows, before or after a batch, and the indexes end up
+//! exactly as the rows' text.
 
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
@@ -33,14 +33,31 @@ async fn waiting(tenant: &TestTenant) -> Vec<i64> {
     rows
 }
 
-/// FTS5's own check that the index holds exactly the items' current text.
-async fn assert_index_matches_items(tenant: &TestTenant) {
+/// How many comments wait for the index.
+async fn comments_waiting(tenant: &TestTenant) -> i64 {
     let mut conn = raw(tenant).await;
-    sqlx::query("INSERT INTO work_item_fts (work_item_fts, rank) VALUES ('integrity-check', 1)")
-        .execute(&mut conn)
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM comment_fts_pending")
+        .fetch_one(&mut conn)
         .await
-        .expect("the index holds exactly the items' text");
+        .unwrap();
     conn.close().await.unwrap();
+    count
+}
+
+/// FTS5's own check that `fts` holds exactly its rows' current text.
+async fn assert_index_matches(tenant: &TestTenant, fts: &str) {
+    let mut conn = raw(tenant).await;
+    sqlx::query(&format!(
+        "INSERT INTO {fts} ({fts}, rank) VALUES ('integrity-check', 1)"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{fts} holds exactly its rows' text: {e}"));
+    conn.close().await.unwrap();
+}
+
+async fn assert_index_matches_items(tenant: &TestTenant) {
+    assert_index_matches(tenant, "work_item_fts").await;
 }
 
 /// Renames `item` (as ALICE), keeping `item` at its new version.
@@ -167,4 +184,68 @@ async fn a_query_that_reads_no_text_leaves_the_batch_waiting() {
         ["Platypus tracker"]
     );
     assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn comments_are_found_by_their_last_text_before_and_after_their_batch() {
+    let (_env, tenant, project) = setup().await;
+    let pid = project.id.as_str();
+    let (item, _) = run::<v1::WorkItem>(
+        &tenant,
+        &ALICE,
+        new_item(pid, v1::WorkItemType::Task, "Feeding schedule", None),
+    )
+    .await;
+    let comment = |content: &str| {
+        C::CreateComment(v1::CreateComment {
+            work_item_id: item.id.clone(),
+            content: content.into(),
+        })
+    };
+    let (first, _) = run::<v1::Comment>(&tenant, &ALICE, comment("The echidna sleeps")).await;
+    assert_eq!(comments_waiting(&tenant).await, 1);
+    assert_eq!(found(&tenant, "echidna").await, ["Feeding schedule"]);
+    assert_eq!(
+        search(&tenant, pid, "echidna").await.unwrap(),
+        ["Feeding schedule"]
+    );
+    assert_eq!(comments_waiting(&tenant).await, 0);
+    assert_index_matches(&tenant, "comment_fts").await;
+
+    // Edited twice before the next batch: only the last text is found.
+    let mut edited = first;
+    for content in ["The dingo howls", "The kookaburra laughs"] {
+        let update = C::UpdateComment(v1::UpdateComment {
+            id: edited.id.clone(),
+            expected_version: edited.version,
+            content: content.into(),
+        });
+        edited = run::<v1::Comment>(&tenant, &ALICE, update).await.0;
+    }
+    assert_eq!(comments_waiting(&tenant).await, 1);
+    assert_eq!(found(&tenant, "echidna").await, Vec::<String>::new());
+    assert_eq!(found(&tenant, "dingo").await, Vec::<String>::new());
+    assert_eq!(found(&tenant, "kookaburra").await, ["Feeding schedule"]);
+    assert_eq!(
+        search(&tenant, pid, "dingo").await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Comments indexed by a batch commit, with no search in between.
+    let before = tenant.head_seq();
+    for n in 0..BATCH {
+        run::<v1::Comment>(&tenant, &ALICE, comment(&format!("Wallaby sighting {n}"))).await;
+    }
+    assert_eq!(tenant.head_seq(), before + BATCH);
+    assert_eq!(
+        comments_waiting(&tenant).await as u64,
+        tenant.head_seq() % BATCH
+    );
+    assert_eq!(
+        search(&tenant, pid, "wallaby").await.unwrap(),
+        ["Feeding schedule"]
+    );
+    assert_eq!(comments_waiting(&tenant).await, 0);
+    assert_index_matches(&tenant, "comment_fts").await;
+    assert_index_matches_items(&tenant).await;
 }
