@@ -22,10 +22,10 @@ async fn raw(tenant: &TestTenant) -> SqliteConnection {
     SqliteConnection::connect_with(&options).await.unwrap()
 }
 
-/// The rowids of the items waiting for the index, in order.
-async fn waiting(tenant: &TestTenant) -> Vec<i64> {
+/// The rowids noted in `table` (a `*_fts_pending` table), in order.
+async fn noted(tenant: &TestTenant, table: &str) -> Vec<i64> {
     let mut conn = raw(tenant).await;
-    let rows = sqlx::query_scalar("SELECT item_rowid FROM work_item_fts_pending ORDER BY 1")
+    let rows = sqlx::query_scalar(&format!("SELECT {table}.rowid FROM {table} ORDER BY 1"))
         .fetch_all(&mut conn)
         .await
         .unwrap();
@@ -33,15 +33,14 @@ async fn waiting(tenant: &TestTenant) -> Vec<i64> {
     rows
 }
 
+/// The rowids of the items waiting for the index, in order.
+async fn waiting(tenant: &TestTenant) -> Vec<i64> {
+    noted(tenant, "work_item_fts_pending").await
+}
+
 /// How many comments wait for the index.
 async fn comments_waiting(tenant: &TestTenant) -> i64 {
-    let mut conn = raw(tenant).await;
-    let count = sqlx::query_scalar("SELECT COUNT(*) FROM comment_fts_pending")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    count
+    noted(tenant, "comment_fts_pending").await.len() as i64
 }
 
 /// FTS5's own check that `fts` holds exactly its rows' current text.
