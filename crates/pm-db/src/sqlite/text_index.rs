@@ -5,8 +5,8 @@
 //! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. The triggers now note
 //! the rows in `work_item_fts_pending` and `comment_fts_pending` instead, and the writer
 //! indexes all noted rows at once ([`INDEX_TEXT`]) when a commit crosses a multiple of
-//! [`TEXT_BATCH`] seqs (in the commit's own script) or before it answers a query that reads
-//! the indexes.
+//! [`TEXT_BATCH`] seqs (in the commit's own script), before it answers a query that reads
+//! the indexes, and as it closes ([`index`]).
 //!
 //! A search never misses a committed change: a read whose snapshot holds noted rows
 //! ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes them and runs the
@@ -71,6 +71,19 @@ pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool
     .fetch_one(executor)
     .await?;
     Ok(behind)
+}
+
+/// Indexes every noted row in a transaction of its own: the writer does it as it closes, so
+/// that a tenant opened again (often only to be read) answers searches from its read pool.
+pub(crate) async fn index(conn: &mut SqliteConnection) -> Result<()> {
+    if let Err(error) = exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT};\nCOMMIT")).await {
+        // Fails harmlessly if the failure already ended the transaction, or came before it.
+        if let Err(e) = exec(conn, "ROLLBACK").await {
+            tracing::debug!(error = %e, "rollback after failed indexing failed");
+        }
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// Runs `query` on the writer's connection once the indexes have every noted row, in one

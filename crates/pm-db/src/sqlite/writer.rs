@@ -251,6 +251,9 @@ impl Writer {
             // is drained again: larger groups, fewer commits per command.
             tokio::task::yield_now().await;
         }
+        if let Err(error) = text_index::index(&mut self.conn).await {
+            tracing::warn!(%error, "indexing the noted text before closing failed");
+        }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");
         }

@@ -248,3 +248,36 @@ async fn comments_are_found_by_their_last_text_before_and_after_their_batch() {
     assert_index_matches(&tenant, "comment_fts").await;
     assert_index_matches_items(&tenant).await;
 }
+
+#[tokio::test]
+async fn a_closing_tenant_indexes_what_it_noted() {
+    let env = crate::env::TestEnv::new();
+    let tenant = env.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    let (item, _) = run::<v1::WorkItem>(
+        &tenant,
+        &ALICE,
+        new_item(&project.id, v1::WorkItemType::Task, "Quoll survey", None),
+    )
+    .await;
+    run::<v1::Comment>(
+        &tenant,
+        &ALICE,
+        C::CreateComment(v1::CreateComment {
+            work_item_id: item.id.clone(),
+            content: "Seen near the creek".into(),
+        }),
+    )
+    .await;
+    assert_eq!(waiting(&tenant).await.len(), 1);
+    assert_eq!(comments_waiting(&tenant).await, 1);
+    drop(tenant);
+    assert_eq!(env.engine.close_idle().await, 1);
+
+    let reopened = env.tenant("acme").await;
+    assert_eq!(waiting(&reopened).await, Vec::<i64>::new());
+    assert_eq!(comments_waiting(&reopened).await, 0);
+    assert_index_matches_items(&reopened).await;
+    assert_index_matches(&reopened, "comment_fts").await;
+    assert_eq!(found(&reopened, "creek").await, ["Quoll survey"]);
+}
