@@ -251,7 +251,11 @@ impl Writer {
             // is drained again: larger groups, fewer commits per command.
             tokio::task::yield_now().await;
         }
-        if let Err(error) = text_index::index(&mut self.conn).await {
+        let indexed = match text_index::behind(&mut self.conn).await {
+            Ok(true) => text_index::index(&mut self.conn).await,
+            other => other.map(drop),
+        };
+        if let Err(error) = indexed {
             tracing::warn!(%error, "indexing the noted text before closing failed");
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
