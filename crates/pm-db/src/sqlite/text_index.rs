@@ -76,14 +76,11 @@ pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool
 /// Indexes every noted row in a transaction of its own: the writer does it as it closes, so
 /// that a tenant opened again (often only to be read) answers searches from its read pool.
 pub(crate) async fn index(conn: &mut SqliteConnection) -> Result<()> {
-    if let Err(error) = exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT};\nCOMMIT")).await {
-        // Fails harmlessly if the failure already ended the transaction, or came before it.
-        if let Err(e) = exec(conn, "ROLLBACK").await {
-            tracing::debug!(error = %e, "rollback after failed indexing failed");
-        }
-        return Err(error);
+    let indexed = exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT};\nCOMMIT")).await;
+    if indexed.is_err() {
+        roll_back(conn).await;
     }
-    Ok(())
+    indexed
 }
 
 /// Runs `query` on the writer's connection once the indexes have every noted row, in one
@@ -93,19 +90,24 @@ pub(crate) async fn index_and_run(
     actor: &UserId,
     query: v1::Query,
 ) -> Result<v1::QueryResult> {
-    exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT}")).await?;
-    match queries::run(conn, actor, query).await {
-        Ok(answer) => {
-            exec(conn, "COMMIT").await?;
-            Ok(answer)
-        }
-        Err(error) => {
-            // Fails harmlessly if the failure already ended the transaction.
-            if let Err(e) = exec(conn, "ROLLBACK").await {
-                tracing::debug!(error = %e, "rollback after a failed query failed");
-            }
-            Err(error)
-        }
+    let answer = async {
+        exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT}")).await?;
+        let answer = queries::run(conn, actor, query).await?;
+        exec(conn, "COMMIT").await?;
+        Ok(answer)
+    }
+    .await;
+    if answer.is_err() {
+        roll_back(conn).await;
+    }
+    answer
+}
+
+/// Ends whatever a failure left of the transaction: the writer's next group begins its own.
+/// Fails harmlessly if the failure already ended it, or came before it began.
+async fn roll_back(conn: &mut SqliteConnection) {
+    if let Err(error) = exec(conn, "ROLLBACK").await {
+        tracing::debug!(%error, "rollback after failed indexing failed");
     }
 }
 

@@ -299,7 +299,11 @@ impl Writer {
                 query,
                 reply,
             } => {
-                let answer = text_index::index_and_run(&mut self.conn, &actor, *query).await;
+                // Indexing writes: within the size limit in force, as a group would be.
+                let answer = match self.apply_size_limit().await {
+                    Ok(()) => text_index::index_and_run(&mut self.conn, &actor, *query).await,
+                    Err(error) => Err(error),
+                };
                 let _ = reply.send(answer);
             }
             Control::Migrate {

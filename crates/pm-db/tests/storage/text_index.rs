@@ -281,3 +281,60 @@ async fn a_closing_tenant_indexes_what_it_noted() {
     assert_index_matches(&reopened, "comment_fts").await;
     assert_eq!(found(&reopened, "creek").await, ["Quoll survey"]);
 }
+
+#[tokio::test]
+async fn a_search_that_cannot_index_fails_alone_and_the_writer_goes_on() {
+    let env = crate::env::TestEnv::new();
+    let tenant = env.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    // Twenty items whose words are all different: indexing them takes new pages.
+    for n in 0..20 {
+        let title: Vec<String> = (0..40).map(|w| format!("w{n}x{w}")).collect();
+        run::<v1::WorkItem>(
+            &tenant,
+            &ALICE,
+            new_item(&project.id, v1::WorkItemType::Task, &title.join(" "), None),
+        )
+        .await;
+    }
+    assert_eq!(waiting(&tenant).await.len(), 20);
+    // No room for a single new page.
+    let mut conn = raw(&tenant).await;
+    let (pages, free): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT * FROM pragma_page_count), (SELECT * FROM pragma_freelist_count)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(free, 0);
+    env.engine.set_max_tenant_bytes(Some(pages as u64 * 4096));
+
+    let error = query(
+        &tenant,
+        &ALICE,
+        Q::Search(v1::Search {
+            text: "w3x7".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&error), v1::ErrorCode::Unavailable, "{error}");
+    assert_eq!(
+        error.to_string(),
+        "the tenant's storage is full (database or disk is full); retry later"
+    );
+    // Nothing was indexed, nothing was lost, and the writer's transaction did not stay open.
+    assert_eq!(waiting(&tenant).await.len(), 20);
+    env.engine.set_max_tenant_bytes(None);
+    assert_eq!(found(&tenant, "w3x7").await.len(), 1);
+    run::<v1::WorkItem>(
+        &tenant,
+        &ALICE,
+        new_item(&project.id, v1::WorkItemType::Task, "After the fault", None),
+    )
+    .await;
+    assert_eq!(found(&tenant, "fault").await, ["After the fault"]);
+    assert_index_matches_items(&tenant).await;
+}
