@@ -44,7 +44,7 @@ use super::checkpoint::{self, Due, WalProgress};
 use super::commands::Cache;
 use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
-use super::health::{Health, Next, Safeguards};
+use super::health::{Condition, Health, Next, Safeguards};
 use super::queue::{Control, Job, Queued, Shared, WriterHandle};
 use super::{changelog, idempotency, migrations, people, retention, text_index};
 use crate::error::{Error, Result};
@@ -251,7 +251,11 @@ impl Writer {
             // is drained again: larger groups, fewer commits per command.
             tokio::task::yield_now().await;
         }
+        // What was noted goes into the index before the connection closes, unless the
+        // storage is at fault or damaged (a damaged file is never written again).
+        let healthy = self.shared.health.get() == Condition::Healthy;
         let indexed = match text_index::behind(&mut self.conn).await {
+            Ok(true) if !healthy => Ok(()),
             Ok(true) => text_index::index(&mut self.conn).await,
             other => other.map(drop),
         };
@@ -299,10 +303,20 @@ impl Writer {
                 query,
                 reply,
             } => {
-                // Indexing writes: within the size limit in force, as a group would be.
-                let answer = match self.apply_size_limit().await {
-                    Ok(()) => text_index::index_and_run(&mut self.conn, &actor, *query).await,
-                    Err(error) => Err(error),
+                // Indexing writes: never into a damaged database (its file is never written
+                // again), and within the size limit in force. Under a storage fault it is one
+                // more try: a failure answers the search with the storage's condition.
+                let answer = if self.shared.health.get() == Condition::Damaged {
+                    Err(self
+                        .safeguards
+                        .quarantine
+                        .refusal(&self.tenant)
+                        .unwrap_or_else(|| Error::StorageIo("the database is damaged".into())))
+                } else {
+                    match self.apply_size_limit().await {
+                        Ok(()) => text_index::index_and_run(&mut self.conn, &actor, *query).await,
+                        Err(error) => Err(error),
+                    }
                 };
                 let _ = reply.send(answer);
             }
