@@ -10,7 +10,7 @@ use crate::error::Result;
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
     /// transaction is not open yet, the deferred inserts, the change log, a batch of
-    /// activity-by-actor pairs and of work items' text when one is due, the idempotency answers,
+    /// activity-by-actor pairs and of noted text when one is due, the idempotency answers,
     /// `COMMIT`.
     pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);

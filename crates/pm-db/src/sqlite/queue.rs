@@ -131,8 +131,8 @@ pub(super) enum Control {
         profile: UserProfile,
         reply: oneshot::Sender<Result<()>>,
     },
-    /// Index the work items' text not indexed yet, then run `query` as `actor` in the same
-    /// transaction (see `text_index`).
+    /// Index the work items' and comments' text noted since the last batch, then run `query`
+    /// as `actor` in the same transaction (see `text_index`).
     IndexAndQuery {
         actor: UserId,
         query: Box<v1::Query>,
@@ -256,8 +256,8 @@ impl WriterHandle {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Runs `query` as `actor` on the writer's connection, once the full-text index holds
-    /// every committed work item's text.
+    /// Runs `query` as `actor` on the writer's connection, once the full-text indexes hold
+    /// every committed work item's and comment's text.
     pub(crate) async fn index_and_query(
         &self,
         actor: UserId,

@@ -253,14 +253,14 @@ impl Writer {
         }
         // What was noted goes into the index before the connection closes, unless the
         // storage is at fault or damaged (a damaged file is never written again).
-        let healthy = self.shared.health.get() == Condition::Healthy;
-        let indexed = match text_index::behind(&mut self.conn).await {
-            Ok(true) if !healthy => Ok(()),
-            Ok(true) => text_index::index(&mut self.conn).await,
-            other => other.map(drop),
-        };
-        if let Err(error) = indexed {
-            tracing::warn!(%error, "indexing the noted text before closing failed");
+        if self.shared.health.get() == Condition::Healthy {
+            let indexed = match text_index::behind(&mut self.conn).await {
+                Ok(true) => text_index::index(&mut self.conn).await,
+                other => other.map(drop),
+            };
+            if let Err(error) = indexed {
+                tracing::warn!(%error, "indexing the noted text before closing failed");
+            }
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");
