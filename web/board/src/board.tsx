@@ -39,8 +39,13 @@ function columnsOf(store: Store, projectId: string): Column[] {
   return columns;
 }
 
-/** The card whose button takes the focus once it is rendered where a move put it. */
-let focusAfterMove: string | undefined;
+/**
+ * The card whose button takes the focus once it is rendered where a move put it: at the
+ * version the move's answer carries. The answer may come before the move's event; the card
+ * still shown at its old place must not take the focus, since the event then renders it anew
+ * in its new column and the focus would be lost.
+ */
+let focusAfterMove: { id: string; version: bigint } | undefined;
 /** Cards with a move on the way: another press waits for the answer (it would be a conflict). */
 const moving = new Set<string>();
 
@@ -326,7 +331,7 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
   const index = cards.findIndex((c) => c.id === item.id);
   const button = useRef<HTMLButtonElement>(null);
   useEffect(() => {
-    if (focusAfterMove === item.id) {
+    if (focusAfterMove?.id === item.id && item.version >= focusAfterMove.version) {
       focusAfterMove = undefined;
       button.current?.focus();
     }
@@ -337,7 +342,7 @@ function Card(props: ColumnProps & { item: WorkItem; dropBefore: boolean }) {
     moving.add(item.id);
     try {
       const outcome = await store.move(item, status, afterId, beforeId);
-      if (outcome.ok) focusAfterMove = item.id;
+      if (outcome.ok) focusAfterMove = { id: item.id, version: outcome.item.version };
     } finally {
       moving.delete(item.id);
       store.changed();
