@@ -168,10 +168,10 @@ pub async fn head_seq(conn: &mut PgConnection) -> Result<u64> {
         .ok_or_else(|| Error::Corrupt("the tenant's seq counter row is missing".into()))
 }
 
-/// Up to which seq activity by actor is in a separate index: never here, where the index
-/// `change_log_by_actor` covers every event as it is written (see `sqlite/changelog.rs` for
-/// the engine that batches it).
-pub(crate) async fn actors_indexed_upto(_conn: &mut PgConnection) -> Result<Option<u64>> {
+/// Up to which seq the events by actor, project and entity are in separate indexes: never
+/// here, where the indexes `change_log_by_actor`, `_by_project` and `_by_entity` cover every
+/// event as it is written (see `sqlite/changelog.rs` for the engine that batches them).
+pub(crate) async fn batched_upto(_conn: &mut PgConnection) -> Result<Option<u64>> {
     Ok(None)
 }
 

@@ -1,12 +1,13 @@
 //! `ListActivity`: the change log as an audit trail, filtered by project, entity and actor,
 //! and paged by seq both ways.
 //!
-//! An engine may index activity by actor in batches rather than at every commit
-//! (`changelog::actors_indexed_upto` is then `Some`: SQLite, see `sqlite/changelog.rs`). A page
-//! filtered by actor is then read in two parts: the events up to the end of the last batch,
-//! driven by `change_log_actors` in seq order, and the newer ones (less than a batch and a
-//! group) from the log itself. Newest first, the newer part comes first; oldest first, last.
-//! Every other page is one query.
+//! An engine may index the log by entity, actor and project in batches rather than at every
+//! commit (`changelog::batched_upto` is then `Some`: SQLite, see `sqlite/changelog.rs`). A page
+//! filtered by one of them is then read in two parts: the events up to the end of the last
+//! batch, driven in seq order by the pairs of the most selective filter (an entity's, then an
+//! actor's, then a project's), and the newer ones (less than a batch and a group) from the log
+//! itself. Newest first, the newer part comes first; oldest first, last. Every other page is
+//! one query.
 
 use pm_proto::{convert, v1};
 use prost::Message;
@@ -27,10 +28,38 @@ use v1::query_result::Result as R;
 enum Part {
     /// All of them (no batched index in the way).
     All,
-    /// Those up to `upto`, through the actor's pairs in `change_log_actors`.
-    Batched { upto: u64 },
+    /// Those up to `upto`, through the pairs of `by` (its table, column and value).
+    Batched { upto: u64, by: Driver },
     /// Those after `upto`, which no batch holds yet.
     After { upto: u64 },
+}
+
+/// A batched index of the log: the pairs of each entity, actor or project with its events.
+#[derive(Debug, Clone, Copy)]
+enum Driver {
+    Entity,
+    Actor,
+    Project,
+}
+
+impl Driver {
+    /// Its table and the column a page looks up.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Driver::Entity => ("change_log_entities", "entity_id"),
+            Driver::Actor => ("change_log_actors", "actor_id"),
+            Driver::Project => ("change_log_projects", "project_id"),
+        }
+    }
+
+    /// The value of `filters` it looks up.
+    fn value(self, filters: &Filters) -> String {
+        match self {
+            Driver::Entity => filters.entity_id.clone(),
+            Driver::Actor => filters.actor_id.clone(),
+            Driver::Project => filters.project_id.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// The request's filters, checked and resolved.
@@ -43,6 +72,20 @@ struct Filters {
     /// Page after this seq (before it, newest first).
     cursor: Option<i64>,
     oldest_first: bool,
+}
+
+impl Filters {
+    /// The batched index that finds this page's events fastest: an entity has the fewest
+    /// events, then an actor, then a project. `None` if no filter has one.
+    fn driver(&self) -> Option<Driver> {
+        if !self.entity_id.is_empty() {
+            Some(Driver::Entity)
+        } else if !self.actor_id.is_empty() {
+            Some(Driver::Actor)
+        } else {
+            self.project_id.as_ref().map(|_| Driver::Project)
+        }
+    }
 }
 
 impl Reader<'_> {
@@ -70,18 +113,19 @@ impl Reader<'_> {
         };
         // One more than a page: whether there is a next one.
         let wanted = size as usize + 1;
-        let batched = if filters.actor_id.is_empty() {
-            None
-        } else {
-            changelog::actors_indexed_upto(&mut *self.conn).await?
+        let batched = match filters.driver() {
+            None => None,
+            Some(by) => changelog::batched_upto(&mut *self.conn)
+                .await?
+                .map(|upto| (upto, by)),
         };
         let mut rows = match batched {
             None => self.activity_rows(&filters, Part::All, wanted).await?,
-            Some(upto) => {
+            Some((upto, by)) => {
                 let (first, then) = if filters.oldest_first {
-                    (Part::Batched { upto }, Part::After { upto })
+                    (Part::Batched { upto, by }, Part::After { upto })
                 } else {
-                    (Part::After { upto }, Part::Batched { upto })
+                    (Part::After { upto }, Part::Batched { upto, by })
                 };
                 let mut rows = self.activity_rows(&filters, first, wanted).await?;
                 if rows.len() < wanted {
@@ -127,14 +171,15 @@ impl Reader<'_> {
     ) -> Result<Vec<DbRow>> {
         // The column the rows are ordered and paged by: the pairs' own, where they drive.
         let (mut b, key) = match part {
-            Part::Batched { upto } => {
+            Part::Batched { upto, by } => {
+                let (table, column) = by.table();
                 // CROSS JOIN: SQLite keeps the pairs as the outer loop, read in seq order.
-                let mut b = QueryBuilder::<Db>::new(
+                let mut b = QueryBuilder::<Db>::new(format!(
                     "SELECT c.seq AS seq, c.event AS event \
-                     FROM change_log_actors AS a CROSS JOIN change_log AS c \
-                     WHERE c.seq = a.seq AND a.actor_id = ",
-                );
-                b.push_bind(filters.actor_id.clone())
+                     FROM {table} AS a CROSS JOIN change_log AS c \
+                     WHERE c.seq = a.seq AND a.{column} = "
+                ));
+                b.push_bind(by.value(filters))
                     .push(" AND a.seq <= ")
                     .push_bind(upto.min(self.as_of_seq) as i64);
                 (b, "a.seq")
@@ -149,13 +194,13 @@ impl Reader<'_> {
                 if let Part::After { upto } = part {
                     b.push(" AND c.seq > ").push_bind(upto as i64);
                 }
-                if !filters.actor_id.is_empty() {
-                    b.push(" AND c.actor_id = ")
-                        .push_bind(filters.actor_id.clone());
-                }
                 (b, "c.seq")
             }
         };
+        if !filters.actor_id.is_empty() {
+            b.push(" AND c.actor_id = ")
+                .push_bind(filters.actor_id.clone());
+        }
         match &filters.project_id {
             None => self.in_my_projects(&mut b, "c.project_id"),
             Some(project_id) => {

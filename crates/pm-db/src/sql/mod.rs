@@ -8,8 +8,8 @@
 //! - `dialect`: its sqlx types (`Db`, `Conn`, `Pool`, `DbRow`, `Args`) and the few pieces of
 //!   SQL that differ (placeholders of generated statements, a bound list of ids, how a
 //!   transaction begins);
-//! - `changelog`: `head_seq`, the change number a read is as of, and `actors_indexed_upto`,
-//!   how much of the log a batched index of activity by actor holds (SQLite only);
+//! - `changelog`: `head_seq`, the change number a read is as of, and `batched_upto`, how
+//!   much of the log the batched indexes by actor, project and entity hold (SQLite only);
 //! - `search`: tenant-wide search and the text filter of `ListWorkItems`, on FTS5 or
 //!   `tsvector`.
 //!

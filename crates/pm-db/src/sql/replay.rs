@@ -4,7 +4,8 @@ use bytes::Bytes;
 use pm_core::kinds::EntityKind;
 use sqlx::{QueryBuilder, Row};
 
-use super::dialect::{Conn, Db};
+use super::changelog;
+use super::dialect::{Conn, Db, DbRow};
 use crate::error::{Error, Result};
 use crate::events::{EventFilter, StoredEvent};
 
@@ -35,43 +36,89 @@ pub(crate) async fn read_after(
             return Err(Error::ResyncRequired(after));
         }
     }
-    let mut query = QueryBuilder::<Db>::new(
-        "SELECT seq, project_id, entity_type, event FROM change_log WHERE seq > ",
-    );
-    query.push_bind(after_sql);
-    if let Some(until) = until_sql {
-        query.push(" AND seq <= ").push_bind(until);
-    }
-    if !filter.project_ids.is_empty() {
-        query.push(" AND project_id IN (");
-        let mut list = query.separated(", ");
-        for id in &filter.project_ids {
-            list.push_bind(id);
+    let bound = until_sql.unwrap_or(i64::MAX);
+    // One project, in an engine that indexes the log by project in batches: its events up to
+    // the last batch through its pairs, then the newer ones (a batch at most) from the log.
+    // Any other filter reads the log in seq order and skips what it does not match.
+    let batched = match filter.project_ids.as_slice() {
+        [project_id] => changelog::batched_upto(&mut *conn)
+            .await?
+            .map(|upto| (project_id, i64::try_from(upto).unwrap_or(i64::MAX))),
+        _ => None,
+    };
+    let mut rows = Vec::new();
+    let mut after_sql = after_sql;
+    if let Some((project_id, upto)) = batched {
+        if after_sql < upto {
+            let mut query = QueryBuilder::<Db>::new(
+                "SELECT c.seq AS seq, c.project_id AS project_id, c.entity_type AS entity_type, \
+                 c.event AS event \
+                 FROM change_log_projects AS a CROSS JOIN change_log AS c \
+                 WHERE c.seq = a.seq AND a.project_id = ",
+            );
+            query
+                .push_bind(project_id)
+                .push(" AND a.seq > ")
+                .push_bind(after_sql)
+                .push(" AND a.seq <= ")
+                .push_bind(upto.min(bound));
+            push_kinds(&mut query, "c.entity_type", filter);
+            query
+                .push(" ORDER BY a.seq LIMIT ")
+                .push_bind(i64::from(limit));
+            rows = query.build().fetch_all(&mut *conn).await?;
+            if rows.len() >= limit as usize {
+                return rows.iter().map(stored).collect();
+            }
+            after_sql = upto;
         }
-        query.push(")");
     }
+    if after_sql < bound {
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT seq, project_id, entity_type, event FROM change_log WHERE seq > ",
+        );
+        query.push_bind(after_sql);
+        if let Some(until) = until_sql {
+            query.push(" AND seq <= ").push_bind(until);
+        }
+        if !filter.project_ids.is_empty() {
+            query.push(" AND project_id IN (");
+            let mut list = query.separated(", ");
+            for id in &filter.project_ids {
+                list.push_bind(id);
+            }
+            query.push(")");
+        }
+        push_kinds(&mut query, "entity_type", filter);
+        let left = limit as usize - rows.len();
+        query
+            .push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::try_from(left).unwrap_or(i64::MAX));
+        rows.extend(query.build().fetch_all(&mut *conn).await?);
+    }
+    rows.iter().map(stored).collect()
+}
+
+/// ` AND {column} IN (...)` for the filter's kinds of entity, if it names any.
+fn push_kinds(query: &mut QueryBuilder<'_, Db>, column: &str, filter: &EventFilter) {
     if !filter.kinds.is_empty() {
-        query.push(" AND entity_type IN (");
+        query.push(format_args!(" AND {column} IN ("));
         let mut list = query.separated(", ");
         for kind in &filter.kinds {
             list.push_bind(kind.as_str());
         }
         query.push(")");
     }
-    query
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(limit));
-    let rows = query.build().fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            let kind: String = row.try_get("entity_type")?;
-            Ok(StoredEvent {
-                seq: row.try_get::<i64, _>("seq")? as u64,
-                project_id: row.try_get("project_id")?,
-                kind: EntityKind::parse("entity_type", &kind)
-                    .map_err(|_| Error::Corrupt(format!("unknown entity type {kind:?}")))?,
-                event: Bytes::from(row.try_get::<Vec<u8>, _>("event")?),
-            })
-        })
-        .collect()
+}
+
+/// A row of a replay read as a stored event.
+fn stored(row: &DbRow) -> Result<StoredEvent> {
+    let kind: String = row.try_get("entity_type")?;
+    Ok(StoredEvent {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        project_id: row.try_get("project_id")?,
+        kind: EntityKind::parse("entity_type", &kind)
+            .map_err(|_| Error::Corrupt(format!("unknown entity type {kind:?}")))?,
+        event: Bytes::from(row.try_get::<Vec<u8>, _>("event")?),
+    })
 }

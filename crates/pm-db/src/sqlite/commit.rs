@@ -9,9 +9,9 @@ use crate::error::Result;
 
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
-    /// transaction is not open yet, the deferred inserts, the change log, a batch of
-    /// activity-by-actor pairs and of noted text when one is due, the idempotency answers,
-    /// `COMMIT`.
+    /// transaction is not open yet, the deferred inserts, the change log, a batch of the log's
+    /// pairs by actor, project and entity and of noted text when one is due, the idempotency
+    /// answers, `COMMIT`.
     pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);
         let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
@@ -32,8 +32,8 @@ impl Group {
             sql.push_str(&changelog::append_sql(chunk.len()));
             sql.push_str(";\n");
         }
-        if changelog::indexes_actors(self.base, self.head()) {
-            sql.push_str(changelog::INDEX_ACTORS);
+        if changelog::indexes_batch(self.base, self.head()) {
+            sql.push_str(changelog::INDEX_BATCH);
             sql.push_str(";\n");
         }
         if text_index::indexes_text(self.base, self.head()) {

@@ -248,7 +248,7 @@ async fn load(
         }
         query.execute(&mut *tx).await?;
     }
-    changelog::reindex_actors(&mut tx).await?;
+    changelog::reindex_batched(&mut tx).await?;
     // The imported rows' text, noted by their inserts, goes into the indexes at once.
     sqlx::query(text_index::INDEX_TEXT)
         .execute(&mut *tx)

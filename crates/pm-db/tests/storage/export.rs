@@ -349,24 +349,30 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
     // The full-text index was rebuilt, not doubled.
     let uni = project_id(&reopened, "UNI").await;
     assert_eq!(search(&reopened, &uni, "修复登录").await.len(), 1);
-    // So was the batched index of activity by actor: every imported event is in it (deleting
-    // the old log emptied it, and left it marked complete up to the old head).
+    // So were the batched indexes by actor, project and entity: every imported event is in
+    // each (deleting the old log emptied them, and left them marked complete up to the old head).
     let mut conn = reopened.read_pool().acquire().await.unwrap();
-    let unindexed: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM change_log AS c \
-         WHERE NOT EXISTS (SELECT 1 FROM change_log_actors AS a \
-                           WHERE a.actor_id = c.actor_id AND a.seq = c.seq)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    let (pairs, upto): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM change_log_actors), (SELECT seq FROM change_log_actors_upto)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    assert_eq!((unindexed, pairs, upto as u64), (0, head as i64, head));
+    for (table, column) in [
+        ("actors", "actor_id"),
+        ("projects", "project_id"),
+        ("entities", "entity_id"),
+    ] {
+        let (unindexed, pairs, upto): (i64, i64, i64) = sqlx::query_as(&format!(
+            "SELECT (SELECT COUNT(*) FROM change_log AS c \
+                     WHERE NOT EXISTS (SELECT 1 FROM change_log_{table} AS a \
+                                       WHERE a.{column} = c.{column} AND a.seq = c.seq)), \
+                    (SELECT COUNT(*) FROM change_log_{table}), \
+                    (SELECT seq FROM change_log_batched_upto)"
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            (unindexed, pairs, upto as u64),
+            (0, head as i64, head),
+            "{table}"
+        );
+    }
     // Every full-text index holds exactly the imported rows' text (FTS5's own check), and
     // no work item or comment waits for one.
     let options = sqlx::sqlite::SqliteConnectOptions::new()

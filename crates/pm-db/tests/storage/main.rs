@@ -29,6 +29,8 @@
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
 //! - `writer`: gapless seqs, connection pragmas, a full queue, group commit of mixed commands.
 //! - `events`: committed events in seq order, the activity feed, resume positions.
+//! - `log_batches`: activity and replay of one project or entity on both sides of where the
+//!   log's batched indexes end.
 //! - `retention`: change-log pruning by count and age, and what it never removes.
 //! - `migrations`: online schema migrations rolled out to open tenants through their writers.
 //! - `backup`: online backup while writes continue, and restore.
@@ -63,6 +65,7 @@ mod events;
 mod export;
 mod faults;
 mod idempotency;
+mod log_batches;
 mod migrations;
 mod pagination;
 mod people;

@@ -469,93 +469,166 @@ async fn the_partial_item_indexes_still_serve_the_queries_by_sprint_assignee_and
     );
 }
 
-/// The `(actor_id, seq)` pairs of the batched index of activity by actor, in seq order, and
-/// the pairs of the log up to where it says it is complete.
-async fn actor_pairs(tenant: &SqliteTenant) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+/// The pairs of one of the log's batched indexes (`actor_id`, `project_id` or `entity_id` with
+/// `seq`), in seq order, and the same pairs of the log up to where the index says it is
+/// complete.
+async fn batched_pairs(
+    tenant: &SqliteTenant,
+    column: &str,
+) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let table = match column {
+        "actor_id" => "actors",
+        "project_id" => "projects",
+        _ => "entities",
+    };
     let mut conn = tenant.read_pool().acquire().await.unwrap();
-    let pairs = sqlx::query_as("SELECT actor_id, seq FROM change_log_actors ORDER BY seq")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let logged = sqlx::query_as(
-        "SELECT actor_id, seq FROM change_log \
-         WHERE seq <= (SELECT seq FROM change_log_actors_upto) ORDER BY seq",
-    )
+    let pairs = sqlx::query_as(&format!(
+        "SELECT {column}, seq FROM change_log_{table} ORDER BY seq"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let logged = sqlx::query_as(&format!(
+        "SELECT {column}, seq FROM change_log \
+         WHERE seq <= (SELECT seq FROM change_log_batched_upto) ORDER BY seq"
+    ))
     .fetch_all(&mut *conn)
     .await
     .unwrap();
     (pairs, logged)
 }
 
-/// A tenant from before activity by actor was indexed in batches: the migration fills the
-/// pairs from its log and drops the old index; later, the commit that crosses a multiple of
-/// 256 seqs adds the pairs of every event since.
-#[tokio::test]
-async fn a_migrated_tenant_gets_its_actor_pairs_from_its_log_and_then_in_batches() {
-    const BATCHED: i64 = 20261130120000;
-    let env = TestEnv::new();
+/// The pairs of all three batched indexes, each with the log's up to where they are complete.
+async fn all_batched_pairs(tenant: &SqliteTenant) -> Vec<(Vec<(String, i64)>, Vec<(String, i64)>)> {
+    let mut all = Vec::new();
+    for column in ["actor_id", "project_id", "entity_id"] {
+        all.push(batched_pairs(tenant, column).await);
+    }
+    all
+}
+
+/// A tenant made by an older binary: the migrations before `before`, and a log of 13 events
+/// by two actors (entity ids `e0` to `e3`).
+async fn tenant_from_before(env: &TestEnv, before: i64) -> Arc<SqliteTenant> {
     let id = TenantId::parse("acme").unwrap();
     let file = env.engine.config().db_file(&id);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    {
-        // The migrations before it, as a tenant made by an older binary has them, and a log
-        // of 13 events by two actors.
-        let dir = tempfile::tempdir().unwrap();
-        for m in pm_db::MIGRATOR.iter().filter(|m| m.version < BATCHED) {
-            let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
-            std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
-        }
-        let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true);
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap();
-        old.run(&mut conn).await.unwrap();
-        for seq in 1..=13 {
-            let actor = if seq % 3 == 0 { "bob" } else { "alice" };
-            sqlx::query(
-                "INSERT INTO change_log (seq, at, actor_id, project_id, entity_type, entity_id, \
-                                         action, event) \
-                 VALUES ($1, 0, $2, 'p', 'project', 'p', 'updated', x'')",
-            )
-            .bind(seq)
-            .bind(actor)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
-        sqlx::Connection::close(conn).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for m in pm_db::MIGRATOR.iter().filter(|m| m.version < before) {
+        let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
+        std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
     }
+    let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true);
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    old.run(&mut conn).await.unwrap();
+    for seq in 1..=13 {
+        let actor = if seq % 3 == 0 { "bob" } else { "alice" };
+        sqlx::query(
+            "INSERT INTO change_log (seq, at, actor_id, project_id, entity_type, entity_id, \
+                                     action, event) \
+             VALUES ($1, 0, $2, 'p', 'work_item', 'e' || ($1 % 4), 'updated', x'')",
+        )
+        .bind(seq)
+        .bind(actor)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::Connection::close(conn).await.unwrap();
+    env.tenant("acme").await
+}
 
-    let tenant = env.tenant("acme").await;
-    assert_eq!(schema_version(&env.engine, "acme").await, embedded());
-    assert_eq!(tenant.head_seq(), 13);
-    let (pairs, logged) = actor_pairs(&tenant).await;
-    assert_eq!(pairs.len(), 13);
-    assert_eq!(pairs, logged);
-    assert_eq!(pairs.iter().filter(|(actor, _)| actor == "bob").count(), 4);
-    let old_index: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'change_log_by_actor'")
-            .fetch_one(&mut *tenant.read_pool().acquire().await.unwrap())
+/// The names among `names` that are still in the tenant's schema.
+async fn in_schema(tenant: &SqliteTenant, names: &[&str]) -> Vec<String> {
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    let mut found = Vec::new();
+    for name in names {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(old_index, 0);
+        if n > 0 {
+            found.push(name.to_string());
+        }
+    }
+    found
+}
 
-    // One command a commit up to seq 255: no batch yet. Seq 256 completes one.
-    let project = create_project(&tenant, &ALICE, "PM").await;
-    add_member(&tenant, &project.id, &BOB, v1::ProjectRole::Editor).await;
+/// After 13 events: 243 more, one command a commit up to seq 255 (no batch yet), then seq 256,
+/// whose commit fills all three batched indexes with every event since the last batch.
+async fn write_up_to_the_first_batch(tenant: &SqliteTenant, before: usize) {
+    let project = create_project(tenant, &ALICE, "PM").await;
+    add_member(tenant, &project.id, &BOB, v1::ProjectRole::Editor).await;
     assert_eq!(tenant.head_seq(), 16);
     for i in 0..239 {
         let title = format!("{i}");
-        create_item(&tenant, &ALICE, &project.id, v1::WorkItemType::Bug, &title).await;
+        create_item(tenant, &ALICE, &project.id, v1::WorkItemType::Bug, &title).await;
     }
     assert_eq!(tenant.head_seq(), 255);
-    assert_eq!(actor_pairs(&tenant).await.0.len(), 13);
-    create_item(&tenant, &BOB, &project.id, v1::WorkItemType::Bug, "256").await;
-    let (pairs, logged) = actor_pairs(&tenant).await;
-    assert_eq!(pairs.len(), 256);
-    assert_eq!(pairs, logged);
-    assert_eq!(pairs.last(), Some(&(BOB.as_str().to_owned(), 256)));
+    for (pairs, _) in all_batched_pairs(tenant).await {
+        assert_eq!(pairs.len(), before);
+    }
+    create_item(tenant, &BOB, &project.id, v1::WorkItemType::Bug, "256").await;
+    for (pairs, logged) in all_batched_pairs(tenant).await {
+        assert_eq!(pairs.len(), 256);
+        assert_eq!(pairs, logged);
+        assert_eq!(pairs.last().map(|p| p.1), Some(256));
+    }
+    let (actors, _) = batched_pairs(tenant, "actor_id").await;
+    assert_eq!(actors.last(), Some(&(BOB.as_str().to_owned(), 256)));
+}
+
+/// A tenant from before activity by actor was indexed in batches: the migrations fill the
+/// pairs by actor, project and entity from its log and drop the old indexes; later, the commit
+/// that crosses a multiple of 256 seqs adds the pairs of every event since.
+#[tokio::test]
+async fn a_migrated_tenant_gets_its_batched_pairs_from_its_log_and_then_in_batches() {
+    let env = TestEnv::new();
+    let tenant = tenant_from_before(&env, 20261130120000).await;
+    assert_eq!(schema_version(&env.engine, "acme").await, embedded());
+    assert_eq!(tenant.head_seq(), 13);
+    for (pairs, logged) in all_batched_pairs(&tenant).await {
+        assert_eq!(pairs.len(), 13);
+        assert_eq!(pairs, logged);
+    }
+    let (actors, _) = batched_pairs(&tenant, "actor_id").await;
+    assert_eq!(actors.iter().filter(|(actor, _)| actor == "bob").count(), 4);
+    let (entities, _) = batched_pairs(&tenant, "entity_id").await;
+    assert_eq!(
+        entities.iter().filter(|(entity, _)| entity == "e1").count(),
+        4
+    );
+    let old = [
+        "change_log_by_actor",
+        "change_log_by_project",
+        "change_log_by_entity",
+    ];
+    assert_eq!(in_schema(&tenant, &old).await, Vec::<String>::new());
+    write_up_to_the_first_batch(&tenant, 13).await;
+}
+
+/// A tenant whose actor pairs end before its head when the pairs by project and entity come:
+/// those are filled up to the same seq, and the next batch completes all three.
+#[tokio::test]
+async fn pairs_by_project_and_entity_start_where_the_actor_pairs_end() {
+    let env = TestEnv::new();
+    // The actors' migration ran on an empty log: its pairs are complete up to seq 0.
+    let tenant = tenant_from_before(&env, 20261201120000).await;
+    assert_eq!(tenant.head_seq(), 13);
+    for (pairs, logged) in all_batched_pairs(&tenant).await {
+        assert_eq!((pairs.len(), logged.len()), (0, 0));
+    }
+    let old = [
+        "change_log_by_project",
+        "change_log_by_entity",
+        "change_log_actors_upto",
+    ];
+    assert_eq!(in_schema(&tenant, &old).await, Vec::<String>::new());
+    write_up_to_the_first_batch(&tenant, 0).await;
 }

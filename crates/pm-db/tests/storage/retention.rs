@@ -56,18 +56,24 @@ async fn logged_seqs(tenant: &SqliteTenant) -> Vec<u64> {
         .collect()
 }
 
-/// The seqs in the batched index of activity by actor, and up to where it is complete.
-async fn actor_pairs(tenant: &SqliteTenant) -> (Vec<u64>, u64) {
+/// The seqs in each batched index of the log (by actor, by project, by entity), and up to
+/// where they are complete.
+async fn batched_seqs(tenant: &SqliteTenant) -> (Vec<Vec<u64>>, u64) {
     let mut conn = tenant.read_pool().acquire().await.unwrap();
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM change_log_actors ORDER BY seq")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let upto: i64 = sqlx::query_scalar("SELECT seq FROM change_log_actors_upto")
+    let mut all = Vec::new();
+    for table in ["actors", "projects", "entities"] {
+        let sql = format!("SELECT seq FROM change_log_{table} ORDER BY seq");
+        let seqs: Vec<i64> = sqlx::query_scalar(&sql)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        all.push(seqs.into_iter().map(|s| s as u64).collect());
+    }
+    let upto: i64 = sqlx::query_scalar("SELECT seq FROM change_log_batched_upto")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    (seqs.into_iter().map(|s| s as u64).collect(), upto as u64)
+    (all, upto as u64)
 }
 
 #[tokio::test]
@@ -98,12 +104,10 @@ async fn a_count_limit_keeps_exactly_the_newest_events_across_several_chunks() {
         logged_seqs(&tenant).await,
         (2_003..=2_502).collect::<Vec<_>>()
     );
-    // The batched index of activity by actor lost the pruned events with them. Its last batch
-    // was the commit that crossed seq 2,304 (the batch of seqs 2,303 to 2,402).
-    assert_eq!(
-        actor_pairs(&tenant).await,
-        ((2_003..=2_402).collect::<Vec<_>>(), 2_402)
-    );
+    // The batched indexes by actor, project and entity lost the pruned events with them. Their
+    // last batch was the commit that crossed seq 2,304 (the batch of seqs 2,303 to 2,402).
+    let kept: Vec<u64> = (2_003..=2_402).collect();
+    assert_eq!(batched_seqs(&tenant).await, (vec![kept; 3], 2_402));
     assert_eq!(
         tenant
             .writer_stats()
