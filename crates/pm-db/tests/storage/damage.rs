@@ -256,3 +256,46 @@ async fn a_file_that_is_not_a_database_is_quarantined_when_it_opens() {
     let again = env.engine.open_tenant(&acme()).await.expect_err("still");
     assert_eq!(again.to_string(), error.to_string());
 }
+
+/// A tenant found damaged while its writer holds text not yet indexed (items are indexed every
+/// 64 seqs): the writer never indexes it, neither for a search nor when it closes, so nothing
+/// is written to the damaged file or its WAL again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_tenant_never_indexes_the_text_it_noted() {
+    let env = TestEnv::new();
+    let backups = tempfile::tempdir().unwrap();
+    let (project_id, _) = seeded(&env, backups.path()).await;
+    let tenant = env.tenant("acme").await;
+    let Ok(v1::query_result::Result::ListWorkItemsResult(page)) =
+        list_all(&tenant, &project_id).await
+    else {
+        panic!("items listed");
+    };
+    // Seq 203: no batch (the next is at 256), so the new title waits in the noted rows.
+    create_item(&tenant, &ALICE, &project_id, v1::WorkItemType::Bug, "zebra").await;
+    assert_eq!(tenant.head_seq(), 203);
+
+    let file = env.engine.config().db_file(&acme());
+    let wal = file.with_file_name(format!("{}-wal", pm_db::sqlite::DB_FILE));
+    damage_middle(&file);
+    let middle = &page.items[ITEMS / 2];
+    let update = C::UpdateWorkItem(v1::UpdateWorkItem {
+        id: middle.id.clone(),
+        expected_version: middle.version,
+        title: Some("renamed".into()),
+        ..Default::default()
+    });
+    assert_refused(exec(&tenant, &ALICE, update).await, "the write");
+    let files = (std::fs::read(&file).unwrap(), std::fs::read(&wal).unwrap());
+    assert!(!files.1.is_empty(), "the create is still in the WAL");
+
+    assert_refused(search(&tenant, &project_id, "zebra").await, "a search");
+    drop(tenant);
+    env.engine.close_idle().await;
+    assert_eq!(
+        (std::fs::read(&file).unwrap(), std::fs::read(&wal).unwrap()),
+        files,
+        "the damaged files were written again"
+    );
+    assert_eq!(env.engine.figures().quarantined_tenants, 1);
+}
