@@ -28,7 +28,7 @@ use v1::query_result::Result as R;
 enum Part {
     /// All of them (no batched index in the way).
     All,
-    /// Those up to `upto`, through the pairs of `by` (its table, column and value).
+    /// Those up to `upto`, through the pairs of the batched index `by`.
     Batched { upto: u64, by: Driver },
     /// Those after `upto`, which no batch holds yet.
     After { upto: u64 },
