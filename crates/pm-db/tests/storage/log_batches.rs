@@ -1,7 +1,8 @@
 //! The change log's batched indexes (`change_log_projects`, `change_log_entities`, beside
 //! `change_log_actors`): `ListActivity` of one project or one entity and a replay of one
 //! project are exactly their part of the log, read through the pairs up to the last multiple
-//! of 256 seqs a commit crossed and from the log itself after it.
+//! of 256 seqs a commit crossed and from the log itself after it. The PostgreSQL suite runs
+//! the same file against that engine's plain indexes.
 
 use pm_db::{EventFilter, Tenant as _};
 use pm_proto::v1;

@@ -38,6 +38,7 @@ mod shared {
     mod crud_records;
     mod events;
     mod idempotency;
+    mod log_batches;
     mod pagination;
     mod people;
     mod permissions;
