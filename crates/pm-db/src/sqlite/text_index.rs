@@ -2,14 +2,16 @@
 //! `comment_fts`) in batches.
 //!
 //! Indexing every commit's new or edited rows by trigger made each such commit write a new
-//! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. The triggers now note
-//! the rows in `work_item_fts_pending` and `comment_fts_pending` instead, and the writer
-//! indexes all noted rows at once ([`INDEX_TEXT`]) when a commit crosses a multiple of
-//! [`TEXT_BATCH`] seqs (in the commit's own script), before it answers a query that reads
-//! the indexes, and as it closes ([`index`]).
+//! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. Instead, the writer
+//! indexes in one go ([`INDEX_TEXT`]) when a commit crosses a multiple of [`TEXT_BATCH`] seqs
+//! (in the commit's own script), before it answers a query that reads the indexes, and as it
+//! closes ([`index`]) every work item past `work_item_fts_upto` (the highest rowid the index
+//! holds: items' rowids only grow) and every row noted in `work_item_fts_pending` and
+//! `comment_fts_pending`. Triggers note an edited item the index already holds, and every new
+//! or edited comment; a new item needs no note, which saves a page and a trigger per create.
 //!
-//! A search never misses a committed change: a read whose snapshot holds noted rows
-//! ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes them and runs the
+//! A search never misses a committed change: a read whose snapshot holds text the indexes do
+//! not ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes it and runs the
 //! query in the same transaction, so its `as_of_seq` is exact. The first search after a quiet
 //! spell of writes pays for the batch; the searches after it read from the pool again. Sprints
 //! and LLM context, written far less often, are still indexed by every commit.
@@ -31,8 +33,10 @@ pub(crate) fn indexes_text(base: u64, head: u64) -> bool {
     base / TEXT_BATCH != head / TEXT_BATCH
 }
 
-/// Indexes every noted row: removes the text the index holds for those it held (the note
-/// kept it), adds their current text, forgets the notes. In the writer's transaction.
+/// Indexes what waits: for each noted item, removes the text the index holds (the note kept
+/// it) and adds its current text; adds every item past `work_item_fts_upto` and moves the
+/// bound to the last; does the same for noted comments; forgets the notes. In the writer's
+/// transaction.
 pub(crate) const INDEX_TEXT: &str = r#"
 INSERT INTO work_item_fts (work_item_fts, rowid, title, description)
 SELECT 'delete', item_rowid, title, description FROM work_item_fts_pending WHERE indexed = 1;
@@ -40,6 +44,12 @@ INSERT INTO work_item_fts (rowid, title, description)
 SELECT w.rowid, w.title, w.description
 FROM work_item_fts_pending AS p JOIN work_items AS w ON w.rowid = p.item_rowid;
 DELETE FROM work_item_fts_pending;
+INSERT INTO work_item_fts (rowid, title, description)
+SELECT rowid, title, description FROM work_items
+WHERE rowid > (SELECT item_rowid FROM work_item_fts_upto WHERE id = 1);
+UPDATE work_item_fts_upto
+SET item_rowid = MAX(item_rowid, (SELECT COALESCE(MAX(rowid), 0) FROM work_items))
+WHERE id = 1;
 INSERT INTO comment_fts (comment_fts, rowid, content)
 SELECT 'delete', comment_rowid, content FROM comment_fts_pending WHERE indexed = 1;
 INSERT INTO comment_fts (rowid, content)
@@ -47,9 +57,11 @@ SELECT c.rowid, c.content
 FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid;
 DELETE FROM comment_fts_pending"#;
 
-/// Forgets every noted row, for an import that empties the indexes and the tables.
-pub(crate) const FORGET_NOTED: &str =
-    "DELETE FROM work_item_fts_pending; DELETE FROM comment_fts_pending";
+/// Forgets every noted row and starts the items' bound over, for an import that empties the
+/// indexes and the tables.
+pub(crate) const FORGET_NOTED: &str = "DELETE FROM work_item_fts_pending; \
+     DELETE FROM comment_fts_pending; \
+     UPDATE work_item_fts_upto SET item_rowid = 0 WHERE id = 1";
 
 /// Whether `query` reads the full-text indexes: a search, or a work-item list narrowed by text
 /// (which matches comments too).
@@ -62,11 +74,13 @@ pub(crate) fn reads_text(query: &v1::Query) -> bool {
     }
 }
 
-/// Whether the snapshot read through `executor` holds rows the indexes do not have yet.
+/// Whether the snapshot read through `executor` holds text the indexes do not have yet.
 pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool> {
     let behind: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM work_item_fts_pending) \
-         OR EXISTS (SELECT 1 FROM comment_fts_pending)",
+         OR EXISTS (SELECT 1 FROM comment_fts_pending) \
+         OR (SELECT COALESCE(MAX(rowid), 0) FROM work_items) \
+            > (SELECT item_rowid FROM work_item_fts_upto WHERE id = 1)",
     )
     .fetch_one(executor)
     .await?;

@@ -261,7 +261,7 @@ async fn a_file_that_is_not_a_database_is_quarantined_when_it_opens() {
 /// 64 seqs): the writer never indexes it, neither for a search nor when it closes, so nothing
 /// is written to the damaged file or its WAL again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_tenant_never_indexes_the_text_it_noted() {
+async fn a_damaged_tenant_never_indexes_the_text_that_waits() {
     let env = TestEnv::new();
     let backups = tempfile::tempdir().unwrap();
     let (project_id, _) = seeded(&env, backups.path()).await;
@@ -271,7 +271,7 @@ async fn a_damaged_tenant_never_indexes_the_text_it_noted() {
     else {
         panic!("items listed");
     };
-    // Seq 203: no batch (the next is at 256), so the new title waits in the noted rows.
+    // Seq 203: no batch (the next is at 256), so the new title waits for one.
     create_item(&tenant, &ALICE, &project_id, v1::WorkItemType::Bug, "zebra").await;
     assert_eq!(tenant.head_seq(), 203);
 

@@ -33,9 +33,22 @@ async fn noted(tenant: &TestTenant, table: &str) -> Vec<i64> {
     rows
 }
 
-/// The rowids of the items waiting for the index, in order.
+/// The rowids of the items waiting for the index, in order: those noted (edited since the
+/// index took them) and those past the rowid up to which the index holds every item.
 async fn waiting(tenant: &TestTenant) -> Vec<i64> {
-    noted(tenant, "work_item_fts_pending").await
+    let mut conn = raw(tenant).await;
+    let rows = sqlx::query_scalar(
+        "SELECT item_rowid FROM work_item_fts_pending \
+         UNION \
+         SELECT rowid FROM work_items \
+         WHERE rowid > (SELECT item_rowid FROM work_item_fts_upto) \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    rows
 }
 
 /// How many comments wait for the index.
@@ -337,4 +350,105 @@ async fn a_search_that_cannot_index_fails_alone_and_the_writer_goes_on() {
     .await;
     assert_eq!(found(&tenant, "fault").await, ["After the fault"]);
     assert_index_matches_items(&tenant).await;
+}
+
+/// A tenant from before new items went unnoted (`20261201130000`), with new items noted and an
+/// edit of an indexed one noted with its old text: the migration indexes all of it, and from
+/// then on the index holds every item up to the bound it sets.
+#[tokio::test]
+async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
+    const BOUND: i64 = 20261201130000;
+    let env = crate::env::TestEnv::new();
+    let id = pm_core::TenantId::parse("acme").unwrap();
+    let file = env.engine.config().db_file(&id);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    {
+        let dir = tempfile::tempdir().unwrap();
+        for m in pm_db::MIGRATOR.iter().filter(|m| m.version < BOUND) {
+            let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
+            std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
+        }
+        let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+        // The rows only: no project behind them.
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .foreign_keys(false);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        old.run(&mut conn).await.unwrap();
+        let insert = |n: i64, title: &str| {
+            sqlx::query(
+                "INSERT INTO work_items (id, project_id, number, item_type, title, description, \
+                                         status, priority, rank, version, created_at, \
+                                         created_by, updated_at, updated_by) \
+                 VALUES ('i' || $1, 'p', $1, 'task', $2, '', 'todo', 'low', 'r' || $1, 1, 0, \
+                         'a', 0, 'a')",
+            )
+            .bind(n)
+            .bind(title.to_owned())
+        };
+        for n in 1..=3 {
+            insert(n, &format!("Echidna {n}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        // The old batch: the three items indexed, their notes gone.
+        sqlx::raw_sql(
+            "INSERT INTO work_item_fts (rowid, title, description) \
+             SELECT w.rowid, w.title, w.description \
+             FROM work_item_fts_pending AS p JOIN work_items AS w ON w.rowid = p.item_rowid; \
+             DELETE FROM work_item_fts_pending",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // An indexed item renamed (noted with its old text), and two new ones (noted without).
+        sqlx::query("UPDATE work_items SET title = 'Dugong 2' WHERE number = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for n in 4..=5 {
+            insert(n, &format!("Echidna {n}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let noted: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT item_rowid, indexed FROM work_item_fts_pending ORDER BY 1")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(noted, [(2, 1), (4, 0), (5, 0)]);
+        conn.close().await.unwrap();
+    }
+
+    let tenant = env.tenant("acme").await;
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_index_matches_items(&tenant).await;
+    let mut conn = raw(&tenant).await;
+    let matching = |text: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT rowid FROM work_item_fts WHERE work_item_fts MATCH $1 ORDER BY rowid",
+        )
+        .bind(text)
+    };
+    let echidnas = matching("echidna").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(echidnas, [1, 3, 4, 5]);
+    let dugongs = matching("dugong").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(dugongs, [2]);
+    let bound: i64 = sqlx::query_scalar("SELECT item_rowid FROM work_item_fts_upto")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bound, 5);
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'work_items' \
+         ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(triggers, ["work_items_fts_update"]);
+    conn.close().await.unwrap();
 }
