@@ -91,6 +91,25 @@ fn assert_refused<T: std::fmt::Debug>(result: pm_db::Result<T>, what: &str) {
     assert_eq!(error.to_string(), refusal("acme"), "{what}");
 }
 
+/// The items of the project, read while the file is whole.
+async fn items_of(tenant: &pm_db::SqliteTenant, project_id: &str) -> Vec<v1::WorkItem> {
+    match list_all(tenant, project_id).await {
+        Ok(v1::query_result::Result::ListWorkItemsResult(page)) => page.items,
+        other => panic!("items listed: {other:?}"),
+    }
+}
+
+/// Renames the item stored in the middle of the file, which [`damage_middle`] overwrites.
+fn rename_middle(items: &[v1::WorkItem]) -> C {
+    let middle = &items[ITEMS / 2];
+    C::UpdateWorkItem(v1::UpdateWorkItem {
+        id: middle.id.clone(),
+        expected_version: middle.version,
+        title: Some("renamed".into()),
+        ..Default::default()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_found_by_a_read_is_quarantined_until_restored() {
     let env = TestEnv::new();
@@ -170,30 +189,15 @@ async fn a_damaged_database_found_by_a_write_is_quarantined() {
     let (project_id, _) = seeded(&env, backups.path()).await;
     // The ids of the items, read before the damage.
     let tenant = env.tenant("acme").await;
-    let Ok(v1::query_result::Result::ListWorkItemsResult(page)) =
-        list_all(&tenant, &project_id).await
-    else {
-        panic!("items listed");
-    };
+    let items = items_of(&tenant, &project_id).await;
     drop(tenant);
     env.engine.close_idle().await;
     damage_middle(&env.engine.config().db_file(&acme()));
 
     // Updating an item stored in the damaged middle of the file: the writer finds it.
     let tenant = env.tenant("acme").await;
-    let middle = &page.items[ITEMS / 2];
     assert_refused(
-        exec(
-            &tenant,
-            &ALICE,
-            C::UpdateWorkItem(v1::UpdateWorkItem {
-                id: middle.id.clone(),
-                expected_version: middle.version,
-                title: Some("renamed".into()),
-                ..Default::default()
-            }),
-        )
-        .await,
+        exec(&tenant, &ALICE, rename_middle(&items)).await,
         "the write",
     );
     assert_refused(list_all(&tenant, &project_id).await, "a read after it");
@@ -266,11 +270,7 @@ async fn a_damaged_tenant_never_indexes_the_text_that_waits() {
     let backups = tempfile::tempdir().unwrap();
     let (project_id, _) = seeded(&env, backups.path()).await;
     let tenant = env.tenant("acme").await;
-    let Ok(v1::query_result::Result::ListWorkItemsResult(page)) =
-        list_all(&tenant, &project_id).await
-    else {
-        panic!("items listed");
-    };
+    let items = items_of(&tenant, &project_id).await;
     // Seq 203: no batch (the next is at 256), so the new title waits for one.
     create_item(&tenant, &ALICE, &project_id, v1::WorkItemType::Bug, "zebra").await;
     assert_eq!(tenant.head_seq(), 203);
@@ -278,14 +278,10 @@ async fn a_damaged_tenant_never_indexes_the_text_that_waits() {
     let file = env.engine.config().db_file(&acme());
     let wal = file.with_file_name(format!("{}-wal", pm_db::sqlite::DB_FILE));
     damage_middle(&file);
-    let middle = &page.items[ITEMS / 2];
-    let update = C::UpdateWorkItem(v1::UpdateWorkItem {
-        id: middle.id.clone(),
-        expected_version: middle.version,
-        title: Some("renamed".into()),
-        ..Default::default()
-    });
-    assert_refused(exec(&tenant, &ALICE, update).await, "the write");
+    assert_refused(
+        exec(&tenant, &ALICE, rename_middle(&items)).await,
+        "the write",
+    );
     let files = (std::fs::read(&file).unwrap(), std::fs::read(&wal).unwrap());
     assert!(!files.1.is_empty(), "the create is still in the WAL");
 

@@ -510,22 +510,11 @@ async fn all_batched_pairs(tenant: &SqliteTenant) -> Vec<(Vec<(String, i64)>, Ve
 /// A tenant made by an older binary: the migrations before `before`, and a log of 13 events
 /// by two actors (entity ids `e0` to `e3`).
 async fn tenant_from_before(env: &TestEnv, before: i64) -> Arc<SqliteTenant> {
-    let id = TenantId::parse("acme").unwrap();
-    let file = env.engine.config().db_file(&id);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for m in pm_db::MIGRATOR.iter().filter(|m| m.version < before) {
-        let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
-        std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
-    }
-    let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&file)
-        .create_if_missing(true);
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-        .await
-        .unwrap();
-    old.run(&mut conn).await.unwrap();
+    let file = env
+        .engine
+        .config()
+        .db_file(&TenantId::parse("acme").unwrap());
+    let mut conn = database_before(&file, before).await;
     for seq in 1..=13 {
         let actor = if seq % 3 == 0 { "bob" } else { "alice" };
         sqlx::query(

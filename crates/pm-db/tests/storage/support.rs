@@ -419,3 +419,25 @@ pub fn unblocked(item: &v1::WorkItem) -> v1::WorkItem {
         ..item.clone()
     }
 }
+
+/// A connection to a new SQLite database at `file`, with the embedded migrations before
+/// `version` applied: a tenant as an older binary made it, for the tests of a migration.
+/// Foreign keys are off, so that a test may write rows without what they refer to.
+pub async fn database_before(file: &std::path::Path, version: i64) -> sqlx::SqliteConnection {
+    std::fs::create_dir_all(file.parent().expect("a tenant file has a directory")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for m in pm_db::MIGRATOR.iter().filter(|m| m.version < version) {
+        let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
+        std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
+    }
+    let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .foreign_keys(false);
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    old.run(&mut conn).await.unwrap();
+    conn
+}

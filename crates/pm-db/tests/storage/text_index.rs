@@ -359,23 +359,13 @@ async fn a_search_that_cannot_index_fails_alone_and_the_writer_goes_on() {
 async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
     const BOUND: i64 = 20261201130000;
     let env = crate::env::TestEnv::new();
-    let id = pm_core::TenantId::parse("acme").unwrap();
-    let file = env.engine.config().db_file(&id);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let file = env
+        .engine
+        .config()
+        .db_file(&pm_core::TenantId::parse("acme").unwrap());
     {
-        let dir = tempfile::tempdir().unwrap();
-        for m in pm_db::MIGRATOR.iter().filter(|m| m.version < BOUND) {
-            let name = format!("{}_{}.sql", m.version, m.description.replace(' ', "_"));
-            std::fs::write(dir.path().join(name), m.sql.as_ref()).unwrap();
-        }
-        let old = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
         // The rows only: no project behind them.
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true)
-            .foreign_keys(false);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        old.run(&mut conn).await.unwrap();
+        let mut conn = database_before(&file, BOUND).await;
         let insert = |n: i64, title: &str| {
             sqlx::query(
                 "INSERT INTO work_items (id, project_id, number, item_type, title, description, \
