@@ -30,7 +30,7 @@
 //! - `writer`: gapless seqs, connection pragmas, a full queue, group commit of mixed commands.
 //! - `events`: committed events in seq order, the activity feed, resume positions.
 //! - `log_batches`: activity and replay of one project or entity on both sides of where the
-//!   log's batched indexes end.
+//!   log's batched indexes end; `log_migrations`: the migrations that made them.
 //! - `retention`: change-log pruning by count and age, and what it never removes.
 //! - `migrations`: online schema migrations rolled out to open tenants through their writers.
 //! - `backup`: online backup while writes continue, and restore.
@@ -66,6 +66,7 @@ mod export;
 mod faults;
 mod idempotency;
 mod log_batches;
+mod log_migrations;
 mod migrations;
 mod pagination;
 mod people;
