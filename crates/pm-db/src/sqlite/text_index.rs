@@ -3,12 +3,13 @@
 //!
 //! Indexing every commit's new or edited rows by trigger made each such commit write a new
 //! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. Instead, the writer
-//! indexes in one go ([`INDEX_TEXT`]) when a commit crosses a multiple of [`TEXT_BATCH`] seqs
-//! (in the commit's own script), before it answers a query that reads the indexes, and as it
-//! closes ([`index`]) every work item past `work_item_fts_upto` (the highest rowid the index
-//! holds: items' rowids only grow) and every row noted in `work_item_fts_pending` and
-//! `comment_fts_pending`. Triggers note an edited item the index already holds, and every new
-//! or edited comment; a new item needs no note, which saves a page and a trigger per create.
+//! indexes what waits in one go ([`INDEX_TEXT`]): every work item past `work_item_fts_upto`
+//! (the highest rowid the index holds; items' rowids only grow) and every row noted in
+//! `work_item_fts_pending` and `comment_fts_pending`. It does so when a commit crosses a
+//! multiple of [`TEXT_BATCH`] seqs (in the commit's own script), before it answers a query
+//! that reads the indexes, and as it closes ([`index`]). Triggers note an edited item the index
+//! already holds (with the text it holds) and every new or edited comment; a new item needs no
+//! note, which saves a page and a trigger program per create.
 //!
 //! A search never misses a committed change: a read whose snapshot holds text the indexes do
 //! not ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes it and runs the
@@ -28,7 +29,7 @@ use crate::error::Result;
 pub(crate) const TEXT_BATCH: u64 = 64;
 
 /// Whether a group that takes the head from `base` to `head` crosses a multiple of
-/// [`TEXT_BATCH`], and so indexes the noted items in its commit.
+/// [`TEXT_BATCH`], and so indexes what waits in its commit.
 pub(crate) fn indexes_text(base: u64, head: u64) -> bool {
     base / TEXT_BATCH != head / TEXT_BATCH
 }
