@@ -67,13 +67,10 @@ pub(crate) async fn read_after(
                 .push(" ORDER BY a.seq LIMIT ")
                 .push_bind(i64::from(limit));
             rows = query.build().fetch_all(&mut *conn).await?;
-            if rows.len() >= limit as usize {
-                return rows.iter().map(stored).collect();
-            }
             after_sql = upto;
         }
     }
-    if after_sql < bound {
+    if after_sql < bound && rows.len() < limit as usize {
         let mut query = QueryBuilder::<Db>::new(
             "SELECT seq, project_id, entity_type, event FROM change_log WHERE seq > ",
         );

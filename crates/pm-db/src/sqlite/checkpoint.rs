@@ -7,8 +7,8 @@
 //! the writer) every [`COMMITS_PER_CHECKPOINT`] commits, as soon as the WAL outgrows
 //! [`WAL_SIZE_LIMIT`] (read from the wal-index, [`WalProgress::wal_in_use`], after every large
 //! group and every few small ones: one small commit writes about 14 pages, so 256 of them
-//! would be a WAL of 14 MiB; a large group writes megabytes), and, if anything is pending, after `SqliteConfig::idle_checkpoint`
-//! without one; and a TRUNCATE checkpoint once the tenant has been quiet that long, and when
+//! would be a WAL of 14 MiB; a large group writes megabytes), and, if anything is pending,
+//! after `SqliteConfig::idle_checkpoint` without one; and a TRUNCATE checkpoint once the tenant has been quiet that long, and when
 //! it closes (evicted, or at shutdown), so that an idle tenant's WAL takes no disk.
 //!
 //! A PASSIVE checkpoint never makes the WAL smaller under steady writes: by the time it is

@@ -10,7 +10,7 @@ use crate::error::Result;
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
     /// transaction is not open yet, the deferred inserts, the change log, a batch of the log's
-    /// pairs by actor, project and entity and of noted text when one is due, the idempotency
+    /// pairs by actor, project and entity and of waiting text when one is due, the idempotency
     /// answers, `COMMIT`.
     pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);

@@ -131,8 +131,8 @@ pub(super) enum Control {
         profile: UserProfile,
         reply: oneshot::Sender<Result<()>>,
     },
-    /// Index the work items' and comments' text noted since the last batch, then run `query`
-    /// as `actor` in the same transaction (see `text_index`).
+    /// Index the work items' and comments' text that waits since the last batch, then run
+    /// `query` as `actor` in the same transaction (see `text_index`).
     IndexAndQuery {
         actor: UserId,
         query: Box<v1::Query>,

@@ -88,8 +88,8 @@ pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool
     Ok(behind)
 }
 
-/// Indexes every noted row in a transaction of its own: the writer does it as it closes, so
-/// that a tenant opened again (often only to be read) answers searches from its read pool.
+/// Indexes what waits in a transaction of its own: the writer does it as it closes, so that a
+/// tenant opened again (often only to be read) answers searches from its read pool.
 pub(crate) async fn index(conn: &mut SqliteConnection) -> Result<()> {
     let indexed = exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT};\nCOMMIT")).await;
     if indexed.is_err() {
@@ -98,8 +98,8 @@ pub(crate) async fn index(conn: &mut SqliteConnection) -> Result<()> {
     indexed
 }
 
-/// Runs `query` on the writer's connection once the indexes have every noted row, in one
-/// transaction: nothing can commit between the indexing and the read.
+/// Runs `query` on the writer's connection once the indexes hold everything that waited, in
+/// one transaction: nothing can commit between the indexing and the read.
 pub(crate) async fn index_and_run(
     conn: &mut SqliteConnection,
     actor: &UserId,

@@ -251,7 +251,7 @@ impl Writer {
             // is drained again: larger groups, fewer commits per command.
             tokio::task::yield_now().await;
         }
-        // What was noted goes into the index before the connection closes, unless the
+        // What waits for the text indexes goes in before the connection closes, unless the
         // storage is at fault or damaged (a damaged file is never written again).
         if self.shared.health.get() == Condition::Healthy {
             let indexed = match text_index::behind(&mut self.conn).await {
@@ -259,7 +259,7 @@ impl Writer {
                 other => other.map(drop),
             };
             if let Err(error) = indexed {
-                tracing::warn!(%error, "indexing the noted text before closing failed");
+                tracing::warn!(%error, "indexing the waiting text before closing failed");
             }
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
