@@ -14,13 +14,15 @@
 //! - `search`: `Search` and the text filter of `ListWorkItems` on the FTS5 tables;
 //!   `text_index`: work items' and comments' text indexed in batches, and reads that need
 //!   all of it.
-//! - `changelog`: the change log's SQL (append, retention).
+//! - `changelog`: the change log's SQL (append, pairs in batches, retention); `batches`:
+//!   when the writer runs the log's and the text's batches, off its groups' answers.
 //! - `checkpoint`: WAL checkpoints off the writer's path.
 //! - [`migrations`]: schema migrations, atomic per tenant; `rollout`: online rollouts.
 //! - [`backup`], [`transfer`] (export/import), [`inspect`]: operator tools on tenant files.
 //! - [`lock`]: the lock file that tells other processes a tenant is open.
 
 pub mod backup;
+mod batches;
 mod changelog;
 mod checkpoint;
 mod commit;

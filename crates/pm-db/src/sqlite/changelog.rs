@@ -50,14 +50,8 @@ pub(crate) fn bind<'q>(query: Q<'q>, e: &'q PendingEvent) -> Q<'q> {
 /// Seqs per batch of the pairs by actor, project and entity.
 pub(crate) const LOG_BATCH: u64 = 256;
 
-/// Whether a group that takes the head from `base` to `head` crosses a multiple of
-/// [`LOG_BATCH`], and so appends the batch's pairs.
-pub(crate) fn indexes_batch(base: u64, head: u64) -> bool {
-    base / LOG_BATCH != head / LOG_BATCH
-}
-
-/// Appends the pairs by actor, project and entity of every event since the last batch, in
-/// the writer's transaction after its change-log rows.
+/// Appends the pairs by actor, project and entity of every event since the last batch (see
+/// `batches` for when).
 pub(crate) const INDEX_BATCH: &str = r#"
 INSERT INTO change_log_actors (actor_id, seq)
 SELECT actor_id, seq FROM change_log

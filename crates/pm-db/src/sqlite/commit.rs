@@ -3,16 +3,20 @@
 use pm_proto::v1;
 use sqlx::SqliteConnection;
 
+use super::batches::Batches;
 use super::group::Group;
-use super::{changelog, idempotency, records, text_index};
+use super::{changelog, idempotency, records};
 use crate::error::Result;
 
 impl Group {
     /// Writes what is left and commits, in one script (one round trip): `BEGIN` if the
-    /// transaction is not open yet, the deferred inserts, the change log, a batch of the log's
-    /// pairs by actor, project and entity and of waiting text when one is due, the idempotency
-    /// answers, `COMMIT`.
-    pub(crate) async fn commit(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+    /// transaction is not open yet, the deferred inserts, the change log, the `folded` batches
+    /// (see `batches`), the idempotency answers, `COMMIT`.
+    pub(crate) async fn commit(
+        &mut self,
+        conn: &mut SqliteConnection,
+        folded: Batches,
+    ) -> Result<()> {
         let items = std::mem::take(&mut self.pending.items);
         let nothing_written = items.is_empty() && self.events.is_empty() && self.answers.is_empty();
         if nothing_written && !self.pending.begun {
@@ -32,14 +36,7 @@ impl Group {
             sql.push_str(&changelog::append_sql(chunk.len()));
             sql.push_str(";\n");
         }
-        if changelog::indexes_batch(self.base, self.head()) {
-            sql.push_str(changelog::INDEX_BATCH);
-            sql.push_str(";\n");
-        }
-        if text_index::indexes_text(self.base, self.head()) {
-            sql.push_str(text_index::INDEX_TEXT);
-            sql.push_str(";\n");
-        }
+        folded.push_sql(&mut sql);
         for chunk in self.answers.chunks(idempotency::ROWS_PER_INSERT) {
             sql.push_str(&idempotency::store_sql(chunk.len()));
             sql.push_str(";\n");

@@ -138,6 +138,8 @@ pub(super) enum Control {
         query: Box<v1::Query>,
         reply: oneshot::Sender<Result<v1::QueryResult>>,
     },
+    /// Run the batches the writer owes now (see `batches`).
+    RunOwedBatches { reply: oneshot::Sender<Result<()>> },
     /// Apply the pending migrations of `migrator` in one transaction (all or nothing).
     Migrate {
         migrator: Arc<Migrator>,
@@ -156,6 +158,7 @@ impl Control {
             Control::RememberUser { reply, .. } => drop(reply.send(Err(error))),
             Control::Migrate { reply, .. } => drop(reply.send(Err(error))),
             Control::IndexAndQuery { reply, .. } => drop(reply.send(Err(error))),
+            Control::RunOwedBatches { reply } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -270,6 +273,13 @@ impl WriterHandle {
             reply,
         })
         .await?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs the batches the writer owes, after the work queued before.
+    pub(crate) async fn run_owed_batches(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.control(Control::RunOwedBatches { reply }).await?;
         answer.await.map_err(|_| stopped())?
     }
 

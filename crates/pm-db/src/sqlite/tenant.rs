@@ -269,6 +269,15 @@ impl SqliteTenant {
         }
     }
 
+    /// Waits until the writer has run the batches it owes after the writes already answered:
+    /// the change log's pairs by actor, project and entity and the text waiting for the
+    /// full-text indexes, each due once a commit crosses a multiple of its batch. The writer
+    /// runs them by itself as soon as nothing is queued; this is for a caller about to read
+    /// those tables directly (tests, a copy of the file).
+    pub async fn run_owed_batches(&self) -> Result<()> {
+        self.writer.run_owed_batches().await
+    }
+
     /// The tenant's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -5,9 +5,10 @@
 //! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. Instead, the writer
 //! indexes what waits in one go ([`INDEX_TEXT`]): every work item past `work_item_fts_upto`
 //! (the highest rowid the index holds; items' rowids only grow) and every row noted in
-//! `work_item_fts_pending` and `comment_fts_pending`. It does so when a commit crosses a
-//! multiple of [`TEXT_BATCH`] seqs (in the commit's own script), before it answers a query
-//! that reads the indexes, and as it closes ([`index`]). Triggers note an edited item the index
+//! `work_item_fts_pending` and `comment_fts_pending`. It does so once a commit crosses a
+//! multiple of [`TEXT_BATCH`] seqs (see `batches` for when exactly), before it answers a query
+//! that reads the indexes, and as it closes, so that a tenant opened again (often only to be
+//! read) answers searches from its read pool. Triggers note an edited item the index
 //! already holds (with the text it holds) and every new or edited comment; a new item needs no
 //! note, which saves a page and a trigger program per create.
 //!
@@ -27,12 +28,6 @@ use crate::error::Result;
 
 /// Seqs per batch of indexed text.
 pub(crate) const TEXT_BATCH: u64 = 64;
-
-/// Whether a group that takes the head from `base` to `head` crosses a multiple of
-/// [`TEXT_BATCH`], and so indexes what waits in its commit.
-pub(crate) fn indexes_text(base: u64, head: u64) -> bool {
-    base / TEXT_BATCH != head / TEXT_BATCH
-}
 
 /// Indexes what waits: for each noted item, removes the text the index holds (the note kept
 /// it) and adds its current text; adds every item past `work_item_fts_upto` and moves the
@@ -88,16 +83,6 @@ pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool
     Ok(behind)
 }
 
-/// Indexes what waits in a transaction of its own: the writer does it as it closes, so that a
-/// tenant opened again (often only to be read) answers searches from its read pool.
-pub(crate) async fn index(conn: &mut SqliteConnection) -> Result<()> {
-    let indexed = exec(conn, &format!("BEGIN IMMEDIATE;\n{INDEX_TEXT};\nCOMMIT")).await;
-    if indexed.is_err() {
-        roll_back(conn).await;
-    }
-    indexed
-}
-
 /// Runs `query` on the writer's connection once the indexes hold everything that waited, in
 /// one transaction: nothing can commit between the indexing and the read.
 pub(crate) async fn index_and_run(
@@ -120,7 +105,7 @@ pub(crate) async fn index_and_run(
 
 /// Ends whatever a failure left of the transaction: the writer's next group begins its own.
 /// Fails harmlessly if the failure already ended it, or came before it began.
-async fn roll_back(conn: &mut SqliteConnection) {
+pub(super) async fn roll_back(conn: &mut SqliteConnection) {
     if let Err(error) = exec(conn, "ROLLBACK").await {
         tracing::debug!(%error, "rollback after failed indexing failed");
     }
@@ -129,15 +114,6 @@ async fn roll_back(conn: &mut SqliteConnection) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_batch_is_indexed_when_a_group_crosses_a_multiple_of_the_batch() {
-        assert!(!indexes_text(0, 63));
-        assert!(indexes_text(63, 64));
-        assert!(indexes_text(10, 200));
-        assert!(!indexes_text(64, 127));
-        assert!(indexes_text(127, 128));
-    }
 
     #[test]
     fn only_searches_and_text_filtered_lists_read_the_index() {

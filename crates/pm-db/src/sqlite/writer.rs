@@ -9,7 +9,8 @@
 //! can: the transaction is opened only when something needs it, new work items are inserted
 //! together, and the end of the group (deferred inserts, change log, idempotency answers and
 //! `COMMIT`, with `BEGIN` in front if nothing opened it yet) goes in one script. A group of
-//! work-item creations is then a single round trip.
+//! work-item creations is then a single round trip. The batches due every few hundred seqs (the
+//! log's pairs, the waiting text) run after the answers, when nothing is queued (`batches`).
 //!
 //! One failing command fails alone: handlers validate before they write and write with a
 //! single statement (SQLite undoes a failed statement by itself); the few that write more run
@@ -40,6 +41,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::batches::{Batches, Owed};
 use super::checkpoint::{self, Due, WalProgress};
 use super::commands::Cache;
 use super::config::WriterConfig;
@@ -87,6 +89,7 @@ pub(crate) fn spawn(
             rx,
             cache: Cache::default(),
             head,
+            owed: Owed::default(),
             shared,
             events,
             checkpoint,
@@ -169,6 +172,8 @@ struct Writer {
     rx: mpsc::Receiver<Queued>,
     cache: Cache,
     head: u64,
+    /// Batches crossed by commits that did not run them (see `batches`).
+    owed: Owed,
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<[CommittedEvent]>>,
     /// Counts commits for the checkpointer and wakes it when one is due.
@@ -219,12 +224,24 @@ impl Writer {
                         }
                     };
                 }
+                let owed = self.owed.get().any();
                 tokio::select! {
                     biased;
                     received = self.rx.recv_many(&mut queued, self.config.max_group) => {
                         if received == 0 {
                             break;
                         }
+                    }
+                    // Nothing is queued: the batches the last commits crossed run now, their
+                    // callers answered. Never into a faulty or damaged database: the next
+                    // crossing owes them again.
+                    () = std::future::ready(()), if owed => {
+                        if self.shared.health.get() != Condition::Healthy {
+                            self.owed.paid(self.owed.get());
+                        } else if let Err(error) = self.pay_owed().await {
+                            tracing::warn!(%error, "running the owed batches failed");
+                        }
+                        continue;
                     }
                     () = retention::next_tick(&mut tick), if !prune_due => {
                         prune_due = true;
@@ -251,15 +268,17 @@ impl Writer {
             // is drained again: larger groups, fewer commits per command.
             tokio::task::yield_now().await;
         }
-        // What waits for the text indexes goes in before the connection closes, unless the
-        // storage is at fault or damaged (a damaged file is never written again).
+        // What waits for the text indexes and an owed batch of the log's pairs go in before
+        // the connection closes, unless the storage is at fault or damaged (a damaged file is
+        // never written again).
         if self.shared.health.get() == Condition::Healthy {
-            let indexed = match text_index::behind(&mut self.conn).await {
-                Ok(true) => text_index::index(&mut self.conn).await,
-                other => other.map(drop),
+            let log = self.owed.get().log;
+            let ran = match text_index::behind(&mut self.conn).await {
+                Ok(text) => Batches { log, text }.run(&mut self.conn).await,
+                Err(error) => Err(error),
             };
-            if let Err(error) = indexed {
-                tracing::warn!(%error, "indexing the waiting text before closing failed");
+            if let Err(error) = ran {
+                tracing::warn!(%error, "running the waiting batches before closing failed");
             }
         }
         if let Err(e) = sqlx::Connection::close(self.conn).await {
@@ -306,19 +325,27 @@ impl Writer {
                 // Indexing writes: never into a damaged database (its file is never written
                 // again), and within the size limit in force. Under a storage fault it is one
                 // more try: a failure answers the search with the storage's condition.
-                let answer = if self.shared.health.get() == Condition::Damaged {
-                    Err(self
-                        .safeguards
-                        .quarantine
-                        .refusal(&self.tenant)
-                        .unwrap_or_else(|| Error::StorageIo("the database is damaged".into())))
-                } else {
-                    match self.apply_size_limit().await {
+                let answer = match self.refuse_if_damaged() {
+                    Ok(()) => match self.apply_size_limit().await {
                         Ok(()) => text_index::index_and_run(&mut self.conn, &actor, *query).await,
                         Err(error) => Err(error),
-                    }
+                    },
+                    Err(error) => Err(error),
                 };
+                if answer.is_ok() {
+                    self.owed.paid(Batches {
+                        log: false,
+                        text: true,
+                    });
+                }
                 let _ = reply.send(answer);
+            }
+            Control::RunOwedBatches { reply } => {
+                let ran = match self.refuse_if_damaged() {
+                    Ok(()) => self.pay_owed().await,
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(ran);
             }
             Control::Migrate {
                 migrator,
@@ -333,6 +360,27 @@ impl Writer {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// The quarantine's refusal if the database is damaged: its file is never written again.
+    fn refuse_if_damaged(&self) -> Result<()> {
+        if self.shared.health.get() != Condition::Damaged {
+            return Ok(());
+        }
+        Err(self
+            .safeguards
+            .quarantine
+            .refusal(&self.tenant)
+            .unwrap_or_else(|| Error::StorageIo("the database is damaged".into())))
+    }
+
+    /// Runs the batches owed in a transaction of their own, within the size limit in force.
+    /// They count as paid either way: after a failure the next crossing owes them again.
+    async fn pay_owed(&mut self) -> Result<()> {
+        let owed = self.owed.get();
+        self.owed.paid(owed);
+        self.apply_size_limit().await?;
+        owed.run(&mut self.conn).await
     }
 
     async fn prune(&mut self, retention: &Retention, now: i64) -> Result<u64> {
@@ -485,7 +533,8 @@ impl Writer {
             .stats
             .apply_micros
             .fetch_add(elapsed_micros(started, applied), Ordering::Relaxed);
-        group.commit(&mut self.conn).await?;
+        let folded = self.owed.folded(group.base, group.head());
+        group.commit(&mut self.conn, folded).await?;
         self.shared
             .stats
             .commit_micros
@@ -495,6 +544,7 @@ impl Writer {
 
     /// After `COMMIT`: the new head, then the events in seq order, then the answers.
     fn finish(&mut self, group: Group, jobs: &mut Vec<Job>) {
+        self.owed.committed(group.base, group.head());
         self.head = group.head();
         if group.pending.begun {
             match self.checkpoint.0.committed(group.events.len() as u64) {

@@ -91,7 +91,8 @@ async fn in_schema(tenant: &SqliteTenant, names: &[&str]) -> Vec<String> {
 }
 
 /// After 13 events: 243 more, one command a commit up to seq 255 (no batch yet), then seq 256,
-/// whose commit fills all three batched indexes with every event since the last batch.
+/// whose commit owes the batch that fills all three batched indexes with every event since the
+/// last one.
 async fn write_up_to_the_first_batch(tenant: &SqliteTenant, before: usize) {
     let project = create_project(tenant, &ALICE, "PM").await;
     add_member(tenant, &project.id, &BOB, v1::ProjectRole::Editor).await;
@@ -105,6 +106,7 @@ async fn write_up_to_the_first_batch(tenant: &SqliteTenant, before: usize) {
         assert_eq!(pairs.len(), before);
     }
     create_item(tenant, &BOB, &project.id, v1::WorkItemType::Bug, "256").await;
+    tenant.run_owed_batches().await.unwrap();
     for (pairs, logged) in all_batched_pairs(tenant).await {
         assert_eq!(pairs.len(), 256);
         assert_eq!(pairs, logged);

@@ -72,7 +72,15 @@ async fn assert_index_matches_items(tenant: &TestTenant) {
     assert_index_matches(tenant, "work_item_fts").await;
 }
 
-/// Renames `item` (as ALICE), keeping `item` at its new version.
+/// Waits for the batches the writer owes to have run, as an idle writer runs them before the
+/// next command: the text that waits is then exactly what came after the last multiple of
+/// [`BATCH`].
+async fn settle(tenant: &TestTenant) {
+    tenant.run_owed_batches().await.expect("owed batches ran");
+}
+
+/// Renames `item` (as ALICE), keeping `item` at its new version, and lets the writer run
+/// what the rename's commit owes.
 async fn rename(tenant: &TestTenant, item: &mut v1::WorkItem, title: &str) {
     let update = C::UpdateWorkItem(v1::UpdateWorkItem {
         id: item.id.clone(),
@@ -81,6 +89,7 @@ async fn rename(tenant: &TestTenant, item: &mut v1::WorkItem, title: &str) {
         ..Default::default()
     });
     *item = run::<v1::WorkItem>(tenant, &ALICE, update).await.0;
+    settle(tenant).await;
 }
 
 /// The titles tenant-wide `Search` finds for `text`, best first (one page of up to 500).
@@ -110,11 +119,12 @@ async fn searches_see_every_committed_text_before_and_after_its_batch() {
             new_item(pid, v1::WorkItemType::Task, &format!("Filler {n}"), None),
         )
         .await;
+        settle(&tenant).await;
         items.push(item);
         head = seq;
     }
-    // The commit that crossed seq 64 indexed everything before it: only the items created
-    // after it wait.
+    // The batch owed by the commit that crossed seq 64 indexed everything up to it: only the
+    // items created after it wait.
     let after_batch = (head - BATCH) as usize;
 
     assert_eq!(waiting(&tenant).await.len(), after_batch);
@@ -160,7 +170,8 @@ async fn searches_see_every_committed_text_before_and_after_its_batch() {
     assert_eq!(found(&tenant, "numbat").await, ["Numbat nest"]);
     assert_eq!(found(&tenant, "bilby").await, ["Bilby den"]);
 
-    // 63 renames: the commit that crosses the next multiple of 64 indexes those before it.
+    // 63 renames: the batch owed by the commit that crosses the next multiple of 64 indexes
+    // those up to it.
     let before = tenant.head_seq();
     for (i, item) in items.iter_mut().enumerate().take(BATCH as usize) {
         if i != 3 {
@@ -243,10 +254,11 @@ async fn comments_are_found_by_their_last_text_before_and_after_their_batch() {
         Vec::<String>::new()
     );
 
-    // Comments indexed by a batch commit, with no search in between.
+    // Comments indexed by a batch, with no search in between.
     let before = tenant.head_seq();
     for n in 0..BATCH {
         run::<v1::Comment>(&tenant, &ALICE, comment(&format!("Wallaby sighting {n}"))).await;
+        settle(&tenant).await;
     }
     assert_eq!(tenant.head_seq(), before + BATCH);
     assert_eq!(
