@@ -628,7 +628,8 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 applied  20261130190000 comment text in batches\n\
          \x20 applied  20261201120000 change log keys in batches\n\
          \x20 applied  20261201130000 new items indexed past a rowid\n\
-         fresh: 10 pending\n\
+         \x20 applied  20261201140000 new comments indexed past a rowid\n\
+         fresh: 11 pending\n\
          \x20 pending  20261121000001 initial\n\
          \x20 pending  20261129120000 board read model\n\
          \x20 pending  20261129130000 search sprints and context\n\
@@ -639,6 +640,7 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 pending  20261130190000 comment text in batches\n\
          \x20 pending  20261201120000 change log keys in batches\n\
          \x20 pending  20261201130000 new items indexed past a rowid\n\
+         \x20 pending  20261201140000 new comments indexed past a rowid\n\
          2 tenant(s): 1 current, 1 with pending migrations, 0 failed\n"
     );
 
@@ -669,6 +671,7 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 applied  20261130190000 comment text in batches\n\
          \x20 applied  20261201120000 change log keys in batches\n\
          \x20 applied  20261201130000 new items indexed past a rowid\n\
+         \x20 applied  20261201140000 new comments indexed past a rowid\n\
          \x20 pending  20270101000000 work item color\n\
          1 tenant(s): 0 current, 1 with pending migrations, 0 failed\n"
     );

@@ -4,13 +4,14 @@
 //! Indexing every commit's new or edited rows by trigger made each such commit write a new
 //! FTS5 segment: about 4.4 of the 16 WAL pages of a one-command commit. Instead, the writer
 //! indexes what waits in one go ([`INDEX_TEXT`]): every work item past `work_item_fts_upto`
-//! (the highest rowid the index holds; items' rowids only grow) and every row noted in
+//! and every comment past `comment_fts_upto` (the highest rowids the indexes hold; the rows'
+//! rowids only grow, as neither is ever deleted but by an import), and every row noted in
 //! `work_item_fts_pending` and `comment_fts_pending`. It does so once a commit crosses a
 //! multiple of [`TEXT_BATCH`] seqs (see `batches` for when exactly), before it answers a query
 //! that reads the indexes, and as it closes, so that a tenant opened again (often only to be
-//! read) answers searches from its read pool. Triggers note an edited item the index
-//! already holds (with the text it holds) and every new or edited comment; a new item needs no
-//! note, which saves a page and a trigger program per create.
+//! read) answers searches from its read pool. Triggers note only an edit of an item or a
+//! comment the index already holds, with the text it holds; a new row needs no note, which
+//! saves a page and a trigger program per create.
 //!
 //! A search never misses a committed change: a read whose snapshot holds text the indexes do
 //! not ([`behind`]) is handed to the writer ([`index_and_run`]), which indexes it and runs the
@@ -31,7 +32,7 @@ pub(crate) const TEXT_BATCH: u64 = 64;
 
 /// Indexes what waits: for each noted item, removes the text the index holds (the note kept
 /// it) and adds its current text; adds every item past `work_item_fts_upto` and moves the
-/// bound to the last; does the same for noted comments; forgets the notes. In the writer's
+/// bound to the last; does the same for comments; forgets the notes. In the writer's
 /// transaction.
 pub(crate) const INDEX_TEXT: &str = r#"
 INSERT INTO work_item_fts (work_item_fts, rowid, title, description)
@@ -51,13 +52,20 @@ SELECT 'delete', comment_rowid, content FROM comment_fts_pending WHERE indexed =
 INSERT INTO comment_fts (rowid, content)
 SELECT c.rowid, c.content
 FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid;
-DELETE FROM comment_fts_pending"#;
+DELETE FROM comment_fts_pending;
+INSERT INTO comment_fts (rowid, content)
+SELECT rowid, content FROM comments
+WHERE rowid > (SELECT comment_rowid FROM comment_fts_upto WHERE id = 1);
+UPDATE comment_fts_upto
+SET comment_rowid = MAX(comment_rowid, (SELECT COALESCE(MAX(rowid), 0) FROM comments))
+WHERE id = 1"#;
 
-/// Forgets every noted row and starts the items' bound over, for an import that empties the
-/// indexes and the tables.
+/// Forgets every noted row and starts the items' and comments' bounds over, for an import that
+/// empties the indexes and the tables.
 pub(crate) const FORGET_NOTED: &str = "DELETE FROM work_item_fts_pending; \
      DELETE FROM comment_fts_pending; \
-     UPDATE work_item_fts_upto SET item_rowid = 0 WHERE id = 1";
+     UPDATE work_item_fts_upto SET item_rowid = 0 WHERE id = 1; \
+     UPDATE comment_fts_upto SET comment_rowid = 0 WHERE id = 1";
 
 /// Whether `query` reads the full-text indexes: a search, or a work-item list narrowed by text
 /// (which matches comments too).
@@ -76,7 +84,9 @@ pub(crate) async fn behind<'c>(executor: impl SqliteExecutor<'c>) -> Result<bool
         "SELECT EXISTS (SELECT 1 FROM work_item_fts_pending) \
          OR EXISTS (SELECT 1 FROM comment_fts_pending) \
          OR (SELECT COALESCE(MAX(rowid), 0) FROM work_items) \
-            > (SELECT item_rowid FROM work_item_fts_upto WHERE id = 1)",
+            > (SELECT item_rowid FROM work_item_fts_upto WHERE id = 1) \
+         OR (SELECT COALESCE(MAX(rowid), 0) FROM comments) \
+            > (SELECT comment_rowid FROM comment_fts_upto WHERE id = 1)",
     )
     .fetch_one(executor)
     .await?;

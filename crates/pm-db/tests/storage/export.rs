@@ -398,7 +398,9 @@ async fn import_refuses_a_non_empty_or_open_tenant_and_replaces_only_when_told()
         "SELECT (SELECT COUNT(*) FROM work_item_fts_pending) \
               + (SELECT COUNT(*) FROM comment_fts_pending) \
               + (SELECT COUNT(*) FROM work_items \
-                 WHERE rowid > (SELECT item_rowid FROM work_item_fts_upto))",
+                 WHERE rowid > (SELECT item_rowid FROM work_item_fts_upto)) \
+              + (SELECT COUNT(*) FROM comments \
+                 WHERE rowid > (SELECT comment_rowid FROM comment_fts_upto))",
     )
     .fetch_one(&mut *conn)
     .await

@@ -51,9 +51,22 @@ async fn waiting(tenant: &TestTenant) -> Vec<i64> {
     rows
 }
 
-/// How many comments wait for the index.
+/// How many comments wait for the index: those noted (edited since the index took them) and
+/// those past the rowid up to which the index holds every comment.
 async fn comments_waiting(tenant: &TestTenant) -> i64 {
-    noted(tenant, "comment_fts_pending").await.len() as i64
+    let mut conn = raw(tenant).await;
+    let waiting = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ( \
+             SELECT comment_rowid FROM comment_fts_pending \
+             UNION \
+             SELECT rowid FROM comments \
+             WHERE rowid > (SELECT comment_rowid FROM comment_fts_upto))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    waiting
 }
 
 /// FTS5's own check that `fts` holds exactly its rows' current text.
@@ -226,7 +239,12 @@ async fn comments_are_found_by_their_last_text_before_and_after_their_batch() {
         })
     };
     let (first, _) = run::<v1::Comment>(&tenant, &ALICE, comment("The echidna sleeps")).await;
+    // Waiting past the bound, not noted.
     assert_eq!(comments_waiting(&tenant).await, 1);
+    assert_eq!(
+        noted(&tenant, "comment_fts_pending").await,
+        Vec::<i64>::new()
+    );
     assert_eq!(found(&tenant, "echidna").await, ["Feeding schedule"]);
     assert_eq!(
         search(&tenant, pid, "echidna").await.unwrap(),
@@ -452,5 +470,88 @@ async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
     .await
     .unwrap();
     assert_eq!(triggers, ["work_items_fts_update"]);
+    conn.close().await.unwrap();
+}
+
+/// The same for comments (`20261201140000`): a comment indexed then edited (noted with its old
+/// text) and two new ones (noted without) are indexed by the migration, which sets the bound.
+#[tokio::test]
+async fn the_migration_to_a_comments_bound_indexes_what_was_noted() {
+    const BOUND: i64 = 20261201140000;
+    let env = crate::env::TestEnv::new();
+    let file = env
+        .engine
+        .config()
+        .db_file(&pm_core::TenantId::parse("acme").unwrap());
+    {
+        // The rows only: no project or work item behind them.
+        let mut conn = database_before(&file, BOUND).await;
+        let insert = |n: i64, content: &str| {
+            sqlx::query(
+                "INSERT INTO comments (id, project_id, work_item_id, content, version, \
+                                       created_at, created_by, updated_at, updated_by) \
+                 VALUES ('c' || $1, 'p', 'i', $2, 1, 0, 'a', 0, 'a')",
+            )
+            .bind(n)
+            .bind(content.to_owned())
+        };
+        for n in 1..=3 {
+            let content = format!("Echidna {n}");
+            insert(n, &content).execute(&mut conn).await.unwrap();
+        }
+        // The old batch: the three comments indexed, their notes gone.
+        sqlx::raw_sql(
+            "INSERT INTO comment_fts (rowid, content) \
+             SELECT c.rowid, c.content \
+             FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid; \
+             DELETE FROM comment_fts_pending",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE comments SET content = 'Dugong 2' WHERE id = 'c2'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for n in 4..=5 {
+            let content = format!("Echidna {n}");
+            insert(n, &content).execute(&mut conn).await.unwrap();
+        }
+        let noted: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT comment_rowid, indexed FROM comment_fts_pending ORDER BY 1")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(noted, [(2, 1), (4, 0), (5, 0)]);
+        conn.close().await.unwrap();
+    }
+
+    let tenant = env.tenant("acme").await;
+    assert_eq!(comments_waiting(&tenant).await, 0);
+    assert_index_matches(&tenant, "comment_fts").await;
+    let mut conn = raw(&tenant).await;
+    let matching = |text: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT rowid FROM comment_fts WHERE comment_fts MATCH $1 ORDER BY rowid",
+        )
+        .bind(text)
+    };
+    let echidnas = matching("echidna").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(echidnas, [1, 3, 4, 5]);
+    let dugongs = matching("dugong").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(dugongs, [2]);
+    let bound: i64 = sqlx::query_scalar("SELECT comment_rowid FROM comment_fts_upto")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bound, 5);
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'comments' \
+         ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(triggers, ["comments_fts_update"]);
     conn.close().await.unwrap();
 }
