@@ -193,6 +193,9 @@ pub(crate) fn fingerprint(id: &str, name: &str, email: Option<&str>) -> u64 {
 pub struct SubscriptionSnapshot {
     /// `(project id, role)` of every live project the user is a member of.
     pub memberships: Vec<(String, pm_core::kinds::Role)>,
+    /// Every deleted project the user is a member of: the membership stays, and the project
+    /// is the user's again once restored.
+    pub deleted: Vec<String>,
     /// The head seq the memberships are as of.
     pub head: u64,
     /// The oldest retained seq (`None`: the log is empty).

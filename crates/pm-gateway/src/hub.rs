@@ -116,8 +116,11 @@ pub(crate) struct Filter {
 struct Subscriber {
     user: UserId,
     filter: Filter,
-    /// Projects the user is a member of; kept current from membership events once live.
+    /// Live projects the user is a member of; kept current from membership and project events
+    /// once live.
     allowed: HashSet<String>,
+    /// Deleted projects the user is a member of: allowed again once restored.
+    deleted: HashSet<String>,
     /// Events at or below this seq were or will be sent from the log.
     skip_until: u64,
     out: Arc<Outbox>,
@@ -286,6 +289,7 @@ impl Hub {
                 user,
                 filter,
                 allowed: HashSet::new(),
+                deleted: HashSet::new(),
                 skip_until: 0,
                 out: channels.out,
                 close: channels.close,
@@ -299,14 +303,14 @@ impl Hub {
         }
     }
 
-    /// Ends catching up. `allowed` are the user's projects as of change `replayed_until`, up to
-    /// which the session sent the log: later buffered events are filtered (membership changes
-    /// applied in order) and queued, and delivery is live from now on. False if the subscriber
-    /// was cut off meanwhile.
+    /// Ends catching up. `allowed` are the user's live projects and `deleted` the deleted ones
+    /// they are a member of, as of change `replayed_until`, up to which the session sent the
+    /// log: later buffered events are filtered (membership changes applied in order) and
+    /// queued, and delivery is live from now on. False if the subscriber was cut off meanwhile.
     pub(crate) fn go_live(
         &self,
         registration: &Registration,
-        allowed: HashSet<String>,
+        (allowed, deleted): (HashSet<String>, HashSet<String>),
         replayed_until: u64,
     ) -> bool {
         let mut state = self.state.lock().expect("hub lock is never poisoned");
@@ -314,6 +318,7 @@ impl Hub {
             return false;
         };
         sub.allowed = allowed;
+        sub.deleted = deleted;
         sub.skip_until = replayed_until;
         let buffered = sub.buffer.take().unwrap_or_default();
         let kept = buffered.iter().all(|group| {
@@ -441,8 +446,9 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
 }
 
 /// The events of one group that `sub` wants, in order, keeping its memberships current: a new
-/// member sees the event of their own addition; a removed member (or anyone, once the project
-/// is deleted) sees that event and nothing more of the project.
+/// member sees the event of their own addition; a removed member (or any member, once the
+/// project is deleted) sees that event and nothing more of the project; the members of a
+/// restored project see it again from its restoration on.
 fn select<'a>(
     sub: &mut Subscriber,
     events: impl Iterator<Item = &'a CommittedEvent>,
@@ -458,7 +464,12 @@ fn select<'a>(
         }
         let member_change = (event.kind == EntityKind::ProjectMember).then_some(event.action);
         let concerns_user = member_change.is_some() && sub.user.as_str() == event.entity_id;
-        if concerns_user && member_change == Some(ChangeAction::Created) {
+        let project_change = (event.kind == EntityKind::Project).then_some(event.action);
+        let added = concerns_user && member_change == Some(ChangeAction::Created);
+        // A deleted project keeps its members: restored, it is theirs again.
+        let restored =
+            project_change == Some(ChangeAction::Restored) && sub.deleted.remove(&event.project_id);
+        if added || restored {
             sub.allowed.insert(event.project_id.clone());
             last = None;
         }
@@ -473,10 +484,14 @@ fn select<'a>(
         if sees && sub.wants_kind(event.kind) {
             wanted.push((event.seq, event.frame.clone()));
         }
-        let project_deleted =
-            event.kind == EntityKind::Project && event.action == ChangeAction::Deleted;
-        if (concerns_user && member_change == Some(ChangeAction::Deleted)) || project_deleted {
+        if concerns_user && member_change == Some(ChangeAction::Deleted) {
             sub.allowed.remove(&event.project_id);
+            sub.deleted.remove(&event.project_id);
+            last = None;
+        } else if project_change == Some(ChangeAction::Deleted)
+            && sub.allowed.remove(&event.project_id)
+        {
+            sub.deleted.insert(event.project_id.clone());
             last = None;
         }
     }
@@ -484,97 +499,4 @@ fn select<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(
-        seq: u64,
-        project: &str,
-        kind: EntityKind,
-        entity: &str,
-        action: ChangeAction,
-    ) -> CommittedEvent {
-        CommittedEvent {
-            seq,
-            project_id: project.into(),
-            kind,
-            entity_id: entity.into(),
-            action,
-            frame: Bytes::from(seq.to_be_bytes().to_vec()),
-        }
-    }
-
-    fn item(seq: u64, project: &str) -> CommittedEvent {
-        event(
-            seq,
-            project,
-            EntityKind::WorkItem,
-            "item",
-            ChangeAction::Created,
-        )
-    }
-
-    fn subscriber(user: &str, allowed: &[&str], kinds: Vec<EntityKind>) -> Subscriber {
-        Subscriber {
-            user: UserId::parse("user", user).unwrap(),
-            filter: Filter {
-                projects: None,
-                kinds,
-            },
-            allowed: allowed.iter().map(|p| p.to_string()).collect(),
-            skip_until: 0,
-            out: Arc::new(Outbox::new(8)),
-            close: Arc::new(CloseSignal::default()),
-            buffer: None,
-            capacity: 8,
-        }
-    }
-
-    fn seqs(wanted: &[(u64, Bytes)]) -> Vec<u64> {
-        wanted.iter().map(|(seq, _)| *seq).collect()
-    }
-
-    #[test]
-    fn memberships_changed_inside_a_group_apply_from_their_own_event_on() {
-        let mut sub = subscriber("bob", &["a"], Vec::new());
-        let member =
-            |seq, project, action| event(seq, project, EntityKind::ProjectMember, "bob", action);
-        let group = [
-            item(1, "b"),
-            item(2, "b"),
-            member(3, "b", ChangeAction::Created),
-            item(4, "b"),
-            item(5, "a"),
-            member(6, "a", ChangeAction::Deleted),
-            item(7, "a"),
-            // Another user's membership changes nothing for bob.
-            event(
-                8,
-                "a",
-                EntityKind::ProjectMember,
-                "carol",
-                ChangeAction::Created,
-            ),
-            item(9, "b"),
-            event(10, "b", EntityKind::Project, "b", ChangeAction::Deleted),
-            item(11, "b"),
-        ];
-        assert_eq!(seqs(&select(&mut sub, group.iter())), [3, 4, 5, 6, 9, 10]);
-        assert!(sub.allowed.is_empty());
-    }
-
-    #[test]
-    fn the_kind_filter_and_the_resume_position_apply_to_every_event() {
-        let mut sub = subscriber("bob", &["a"], vec![EntityKind::WorkItem]);
-        sub.skip_until = 2;
-        let group = [
-            item(1, "a"),
-            item(2, "a"),
-            event(3, "a", EntityKind::Comment, "c", ChangeAction::Created),
-            item(4, "a"),
-            item(5, "z"),
-            item(6, "a"),
-        ];
-        assert_eq!(seqs(&select(&mut sub, group.iter())), [4, 6]);
-    }
-}
+mod tests;

@@ -155,6 +155,7 @@ pub(crate) async fn subscribe(
     }
     let head = snapshot.head;
     let allowed: HashSet<String> = snapshot.memberships.into_iter().map(|(p, _)| p).collect();
+    let deleted: HashSet<String> = snapshot.deleted.into_iter().collect();
     if let Some(projects) = &interest.projects {
         if !projects.iter().all(|p| allowed.contains(p)) {
             return Err(v1::Error::new(
@@ -221,6 +222,6 @@ pub(crate) async fn subscribe(
     }
     // 4. Go live.
     Ok(hub
-        .go_live(&registration, allowed, head)
+        .go_live(&registration, (allowed, deleted), head)
         .then_some(registration))
 }

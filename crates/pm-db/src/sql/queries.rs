@@ -246,7 +246,8 @@ pub(crate) async fn run(
 
 /// Reads a [`SubscriptionSnapshot`] in ONE statement: a single SELECT reads one snapshot,
 /// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
-/// thread instead of four (BEGIN, head, members, ROLLBACK).
+/// thread instead of four (BEGIN, head, members, ROLLBACK). Memberships of deleted projects
+/// come too, marked, for a subscriber to see such a project again once it is restored.
 pub(crate) async fn subscription_snapshot(
     conn: &mut Conn,
     user: &UserId,
@@ -255,12 +256,12 @@ pub(crate) async fn subscription_snapshot(
         r#"
         SELECT NULL AS project_id, NULL AS role,
                (SELECT MIN(seq) FROM change_log) AS oldest,
-               ({}) AS head
+               ({}) AS head, NULL AS deleted
         UNION ALL
-        SELECT m.project_id, m.role, NULL, NULL
+        SELECT m.project_id, m.role, NULL, NULL, p.deleted_at IS NOT NULL
         FROM project_members AS m
         JOIN projects AS p ON p.id = m.project_id
-        WHERE m.user_id = $1 AND p.deleted_at IS NULL
+        WHERE m.user_id = $1
         "#,
         dialect::HEAD_SEQ
     ))
@@ -269,6 +270,7 @@ pub(crate) async fn subscription_snapshot(
     .await?;
     let mut snapshot = SubscriptionSnapshot {
         memberships: Vec::with_capacity(rows.len().saturating_sub(1)),
+        deleted: Vec::new(),
         head: 0,
         oldest: None,
     };
@@ -277,6 +279,9 @@ pub(crate) async fn subscription_snapshot(
             None => {
                 snapshot.head = row.try_get::<i64, _>("head")? as u64;
                 snapshot.oldest = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
+            }
+            Some(project) if row.try_get::<bool, _>("deleted")? => {
+                snapshot.deleted.push(project);
             }
             Some(project) => {
                 let role: String = row.try_get("role")?;

@@ -519,3 +519,69 @@ async fn a_removed_member_stops_receiving_the_project_and_a_re_added_one_resumes
     );
     bob.assert_nothing_more(2).await;
 }
+
+/// A deleted project's members keep their membership, hidden while it is deleted: once it is
+/// restored they see it again at once, live, whether they subscribed before its deletion or
+/// while it was deleted, exactly as a resume from the same position replays it.
+#[tokio::test]
+async fn the_members_of_a_restored_project_see_it_again_live_as_a_resume_does() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.client("acme", "alice").await;
+    let project = alice.create_project("ONE").await;
+    let added = alice
+        .add_member(&project.id, "bob", v1::ProjectRole::Editor)
+        .await;
+    let (mut before, _) = app.client("acme", "bob").await;
+    assert_eq!(before.subscribe(added).await, Ok(added));
+
+    let deleted = alice
+        .command(Cmd::DeleteProject(v1::DeleteProject {
+            id: project.id.clone(),
+            expected_version: project.version,
+        }))
+        .await
+        .expect("project deleted");
+    let event = before.event().await;
+    assert_eq!(
+        (event.seq, event.action),
+        (deleted.seq, v1::ChangeAction::Deleted as i32)
+    );
+    // Subscribed while the project is deleted: nothing of it yet.
+    let (mut during, _) = app.client("acme", "bob").await;
+    assert_eq!(during.subscribe(deleted.seq).await, Ok(deleted.seq));
+
+    let restored = alice
+        .command(Cmd::RestoreProject(v1::RestoreProject {
+            id: project.id.clone(),
+            expected_version: project.version + 1,
+        }))
+        .await
+        .expect("project restored");
+    let (_, created) = alice.create_item(&project.id, "after the restore").await;
+    let seen = |events: Vec<v1::Event>| -> Vec<(u64, String, i32)> {
+        events
+            .into_iter()
+            .map(|e| (e.seq, e.project_id, e.action))
+            .collect()
+    };
+    let expected = vec![
+        (
+            restored.seq,
+            project.id.clone(),
+            v1::ChangeAction::Restored as i32,
+        ),
+        (
+            created,
+            project.id.clone(),
+            v1::ChangeAction::Created as i32,
+        ),
+    ];
+    for bob in [&mut before, &mut during] {
+        assert_eq!(seen(events_until(bob, created).await), expected);
+        bob.assert_nothing_more(1).await;
+    }
+    // A resume from the deletion replays the same events.
+    let (mut resumed, _) = app.client("acme", "bob").await;
+    assert_eq!(resumed.subscribe(deleted.seq).await, Ok(created));
+    assert_eq!(seen(events_until(&mut resumed, created).await), expected);
+}
