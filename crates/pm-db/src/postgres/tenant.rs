@@ -209,7 +209,12 @@ impl Tenant for PgTenant {
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
         let user = user.clone();
         self.read(move |conn| {
-            Box::pin(async move { queries::subscription_snapshot(conn, &user).await })
+            Box::pin(async move {
+                let mut snapshots = queries::subscription_snapshots(conn, &[user.as_str()]).await?;
+                snapshots
+                    .pop()
+                    .ok_or_else(|| Error::Corrupt("no subscription snapshot was read".into()))
+            })
         })
         .await
     }

@@ -3,6 +3,8 @@
 //! client may subscribe from exactly there. Users see only projects they are members of:
 //! everything else is `NOT_FOUND` or simply not listed.
 
+use std::collections::HashMap;
+
 use pm_core::kinds::Role;
 use pm_core::{text, EntityId, UserId};
 use pm_proto::{convert, v1};
@@ -244,54 +246,69 @@ pub(crate) async fn run(
     })
 }
 
-/// Reads a [`SubscriptionSnapshot`] in ONE statement: a single SELECT reads one snapshot,
-/// so memberships, head and oldest agree, and a subscribe costs one round trip to SQLite's
-/// thread instead of four (BEGIN, head, members, ROLLBACK). Memberships of deleted projects
-/// come too, marked, for a subscriber to see such a project again once it is restored.
-pub(crate) async fn subscription_snapshot(
+/// Reads the [`SubscriptionSnapshot`] of each of `users` (in their order) in ONE statement: a
+/// single SELECT reads one snapshot, so memberships, head and oldest agree, and any number of
+/// subscribes cost one round trip to SQLite's thread instead of four each (BEGIN, head,
+/// members, ROLLBACK). Memberships of deleted projects come too, marked, for a subscriber to
+/// see such a project again once it is restored.
+pub(crate) async fn subscription_snapshots(
     conn: &mut Conn,
-    user: &UserId,
-) -> Result<SubscriptionSnapshot> {
+    users: &[&str],
+) -> Result<Vec<SubscriptionSnapshot>> {
     let rows = sqlx::query(&format!(
         r#"
-        SELECT NULL AS project_id, NULL AS role,
+        SELECT NULL AS user_id, NULL AS project_id, NULL AS role,
                (SELECT MIN(seq) FROM change_log) AS oldest,
                ({}) AS head, NULL AS deleted
         UNION ALL
-        SELECT m.project_id, m.role, NULL, NULL, p.deleted_at IS NOT NULL
+        SELECT m.user_id, m.project_id, m.role, NULL, NULL, p.deleted_at IS NOT NULL
         FROM project_members AS m
         JOIN projects AS p ON p.id = m.project_id
-        WHERE m.user_id = $1
+        WHERE {}
         "#,
-        dialect::HEAD_SEQ
+        dialect::HEAD_SEQ,
+        dialect::in_id_list("m.user_id", 1),
     ))
-    .bind(user.as_str())
+    .bind(dialect::id_list(users))
     .fetch_all(&mut *conn)
     .await?;
-    let mut snapshot = SubscriptionSnapshot {
-        memberships: Vec::with_capacity(rows.len().saturating_sub(1)),
+    let empty = SubscriptionSnapshot {
+        memberships: Vec::new(),
         deleted: Vec::new(),
         head: 0,
         oldest: None,
     };
+    let mut snapshots = vec![empty; users.len()];
+    // The same user may be asked for more than once (two connections of theirs).
+    let mut asked: HashMap<&str, Vec<usize>> = HashMap::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        asked.entry(user).or_default().push(i);
+    }
     for row in &rows {
-        match row.try_get::<Option<String>, _>("project_id")? {
-            None => {
-                snapshot.head = row.try_get::<i64, _>("head")? as u64;
-                snapshot.oldest = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
+        let Some(user) = row.try_get::<Option<String>, _>("user_id")? else {
+            let head = row.try_get::<i64, _>("head")? as u64;
+            let oldest = row.try_get::<Option<i64>, _>("oldest")?.map(|s| s as u64);
+            for snapshot in &mut snapshots {
+                (snapshot.head, snapshot.oldest) = (head, oldest);
             }
-            Some(project) if row.try_get::<bool, _>("deleted")? => {
-                snapshot.deleted.push(project);
-            }
-            Some(project) => {
-                let role: String = row.try_get("role")?;
-                let role = Role::parse("role", &role)
-                    .map_err(|_| Error::Corrupt("unknown role".into()))?;
-                snapshot.memberships.push((project, role));
+            continue;
+        };
+        let project: String = row.try_get("project_id")?;
+        let deleted: bool = row.try_get("deleted")?;
+        let role = if deleted {
+            None
+        } else {
+            let role: String = row.try_get("role")?;
+            Some(Role::parse("role", &role).map_err(|_| Error::Corrupt("unknown role".into()))?)
+        };
+        for &i in asked.get(user.as_str()).into_iter().flatten() {
+            match role {
+                Some(role) => snapshots[i].memberships.push((project.clone(), role)),
+                None => snapshots[i].deleted.push(project.clone()),
             }
         }
     }
-    Ok(snapshot)
+    Ok(snapshots)
 }
 
 /// One query's read transaction, as `actor`, and the change number it reads as of.

@@ -27,6 +27,7 @@ use super::queue::{Shared, WriterHandle};
 use super::readers::Readers;
 use super::replay;
 use super::retention;
+use super::snapshots::Snapshots;
 use super::text_index;
 use super::writer::{self, Storage};
 use crate::engine::{KnownProfiles, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
@@ -57,6 +58,8 @@ pub struct SqliteTenant {
     safeguards: Arc<Safeguards>,
     /// Profiles known to be stored.
     known_users: KnownProfiles,
+    /// Subscription snapshots waiting to be read together.
+    snapshots: Snapshots,
 }
 
 /// Rows a read connection's thread may hand over before the reader takes them: a page's
@@ -176,6 +179,7 @@ impl SqliteTenant {
             db_file,
             safeguards: safeguards.clone(),
             known_users: KnownProfiles::default(),
+            snapshots: Snapshots::default(),
         }))
     }
 
@@ -473,13 +477,12 @@ impl Tenant for SqliteTenant {
 
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
         self.check_usable()?;
-        let snapshot = async {
-            // An explicit connection, not `&Pool` as the executor: the latter's higher-ranked
-            // bounds make callers' futures fail to prove `Send`.
+        let read = |users: Vec<UserId>| async move {
             let mut conn = self.read_pool.acquire().await?;
-            queries::subscription_snapshot(&mut conn, user).await
+            let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+            queries::subscription_snapshots(&mut conn, &users).await
         };
-        self.read(snapshot.await)
+        self.read(self.snapshots.read(user, read).await)
     }
 
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {

@@ -393,3 +393,54 @@ async fn activity_by_actor_pages_exactly_the_actors_part_of_the_log() {
     let (newest, _) = page(String::new()).await;
     assert_eq!(newest, (545..=604).rev().collect::<Vec<u64>>());
 }
+
+/// Subscribes that arrive together are read together (SQLite reads them in one statement):
+/// each user gets exactly their own memberships, a user asked for twice gets them twice, and
+/// a deleted project's members get it apart.
+#[tokio::test]
+async fn concurrent_subscription_snapshots_each_answer_their_own_user() {
+    let (_env, tenant, one) = setup().await;
+    let two = create_project(&tenant, &ALICE, "TWO").await;
+    let gone = create_project(&tenant, &ALICE, "GONE").await;
+    add_member(&tenant, &one.id, &BOB, v1::ProjectRole::Viewer).await;
+    add_member(&tenant, &gone.id, &BOB, v1::ProjectRole::Editor).await;
+    run::<v1::Project>(
+        &tenant,
+        &ALICE,
+        C::DeleteProject(v1::DeleteProject {
+            id: gone.id.clone(),
+            expected_version: gone.version,
+        }),
+    )
+    .await;
+    let head = tenant.head_seq();
+
+    let users = [&*ALICE, &*BOB, &*CAROL, &*ALICE];
+    let snapshots =
+        futures::future::join_all(users.iter().map(|user| tenant.subscription_snapshot(user)))
+            .await;
+    let seen: Vec<(Vec<(String, pm_core::kinds::Role)>, Vec<String>, u64)> = snapshots
+        .into_iter()
+        .map(|s| {
+            let mut s = s.expect("snapshot read");
+            s.memberships.sort();
+            (s.memberships, s.deleted, s.head)
+        })
+        .collect();
+    use pm_core::kinds::Role;
+    let mut alice = vec![(one.id.clone(), Role::Admin), (two.id.clone(), Role::Admin)];
+    alice.sort();
+    assert_eq!(
+        seen,
+        [
+            (alice.clone(), vec![gone.id.clone()], head),
+            (
+                vec![(one.id.clone(), Role::Viewer)],
+                vec![gone.id.clone()],
+                head
+            ),
+            (vec![], vec![], head),
+            (alice, vec![gone.id.clone()], head),
+        ]
+    );
+}
