@@ -419,7 +419,9 @@ async fn concurrent_subscription_snapshots_each_answer_their_own_user() {
     let snapshots =
         futures::future::join_all(users.iter().map(|user| tenant.subscription_snapshot(user)))
             .await;
-    let seen: Vec<(Vec<(String, pm_core::kinds::Role)>, Vec<String>, u64)> = snapshots
+    use pm_core::kinds::Role;
+    type Seen = (Vec<(String, Role)>, Vec<String>, u64);
+    let seen: Vec<Seen> = snapshots
         .into_iter()
         .map(|s| {
             let mut s = s.expect("snapshot read");
@@ -427,7 +429,6 @@ async fn concurrent_subscription_snapshots_each_answer_their_own_user() {
             (s.memberships, s.deleted, s.head)
         })
         .collect();
-    use pm_core::kinds::Role;
     let mut alice = vec![(one.id.clone(), Role::Admin), (two.id.clone(), Role::Admin)];
     alice.sort();
     assert_eq!(
