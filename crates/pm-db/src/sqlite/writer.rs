@@ -47,10 +47,12 @@ use super::commands::Cache;
 use super::config::WriterConfig;
 use super::group::{exec, Group, Tx};
 use super::health::{Condition, Health, Next, Safeguards};
-use super::queue::{Control, Job, Queued, Shared, WriterHandle};
-use super::{changelog, idempotency, migrations, people, retention, text_index};
+use super::queue::{Job, Queued, Shared, WriterHandle};
+use super::{changelog, idempotency, retention, text_index};
 use crate::error::{Error, Result};
-use crate::events::{CommittedEvent, Retention};
+use crate::events::CommittedEvent;
+
+mod maintenance;
 
 /// Starts the writer task, whose log ends at `head`, on `conn`; with none, the writer
 /// connects when it is first needed (a write, a control job or a pruning pass).
@@ -305,103 +307,6 @@ impl Writer {
         }
     }
 
-    async fn control(&mut self, control: Control) {
-        match control {
-            Control::Prune {
-                retention,
-                now,
-                reply,
-            } => {
-                let _ = reply.send(self.prune(&retention, now).await);
-            }
-            Control::RememberUser { profile, reply } => {
-                let _ = reply.send(people::remember_user(&mut self.conn, &profile, now_ms()).await);
-            }
-            Control::IndexAndQuery {
-                actor,
-                query,
-                reply,
-            } => {
-                // Indexing writes: never into a damaged database (its file is never written
-                // again), and within the size limit in force. Under a storage fault it is one
-                // more try: a failure answers the search with the storage's condition.
-                let answer = match self.refuse_if_damaged() {
-                    Ok(()) => match self.apply_size_limit().await {
-                        Ok(()) => text_index::index_and_run(&mut self.conn, &actor, *query).await,
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
-                if answer.is_ok() {
-                    self.owed.paid(Batches {
-                        log: false,
-                        text: true,
-                    });
-                }
-                let _ = reply.send(answer);
-            }
-            Control::RunOwedBatches { reply } => {
-                let ran = match self.refuse_if_damaged() {
-                    Ok(()) => self.pay_owed().await,
-                    Err(error) => Err(error),
-                };
-                let _ = reply.send(ran);
-            }
-            Control::Migrate {
-                migrator,
-                reply,
-                pending,
-            } => {
-                let result = migrations::apply(&mut self.conn, &migrator).await;
-                // A new schema may change what the cached reads would return.
-                self.cache.clear();
-                // No longer pending: callers stop waiting for room in a full queue.
-                drop(pending);
-                let _ = reply.send(result);
-            }
-        }
-    }
-
-    /// The quarantine's refusal if the database is damaged: its file is never written again.
-    fn refuse_if_damaged(&self) -> Result<()> {
-        if self.shared.health.get() != Condition::Damaged {
-            return Ok(());
-        }
-        Err(self
-            .safeguards
-            .quarantine
-            .refusal(&self.tenant)
-            .unwrap_or_else(|| Error::StorageIo("the database is damaged".into())))
-    }
-
-    /// Runs the batches owed in a transaction of their own, within the size limit in force.
-    /// They count as paid either way: after a failure the next crossing owes them again.
-    async fn pay_owed(&mut self) -> Result<()> {
-        let owed = self.owed.get();
-        self.owed.paid(owed);
-        self.apply_size_limit().await?;
-        owed.run(&mut self.conn).await
-    }
-
-    async fn prune(&mut self, retention: &Retention, now: i64) -> Result<u64> {
-        let deleted = retention::prune(
-            &mut self.conn,
-            retention,
-            self.head,
-            now,
-            retention::PRUNE_CHUNK,
-        )
-        .await?;
-        if deleted > 0 {
-            tracing::debug!(deleted, "change-log events pruned");
-            self.shared
-                .stats
-                .pruned_events
-                .fetch_add(deleted, Ordering::Relaxed);
-        }
-        Ok(deleted)
-    }
-
     /// Commits `jobs` (emptying it): in one transaction, replayed once with a savepoint per
     /// command after an unexpected error; every job is answered either way. While the storage
     /// is at fault, jobs are refused at once until the next try (see `health`).
@@ -547,12 +452,7 @@ impl Writer {
         self.owed.committed(group.base, group.head());
         self.head = group.head();
         if group.pending.begun {
-            match self.checkpoint.0.committed(group.events.len() as u64) {
-                Due::Nothing => {}
-                // A full channel already has a checkpoint coming.
-                Due::Checkpoint => drop(self.checkpoint.1.try_send(())),
-                Due::Restart => self.restart_wal = true,
-            }
+            self.count_commit(group.events.len() as u64);
         }
         self.shared.head.store(self.head, Ordering::Release);
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -566,6 +466,17 @@ impl Writer {
         }
         for job in jobs.drain(..) {
             job.answer();
+        }
+    }
+
+    /// Counts a commit of `events` events for the checkpointer, waking it if one is due.
+    fn count_commit(&mut self, events: u64) {
+        match self.checkpoint.0.committed(events) {
+            Due::Nothing => {}
+            // A full channel already has a checkpoint coming.
+            Due::Checkpoint => drop(self.checkpoint.1.try_send(())),
+            // After the next group (see `process`).
+            Due::Restart => self.restart_wal = true,
         }
     }
 

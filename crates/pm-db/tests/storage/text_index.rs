@@ -382,6 +382,37 @@ async fn a_search_that_cannot_index_fails_alone_and_the_writer_goes_on() {
     assert_index_matches_items(&tenant).await;
 }
 
+/// After a migration to a rowid bound (the tests below): rows 1, 3, 4 and 5 are found by their
+/// first text ("Echidna n") and row 2 only by its edited one ("Dugong 2"), the bound is at the
+/// last row, and only the update trigger is left on `table`.
+async fn assert_migrated_to_a_bound(tenant: &TestTenant, fts: &str, upto: &str, table: &str) {
+    let mut conn = raw(tenant).await;
+    let sql = format!("SELECT rowid FROM {fts} WHERE {fts} MATCH $1 ORDER BY rowid");
+    for (text, rowids) in [("echidna", vec![1, 3, 4, 5]), ("dugong", vec![2])] {
+        let found: Vec<i64> = sqlx::query_scalar(&sql)
+            .bind(text)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(found, rowids, "{fts} MATCH {text}");
+    }
+    // (1, the bound): the table's one row.
+    let row: (i64, i64) = sqlx::query_as(&format!("SELECT * FROM {upto}"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row, (1, 5));
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = $1 ORDER BY name",
+    )
+    .bind(table)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(triggers, [format!("{table}_fts_update")]);
+    conn.close().await.unwrap();
+}
+
 /// A tenant from before new items went unnoted (`20261201130000`), with new items noted and an
 /// edit of an indexed one noted with its old text: the migration indexes all of it, and from
 /// then on the index holds every item up to the bound it sets.
@@ -446,31 +477,7 @@ async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
     let tenant = env.tenant("acme").await;
     assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
     assert_index_matches_items(&tenant).await;
-    let mut conn = raw(&tenant).await;
-    let matching = |text: &'static str| {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT rowid FROM work_item_fts WHERE work_item_fts MATCH $1 ORDER BY rowid",
-        )
-        .bind(text)
-    };
-    let echidnas = matching("echidna").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(echidnas, [1, 3, 4, 5]);
-    let dugongs = matching("dugong").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(dugongs, [2]);
-    let bound: i64 = sqlx::query_scalar("SELECT item_rowid FROM work_item_fts_upto")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(bound, 5);
-    let triggers: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'work_items' \
-         ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(triggers, ["work_items_fts_update"]);
-    conn.close().await.unwrap();
+    assert_migrated_to_a_bound(&tenant, "work_item_fts", "work_item_fts_upto", "work_items").await;
 }
 
 /// The same for comments (`20261201140000`): a comment indexed then edited (noted with its old
@@ -529,29 +536,5 @@ async fn the_migration_to_a_comments_bound_indexes_what_was_noted() {
     let tenant = env.tenant("acme").await;
     assert_eq!(comments_waiting(&tenant).await, 0);
     assert_index_matches(&tenant, "comment_fts").await;
-    let mut conn = raw(&tenant).await;
-    let matching = |text: &'static str| {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT rowid FROM comment_fts WHERE comment_fts MATCH $1 ORDER BY rowid",
-        )
-        .bind(text)
-    };
-    let echidnas = matching("echidna").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(echidnas, [1, 3, 4, 5]);
-    let dugongs = matching("dugong").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(dugongs, [2]);
-    let bound: i64 = sqlx::query_scalar("SELECT comment_rowid FROM comment_fts_upto")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(bound, 5);
-    let triggers: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'comments' \
-         ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(triggers, ["comments_fts_update"]);
-    conn.close().await.unwrap();
+    assert_migrated_to_a_bound(&tenant, "comment_fts", "comment_fts_upto", "comments").await;
 }
