@@ -7,8 +7,9 @@
 //! - Engine-neutral rules: [`entity`] (each entity's column list and its one rule set),
 //!   [`access`](crate::access) (roles and permits), [`events`] (the diff that becomes an
 //!   event, committed and stored events, retention), `registry` (the bounded set of open
-//!   tenants), [`export`] (the export format and the validated dataset an import loads),
-//!   [`upstream`] (the upstream board's export mapped onto that dataset).
+//!   tenants), `snapshots` (concurrent subscribes' snapshots read in one statement),
+//!   [`export`] (the export format and the validated dataset an import loads), [`upstream`]
+//!   (the upstream board's export mapped onto that dataset).
 //! - [`sqlite`]: the SQLite engine (one database file per tenant, one writer task each) and
 //!   its operator tools (backup, export/import, inspection, migrations).
 //! - [`postgres`]: the foundation of the PostgreSQL storage (issue 11): one schema per tenant
@@ -24,6 +25,7 @@ pub mod export;
 pub mod postgres;
 mod registry;
 mod search_text;
+mod snapshots;
 pub mod sqlite;
 pub mod upstream;
 mod work;

@@ -11,8 +11,6 @@
 //! - `sql` (shared with the PostgreSQL engine, see `sql/mod.rs`): a group's transaction, the
 //!   commands applied in it, entity rows, the reads with `as_of_seq`, keyset pages, the
 //!   board's derived reads, idempotency answers; `dialect`: what it needs to know of SQLite.
-//! - `snapshots`: the subscription snapshots of a tenant's concurrent subscribes, read in one
-//!   statement.
 //! - `search`: `Search` and the text filter of `ListWorkItems` on the FTS5 tables;
 //!   `text_index`: work items' and comments' text indexed in batches, and reads that need
 //!   all of it.
@@ -40,7 +38,6 @@ mod queue;
 pub mod readers;
 mod rollout;
 mod search;
-mod snapshots;
 pub mod tenant;
 mod text_index;
 pub mod transfer;

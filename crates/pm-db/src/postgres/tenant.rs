@@ -20,6 +20,7 @@ use crate::engine::{KnownProfiles, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, StoredEvent};
 use crate::registry::Resident;
+use crate::snapshots::Snapshots;
 use crate::sqlite::WriterConfig;
 use crate::work::{Reply, Work};
 
@@ -35,6 +36,8 @@ pub struct PgTenant {
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Profiles known to be stored.
     known_users: KnownProfiles,
+    /// Subscription snapshots waiting to be read together.
+    snapshots: Snapshots,
     /// Begins a read: `REPEATABLE READ, READ ONLY`, scoped to the tenant.
     begin_read: String,
 }
@@ -83,6 +86,7 @@ impl PgTenant {
             stats,
             writer: std::sync::Mutex::new(Some(task)),
             known_users: KnownProfiles::default(),
+            snapshots: Snapshots::default(),
             begin_read,
         })
     }
@@ -207,16 +211,15 @@ impl Tenant for PgTenant {
     }
 
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
-        let user = user.clone();
-        self.read(move |conn| {
-            Box::pin(async move {
-                let mut snapshots = queries::subscription_snapshots(conn, &[user.as_str()]).await?;
-                snapshots
-                    .pop()
-                    .ok_or_else(|| Error::Corrupt("no subscription snapshot was read".into()))
+        let read = |users: Vec<UserId>| {
+            self.read(move |conn| {
+                Box::pin(async move {
+                    let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+                    queries::subscription_snapshots(conn, &users).await
+                })
             })
-        })
-        .await
+        };
+        self.snapshots.read(user, read).await
     }
 
     async fn remember_user(&self, profile: &UserProfile) -> Result<()> {

@@ -27,13 +27,13 @@ use super::queue::{Shared, WriterHandle};
 use super::readers::Readers;
 use super::replay;
 use super::retention;
-use super::snapshots::Snapshots;
 use super::text_index;
 use super::writer::{self, Storage};
 use crate::engine::{KnownProfiles, SchemaChange, SubscriptionSnapshot, Tenant, UserProfile};
 use crate::error::{Error, Result};
 use crate::events::{CommittedEvent, EventFilter, Retention, StoredEvent};
 use crate::registry::Resident;
+use crate::snapshots::Snapshots;
 
 /// One open tenant of the SQLite engine.
 ///

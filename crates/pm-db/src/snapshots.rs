@@ -1,9 +1,10 @@
-//! Subscription snapshots read together: one read for every subscribe of a tenant that
-//! arrives while another is being read.
+//! Subscription snapshots read together, by both engines: one read for every subscribe of a
+//! tenant that arrives while another is being read.
 //!
-//! A subscribe's snapshot is a single statement, but each statement is a hand-over to a read
-//! connection's thread and back, and in a reconnect storm those hand-overs were about a
-//! seventh of the server's CPU. So at most one snapshot read per tenant is in flight: a
+//! A subscribe's snapshot is a single statement, but on SQLite each statement is a hand-over
+//! to a read connection's thread and back (in a reconnect storm, about a seventh of the
+//! server's CPU), and on PostgreSQL a read is three round trips to the server (`BEGIN`, the
+//! statement, `ROLLBACK`). So at most one snapshot read per tenant is in flight: a
 //! caller that finds one running waits in the queue, and the caller whose read ends hands the
 //! next turn to the first one waiting, who reads for everyone queued by then (up to
 //! [`MAX_USERS`]). Alone, a subscribe reads at once as before; under load, the reads of a
