@@ -107,13 +107,13 @@ impl Snapshots {
             Ok(_) => {
                 let error = Error::Corrupt("a snapshot read answered for other users".into());
                 for (_, answer) in others {
-                    let _ = answer.send(Turn::Answer(Err(error.for_another_caller())));
+                    let _ = answer.send(Turn::Answer(Err(for_the_others(&error))));
                 }
                 Err(error)
             }
             Err(error) => {
                 for (_, answer) in others {
-                    let _ = answer.send(Turn::Answer(Err(error.for_another_caller())));
+                    let _ = answer.send(Turn::Answer(Err(for_the_others(&error))));
                 }
                 Err(error)
             }
@@ -124,6 +124,18 @@ impl Snapshots {
         self.queue
             .lock()
             .expect("snapshot queue lock is never poisoned")
+    }
+}
+
+/// What the others a failed read was for are told: the storage's condition as it is, anything
+/// else as a read to retry.
+fn for_the_others(error: &Error) -> Error {
+    match error {
+        Error::Damaged { .. }
+        | Error::StorageIo(_)
+        | Error::StorageFull
+        | Error::Unavailable(_) => error.for_another_caller(),
+        _ => Error::Unavailable("the subscription could not be read; retry".into()),
     }
 }
 
@@ -209,8 +221,55 @@ mod tests {
         assert!(!snapshots.lock().reading);
     }
 
+    /// Ann reads alone (held until bob and cat have queued); bob then reads for bob and cat,
+    /// and that read fails with `error`: what bob and cat are told.
+    async fn told_after_a_failed_shared_read(error: fn() -> Error) -> (String, String) {
+        let snapshots = Arc::new(Snapshots::default());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let reader = {
+            let reads = reads.clone();
+            move |users: Vec<UserId>| {
+                let (reads, mut released) = (reads.clone(), released.clone());
+                async move {
+                    if reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                        released.wait_for(|r| *r).await.unwrap();
+                        return Ok(users.iter().map(|u| snapshot(u, 1)).collect());
+                    }
+                    Err(error())
+                }
+            }
+        };
+        let spawn = |name: &'static str| {
+            let (snapshots, reader) = (snapshots.clone(), reader.clone());
+            tokio::spawn(async move { snapshots.read(&user(name), reader).await })
+        };
+        let ann = spawn("ann");
+        while reads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (bob, cat) = (spawn("bob"), spawn("cat"));
+        while snapshots.lock().waiting.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        assert_eq!(ann.await.unwrap().unwrap(), snapshot(&user("ann"), 1));
+        let told = |answer: Result<SubscriptionSnapshot>| answer.unwrap_err().to_string();
+        (told(bob.await.unwrap()), told(cat.await.unwrap()))
+    }
+
     #[tokio::test]
     async fn a_failed_read_fails_everyone_it_read_for_and_the_next_caller_reads_again() {
+        // The storage's condition reaches everyone as it is.
+        let (bob, cat) =
+            told_after_a_failed_shared_read(|| Error::StorageIo("disk gone".into())).await;
+        let disk_gone = Error::StorageIo("disk gone".into()).to_string();
+        assert_eq!((bob, cat), (disk_gone.clone(), disk_gone));
+        // Anything else: the reader gets the error, the others a read to retry.
+        let (bob, cat) = told_after_a_failed_shared_read(|| Error::Corrupt("bad row".into())).await;
+        assert_eq!(bob, Error::Corrupt("bad row".into()).to_string());
+        assert_eq!(cat, "the subscription could not be read; retry");
+
         let snapshots = Snapshots::default();
         let failing = |_: Vec<UserId>| async { Err(Error::StorageIo("disk gone".into())) };
         let error = snapshots.read(&user("ann"), failing).await.unwrap_err();
