@@ -5,7 +5,7 @@
 //! commit (`changelog::batched_upto` is then `Some`: SQLite, see `sqlite/changelog.rs`). A page
 //! filtered by one of them is then read in two parts: the events up to the end of the last
 //! batch, driven in seq order by the pairs of the most selective filter (an entity's, then an
-//! actor's, then a project's), and the newer ones (less than a batch and a group) from the log
+//! actor's, then a project's), and the newer ones (two batches and a group at most) from the log
 //! itself. Newest first, the newer part comes first; oldest first, last. Every other page is
 //! one query.
 

@@ -38,7 +38,7 @@ pub(crate) async fn read_after(
     }
     let bound = until_sql.unwrap_or(i64::MAX);
     // One project, in an engine that indexes the log by project in batches: its events up to
-    // the last batch through its pairs, then the newer ones (a batch at most) from the log.
+    // the last batch through its pairs, then the newer ones (two batches at most) from the log.
     // Any other filter reads the log in seq order and skips what it does not match.
     let batched = match filter.project_ids.as_slice() {
         [project_id] => changelog::batched_upto(&mut *conn)

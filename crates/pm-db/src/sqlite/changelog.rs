@@ -10,11 +10,11 @@
 //! end of its actor's range, so a group of commands by 30 people wrote 30 index pages (44 % of
 //! a busy tenant's commit), and the indexes by project and by entity took 2.4 of the 12.7
 //! pages of a one-command commit. The pairs go instead into `change_log_actors`,
-//! `change_log_projects` and `change_log_entities`, appended by the writer only when a commit
-//! crosses a multiple of [`LOG_BATCH`] seqs ([`INDEX_BATCH`], in the commit's own script): one
+//! `change_log_projects` and `change_log_entities`, appended by the writer in a batch once a
+//! commit crosses a multiple of [`LOG_BATCH`] seqs ([`INDEX_BATCH`]; `batches` says when): one
 //! page per actor, project or run of entities per batch. `change_log_batched_upto` says up to
 //! where the pairs are complete ([`batched_upto`]); `ListActivity` and replay read the newer
-//! events, a batch and one group at most, from the log itself. A trigger deletes the pairs of
+//! events, two batches and one group at most, from the log itself. A trigger deletes the pairs of
 //! deleted events; an import rebuilds them ([`reindex_batched`]).
 
 use sqlx::SqliteExecutor;
