@@ -382,6 +382,18 @@ async fn a_search_that_cannot_index_fails_alone_and_the_writer_goes_on() {
     assert_index_matches_items(&tenant).await;
 }
 
+/// A fresh environment whose tenant `acme` has only the migrations before `version`, and a
+/// connection of the test's own to its file.
+async fn acme_before(version: i64) -> (crate::env::TestEnv, SqliteConnection) {
+    let env = crate::env::TestEnv::new();
+    let file = env
+        .engine
+        .config()
+        .db_file(&pm_core::TenantId::parse("acme").unwrap());
+    let conn = database_before(&file, version).await;
+    (env, conn)
+}
+
 /// After a migration to a rowid bound (the tests below): rows 1, 3, 4 and 5 are found by their
 /// first text ("Echidna n") and row 2 only by its edited one ("Dugong 2"), the bound is at the
 /// last row, and only the update trigger is left on `table`.
@@ -418,15 +430,9 @@ async fn assert_migrated_to_a_bound(tenant: &TestTenant, fts: &str, upto: &str, 
 /// then on the index holds every item up to the bound it sets.
 #[tokio::test]
 async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
-    const BOUND: i64 = 20261201130000;
-    let env = crate::env::TestEnv::new();
-    let file = env
-        .engine
-        .config()
-        .db_file(&pm_core::TenantId::parse("acme").unwrap());
+    let (env, mut conn) = acme_before(20261201130000).await;
     {
         // The rows only: no project behind them.
-        let mut conn = database_before(&file, BOUND).await;
         let insert = |n: i64, title: &str| {
             sqlx::query(
                 "INSERT INTO work_items (id, project_id, number, item_type, title, description, \
@@ -484,15 +490,9 @@ async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
 /// text) and two new ones (noted without) are indexed by the migration, which sets the bound.
 #[tokio::test]
 async fn the_migration_to_a_comments_bound_indexes_what_was_noted() {
-    const BOUND: i64 = 20261201140000;
-    let env = crate::env::TestEnv::new();
-    let file = env
-        .engine
-        .config()
-        .db_file(&pm_core::TenantId::parse("acme").unwrap());
+    let (env, mut conn) = acme_before(20261201140000).await;
     {
         // The rows only: no project or work item behind them.
-        let mut conn = database_before(&file, BOUND).await;
         let insert = |n: i64, content: &str| {
             sqlx::query(
                 "INSERT INTO comments (id, project_id, work_item_id, content, version, \
