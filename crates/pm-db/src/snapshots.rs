@@ -59,14 +59,17 @@ impl Snapshots {
                 if queue.reading {
                     let (turn, wait) = oneshot::channel();
                     queue.waiting.push_back((user.clone(), turn));
-                    Some(wait)
+                    Some(Waiting {
+                        turn: wait,
+                        snapshots: self,
+                    })
                 } else {
                     queue.reading = true;
                     None
                 }
             };
-            if let Some(wait) = waiting {
-                match wait.await {
+            if let Some(mut waiting) = waiting {
+                match (&mut waiting.turn).await {
                     Ok(Turn::Answer(answer)) => return answer,
                     Ok(Turn::Read) => {}
                     // The reader was dropped (its caller gave up) before it answered: the
@@ -136,6 +139,21 @@ fn for_the_others(error: &Error) -> Error {
         | Error::StorageFull
         | Error::Unavailable(_) => error.for_another_caller(),
         _ => Error::Unavailable("the subscription could not be read; retry".into()),
+    }
+}
+
+/// A caller waiting in the queue. Dropped (its caller gave up) after the turn was handed to it
+/// and before it took it, it hands the turn on: otherwise nobody would read again.
+struct Waiting<'a> {
+    turn: oneshot::Receiver<Turn>,
+    snapshots: &'a Snapshots,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(Turn::Read) = self.turn.try_recv() {
+            drop(Held(self.snapshots));
+        }
     }
 }
 
@@ -281,6 +299,39 @@ mod tests {
             |users: Vec<UserId>| async move { Ok(users.iter().map(|u| snapshot(u, 7)).collect()) };
         let answer = snapshots.read(&user("bob"), working).await.unwrap();
         assert_eq!(answer, snapshot(&user("bob"), 7));
+    }
+
+    #[tokio::test]
+    async fn a_caller_dropped_once_handed_the_turn_hands_it_on() {
+        let snapshots = Arc::new(Snapshots::default());
+        let (release, released) = tokio::sync::watch::channel(false);
+        let held = move |users: Vec<UserId>| {
+            let mut released = released.clone();
+            async move {
+                released.wait_for(|r| *r).await.unwrap();
+                Ok(users.iter().map(|u| snapshot(u, 1)).collect())
+            }
+        };
+        let ann = tokio::spawn({
+            let snapshots = snapshots.clone();
+            async move { snapshots.read(&user("ann"), held).await }
+        });
+        while !snapshots.lock().reading {
+            tokio::task::yield_now().await;
+        }
+        let read =
+            |users: Vec<UserId>| async move { Ok(users.iter().map(|u| snapshot(u, 2)).collect()) };
+        // Bob queues, is handed the turn when ann's read ends, and gives up before taking it.
+        let bob_id = user("bob");
+        let mut bob = Box::pin(snapshots.read(&bob_id, read));
+        assert!(futures::poll!(&mut bob).is_pending());
+        release.send(true).unwrap();
+        assert_eq!(ann.await.unwrap().unwrap(), snapshot(&user("ann"), 1));
+        assert!(snapshots.lock().waiting.is_empty());
+        drop(bob);
+        assert!(!snapshots.lock().reading);
+        let cat = snapshots.read(&user("cat"), read).await.unwrap();
+        assert_eq!(cat, snapshot(&user("cat"), 2));
     }
 
     #[tokio::test]
