@@ -37,6 +37,9 @@ pub struct WriterStats {
     pub commit_micros: AtomicU64,
     /// Change-log events deleted by retention.
     pub pruned_events: AtomicU64,
+    /// Owed batches (the log's pairs, the waiting text) committed in a transaction of their
+    /// own between groups, rather than folded into a group's commit (see `batches`).
+    pub batch_commits: AtomicU64,
 }
 
 /// State the writer shares with readers of the tenant.

@@ -118,6 +118,38 @@ async fn found(tenant: &TestTenant, text: &str) -> Vec<String> {
     }
 }
 
+/// The batch a crossing commit owes runs by itself once the writer has nothing queued, in a
+/// transaction of its own, with no search and no caller waiting for it.
+#[tokio::test]
+async fn the_batch_a_commit_owes_runs_once_the_writer_is_idle() {
+    let (_env, tenant, project) = setup().await;
+    let batch_commits = || {
+        tenant
+            .writer_stats()
+            .batch_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while tenant.head_seq() < BATCH {
+        let title = format!("Filler {}", tenant.head_seq());
+        let kind = new_item(&project.id, v1::WorkItemType::Task, &title, None);
+        run::<v1::WorkItem>(&tenant, &ALICE, kind).await;
+        if tenant.head_seq() < BATCH {
+            assert_eq!(batch_commits(), 0);
+        }
+    }
+    assert_eq!(tenant.head_seq(), BATCH);
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while batch_commits() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the owed batch ran while the writer was idle");
+    assert_eq!(batch_commits(), 1);
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_index_matches_items(&tenant).await;
+}
+
 #[tokio::test]
 async fn searches_see_every_committed_text_before_and_after_its_batch() {
     let (_env, tenant, project) = setup().await;

@@ -92,6 +92,10 @@ impl Writer {
         self.owed.paid(owed);
         self.apply_size_limit().await?;
         owed.run(&mut self.conn).await?;
+        self.shared
+            .stats
+            .batch_commits
+            .fetch_add(1, Ordering::Relaxed);
         // Its pages are in the WAL like a group's.
         self.count_commit(0);
         Ok(())
