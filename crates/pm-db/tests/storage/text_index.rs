@@ -426,6 +426,34 @@ async fn acme_before(version: i64) -> (crate::env::TestEnv, SqliteConnection) {
     (env, conn)
 }
 
+/// How binaries before a bound migration wrote one table's rows: the insert (binding the row
+/// number and its text), their text batch, an edit of row 2, and the notes left.
+struct OldWay {
+    insert: &'static str,
+    index: &'static str,
+    edit: &'static str,
+    noted: &'static str,
+}
+
+/// Rows 1 to 3 ("Echidna n") indexed by the old batch, row 2 then edited to "Dugong 2", rows 4
+/// and 5 new: the old triggers noted row 2 (with the text the index holds) and rows 4 and 5.
+async fn write_the_old_way(conn: &mut SqliteConnection, old: &OldWay) {
+    let insert = |n: i64| sqlx::query(old.insert).bind(n).bind(format!("Echidna {n}"));
+    for n in 1..=3 {
+        insert(n).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::raw_sql(old.index).execute(&mut *conn).await.unwrap();
+    sqlx::query(old.edit).execute(&mut *conn).await.unwrap();
+    for n in 4..=5 {
+        insert(n).execute(&mut *conn).await.unwrap();
+    }
+    let noted: Vec<(i64, i64)> = sqlx::query_as(old.noted)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(noted, [(2, 1), (4, 0), (5, 0)]);
+}
+
 /// After a migration to a rowid bound (the tests below): rows 1, 3, 4 and 5 are found by their
 /// first text ("Echidna n") and row 2 only by its edited one ("Dugong 2"), the bound is at the
 /// last row, and only the update trigger is left on `table`.
@@ -463,54 +491,22 @@ async fn assert_migrated_to_a_bound(tenant: &TestTenant, fts: &str, upto: &str, 
 #[tokio::test]
 async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
     let (env, mut conn) = acme_before(20261201130000).await;
-    {
-        // The rows only: no project behind them.
-        let insert = |n: i64, title: &str| {
-            sqlx::query(
-                "INSERT INTO work_items (id, project_id, number, item_type, title, description, \
-                                         status, priority, rank, version, created_at, \
-                                         created_by, updated_at, updated_by) \
+    // The rows only: no project behind them.
+    let old_way = OldWay {
+        insert: "INSERT INTO work_items (id, project_id, number, item_type, title, \
+                                         description, status, priority, rank, version, \
+                                         created_at, created_by, updated_at, updated_by) \
                  VALUES ('i' || $1, 'p', $1, 'task', $2, '', 'todo', 'low', 'r' || $1, 1, 0, \
                          'a', 0, 'a')",
-            )
-            .bind(n)
-            .bind(title.to_owned())
-        };
-        for n in 1..=3 {
-            insert(n, &format!("Echidna {n}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        // The old batch: the three items indexed, their notes gone.
-        sqlx::raw_sql(
-            "INSERT INTO work_item_fts (rowid, title, description) \
-             SELECT w.rowid, w.title, w.description \
-             FROM work_item_fts_pending AS p JOIN work_items AS w ON w.rowid = p.item_rowid; \
-             DELETE FROM work_item_fts_pending",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        // An indexed item renamed (noted with its old text), and two new ones (noted without).
-        sqlx::query("UPDATE work_items SET title = 'Dugong 2' WHERE number = 2")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        for n in 4..=5 {
-            insert(n, &format!("Echidna {n}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        let noted: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT item_rowid, indexed FROM work_item_fts_pending ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(noted, [(2, 1), (4, 0), (5, 0)]);
-        conn.close().await.unwrap();
-    }
+        index: "INSERT INTO work_item_fts (rowid, title, description) \
+                SELECT w.rowid, w.title, w.description \
+                FROM work_item_fts_pending AS p JOIN work_items AS w ON w.rowid = p.item_rowid; \
+                DELETE FROM work_item_fts_pending",
+        edit: "UPDATE work_items SET title = 'Dugong 2' WHERE number = 2",
+        noted: "SELECT item_rowid, indexed FROM work_item_fts_pending ORDER BY 1",
+    };
+    write_the_old_way(&mut conn, &old_way).await;
+    conn.close().await.unwrap();
 
     let tenant = env.tenant("acme").await;
     assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
@@ -523,47 +519,20 @@ async fn the_migration_to_an_items_bound_indexes_what_was_noted() {
 #[tokio::test]
 async fn the_migration_to_a_comments_bound_indexes_what_was_noted() {
     let (env, mut conn) = acme_before(20261201140000).await;
-    {
-        // The rows only: no project or work item behind them.
-        let insert = |n: i64, content: &str| {
-            sqlx::query(
-                "INSERT INTO comments (id, project_id, work_item_id, content, version, \
+    // The rows only: no project or work item behind them.
+    let old_way = OldWay {
+        insert: "INSERT INTO comments (id, project_id, work_item_id, content, version, \
                                        created_at, created_by, updated_at, updated_by) \
                  VALUES ('c' || $1, 'p', 'i', $2, 1, 0, 'a', 0, 'a')",
-            )
-            .bind(n)
-            .bind(content.to_owned())
-        };
-        for n in 1..=3 {
-            let content = format!("Echidna {n}");
-            insert(n, &content).execute(&mut conn).await.unwrap();
-        }
-        // The old batch: the three comments indexed, their notes gone.
-        sqlx::raw_sql(
-            "INSERT INTO comment_fts (rowid, content) \
-             SELECT c.rowid, c.content \
-             FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid; \
-             DELETE FROM comment_fts_pending",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        sqlx::query("UPDATE comments SET content = 'Dugong 2' WHERE id = 'c2'")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        for n in 4..=5 {
-            let content = format!("Echidna {n}");
-            insert(n, &content).execute(&mut conn).await.unwrap();
-        }
-        let noted: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT comment_rowid, indexed FROM comment_fts_pending ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-        assert_eq!(noted, [(2, 1), (4, 0), (5, 0)]);
-        conn.close().await.unwrap();
-    }
+        index: "INSERT INTO comment_fts (rowid, content) \
+                SELECT c.rowid, c.content \
+                FROM comment_fts_pending AS p JOIN comments AS c ON c.rowid = p.comment_rowid; \
+                DELETE FROM comment_fts_pending",
+        edit: "UPDATE comments SET content = 'Dugong 2' WHERE id = 'c2'",
+        noted: "SELECT comment_rowid, indexed FROM comment_fts_pending ORDER BY 1",
+    };
+    write_the_old_way(&mut conn, &old_way).await;
+    conn.close().await.unwrap();
 
     let tenant = env.tenant("acme").await;
     assert_eq!(comments_waiting(&tenant).await, 0);
