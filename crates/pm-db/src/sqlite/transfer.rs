@@ -223,7 +223,8 @@ async fn load(
     if replaced {
         transfer::delete_content(&mut tx).await?;
         // The full-text indexes follow inserts and updates, not deletes: empty them, and
-        // forget what waited for the next batch with them (notes, and the items' bound).
+        // forget what waited for the next batch with them (notes, and the items' and
+        // comments' bounds).
         for fts in [
             "work_item_fts",
             "comment_fts",
@@ -249,8 +250,8 @@ async fn load(
         query.execute(&mut *tx).await?;
     }
     changelog::reindex_batched(&mut tx).await?;
-    // The imported rows' text (items past the reset bound, comments noted by their inserts)
-    // goes into the indexes at once.
+    // The imported rows' text (items and comments past the reset bounds) goes into the
+    // indexes at once.
     sqlx::query(text_index::INDEX_TEXT)
         .execute(&mut *tx)
         .await?;
