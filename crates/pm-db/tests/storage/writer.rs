@@ -1,5 +1,6 @@
 //! The writer: gapless seqs for concurrent writers, the pragmas of every pooled connection,
-//! `UNAVAILABLE` from a full queue, and one committed group of mixed commands applied in order.
+//! the SQLite build's own options, `UNAVAILABLE` from a full queue, and one committed group of
+//! mixed commands applied in order.
 
 use pm_core::kinds::EntityKind;
 use pm_db::EventFilter;
@@ -118,6 +119,26 @@ async fn every_pooled_connection_has_the_pragmas() {
             assert_eq!(value, expected, "PRAGMA {pragma}");
         }
     }
+}
+
+/// The bundled SQLite is built as `.cargo/config.toml` says: a build that lost those flags
+/// (a different working directory, a changed `libsqlite3-sys`) would put every connection's
+/// page cache back behind one process-wide mutex, and nothing else would notice.
+#[tokio::test]
+async fn sqlite_is_built_without_process_wide_cache_and_memory_locks() {
+    let env = TestEnv::new();
+    let tenant = env.tenant("acme").await;
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let has = |option: &str| options.iter().any(|o| o == option);
+    assert!(has("DEFAULT_MEMSTATUS=0"), "{options:?}");
+    assert!(has("DISABLE_PAGECACHE_OVERFLOW_STATS"), "{options:?}");
+    assert!(!has("ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    // What the schema needs is still there.
+    assert!(has("ENABLE_FTS5"), "{options:?}");
 }
 
 #[tokio::test]
