@@ -629,7 +629,8 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 applied  20261201120000 change log keys in batches\n\
          \x20 applied  20261201130000 new items indexed past a rowid\n\
          \x20 applied  20261201140000 new comments indexed past a rowid\n\
-         fresh: 11 pending\n\
+         \x20 applied  20261201150000 checks without in lists\n\
+         fresh: 12 pending\n\
          \x20 pending  20261121000001 initial\n\
          \x20 pending  20261129120000 board read model\n\
          \x20 pending  20261129130000 search sprints and context\n\
@@ -641,6 +642,7 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 pending  20261201120000 change log keys in batches\n\
          \x20 pending  20261201130000 new items indexed past a rowid\n\
          \x20 pending  20261201140000 new comments indexed past a rowid\n\
+         \x20 pending  20261201150000 checks without in lists\n\
          2 tenant(s): 1 current, 1 with pending migrations, 0 failed\n"
     );
 
@@ -672,6 +674,7 @@ fn migrate_status_lists_applied_and_pending_migrations_by_name() {
          \x20 applied  20261201120000 change log keys in batches\n\
          \x20 applied  20261201130000 new items indexed past a rowid\n\
          \x20 applied  20261201140000 new comments indexed past a rowid\n\
+         \x20 applied  20261201150000 checks without in lists\n\
          \x20 pending  20270101000000 work item color\n\
          1 tenant(s): 0 current, 1 with pending migrations, 0 failed\n"
     );

@@ -26,6 +26,8 @@
 //!   index behind its rows.
 //! - `idempotency`: keyed commands replay their first answer.
 //! - `batches`: atomic batches commit all or nothing.
+//! - `checks`: the CHECK constraints on listed values: no temporary b-tree per row written,
+//!   the listed values accepted and nothing else.
 //! - `tenants`: isolation, tenant ids, reopening, the bound on open tenants.
 //! - `writer`: gapless seqs, connection pragmas, a full queue, group commit of mixed commands.
 //! - `events`: committed events in seq order, the activity feed, resume positions.
@@ -56,6 +58,7 @@ mod support;
 
 mod backup;
 mod batches;
+mod checks;
 mod conflicts;
 mod crud;
 mod crud_planning;
