@@ -150,6 +150,54 @@ async fn the_batch_a_commit_owes_runs_once_the_writer_is_idle() {
     assert_index_matches_items(&tenant).await;
 }
 
+/// Under a queue that never empties, each crossing commit folds the batch the one before it
+/// owed into its own script: only the last one runs by itself, once the writer is idle, and
+/// the index ends up exactly as the rows' text.
+#[tokio::test]
+async fn a_crossing_commit_folds_in_the_batch_still_owed_while_the_queue_stays_full() {
+    let env = TestEnv::with(|config| config.writer.max_group = 8);
+    let tenant = env.tenant("acme").await;
+    let project = create_project(&tenant, &ALICE, "PM").await;
+    let start = tenant.head_seq();
+    // Past three multiples of the batch. On this single-threaded runtime every command is
+    // queued before the writer runs once, and the groups of 8 keep the queue from emptying
+    // until the last of them.
+    let count = 3 * BATCH + 5 - start;
+    let commands = (0..count).map(|n| {
+        let kind = new_item(
+            &project.id,
+            v1::WorkItemType::Task,
+            &format!("Item {n}"),
+            None,
+        );
+        exec(&tenant, &ALICE, kind)
+    });
+    for result in futures::future::join_all(commands).await {
+        result.unwrap();
+    }
+    assert_eq!(tenant.head_seq(), 3 * BATCH + 5);
+    let stats = tenant.writer_stats();
+    let batch_commits = || {
+        stats
+            .batch_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while batch_commits() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the last owed batch ran while the writer was idle");
+    // The batches owed at 64 and 128 went into the commits that crossed 128 and 192.
+    assert_eq!(batch_commits(), 1);
+    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(groups >= count / 8, "{groups} groups");
+    // The last batch took everything waiting when it ran, the 5 items past 192 too.
+    assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
+    assert_index_matches_items(&tenant).await;
+}
+
 #[tokio::test]
 async fn searches_see_every_committed_text_before_and_after_its_batch() {
     let (_env, tenant, project) = setup().await;
