@@ -11,6 +11,16 @@ use crate::support::*;
 
 use v1::WorkItemType as T;
 
+/// The statuses of work items and swim lanes.
+const STATUSES: &[&str] = &[
+    "backlog",
+    "todo",
+    "in_progress",
+    "review",
+    "done",
+    "cancelled",
+];
+
 /// Each constrained column and the values its CHECK lists.
 const LISTS: &[(&str, &str, &[&str])] = &[
     ("project_members", "role", &["viewer", "editor", "admin"]),
@@ -51,35 +61,13 @@ const LISTS: &[(&str, &str, &[&str])] = &[
         &["created", "updated", "deleted", "restored", "moved"],
     ),
     ("work_items", "item_type", &["epic", "story", "task", "bug"]),
-    (
-        "work_items",
-        "status",
-        &[
-            "backlog",
-            "todo",
-            "in_progress",
-            "review",
-            "done",
-            "cancelled",
-        ],
-    ),
+    ("work_items", "status", STATUSES),
     (
         "work_items",
         "priority",
         &["low", "medium", "high", "critical"],
     ),
-    (
-        "swim_lanes",
-        "status",
-        &[
-            "backlog",
-            "todo",
-            "in_progress",
-            "review",
-            "done",
-            "cancelled",
-        ],
-    ),
+    ("swim_lanes", "status", STATUSES),
     ("swim_lanes", "wip_policy", &["none", "warn", "refuse"]),
 ];
 

@@ -2,6 +2,8 @@
 //! never see an index behind its rows, before or after a batch, and the indexes end up
 //! exactly as the rows' text.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use pm_proto::v1;
 use pm_proto::v1::command::Kind as C;
 use pm_proto::v1::query::Kind as Q;
@@ -118,34 +120,40 @@ async fn found(tenant: &TestTenant, text: &str) -> Vec<String> {
     }
 }
 
+/// Owed batches the writer has committed on their own, between groups.
+fn batch_commits(tenant: &TestTenant) -> u64 {
+    tenant.writer_stats().batch_commits.load(Relaxed)
+}
+
+/// Waits (10 s at most) until the writer has committed an owed batch on its own: no caller
+/// waits for one, so nothing else says when it has run.
+async fn until_a_batch_commits(tenant: &TestTenant) {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while batch_commits(tenant) == 0 {
+            tokio::task::yield_now().await;
+        }
+    });
+    waited
+        .await
+        .expect("an owed batch ran while the writer was idle");
+}
+
 /// The batch a crossing commit owes runs by itself once the writer has nothing queued, in a
 /// transaction of its own, with no search and no caller waiting for it.
 #[tokio::test]
 async fn the_batch_a_commit_owes_runs_once_the_writer_is_idle() {
     let (_env, tenant, project) = setup().await;
-    let batch_commits = || {
-        tenant
-            .writer_stats()
-            .batch_commits
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
     while tenant.head_seq() < BATCH {
         let title = format!("Filler {}", tenant.head_seq());
         let kind = new_item(&project.id, v1::WorkItemType::Task, &title, None);
         run::<v1::WorkItem>(&tenant, &ALICE, kind).await;
         if tenant.head_seq() < BATCH {
-            assert_eq!(batch_commits(), 0);
+            assert_eq!(batch_commits(&tenant), 0);
         }
     }
     assert_eq!(tenant.head_seq(), BATCH);
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while batch_commits() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the owed batch ran while the writer was idle");
-    assert_eq!(batch_commits(), 1);
+    until_a_batch_commits(&tenant).await;
+    assert_eq!(batch_commits(&tenant), 1);
     assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
     assert_index_matches_items(&tenant).await;
 }
@@ -176,22 +184,10 @@ async fn a_crossing_commit_folds_in_the_batch_still_owed_while_the_queue_stays_f
         result.unwrap();
     }
     assert_eq!(tenant.head_seq(), 3 * BATCH + 5);
-    let stats = tenant.writer_stats();
-    let batch_commits = || {
-        stats
-            .batch_commits
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while batch_commits() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the last owed batch ran while the writer was idle");
+    until_a_batch_commits(&tenant).await;
     // The batches owed at 64 and 128 went into the commits that crossed 128 and 192.
-    assert_eq!(batch_commits(), 1);
-    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(batch_commits(&tenant), 1);
+    let groups = tenant.writer_stats().groups.load(Relaxed);
     assert!(groups >= count / 8, "{groups} groups");
     // The last batch took everything waiting when it ran, the 5 items past 192 too.
     assert_eq!(waiting(&tenant).await, Vec::<i64>::new());
