@@ -97,22 +97,21 @@ impl Snapshots {
         let users = std::iter::once(user.clone())
             .chain(others.iter().map(|(user, _)| user.clone()))
             .collect();
-        match read(users).await {
-            Ok(snapshots) if snapshots.len() == others.len() + 1 => {
+        let read = match read(users).await {
+            Ok(snapshots) if snapshots.len() != others.len() + 1 => Err(Error::Corrupt(
+                "a snapshot read answered for other users".into(),
+            )),
+            read => read,
+        };
+        // A caller that stopped waiting has nothing to be told.
+        match read {
+            Ok(snapshots) => {
                 let mut snapshots = snapshots.into_iter();
                 let own = snapshots.next().expect("one snapshot per user");
                 for ((_, answer), snapshot) in others.into_iter().zip(snapshots) {
-                    // A caller that stopped waiting has nothing to be told.
                     let _ = answer.send(Turn::Answer(Ok(snapshot)));
                 }
                 Ok(own)
-            }
-            Ok(_) => {
-                let error = Error::Corrupt("a snapshot read answered for other users".into());
-                for (_, answer) in others {
-                    let _ = answer.send(Turn::Answer(Err(for_the_others(&error))));
-                }
-                Err(error)
             }
             Err(error) => {
                 for (_, answer) in others {

@@ -310,7 +310,8 @@ impl Hub {
     pub(crate) fn go_live(
         &self,
         registration: &Registration,
-        (allowed, deleted): (HashSet<String>, HashSet<String>),
+        allowed: HashSet<String>,
+        deleted: HashSet<String>,
         replayed_until: u64,
     ) -> bool {
         let mut state = self.state.lock().expect("hub lock is never poisoned");

@@ -222,6 +222,6 @@ pub(crate) async fn subscribe(
     }
     // 4. Go live.
     Ok(hub
-        .go_live(&registration, (allowed, deleted), head)
+        .go_live(&registration, allowed, deleted, head)
         .then_some(registration))
 }

@@ -213,10 +213,7 @@ impl Tenant for PgTenant {
     async fn subscription_snapshot(&self, user: &UserId) -> Result<SubscriptionSnapshot> {
         let read = |users: Vec<UserId>| {
             self.read(move |conn| {
-                Box::pin(async move {
-                    let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
-                    queries::subscription_snapshots(conn, &users).await
-                })
+                Box::pin(async move { queries::subscription_snapshots(conn, &users).await })
             })
         };
         self.snapshots.read(user, read).await

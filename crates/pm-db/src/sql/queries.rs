@@ -253,8 +253,9 @@ pub(crate) async fn run(
 /// see such a project again once it is restored.
 pub(crate) async fn subscription_snapshots(
     conn: &mut Conn,
-    users: &[&str],
+    users: &[UserId],
 ) -> Result<Vec<SubscriptionSnapshot>> {
+    let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
     let rows = sqlx::query(&format!(
         r#"
         SELECT NULL AS user_id, NULL AS project_id, NULL AS role,
@@ -269,7 +270,7 @@ pub(crate) async fn subscription_snapshots(
         dialect::HEAD_SEQ,
         dialect::in_id_list("m.user_id", 1),
     ))
-    .bind(dialect::id_list(users))
+    .bind(dialect::id_list(&users))
     .fetch_all(&mut *conn)
     .await?;
     let empty = SubscriptionSnapshot {
@@ -282,7 +283,7 @@ pub(crate) async fn subscription_snapshots(
     // The same user may be asked for more than once (two connections of theirs).
     let mut asked: HashMap<&str, Vec<usize>> = HashMap::with_capacity(users.len());
     for (i, user) in users.iter().enumerate() {
-        asked.entry(user).or_default().push(i);
+        asked.entry(*user).or_default().push(i);
     }
     for row in &rows {
         let Some(user) = row.try_get::<Option<String>, _>("user_id")? else {

@@ -479,7 +479,6 @@ impl Tenant for SqliteTenant {
         self.check_usable()?;
         let read = |users: Vec<UserId>| async move {
             let mut conn = self.read_pool.acquire().await?;
-            let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
             queries::subscription_snapshots(&mut conn, &users).await
         };
         self.read(self.snapshots.read(user, read).await)
