@@ -10,7 +10,7 @@
 //! with a checkpoint and its fsync, which the client whose tenant is opening should not wait
 //! for. Opening a tenant that is still closing waits for that close to end first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ const CONCURRENT_CLOSES: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Registry<T> {
     max_open: usize,
-    slots: Mutex<HashMap<TenantId, Slot<T>>>,
+    slots: Mutex<Slots<T>>,
     /// Evicted tenants whose close has not ended yet.
     closing: Arc<Mutex<HashMap<TenantId, Closing>>>,
     clock: AtomicU64,
@@ -58,6 +58,64 @@ struct Slot<T> {
     last_used: u64,
 }
 
+/// The open tenants, and the same tenants in the order they were last used: an eviction
+/// takes the first idle one in that order instead of scanning every open tenant (at 2,000
+/// open, the scan under the registry's lock was 2 % of the server's CPU in cold reopens).
+#[derive(Debug)]
+struct Slots<T> {
+    by_id: HashMap<TenantId, Slot<T>>,
+    by_use: BTreeMap<u64, TenantId>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            by_id: HashMap::new(),
+            by_use: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Resident> Slots<T> {
+    /// Slot `id`, marked used at `tick`.
+    fn touch(&mut self, id: &TenantId, tick: u64) -> Option<&Slot<T>> {
+        let slot = self.by_id.get_mut(id)?;
+        self.by_use.remove(&slot.last_used);
+        slot.last_used = tick;
+        self.by_use.insert(tick, id.clone());
+        Some(slot)
+    }
+
+    fn insert(&mut self, id: TenantId, slot: Slot<T>) {
+        self.by_use.insert(slot.last_used, id.clone());
+        if let Some(old) = self.by_id.insert(id, slot) {
+            self.by_use.remove(&old.last_used);
+        }
+    }
+
+    fn remove(&mut self, id: &TenantId) -> Option<Slot<T>> {
+        let slot = self.by_id.remove(id)?;
+        self.by_use.remove(&slot.last_used);
+        Some(slot)
+    }
+
+    /// Removes the least recently used idle tenant.
+    fn evict_one(&mut self) -> Option<(TenantId, Arc<T>)> {
+        let victim = self
+            .by_use
+            .values()
+            .find(|id| {
+                self.by_id
+                    .get(*id)
+                    .and_then(|slot| slot.tenant.get())
+                    .is_some_and(is_idle)
+            })?
+            .clone();
+        let tenant = self.remove(&victim)?.tenant.get().cloned()?;
+        Some((victim, tenant))
+    }
+}
+
 fn is_idle<T: Resident>(tenant: &Arc<T>) -> bool {
     Arc::strong_count(tenant) == 1 && !tenant.busy()
 }
@@ -67,13 +125,13 @@ impl<T: Resident> Registry<T> {
     pub(crate) fn new(max_open: usize) -> Self {
         Registry {
             max_open: max_open.max(1),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             closing: Arc::default(),
             clock: AtomicU64::new(0),
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Slot<T>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<T>> {
         self.slots.lock().expect("registry lock is never poisoned")
     }
 
@@ -87,9 +145,8 @@ impl<T: Resident> Registry<T> {
         let cell = {
             let mut slots = self.slots();
             let tick = self.clock.fetch_add(1, Ordering::Relaxed);
-            match slots.get_mut(id) {
+            match slots.touch(id, tick) {
                 Some(slot) => {
-                    slot.last_used = tick;
                     // Take the reference under the lock: from here on the tenant is in use
                     // and no eviction can close it.
                     if let Some(tenant) = slot.tenant.get() {
@@ -98,8 +155,8 @@ impl<T: Resident> Registry<T> {
                     slot.tenant.clone()
                 }
                 None => {
-                    if slots.len() >= self.max_open {
-                        let (victim, tenant) = evict_one(&mut slots).ok_or_else(|| {
+                    if slots.by_id.len() >= self.max_open {
+                        let (victim, tenant) = slots.evict_one().ok_or_else(|| {
                             Error::Unavailable(
                                 "too many tenants are open and all are in use; retry later".into(),
                             )
@@ -126,6 +183,7 @@ impl<T: Resident> Registry<T> {
             // Forget the failed slot, unless someone else has replaced it meanwhile.
             let mut slots = self.slots();
             if slots
+                .by_id
                 .get(id)
                 .is_some_and(|slot| Arc::ptr_eq(&slot.tenant, &cell) && slot.tenant.get().is_none())
             {
@@ -140,6 +198,7 @@ impl<T: Resident> Registry<T> {
     pub(crate) fn forget(&self, id: &TenantId, tenant: &Arc<T>) {
         let mut slots = self.slots();
         if slots
+            .by_id
             .get(id)
             .and_then(|slot| slot.tenant.get())
             .is_some_and(|open| Arc::ptr_eq(open, tenant))
@@ -151,6 +210,7 @@ impl<T: Resident> Registry<T> {
     /// The open tenants.
     pub(crate) fn open_tenants(&self) -> Vec<Arc<T>> {
         self.slots()
+            .by_id
             .values()
             .filter_map(|slot| slot.tenant.get().cloned())
             .collect()
@@ -158,7 +218,7 @@ impl<T: Resident> Registry<T> {
 
     /// Tenants open (or opening) now.
     pub(crate) fn len(&self) -> usize {
-        self.slots().len()
+        self.slots().by_id.len()
     }
 
     /// Closes an evicted tenant in a task of its own.
@@ -198,6 +258,7 @@ impl<T: Resident> Registry<T> {
         let idle: Vec<Arc<T>> = {
             let mut slots = self.slots();
             let ids: Vec<TenantId> = slots
+                .by_id
                 .iter()
                 .filter(|(_, slot)| slot.tenant.get().is_some_and(is_idle))
                 .map(|(id, _)| id.clone())
@@ -226,17 +287,6 @@ fn lock(
 /// Returns when the close behind `done` has ended (its sender, never sent to, is dropped).
 async fn ended(mut done: watch::Receiver<()>) {
     while done.changed().await.is_ok() {}
-}
-
-/// Removes the least recently used idle tenant from `slots`.
-fn evict_one<T: Resident>(slots: &mut HashMap<TenantId, Slot<T>>) -> Option<(TenantId, Arc<T>)> {
-    let victim = slots
-        .iter()
-        .filter(|(_, slot)| slot.tenant.get().is_some_and(is_idle))
-        .min_by_key(|(_, slot)| slot.last_used)
-        .map(|(id, _)| id.clone())?;
-    let tenant = slots.remove(&victim)?.tenant.get().cloned()?;
-    Some((victim, tenant))
 }
 
 #[cfg(test)]
@@ -276,12 +326,13 @@ mod tests {
         }
     }
 
+    /// Opens `name` (or finds it open) and returns it: holding it keeps it in use.
     async fn open(
         registry: &Registry<Gated>,
         name: &'static str,
         log: &Log,
         gate: &Arc<Semaphore>,
-    ) {
+    ) -> Arc<Gated> {
         let id = TenantId::parse(name).unwrap();
         registry
             .get_or_open(&id, || async {
@@ -293,7 +344,55 @@ mod tests {
                 }))
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The tenants closed so far, in order, once `count` have been (the closes run in tasks
+    /// of their own).
+    async fn closed(log: &Log, count: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let closed: Vec<String> = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|entry| entry.starts_with("closed"))
+                .cloned()
+                .collect();
+            if closed.len() >= count {
+                return closed;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("fewer than {count} closes ended: {:?}", log.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_open_evicts_the_least_recently_used_tenant_nobody_holds() {
+        let registry = Registry::new(3);
+        let log = Log::default();
+        let gate = Arc::new(Semaphore::new(10));
+        for name in ["a", "b", "c"] {
+            open(&registry, name, &log, &gate).await;
+        }
+        // Used again: b is now the least recently used, then c, then a.
+        open(&registry, "a", &log, &gate).await;
+        // b is held: the next opens evict c, then a, and never b, however long ago it was
+        // used.
+        let held = open(&registry, "b", &log, &gate).await;
+        open(&registry, "a", &log, &gate).await;
+        open(&registry, "d", &log, &gate).await;
+        assert_eq!(closed(&log, 1).await, ["closed c"]);
+        open(&registry, "e", &log, &gate).await;
+        assert_eq!(closed(&log, 2).await, ["closed c", "closed a"]);
+        assert_eq!(registry.len(), 3);
+
+        // Let go of, b is the least recently used again.
+        drop(held);
+        open(&registry, "f", &log, &gate).await;
+        assert_eq!(
+            closed(&log, 3).await,
+            ["closed c", "closed a", "closed b"]
+        );
     }
 
     #[tokio::test]
