@@ -85,7 +85,8 @@ impl SqliteTenant {
         tokio::fs::create_dir_all(&dir).await?;
         let lock = TenantLock::shared(&dir)?;
         let db_file = config.db_file(&id);
-        let options = config.connect_options(&db_file);
+        let on_disk = OnDisk::inspect(&db_file).await;
+        let options = config.serving_options(&db_file, on_disk.db_bytes);
         // Multi-row inserts come in one shape per group size: keep them all prepared.
         let writer_options = options
             .clone()
@@ -103,7 +104,7 @@ impl SqliteTenant {
         };
         // The writer creates a new database, puts an old one in WAL mode, and recovers a WAL
         // left with frames (by a process that did not close it) before anyone reads.
-        let mut writer_conn = if readable_as_is(&db_file).await {
+        let mut writer_conn = if on_disk.readable_as_is {
             None
         } else {
             Some(opening.writer().await?)
@@ -349,25 +350,48 @@ impl Opening<'_> {
     }
 }
 
-/// Whether `db_file` can be served by read-only connections as it is: it exists, is in WAL
-/// mode already (setting the journal mode is a write), and its last connection closed it
-/// cleanly (its WAL is gone or empty: nothing to recover).
-async fn readable_as_is(db_file: &Path) -> bool {
-    // The header's file format write and read versions (bytes 18 and 19) are 2 in WAL mode.
-    let mut header = [0u8; 20];
-    let wal_mode = match tokio::fs::File::open(db_file).await {
-        Ok(mut file) => {
-            use tokio::io::AsyncReadExt;
-            file.read_exact(&mut header).await.is_ok() && header[18..20] == [2, 2]
-        }
-        Err(_) => false,
-    };
-    if !wal_mode {
-        return false;
+/// What opening a tenant needs to know of its files before it connects.
+struct OnDisk {
+    /// Read-only connections can serve the database as it is: it exists, is in WAL mode
+    /// already (setting the journal mode is a write), and its last connection closed it
+    /// cleanly (its WAL is gone or empty: nothing to recover).
+    readable_as_is: bool,
+    /// The database file's size (0 if it does not exist yet).
+    db_bytes: u64,
+}
+
+impl OnDisk {
+    /// Looks at the files in one blocking task (each `tokio::fs` call would be one).
+    async fn inspect(db_file: &Path) -> OnDisk {
+        let db_file = db_file.to_owned();
+        tokio::task::spawn_blocking(move || OnDisk::inspect_now(&db_file))
+            .await
+            .unwrap_or(OnDisk {
+                readable_as_is: false,
+                db_bytes: 0,
+            })
     }
-    match tokio::fs::metadata(checkpoint::wal_file(db_file)).await {
-        Ok(wal) => wal.len() == 0,
-        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+
+    fn inspect_now(db_file: &Path) -> OnDisk {
+        use std::io::Read;
+        // The header's file format write and read versions (bytes 18 and 19) are 2 in WAL
+        // mode.
+        let mut header = [0u8; 20];
+        let (wal_mode, db_bytes) = match std::fs::File::open(db_file) {
+            Ok(mut file) => (
+                file.read_exact(&mut header).is_ok() && header[18..20] == [2, 2],
+                file.metadata().map_or(0, |meta| meta.len()),
+            ),
+            Err(_) => (false, 0),
+        };
+        let wal_empty = match std::fs::metadata(checkpoint::wal_file(db_file)) {
+            Ok(wal) => wal.len() == 0,
+            Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+        };
+        OnDisk {
+            readable_as_is: wal_mode && wal_empty,
+            db_bytes,
+        }
     }
 }
 

@@ -183,3 +183,34 @@ async fn steady_writes_keep_the_wal_near_its_limit() {
     assert!(largest <= bound, "the WAL reached {largest} bytes");
     assert!(largest >= pm_db::sqlite::WAL_SIZE_LIMIT, "{largest}");
 }
+
+/// `PRAGMA mmap_size` of a reader of `tenant`.
+async fn mapped_bytes(tenant: &pm_db::SqliteTenant) -> i64 {
+    let mut conn = tenant.read_pool().acquire().await.unwrap();
+    sqlx::query_scalar("PRAGMA mmap_size")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_is_memory_mapped_once_it_opens_larger_than_its_page_cache() {
+    let env = TestEnv::with(|config| config.cache_size_kib = 64);
+    let acme = TenantId::parse("acme").unwrap();
+    let dir = env.engine.config().tenant_dir(&acme);
+    let tenant = env.tenant("acme").await;
+    assert_eq!(mapped_bytes(&tenant).await, 0, "a new tenant is not mapped");
+    fill(&tenant, 40).await;
+    assert_eq!(
+        mapped_bytes(&tenant).await,
+        0,
+        "what it was opened with holds while it is open"
+    );
+
+    drop(tenant);
+    assert_eq!(env.engine.close_idle().await, 1);
+    let (db, _) = sizes(&dir);
+    assert!(db > 64 * 1024, "40 items of 3 KB outgrow 64 KiB: {db} bytes");
+    let tenant = env.tenant("acme").await;
+    assert_eq!(mapped_bytes(&tenant).await, 256 * 1024 * 1024);
+}
