@@ -389,10 +389,7 @@ mod tests {
         // Let go of, b is the least recently used again.
         drop(held);
         open(&registry, "f", &log, &gate).await;
-        assert_eq!(
-            closed(&log, 3).await,
-            ["closed c", "closed a", "closed b"]
-        );
+        assert_eq!(closed(&log, 3).await, ["closed c", "closed a", "closed b"]);
     }
 
     #[tokio::test]

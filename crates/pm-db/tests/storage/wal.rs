@@ -210,7 +210,10 @@ async fn a_tenant_is_memory_mapped_once_it_opens_larger_than_its_page_cache() {
     drop(tenant);
     assert_eq!(env.engine.close_idle().await, 1);
     let (db, _) = sizes(&dir);
-    assert!(db > 64 * 1024, "40 items of 3 KB outgrow 64 KiB: {db} bytes");
+    assert!(
+        db > 64 * 1024,
+        "40 items of 3 KB outgrow 64 KiB: {db} bytes"
+    );
     let tenant = env.tenant("acme").await;
     assert_eq!(mapped_bytes(&tenant).await, 256 * 1024 * 1024);
 }
