@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(closed(&log, 2).await, ["closed c", "closed a"]);
         assert_eq!(registry.len(), 3);
 
-        // Let go of, b is the least recently used again.
+        // Let go, b is the least recently used idle tenant again.
         drop(held);
         open(&registry, "f", &log, &gate).await;
         assert_eq!(closed(&log, 3).await, ["closed c", "closed a", "closed b"]);

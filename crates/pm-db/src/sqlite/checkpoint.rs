@@ -238,7 +238,7 @@ pub(crate) async fn run(
         Err(e) => tracing::warn!(%tenant, error = %e, "final WAL checkpoint failed"),
     }
     if let Some(conn) = conn {
-        if let Err(e) = sqlx::Connection::close(conn).await {
+        if let Err(e) = super::config::close(conn).await {
             tracing::warn!(%tenant, error = %e, "closing the checkpoint connection failed");
         }
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{ConnectOptions, SqliteConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -142,7 +142,7 @@ impl Inner {
     }
 
     async fn close_one(&self, conn: SqliteConnection) {
-        if let Err(error) = conn.close().await {
+        if let Err(error) = super::config::close(conn).await {
             tracing::debug!(%error, "closing a read connection failed");
         }
         self.open.fetch_sub(1, Ordering::AcqRel);

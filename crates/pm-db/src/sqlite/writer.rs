@@ -44,7 +44,7 @@ use tracing::Instrument;
 use super::batches::{Batches, Owed};
 use super::checkpoint::{self, Due, WalProgress};
 use super::commands::Cache;
-use super::config::WriterConfig;
+use super::config::{self, WriterConfig};
 use super::group::{exec, Group, Tx};
 use super::health::{Condition, Health, Next, Safeguards};
 use super::queue::{Job, Queued, Shared, WriterHandle};
@@ -283,7 +283,7 @@ impl Writer {
                 tracing::warn!(%error, "running the waiting batches before closing failed");
             }
         }
-        if let Err(e) = sqlx::Connection::close(self.conn).await {
+        if let Err(e) = config::close(self.conn).await {
             tracing::warn!(error = %e, "closing the tenant's write connection failed");
         }
     }
@@ -370,7 +370,7 @@ impl Writer {
         let mut conn = self.connect.connect().await?;
         let head = changelog::head_seq(&mut conn).await?;
         let old = std::mem::replace(&mut self.conn, conn);
-        if let Err(error) = sqlx::Connection::close(old).await {
+        if let Err(error) = config::close(old).await {
             tracing::debug!(%error, "closing the write connection after a fault failed");
         }
         self.max_page_count = None;
