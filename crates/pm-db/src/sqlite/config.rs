@@ -40,11 +40,12 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Page cache per connection, KiB.
     pub cache_size_kib: u32,
-    /// Memory-mapped I/O per connection, bytes, for a tenant whose database is larger than
-    /// the page cache (`cache_size_kib`) when it opens. A smaller one is served from the page
-    /// cache after its first read anyway, and mapping it costs more than it saves: a page
-    /// fault at the first touch of each page, and at close a `munmap` that interrupts every
-    /// other core to flush its TLB (3 % of the server's CPU in cold reopens of small tenants).
+    /// Memory-mapped I/O per connection, bytes, for a database larger than the page cache
+    /// (`cache_size_kib`): when the tenant opens for its writer, when each read connection
+    /// opens for that one. A smaller one is served from the page cache after its first read
+    /// anyway, and mapping it costs more than it saves: a page fault at the first touch of
+    /// each page, and at close a `munmap` that interrupts every other core to flush its TLB
+    /// (3 % of the server's CPU in cold reopens of small tenants).
     pub mmap_size: u64,
     /// The writer of each tenant (including change-log retention).
     pub writer: WriterConfig,
@@ -116,11 +117,21 @@ impl SqliteConfig {
     /// memory-mapped only if it is larger than the page cache (see `mmap_size`).
     pub(crate) fn serving_options(&self, db_file: &Path, db_bytes: u64) -> SqliteConnectOptions {
         let options = self.connect_options(db_file);
-        if db_bytes > u64::from(self.cache_size_kib) * 1024 {
+        if self.maps(db_bytes) {
             options
         } else {
             options.pragma("mmap_size", "0")
         }
+    }
+
+    /// Whether a database of `db_bytes` is memory-mapped: it is larger than the page cache.
+    pub(crate) fn maps(&self, db_bytes: u64) -> bool {
+        db_bytes > self.cache_bytes()
+    }
+
+    /// The page cache of one connection, bytes.
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        u64::from(self.cache_size_kib) * 1024
     }
 
     /// Tenant directories under the data directory, sorted; names that are not valid tenant

@@ -15,6 +15,7 @@
 //! first, and closed after `idle_timeout` unused.
 
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Readers {
 #[derive(Debug)]
 struct Inner {
     options: SqliteConnectOptions,
+    /// Options for the connections opened once the database has outgrown a size.
+    larger: Option<Larger>,
     max: u32,
     idle_timeout: Duration,
     /// One permit per connection that may be handed out.
@@ -56,6 +59,16 @@ struct State {
     reaping: bool,
 }
 
+/// The options of the read connections opened once `db_file` is larger than `bytes`: a
+/// tenant that opened small and grew is memory-mapped from its next new connection on (see
+/// `SqliteConfig::mmap_size`).
+#[derive(Debug)]
+pub(crate) struct Larger {
+    pub(crate) db_file: PathBuf,
+    pub(crate) bytes: u64,
+    pub(crate) options: SqliteConnectOptions,
+}
+
 /// A read connection, given back to its [`Readers`] when dropped.
 #[derive(Debug)]
 pub struct Reader {
@@ -65,13 +78,19 @@ pub struct Reader {
 }
 
 impl Readers {
-    /// Readers that open at most `max` connections with `options`, each closed after
-    /// `idle_timeout` unused. Nothing is opened yet.
-    pub(crate) fn new(options: SqliteConnectOptions, max: u32, idle_timeout: Duration) -> Readers {
+    /// Readers that open at most `max` connections with `options` (or `larger`'s), each
+    /// closed after `idle_timeout` unused. Nothing is opened yet.
+    pub(crate) fn new(
+        options: SqliteConnectOptions,
+        larger: Option<Larger>,
+        max: u32,
+        idle_timeout: Duration,
+    ) -> Readers {
         let max = max.max(1);
         Readers {
             inner: Arc::new(Inner {
                 options,
+                larger,
                 max,
                 idle_timeout,
                 permits: Arc::new(Semaphore::new(max as usize)),
@@ -97,7 +116,7 @@ impl Readers {
         let conn = match idle {
             Some((conn, _)) => conn,
             None => {
-                let conn = self.inner.options.connect().await?;
+                let conn = self.inner.options_now().connect().await?;
                 self.inner.open.fetch_add(1, Ordering::AcqRel);
                 conn
             }
@@ -139,6 +158,19 @@ impl Inner {
         self.state
             .lock()
             .expect("the readers' state is never poisoned")
+    }
+
+    /// The options for a new connection, by the database's size now (one `stat`).
+    fn options_now(&self) -> &SqliteConnectOptions {
+        match &self.larger {
+            Some(larger)
+                if std::fs::metadata(&larger.db_file)
+                    .is_ok_and(|meta| meta.len() > larger.bytes) =>
+            {
+                &larger.options
+            }
+            _ => &self.options,
+        }
     }
 
     async fn close_one(&self, conn: SqliteConnection) {

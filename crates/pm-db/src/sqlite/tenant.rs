@@ -24,7 +24,7 @@ use super::people;
 use super::queries;
 use super::queue::WriterStats;
 use super::queue::{Shared, WriterHandle};
-use super::readers::Readers;
+use super::readers::{Larger, Readers};
 use super::replay;
 use super::retention;
 use super::text_index;
@@ -112,11 +112,17 @@ impl SqliteTenant {
         // A page holds up to 500 rows: let the connection's thread hand them all over without
         // waiting for the reader to take each batch of sqlx's default 50 (every wait is two
         // thread switches, a third of a board load's time when it was 50).
+        let reading = |options: SqliteConnectOptions| {
+            options.read_only(true).row_buffer_size(READ_ROW_BUFFER)
+        };
+        let larger = (!config.maps(on_disk.db_bytes)).then(|| Larger {
+            db_file: db_file.clone(),
+            bytes: config.cache_bytes(),
+            options: reading(config.connect_options(&db_file)),
+        });
         let read_pool = Readers::new(
-            options
-                .clone()
-                .read_only(true)
-                .row_buffer_size(READ_ROW_BUFFER),
+            reading(options.clone()),
+            larger,
             config.read_pool_size,
             config.read_idle_timeout,
         );

@@ -109,7 +109,7 @@ async fn every_pooled_connection_has_the_pragmas() {
             ("temp_store", 2),
             ("cache_size", -8_192),
             // A new tenant is smaller than its page cache: not memory-mapped (see
-            // `wal::a_tenant_is_memory_mapped_once_it_opens_larger_than_its_page_cache`).
+            // `wal::a_connection_is_memory_mapped_once_the_database_is_larger_than_its_page_cache`).
             ("mmap_size", 0),
             // Above where the writer starts the WAL over: the file is not cut back each time.
             ("journal_size_limit", 64 * 1024 * 1024),
