@@ -21,6 +21,19 @@ fn sizes(dir: &Path) -> (u64, u64) {
     (len(""), len("-wal"))
 }
 
+/// Waits (10 s at most) until the sizes of `tenant.db` and its WAL in `dir` satisfy `done`.
+async fn until_sizes(dir: &Path, what: &str, done: impl Fn((u64, u64)) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(sizes(dir)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {what} after 10 s: tenant.db and WAL {:?} bytes",
+            sizes(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// This process's open descriptors of `file`.
 #[cfg(target_os = "linux")]
 fn open_descriptors(file: &Path) -> usize {
@@ -122,15 +135,7 @@ async fn a_quiet_tenant_truncates_its_wal_and_writes_on() {
 
     // Quiet for two idle periods: first everything is checkpointed, then the WAL truncated,
     // with the tenant still open.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sizes(&dir).1 > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "WAL still {} bytes",
-            sizes(&dir).1
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_sizes(&dir, "the WAL truncated", |(_, wal)| wal == 0).await;
     assert!(sizes(&dir).0 > 150_000, "the items are in tenant.db");
     assert_eq!(env.engine.open_count(), 1);
 
@@ -206,20 +211,17 @@ async fn a_connection_is_memory_mapped_once_the_database_is_larger_than_its_page
     fill(&tenant, 40).await;
     // 40 items of 3 KB outgrow 64 KiB once the quiet tenant's checkpoint has copied them
     // from the WAL into tenant.db.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sizes(&dir).0 <= 64 * 1024 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tenant.db still {} bytes",
-            sizes(&dir).0
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_sizes(&dir, "tenant.db past 64 KiB", |(db, _)| db > 64 * 1024).await;
     // The reader that opened with the tenant keeps what it was opened with; one opened now
     // (the first is held, so the pool opens another) is mapped.
-    let held = tenant.read_pool().acquire().await.unwrap();
+    let mut held = tenant.read_pool().acquire().await.unwrap();
     assert_eq!(tenant.read_pool().size(), 1);
     assert_eq!(mapped_bytes(&tenant).await, 256 * 1024 * 1024);
+    let held_maps: i64 = sqlx::query_scalar("PRAGMA mmap_size")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    assert_eq!(held_maps, 0, "the first reader is as it was opened");
     drop(held);
 
     drop(tenant);
