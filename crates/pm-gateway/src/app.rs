@@ -119,13 +119,11 @@ impl App {
         let max = self.settings.limits.max_frame_bytes;
         // A small read buffer keeps idle connections cheap (8 KiB instead of ~130 KiB): 512
         // bytes hold a request (a hello with its token, a command); larger frames are read in
-        // several reads of that size. The write buffer gathers what one flush sends (a burst
-        // of events) into few writes; with 0, tungstenite writes every frame with its own
-        // syscall.
+        // several reads of that size. tungstenite only reads: the server writes its frames
+        // itself (`crate::socket`), and what tungstenite would write goes nowhere at once.
         WebSocketConfig::default()
             .read_buffer_size(512)
-            .write_buffer_size(8 * 1024)
-            .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
+            .write_buffer_size(0)
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }

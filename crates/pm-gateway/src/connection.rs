@@ -1,9 +1,10 @@
 //! A connection's outgoing side: what may be queued for a client ([`Outbound`]), why the
 //! server closes a connection on purpose ([`Close`]), and the writer task that owns the
-//! socket's sink.
+//! socket's socket.
 //!
-//! The writer drains the connection's bounded queue with `feed` and flushes once per burst
-//! (about ten times the frames per second of a flush per frame). Closing on purpose goes
+//! The writer drains the connection's bounded queue into the socket's [`FrameWriter`] and
+//! writes once per burst (about ten times the frames per second of a write per frame). Closing
+//! on purpose goes
 //! through a separate channel: the writer drops what is still queued and sends `Goodbye`
 //! whose `resume_from_seq` is the last event it actually handed to the socket, then the close
 //! frame. This module depends on nothing else of the gateway, so the session and the hub can
@@ -14,20 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::SplitSink;
-use futures::SinkExt;
 use pm_proto::frame::encode_server_frame;
 use pm_proto::v1::{self, server_frame::Body};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::outbox::Outbox;
-
-/// The upgraded socket of a connection.
-pub(crate) type Ws = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+use crate::socket::{FrameWriter, Opcode};
 
 /// Something for the connection's writer to send.
 #[derive(Debug)]
@@ -44,8 +37,13 @@ pub(crate) enum Outbound {
     /// The events of one committed group that this connection wants, in seq order: one queue
     /// slot per group, so a large group does not overflow a healthy subscriber.
     Events(Vec<(u64, Bytes)>),
+    /// Events framed already as WebSocket messages (see [`crate::socket`]), in seq order:
+    /// each chunk holds one or more whole frames, and the seq of its last event.
+    Framed(Vec<(u64, Bytes)>),
     /// A WebSocket ping.
     Ping,
+    /// The answer to the client's ping, with its payload.
+    Pong(Bytes),
 }
 
 /// Asks a connection to close, from wherever the reason arises (the hub, a request, the
@@ -146,7 +144,7 @@ impl Close {
     }
 }
 
-/// The writer task: queue to socket, `feed` then one `flush` per burst.
+/// The writer task: queue to socket, one write per burst.
 ///
 /// A client that stops reading blocks the socket, and with it a burst in progress: the
 /// goodbye is therefore watched during bursts too, and the goodbye itself gets `grace` to go
@@ -157,7 +155,7 @@ impl Close {
 /// The session ends the writer through `goodbye`: a reason to say goodbye with, or (dropped)
 /// none because the client left. Once the writer ends, the queue refuses every sender.
 pub(crate) async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
+    mut socket: FrameWriter,
     queue: Arc<Outbox>,
     mut goodbye: oneshot::Receiver<Close>,
     last_event: Arc<AtomicU64>,
@@ -176,13 +174,13 @@ pub(crate) async fn write_loop(
             close = &mut goodbye => {
                 // Boxed: once per connection, and kept out of the loop's state (its size is
                 // paid by every idle connection).
-                Box::pin(finish(sink, close.ok(), &queue, &last_event, grace)).await;
+                Box::pin(finish(socket, close.ok(), &queue, &last_event, grace)).await;
                 return;
             }
             item = queue.recv() => item,
         };
         let written = {
-            let burst = write_burst(&mut sink, item, &queue, &last_event);
+            let burst = write_burst(&mut socket, item, &queue, &last_event);
             tokio::pin!(burst);
             tokio::select! {
                 biased;
@@ -206,7 +204,7 @@ pub(crate) async fn write_loop(
             Ok(true) => {}
             Ok(false) => return,
             Err(close) => {
-                Box::pin(finish(sink, close, &queue, &last_event, grace)).await;
+                Box::pin(finish(socket, close, &queue, &last_event, grace)).await;
                 return;
             }
         }
@@ -214,10 +212,10 @@ pub(crate) async fn write_loop(
 }
 
 /// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
-/// the socket failed. `last_event` follows every event handed to the sink: those are written
-/// before anything fed after them, the goodbye included.
+/// the socket failed. `last_event` follows every event handed to the writer: those are
+/// written before anything queued after them, the goodbye included.
 async fn write_burst(
-    sink: &mut SplitSink<Ws, Message>,
+    socket: &mut FrameWriter,
     first: Outbound,
     queue: &Outbox,
     last_event: &AtomicU64,
@@ -225,49 +223,58 @@ async fn write_burst(
     let mut next = Some(first);
     let mut burst = 0;
     while let Some(item) = next.take() {
-        let fed = match item {
-            Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await.is_ok(),
-            Outbound::Event { seq, frame } => feed_event(sink, seq, frame, last_event).await,
-            Outbound::Events(events) => {
-                let mut fed = true;
-                for (seq, frame) in events {
-                    fed = feed_event(sink, seq, frame, last_event).await;
-                    if !fed {
-                        break;
-                    }
-                }
-                fed
+        let last = match item {
+            Outbound::Frame(frame) => {
+                socket.message(Opcode::Binary, &frame);
+                None
             }
-            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.is_ok(),
+            Outbound::Event { seq, frame } => {
+                socket.message(Opcode::Binary, &frame);
+                Some(seq)
+            }
+            Outbound::Events(events) => {
+                for (_, frame) in &events {
+                    socket.message(Opcode::Binary, frame);
+                }
+                events.last().map(|(seq, _)| *seq)
+            }
+            Outbound::Framed(chunks) => {
+                let last = chunks.last().map(|(seq, _)| *seq);
+                for (_, frames) in chunks {
+                    socket.framed(frames);
+                }
+                last
+            }
+            Outbound::Ping => {
+                socket.message(Opcode::Ping, &[]);
+                None
+            }
+            Outbound::Pong(payload) => {
+                socket.message(Opcode::Pong, &payload);
+                None
+            }
         };
-        if !fed {
-            return false;
+        if let Some(seq) = last {
+            last_event.store(seq, Ordering::Release);
         }
         burst += 1;
+        // A large backlog goes out in pieces, so that what is queued stays bounded.
+        if socket.queued() >= WRITE_AT && socket.flush().await.is_err() {
+            return false;
+        }
         // Bound a burst so that a steady stream still gets flushed.
         if burst < MAX_BURST {
             next = queue.try_recv();
         }
     }
-    sink.flush().await.is_ok()
+    socket.flush().await.is_ok()
 }
 
 /// Queue items written before a flush at most, so that a steady stream still gets flushed.
 const MAX_BURST: usize = 256;
 
-/// Hands one event to the socket and records it as the last one a resume may start after.
-async fn feed_event(
-    sink: &mut SplitSink<Ws, Message>,
-    seq: u64,
-    frame: Bytes,
-    last_event: &AtomicU64,
-) -> bool {
-    let fed = sink.feed(Message::Binary(frame)).await.is_ok();
-    if fed {
-        last_event.store(seq, Ordering::Release);
-    }
-    fed
-}
+/// Bytes queued by a burst beyond which they are written before the burst goes on.
+const WRITE_AT: usize = 64 * 1024;
 
 /// Ends the socket: with `Goodbye` (the last event seq handed to the socket) and the close
 /// code, or with a plain close when the client left first. Before a goodbye that
@@ -276,7 +283,7 @@ async fn feed_event(
 /// A peer that takes nothing for `grace` does not get the goodbye: the socket is dropped
 /// instead.
 async fn finish(
-    mut sink: SplitSink<Ws, Message>,
+    mut socket: FrameWriter,
     close: Option<Close>,
     queue: &Outbox,
     last_event: &AtomicU64,
@@ -286,7 +293,7 @@ async fn finish(
         if let Some(close) = close {
             if close.lets_queue_out() {
                 while let Some(item) = queue.try_recv() {
-                    if !write_burst(&mut sink, item, queue, last_event).await {
+                    if !write_burst(&mut socket, item, queue, last_event).await {
                         return;
                     }
                 }
@@ -297,19 +304,21 @@ async fn finish(
                 message: message.clone(),
                 resume_from_seq: last_event.load(Ordering::Acquire),
             }));
-            let _ = sink.feed(Message::Binary(goodbye)).await;
-            let _ = sink
-                .feed(Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: close_frame_reason(&message).into(),
-                })))
-                .await;
-            let _ = sink.flush().await;
+            socket.message(Opcode::Binary, &goodbye);
+            socket.close(code, close_frame_reason(&message));
+        } else {
+            // The client closed (or the socket failed): the answer to its close.
+            socket.close(NORMAL_CLOSURE, "");
         }
-        let _ = sink.close().await;
+        if socket.flush().await.is_ok() {
+            socket.shutdown().await;
+        }
     })
     .await;
 }
+
+/// The close code of a normal closure.
+const NORMAL_CLOSURE: u16 = 1000;
 
 /// The longest reason a close frame carries: its payload (2 bytes of code, then the reason)
 /// must fit in 125 bytes.

@@ -90,15 +90,12 @@ pub(crate) async fn connection(
             return;
         }
     };
-    let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(app.websocket_config()),
-    )
-    .await;
+    let (read, write) = crate::socket::split(TokioIo::new(upgraded));
+    let ws =
+        WebSocketStream::from_raw_socket(read, Role::Server, Some(app.websocket_config())).await;
     app.metrics.connections_total.inc();
     app.metrics.connections_open.inc();
-    session::run(app.clone(), ws, peer, stop).await;
+    session::run(app.clone(), ws, write, peer, stop).await;
     app.metrics.connections_open.dec();
     drop(place);
 }

@@ -37,6 +37,7 @@ use crate::connection::{Close, CloseSignal, Outbound};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Refused};
 use crate::ring::{Page, Ring};
+use crate::socket::{frame_into, Opcode, MAX_HEADER};
 
 /// The hubs of the open tenants that have had subscribers.
 #[derive(Debug)]
@@ -323,8 +324,11 @@ impl Hub {
         sub.skip_until = replayed_until;
         let buffered = sub.buffer.take().unwrap_or_default();
         let kept = buffered.iter().all(|group| {
-            let wanted = select(sub, group.iter());
-            wanted.is_empty() || self.deliver(sub, wanted)
+            let wanted: Vec<_> = select(sub, group.iter())
+                .into_iter()
+                .map(|at| (group[at].seq, group[at].frame.clone()))
+                .collect();
+            wanted.is_empty() || self.deliver(sub, wanted.len(), Outbound::Events(wanted))
         });
         if !kept {
             state.subscribers.remove(&registration.id);
@@ -332,12 +336,11 @@ impl Hub {
         kept
     }
 
-    /// Queues one group's events; false if the subscriber must go (cut off or gone).
-    fn deliver(&self, sub: &mut Subscriber, events: Vec<(u64, Bytes)>) -> bool {
-        let count = events.len() as u64;
-        match sub.out.try_send(Outbound::Events(events)) {
+    /// Queues `count` events as one item; false if the subscriber must go (cut off or gone).
+    fn deliver(&self, sub: &mut Subscriber, count: usize, events: Outbound) -> bool {
+        match sub.out.try_send(events) {
             Ok(()) => {
-                self.metrics.events_delivered.inc_by(count);
+                self.metrics.events_delivered.inc_by(count as u64);
                 true
             }
             Err(Refused::Full) => {
@@ -349,36 +352,64 @@ impl Hub {
         }
     }
 
-    /// Delivers a committed group: live subscribers get the events they want as one queue
-    /// item; catching-up ones keep the whole group for [`Hub::go_live`].
-    fn publish(&self, events: &Arc<[CommittedEvent]>) {
-        // Before the subscribers: a resume that snapshots a head this group reaches finds it
+    /// Delivers committed groups, in seq order: live subscribers get the events they want
+    /// from all of them as one queue item, framed once for all of them; catching-up ones keep
+    /// each group for [`Hub::go_live`].
+    fn publish(&self, groups: &[Arc<[CommittedEvent]>]) {
+        // Before the subscribers: a resume that snapshots a head these groups reach finds it
         // here rather than in the log. The ring skips what it already has.
-        self.ring
-            .write()
-            .expect("ring lock is never poisoned")
-            .append(events);
+        {
+            let mut ring = self.ring.write().expect("ring lock is never poisoned");
+            for events in groups {
+                ring.append(events);
+            }
+        }
         let mut state = self.state.lock().expect("hub lock is never poisoned");
         let last_seq = state.last_seq;
-        let Some(newest) = events.last().map(|e| e.seq).filter(|seq| *seq > last_seq) else {
+        let Some(newest) = groups
+            .iter()
+            .filter_map(|events| events.last())
+            .map(|e| e.seq)
+            .max()
+            .filter(|seq| *seq > last_seq)
+        else {
             return;
         };
         state.last_seq = newest;
+        let new = || {
+            groups
+                .iter()
+                .filter(move |events| events.last().is_some_and(|e| e.seq > last_seq))
+        };
+        let fresh: Vec<&CommittedEvent> = new()
+            .flat_map(|events| events.iter())
+            .filter(|e| e.seq > last_seq)
+            .collect();
+        // Framed when the first live subscriber wants something.
+        let mut framed = None;
         let mut gone = Vec::new();
         for (id, sub) in state.subscribers.iter_mut() {
             let kept = match &mut sub.buffer {
-                Some(buffer) if buffer.len() < sub.capacity => {
-                    buffer.push(events.clone());
-                    true
-                }
-                Some(_) => {
-                    self.metrics.slow_consumer_disconnects.inc();
-                    sub.close.request(Close::SlowConsumer);
-                    false
+                Some(buffer) => {
+                    let mut kept = true;
+                    for events in new() {
+                        if buffer.len() >= sub.capacity {
+                            self.metrics.slow_consumer_disconnects.inc();
+                            sub.close.request(Close::SlowConsumer);
+                            kept = false;
+                            break;
+                        }
+                        buffer.push(events.clone());
+                    }
+                    kept
                 }
                 None => {
-                    let wanted = select(sub, events.iter().filter(|e| e.seq > last_seq));
-                    wanted.is_empty() || self.deliver(sub, wanted)
+                    let wanted = select(sub, fresh.iter().copied());
+                    wanted.is_empty() || {
+                        let framed = framed.get_or_insert_with(|| Framed::new(&fresh));
+                        let chunks = framed.chunks(&fresh, &wanted);
+                        self.deliver(sub, wanted.len(), Outbound::Framed(chunks))
+                    }
                 }
             };
             if !kept {
@@ -417,7 +448,7 @@ impl Hub {
             let committed: Result<Arc<[CommittedEvent]>, _> =
                 events.iter().map(|e| e.to_committed()).collect();
             match committed {
-                Ok(committed) => self.publish(&committed),
+                Ok(committed) => self.publish(&[committed]),
                 Err(error) => {
                     tracing::error!(tenant = %tenant.id(), %error, "hub catch-up failed");
                     return;
@@ -427,17 +458,42 @@ impl Hub {
     }
 }
 
+/// Groups taken from the feed at most, to be delivered together.
+const MAX_GATHER: usize = 64;
+
 async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEvent]>>) {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut groups = Vec::new();
     loop {
-        let received = commits.recv().await;
+        let mut failed = match commits.recv().await {
+            Ok(events) => {
+                groups.push(events);
+                None
+            }
+            Err(error) => Some(error),
+        };
+        // Groups committed while the last ones were delivered go out together: one queue
+        // item, one wake-up and one write per subscriber instead of one per group.
+        while failed.is_none() && groups.len() < MAX_GATHER {
+            match commits.try_recv() {
+                Ok(events) => groups.push(events),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(missed)) => failed = Some(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => failed = Some(RecvError::Closed),
+            }
+        }
         let Some(hub) = hub.upgrade() else { return };
-        match received {
-            Ok(events) => hub.publish(&events),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+        if !groups.is_empty() {
+            hub.publish(&groups);
+            groups.clear();
+        }
+        match failed {
+            None => {}
+            Some(RecvError::Lagged(missed)) => {
                 tracing::warn!(tenant = %hub.id, missed, "hub lagged; catching up from the log");
                 hub.catch_up().await;
             }
-            Err(broadcast::error::RecvError::Closed) => {
+            Some(RecvError::Closed) => {
                 // The tenant was closed (or its relay could not go on).
                 hub.end();
                 return;
@@ -446,20 +502,20 @@ async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEven
     }
 }
 
-/// The events of one group that `sub` wants, in order, keeping its memberships current: a new
-/// member sees the event of their own addition; a removed member (or any member, once the
-/// project is deleted) sees that event and nothing more of the project; the members of a
-/// restored project see it again from its restoration on.
+/// Where the events `sub` wants are among `events` (positions, ascending), keeping its
+/// memberships current: a new member sees the event of their own addition; a removed member
+/// (or any member, once the project is deleted) sees that event and nothing more of the
+/// project; the members of a restored project see it again from its restoration on.
 fn select<'a>(
     sub: &mut Subscriber,
     events: impl Iterator<Item = &'a CommittedEvent>,
-) -> Vec<(u64, Bytes)> {
+) -> Vec<usize> {
     let mut wanted = Vec::new();
     // The verdict for the last project looked up: a group's events are mostly of one project,
     // and comparing its id is cheaper than hashing it into two sets for every event. Forgotten
     // whenever a membership changes.
     let mut last: Option<(&str, bool)> = None;
-    for event in events {
+    for (at, event) in events.enumerate() {
         if event.seq <= sub.skip_until {
             continue;
         }
@@ -483,7 +539,7 @@ fn select<'a>(
             }
         };
         if sees && sub.wants_kind(event.kind) {
-            wanted.push((event.seq, event.frame.clone()));
+            wanted.push(at);
         }
         if concerns_user && member_change == Some(ChangeAction::Deleted) {
             sub.allowed.remove(&event.project_id);
@@ -497,6 +553,61 @@ fn select<'a>(
         }
     }
     wanted
+}
+
+/// A delivery's events framed as WebSocket messages once, for every subscriber: a server's
+/// frames are not masked, so the same bytes serve them all (see [`crate::socket`]).
+struct Framed {
+    bytes: Bytes,
+    /// Where the frame of each event ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Framed {
+    fn new(events: &[&CommittedEvent]) -> Framed {
+        let size = events.iter().map(|e| MAX_HEADER + e.frame.len()).sum();
+        let mut bytes = Vec::with_capacity(size);
+        let ends = events
+            .iter()
+            .map(|event| {
+                frame_into(&mut bytes, Opcode::Binary, &event.frame);
+                bytes.len()
+            })
+            .collect();
+        Framed {
+            bytes: Bytes::from(bytes),
+            ends,
+        }
+    }
+
+    /// The frames of the events at `positions` (ascending): one chunk per run of neighbours,
+    /// each with the seq of its last event. A subscriber that wants every event gets one
+    /// chunk, the whole buffer.
+    fn chunks(&self, events: &[&CommittedEvent], positions: &[usize]) -> Vec<(u64, Bytes)> {
+        let start = |at: usize| if at == 0 { 0 } else { self.ends[at - 1] };
+        let mut chunks = Vec::new();
+        let mut run: Option<(usize, usize)> = None;
+        for &at in positions {
+            run = match run {
+                Some((first, last)) if last + 1 == at => Some((first, at)),
+                Some((first, last)) => {
+                    chunks.push((
+                        events[last].seq,
+                        self.bytes.slice(start(first)..self.ends[last]),
+                    ));
+                    Some((at, at))
+                }
+                None => Some((at, at)),
+            };
+        }
+        if let Some((first, last)) = run {
+            chunks.push((
+                events[last].seq,
+                self.bytes.slice(start(first)..self.ends[last]),
+            ));
+        }
+        chunks
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   precompressed bodies.
 //! - [`session`]: one connection: hello, requests, subscription, heartbeat, goodbye.
 //! - [`connection`]: what is queued for a client, why a connection is closed, the writer task.
+//! - [`socket`]: the socket split for tungstenite's reading and the server's own framing.
 //! - [`reader`]: the reading side: frame rules and the request budget on each message.
 //! - [`resume`]: the subscribe handshake (register, snapshot, replay, go live).
 //! - [`hub`]: per-tenant fan-out of committed events.
@@ -45,6 +46,7 @@ pub(crate) mod ring;
 pub mod server;
 pub(crate) mod session;
 pub mod settings;
+pub(crate) mod socket;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -84,7 +84,9 @@ impl Reader {
                 )))
             }
             Message::Close(_) => return Read::End(None),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Read::Nothing,
+            // Answered here: tungstenite's own answer goes nowhere (see `crate::socket`).
+            Message::Ping(payload) => return Read::Answer(Outbound::Pong(payload)),
+            Message::Pong(_) | Message::Frame(_) => return Read::Nothing,
         };
         let Ok(frame) = v1::ClientFrame::decode(bytes) else {
             self.garbage += 1;

@@ -12,7 +12,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
 use pm_db::{Tenant, UserProfile};
 use pm_proto::v1::{self, client_frame::Body as In, response::Result as Out, server_frame::Body};
@@ -24,12 +23,13 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
-use crate::connection::{self, write_loop, Close, CloseSignal, Outbound, Ws};
+use crate::connection::{self, write_loop, Close, CloseSignal, Outbound};
 use crate::hub::{Channels, Registration};
 use crate::limits::Refused;
 use crate::outbox::Outbox;
 use crate::reader::{Read, Reader};
 use crate::resume::{self, Interest};
+use crate::socket::{FrameWriter, Ws};
 use pm_core::time::now_ms;
 
 /// How long the server waits for the client's Close after sending its own.
@@ -42,6 +42,7 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 pub(crate) fn run(
     app: Arc<App>,
     ws: Ws,
+    sink: FrameWriter,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
@@ -53,14 +54,13 @@ pub(crate) fn run(
         tenant = tracing::field::Empty,
         user = tracing::field::Empty,
     );
-    let (sink, stream) = ws.split();
-    connection(app, sink, stream, connection_id, shutdown).instrument(span)
+    connection(app, sink, ws, connection_id, shutdown).instrument(span)
 }
 
 async fn connection(
     app: Arc<App>,
-    sink: SplitSink<Ws, Message>,
-    mut stream: SplitStream<Ws>,
+    sink: FrameWriter,
+    mut stream: Ws,
     connection_id: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -129,7 +129,7 @@ fn unauthenticated(message: &str) -> Close {
 /// Waits for `Hello`, checks the token and limits, opens the tenant and sends `Welcome`.
 async fn hello(
     app: &Arc<App>,
-    stream: &mut SplitStream<Ws>,
+    stream: &mut Ws,
     out: &Arc<Outbox>,
     connection_id: &str,
 ) -> Result<Arc<Session>, Close> {
@@ -275,7 +275,7 @@ impl Session {
     /// Reads and dispatches until the client leaves (`None`) or the server closes.
     async fn serve(
         self: Arc<Self>,
-        stream: &mut SplitStream<Ws>,
+        stream: &mut Ws,
         out: Arc<Outbox>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Close> {

@@ -47,8 +47,10 @@ fn subscriber(user: &str, allowed: &[&str], kinds: Vec<EntityKind>) -> Subscribe
     }
 }
 
-fn seqs(wanted: &[(u64, Bytes)]) -> Vec<u64> {
-    wanted.iter().map(|(seq, _)| *seq).collect()
+/// The seqs of the events of `group` that `sub` wants.
+fn picked(sub: &mut Subscriber, group: &[CommittedEvent]) -> Vec<u64> {
+    let wanted = select(sub, group.iter());
+    wanted.iter().map(|at| group[*at].seq).collect()
 }
 
 #[test]
@@ -76,7 +78,7 @@ fn memberships_changed_inside_a_group_apply_from_their_own_event_on() {
         event(10, "b", EntityKind::Project, "b", ChangeAction::Deleted),
         item(11, "b"),
     ];
-    assert_eq!(seqs(&select(&mut sub, group.iter())), [3, 4, 5, 6, 9, 10]);
+    assert_eq!(picked(&mut sub, &group), [3, 4, 5, 6, 9, 10]);
     assert!(sub.allowed.is_empty());
     // Project b was deleted while bob was a member; a was left.
     assert_eq!(sub.deleted, HashSet::from(["b".to_string()]));
@@ -99,7 +101,7 @@ fn the_members_of_a_restored_project_see_it_again_from_its_restoration_on() {
         project(7, "d", ChangeAction::Restored),
         item(8, "d"),
     ];
-    assert_eq!(seqs(&select(&mut sub, group.iter())), [1, 3, 4, 5, 6]);
+    assert_eq!(picked(&mut sub, &group), [1, 3, 4, 5, 6]);
     assert_eq!(
         sub.allowed,
         HashSet::from(["a".to_string(), "c".to_string()])
@@ -119,7 +121,7 @@ fn the_members_of_a_restored_project_see_it_again_from_its_restoration_on() {
         project(10, "e", ChangeAction::Restored),
         item(11, "e"),
     ];
-    assert_eq!(seqs(&select(&mut sub, group.iter())), Vec::<u64>::new());
+    assert_eq!(picked(&mut sub, &group), Vec::<u64>::new());
     assert!(sub.deleted.is_empty());
 }
 
@@ -135,5 +137,36 @@ fn the_kind_filter_and_the_resume_position_apply_to_every_event() {
         item(5, "z"),
         item(6, "a"),
     ];
-    assert_eq!(seqs(&select(&mut sub, group.iter())), [4, 6]);
+    assert_eq!(picked(&mut sub, &group), [4, 6]);
+}
+
+#[test]
+fn a_delivery_is_framed_once_and_each_run_of_wanted_events_is_one_chunk() {
+    let group = [
+        item(1, "a"),
+        item(2, "a"),
+        item(3, "b"),
+        item(4, "a"),
+        item(5, "a"),
+    ];
+    let events: Vec<&CommittedEvent> = group.iter().collect();
+    let framed = Framed::new(&events);
+    let frames = |seqs: &[u64]| {
+        let mut out = Vec::new();
+        for seq in seqs {
+            frame_into(&mut out, Opcode::Binary, &seq.to_be_bytes());
+        }
+        Bytes::from(out)
+    };
+    assert_eq!(framed.bytes, frames(&[1, 2, 3, 4, 5]));
+    assert_eq!(
+        framed.chunks(&events, &[0, 1, 3, 4]),
+        [(2, frames(&[1, 2])), (5, frames(&[4, 5]))]
+    );
+    assert_eq!(framed.chunks(&events, &[2]), [(3, frames(&[3]))]);
+    // Every event: the whole buffer, shared.
+    let all = framed.chunks(&events, &[0, 1, 2, 3, 4]);
+    assert_eq!(all, [(5, framed.bytes.clone())]);
+    assert_eq!(all[0].1.as_ptr(), framed.bytes.as_ptr());
+    assert!(framed.chunks(&events, &[]).is_empty());
 }

@@ -3,12 +3,15 @@
 //! sizes: a frame over `max_frame_bytes` (1009), and oversized or repeated fields inside a
 //! frame, each with its exact refusal.
 
+use futures::StreamExt;
 use pm_gateway::auth::unix_now;
 use pm_proto::v1;
 use pm_proto::v1::client_frame::Body as In;
 use pm_proto::v1::response::Result as Out;
 use pm_proto::v1::server_frame::Body;
 use prost::Message as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use v1::command::Kind as Cmd;
 use v1::query::Kind as Q;
@@ -54,6 +57,43 @@ async fn a_ping_gets_a_pong_echoing_the_client_time() {
         "server_time {} is not within [{before}, {after}]",
         pong.server_time
     );
+}
+
+/// The next WebSocket message, of any kind.
+async fn next_message(client: &mut Client) -> Message {
+    tokio::time::timeout(WAIT, client.ws.next())
+        .await
+        .expect("the server answers in time")
+        .expect("the connection is open")
+        .expect("a message")
+}
+
+#[tokio::test]
+async fn a_websocket_ping_gets_its_pong_and_a_close_gets_a_close() {
+    let app = spawn_app().await;
+    let (mut client, _) = app.client("acme", "alice").await;
+    client
+        .send_raw(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    assert_eq!(
+        next_message(&mut client).await,
+        Message::Pong(b"are you there".to_vec().into())
+    );
+    // Still served after the control frames.
+    client.assert_nothing_more(7).await;
+    client
+        .ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "done".into(),
+        }))
+        .await
+        .unwrap();
+    match next_message(&mut client).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected the close's answer, got {other:?}"),
+    }
+    assert!(client.ws.next().await.is_none(), "the connection ends");
 }
 
 #[tokio::test]
