@@ -26,7 +26,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use bytes::Bytes;
 use pm_core::kinds::{ChangeAction, EntityKind};
 use pm_core::{TenantId, UserId};
 use pm_db::{CommittedEvent, EventFilter, Tenant};
@@ -37,7 +36,7 @@ use crate::connection::{Close, CloseSignal, Outbound};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Refused};
 use crate::ring::{Page, Ring};
-use crate::socket::{frame_into, Opcode, MAX_HEADER};
+use crate::socket::Framed;
 
 /// The hubs of the open tenants that have had subscribers.
 #[derive(Debug)]
@@ -553,61 +552,6 @@ fn select<'a>(
         }
     }
     wanted
-}
-
-/// A delivery's events framed as WebSocket messages once, for every subscriber: a server's
-/// frames are not masked, so the same bytes serve them all (see [`crate::socket`]).
-struct Framed {
-    bytes: Bytes,
-    /// Where the frame of each event ends in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl Framed {
-    fn new(events: &[&CommittedEvent]) -> Framed {
-        let size = events.iter().map(|e| MAX_HEADER + e.frame.len()).sum();
-        let mut bytes = Vec::with_capacity(size);
-        let ends = events
-            .iter()
-            .map(|event| {
-                frame_into(&mut bytes, Opcode::Binary, &event.frame);
-                bytes.len()
-            })
-            .collect();
-        Framed {
-            bytes: Bytes::from(bytes),
-            ends,
-        }
-    }
-
-    /// The frames of the events at `positions` (ascending): one chunk per run of neighbours,
-    /// each with the seq of its last event. A subscriber that wants every event gets one
-    /// chunk, the whole buffer.
-    fn chunks(&self, events: &[&CommittedEvent], positions: &[usize]) -> Vec<(u64, Bytes)> {
-        let start = |at: usize| if at == 0 { 0 } else { self.ends[at - 1] };
-        let mut chunks = Vec::new();
-        let mut run: Option<(usize, usize)> = None;
-        for &at in positions {
-            run = match run {
-                Some((first, last)) if last + 1 == at => Some((first, at)),
-                Some((first, last)) => {
-                    chunks.push((
-                        events[last].seq,
-                        self.bytes.slice(start(first)..self.ends[last]),
-                    ));
-                    Some((at, at))
-                }
-                None => Some((at, at)),
-            };
-        }
-        if let Some((first, last)) = run {
-            chunks.push((
-                events[last].seq,
-                self.bytes.slice(start(first)..self.ends[last]),
-            ));
-        }
-        chunks
-    }
 }
 
 #[cfg(test)]

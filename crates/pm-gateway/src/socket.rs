@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
+use pm_db::CommittedEvent;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio_tungstenite::WebSocketStream;
 
@@ -186,6 +187,66 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Ends the writing side of the socket (TCP FIN).
     pub(crate) async fn shutdown(&mut self) {
         let _ = self.io.shutdown().await;
+    }
+}
+
+/// A delivery's events framed as WebSocket messages once, for every subscriber: a server's
+/// frames are not masked, so the same bytes serve them all.
+pub(crate) struct Framed {
+    bytes: Bytes,
+    /// Where the frame of each event ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Framed {
+    /// `events`, framed one after the other.
+    pub(crate) fn new(events: &[&CommittedEvent]) -> Framed {
+        let size = events.iter().map(|e| MAX_HEADER + e.frame.len()).sum();
+        let mut bytes = Vec::with_capacity(size);
+        let ends = events
+            .iter()
+            .map(|event| {
+                frame_into(&mut bytes, Opcode::Binary, &event.frame);
+                bytes.len()
+            })
+            .collect();
+        Framed {
+            bytes: Bytes::from(bytes),
+            ends,
+        }
+    }
+
+    /// The frames of the events at `positions` (ascending): one chunk per run of neighbours,
+    /// each with the seq of its last event. A subscriber that wants every event gets one
+    /// chunk, the whole buffer.
+    pub(crate) fn chunks(
+        &self,
+        events: &[&CommittedEvent],
+        positions: &[usize],
+    ) -> Vec<(u64, Bytes)> {
+        let start = |at: usize| if at == 0 { 0 } else { self.ends[at - 1] };
+        let mut chunks = Vec::new();
+        let mut run: Option<(usize, usize)> = None;
+        for &at in positions {
+            run = match run {
+                Some((first, last)) if last + 1 == at => Some((first, at)),
+                Some((first, last)) => {
+                    chunks.push((
+                        events[last].seq,
+                        self.bytes.slice(start(first)..self.ends[last]),
+                    ));
+                    Some((at, at))
+                }
+                None => Some((at, at)),
+            };
+        }
+        if let Some((first, last)) = run {
+            chunks.push((
+                events[last].seq,
+                self.bytes.slice(start(first)..self.ends[last]),
+            ));
+        }
+        chunks
     }
 }
 
