@@ -90,7 +90,7 @@ pub(crate) async fn connection(
             return;
         }
     };
-    let (read, write) = crate::socket::split(TokioIo::new(upgraded));
+    let (read, write) = crate::socket::split(upgraded);
     let ws =
         WebSocketStream::from_raw_socket(read, Role::Server, Some(app.websocket_config())).await;
     app.metrics.connections_total.inc();

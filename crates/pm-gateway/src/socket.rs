@@ -20,10 +20,12 @@ use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use pm_db::CommittedEvent;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 
-/// The upgraded connection.
-pub(crate) type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// The upgraded connection, as hyper gives it.
+pub(crate) type Upgraded = hyper::upgrade::Upgraded;
 
 /// The reading side of a connection, as tungstenite sees it.
 pub(crate) type Ws = WebSocketStream<ReadSide>;
@@ -37,17 +39,48 @@ pub(crate) enum Opcode {
     Pong = 0xA,
 }
 
-/// Splits `io` into the side tungstenite reads and the side the writer writes.
-pub(crate) fn split(io: Upgraded) -> (ReadSide, FrameWriter) {
-    let (read, write) = tokio::io::split(io);
-    (ReadSide(read), FrameWriter::new(write))
+/// Splits `upgraded` into the side tungstenite reads and the side the writer writes.
+///
+/// The TCP stream's own halves when hyper gives the stream back (always, for this server's
+/// listener): they share nothing but the socket, where halves of hyper's connection object
+/// would take a lock at every read and write, and keep hyper's box and that lock in memory.
+pub(crate) fn split(upgraded: Upgraded) -> (ReadSide, FrameWriter) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            let read = ReadSide {
+                // A copy: the slice would keep hyper's whole read buffer (8 KiB) alive.
+                early: Bytes::copy_from_slice(&parts.read_buf),
+                io: ReadIo::Tcp(read),
+            };
+            (read, FrameWriter::new(WriteSide::Tcp(write)))
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            let read = ReadSide {
+                early: Bytes::new(),
+                io: ReadIo::Upgraded(read),
+            };
+            (read, FrameWriter::new(WriteSide::Upgraded(write)))
+        }
+    }
 }
 
-/// The socket's reading half, for tungstenite. Its writes are dropped: the only bytes
-/// tungstenite writes on a server's reading side are its automatic answers to pings and
-/// closes, and the session answers those through the [`FrameWriter`].
+/// The socket's reading half, for tungstenite: first the bytes hyper had read past the
+/// upgrade request (a client may send its `Hello` at once), then the socket. Its writes are
+/// dropped: the only bytes tungstenite writes on a server's reading side are its automatic
+/// answers to pings and closes, and the session answers those through the [`FrameWriter`].
 #[derive(Debug)]
-pub(crate) struct ReadSide(ReadHalf<Upgraded>);
+pub(crate) struct ReadSide {
+    early: Bytes,
+    io: ReadIo,
+}
+
+#[derive(Debug)]
+enum ReadIo {
+    Tcp(OwnedReadHalf),
+    Upgraded(ReadHalf<TokioIo<Upgraded>>),
+}
 
 impl AsyncRead for ReadSide {
     fn poll_read(
@@ -55,7 +88,18 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if !self.early.is_empty() {
+            let take = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early.split_to(take));
+            if self.early.is_empty() {
+                self.early = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match &mut self.io {
+            ReadIo::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            ReadIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+        }
     }
 }
 
@@ -74,6 +118,58 @@ impl AsyncWrite for ReadSide {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// The socket's writing half (see [`split`]).
+#[derive(Debug)]
+pub(crate) enum WriteSide {
+    Tcp(OwnedWriteHalf),
+    Upgraded(WriteHalf<TokioIo<Upgraded>>),
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            WriteSide::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            WriteSide::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteSide::Tcp(io) => io.is_write_vectored(),
+            WriteSide::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(io) => Pin::new(io).poll_flush(cx),
+            WriteSide::Upgraded(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            WriteSide::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+        }
     }
 }
 
@@ -99,13 +195,10 @@ pub(crate) const MAX_HEADER: usize = 10;
 /// Slices written with one `writev` at most.
 const MAX_SLICES: usize = 64;
 
-/// Queued chunks kept allocated once written; beyond this they are given back.
-const KEEP_CHUNKS: usize = 16;
-
 /// The socket's writing half: frames queued as chunks of bytes, written with `writev` by
 /// [`FrameWriter::flush`].
 #[derive(Debug)]
-pub(crate) struct FrameWriter<W = WriteHalf<Upgraded>> {
+pub(crate) struct FrameWriter<W = WriteSide> {
     io: W,
     chunks: VecDeque<Bytes>,
     /// Bytes queued and not yet written.
@@ -152,20 +245,24 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes everything queued; completes once the socket has taken it all.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         while !self.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.chunks.len().min(MAX_SLICES);
-            for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
-                *slice = IoSlice::new(chunk);
-            }
-            let written = self.io.write_vectored(&slices[..count]).await?;
+            let written = std::future::poll_fn(|cx| {
+                // Made at each poll, on the stack: in the future's state this kilobyte would
+                // be kept by every connection's writer task, idle or not.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.chunks.len().min(MAX_SLICES);
+                for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+                    *slice = IoSlice::new(chunk);
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.consume(written);
         }
-        if self.chunks.capacity() > KEEP_CHUNKS {
-            self.chunks.shrink_to(KEEP_CHUNKS);
-        }
+        // An idle connection keeps no queue (most connections are idle most of the time).
+        self.chunks = VecDeque::new();
         self.io.flush().await
     }
 

@@ -439,3 +439,48 @@ async fn an_active_client_outlives_many_heartbeat_intervals() {
     }
     assert_eq!(open_connections(&app), 1);
 }
+
+#[tokio::test]
+async fn a_hello_sent_with_the_upgrade_request_is_answered() {
+    let app = spawn_app().await;
+    let token = token_until("acme", "alice", pm_gateway::auth::unix_now() + 3_600);
+    let payload = v1::ClientFrame {
+        request_id: 0,
+        body: Some(hello(&token)),
+    }
+    .encode_to_vec();
+    // The request and a masked binary frame (a zero mask leaves the payload as it is), in one
+    // write: the server reads the frame's first bytes with the request's head.
+    let mut bytes = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    bytes.extend_from_slice(&[0x82, 0x80 | 126]);
+    bytes.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(&payload);
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let message = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut ws))
+        .await
+        .expect("the server answers in time");
+    let Some(Ok(Message::Binary(bytes))) = message else {
+        panic!("expected the Welcome, got {message:?}");
+    };
+    match v1::ServerFrame::decode(bytes).unwrap().body {
+        Some(Body::Welcome(welcome)) => assert_eq!(welcome.user_id, "alice"),
+        other => panic!("expected the Welcome, got {other:?}"),
+    }
+}
