@@ -1,14 +1,13 @@
 //! A connection's outgoing side: what may be queued for a client ([`Outbound`]), why the
 //! server closes a connection on purpose ([`Close`]), and the writer task that owns the
-//! socket's socket.
+//! socket's writing half.
 //!
 //! The writer drains the connection's bounded queue into the socket's [`FrameWriter`] and
-//! writes once per burst (about ten times the frames per second of a write per frame). Closing
-//! on purpose goes
-//! through a separate channel: the writer drops what is still queued and sends `Goodbye`
-//! whose `resume_from_seq` is the last event it actually handed to the socket, then the close
-//! frame. This module depends on nothing else of the gateway, so the session and the hub can
-//! both use it.
+//! writes once per burst (about ten times the frames per second of a write per frame).
+//! Closing on purpose goes through a separate channel: the writer drops what is still queued
+//! and sends `Goodbye` whose `resume_from_seq` is the last event it actually handed to the
+//! socket, then the close frame. This module depends on nothing else of the gateway but the
+//! socket's framing, so the session and the hub can both use it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -315,7 +315,8 @@ impl Framed {
 
     /// The frames of the events at `positions` (ascending): one chunk per run of neighbours,
     /// each with the seq of its last event. A subscriber that wants every event gets one
-    /// chunk, the whole buffer.
+    /// chunk, the whole buffer. One that wants less than half of it gets a copy of its frames
+    /// instead, so that its queue (if it is slow) does not keep the others' events in memory.
     pub(crate) fn chunks(
         &self,
         events: &[&CommittedEvent],
@@ -343,7 +344,17 @@ impl Framed {
                 self.bytes.slice(start(first)..self.ends[last]),
             ));
         }
-        chunks
+        let wanted: usize = chunks.iter().map(|(_, frames)| frames.len()).sum();
+        match chunks.last() {
+            Some(&(last_seq, _)) if wanted * 2 < self.bytes.len() => {
+                let mut own = Vec::with_capacity(wanted);
+                for (_, frames) in &chunks {
+                    own.extend_from_slice(frames);
+                }
+                vec![(last_seq, Bytes::from(own))]
+            }
+            _ => chunks,
+        }
     }
 }
 
