@@ -314,6 +314,13 @@ async fn raw_upgrade(app: &TestApp) -> TcpStream {
         )
         .await
         .unwrap();
+    read_switching(&mut stream).await;
+    stream
+}
+
+/// Reads the answer's head, byte by byte (what follows is WebSocket frames), and checks it
+/// is 101.
+async fn read_switching(stream: &mut TcpStream) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8];
@@ -321,7 +328,6 @@ async fn raw_upgrade(app: &TestApp) -> TcpStream {
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
-    stream
 }
 
 /// Splits unmasked server frames: (opcode, payload) each.
@@ -460,13 +466,7 @@ async fn a_hello_sent_with_the_upgrade_request_is_answered() {
     bytes.extend_from_slice(&payload);
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(&bytes).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+    read_switching(&mut stream).await;
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         stream,
         tungstenite::protocol::Role::Client,
