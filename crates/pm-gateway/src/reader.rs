@@ -20,6 +20,9 @@ pub(crate) enum Read {
     Nothing,
     /// An answer to send at once: a pong, or a refusal that needs no request place.
     Answer(Outbound),
+    /// A WebSocket ping's payload, to answer with a pong if there is room for it (a ping
+    /// answered late or not at all harms nobody; RFC 6455 lets a pong answer only the latest).
+    WebSocketPing(bytes::Bytes),
     /// A request to handle.
     Request(u64, In),
     /// The connection ends: the client left (`None`), or the server closes it.
@@ -84,8 +87,9 @@ impl Reader {
                 )))
             }
             Message::Close(_) => return Read::End(None),
-            // Answered here: tungstenite's own answer goes nowhere (see `crate::socket`).
-            Message::Ping(payload) => return Read::Answer(Outbound::Pong(payload)),
+            // Answered by the session: tungstenite's own answer goes nowhere (see
+            // `crate::socket`).
+            Message::Ping(payload) => return Read::WebSocketPing(payload),
             Message::Pong(_) | Message::Frame(_) => return Read::Nothing,
         };
         let Ok(frame) = v1::ClientFrame::decode(bytes) else {

@@ -310,6 +310,11 @@ impl Session {
                     Read::Answer(answer) => {
                         let _ = out.send(answer).await;
                     }
+                    Read::WebSocketPing(payload) => {
+                        // Never waits: a client that pings without reading must not stall
+                        // its own reader (and with it the close requests).
+                        let _ = out.try_send(Outbound::Pong(payload));
+                    }
                     Read::Request(request_id, body) => {
                         let permit = place.take().expect("the branch runs only with a place");
                         let session = session.clone();
