@@ -5,7 +5,7 @@
 //! subscriber's socket: the hub frames a delivery's events once ([`frame_into`]) and each
 //! subscriber's writer queues that shared buffer as it is. Written through tungstenite, every
 //! event would be framed, copied into each connection's write buffer and its shared count
-//! dropped, for every subscriber (a quarter of the server's time at 10,000 subscribers).
+//! dropped, for every subscriber (about a fifth of the server's time at 10,000 subscribers).
 //!
 //! The reading side hands tungstenite a socket whose writes go nowhere ([`ReadSide`]): what
 //! tungstenite would write itself, its replies to the client's pings and closes, the session
