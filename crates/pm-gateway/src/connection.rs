@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pm_proto::frame::encode_server_frame;
 use pm_proto::v1::{self, server_frame::Body};
+use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 
 use crate::outbox::Outbox;
@@ -213,8 +214,8 @@ pub(crate) async fn write_loop(
 /// Writes `first` and whatever else is queued (a bounded burst), then flushes once. False if
 /// the socket failed. `last_event` follows every event handed to the writer: those are
 /// written before anything queued after them, the goodbye included.
-async fn write_burst(
-    socket: &mut FrameWriter,
+async fn write_burst<W: AsyncWrite + Unpin>(
+    socket: &mut FrameWriter<W>,
     first: Outbound,
     queue: &Outbox,
     last_event: &AtomicU64,
@@ -360,7 +361,60 @@ pub(crate) fn storage_error(error: pm_db::Error) -> v1::Error {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
     use super::*;
+    use crate::socket::frame_into;
+
+    /// `payloads` framed as binary messages, one after the other.
+    fn frames(payloads: &[&[u8]]) -> Bytes {
+        let mut out = Vec::new();
+        for payload in payloads {
+            frame_into(&mut out, Opcode::Binary, payload);
+        }
+        Bytes::from(out)
+    }
+
+    #[tokio::test]
+    async fn a_burst_writes_every_item_in_order_and_records_the_last_event_of_the_last_chunk() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let mut socket = FrameWriter::new(ours);
+        let queue = Outbox::new(8);
+        // Two runs of one delivery (seqs 3..4 and 7), then an answer queued behind them.
+        queue
+            .try_send(Outbound::Framed(vec![
+                (4, frames(&[b"e3", b"e4"])),
+                (7, frames(&[b"e7"])),
+            ]))
+            .unwrap();
+        queue
+            .try_send(Outbound::Frame(Bytes::from_static(b"answer")))
+            .unwrap();
+        let last_event = AtomicU64::new(0);
+        let first = queue.try_recv().unwrap();
+        assert!(write_burst(&mut socket, first, &queue, &last_event).await);
+        assert_eq!(last_event.load(Ordering::Acquire), 7);
+        assert!(queue.try_recv().is_none(), "the burst took the whole queue");
+
+        let mut client = WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
+        let mut read = Vec::new();
+        for _ in 0..4 {
+            read.push(client.next().await.unwrap().unwrap());
+        }
+        let binary = |bytes: &'static [u8]| Message::Binary(Bytes::from_static(bytes));
+        assert_eq!(
+            read,
+            [
+                binary(b"e3"),
+                binary(b"e4"),
+                binary(b"e7"),
+                binary(b"answer")
+            ]
+        );
+    }
 
     #[test]
     fn close_frame_reasons_fit_the_control_frame_limit() {

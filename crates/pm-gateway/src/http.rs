@@ -90,7 +90,10 @@ pub(crate) async fn connection(
             return;
         }
     };
-    let (read, write) = crate::socket::split(upgraded);
+    let Some((read, write)) = crate::socket::split(upgraded) else {
+        tracing::error!(%peer, "the upgraded connection is not a TCP stream; dropped");
+        return;
+    };
     let ws =
         WebSocketStream::from_raw_socket(read, Role::Server, Some(app.websocket_config())).await;
     app.metrics.connections_total.inc();

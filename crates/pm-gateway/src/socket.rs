@@ -19,13 +19,10 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use hyper_util::rt::TokioIo;
 use pm_db::CommittedEvent;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-
-/// The upgraded connection, as hyper gives it.
-pub(crate) type Upgraded = hyper::upgrade::Upgraded;
 
 /// The reading side of a connection, as tungstenite sees it.
 pub(crate) type Ws = WebSocketStream<ReadSide>;
@@ -39,31 +36,19 @@ pub(crate) enum Opcode {
     Pong = 0xA,
 }
 
-/// Splits `upgraded` into the side tungstenite reads and the side the writer writes.
-///
-/// The TCP stream's own halves when hyper gives the stream back (always, for this server's
-/// listener): they share nothing but the socket, where halves of hyper's connection object
-/// would take a lock at every read and write, and keep hyper's box and that lock in memory.
-pub(crate) fn split(upgraded: Upgraded) -> (ReadSide, FrameWriter) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            let read = ReadSide {
-                // A copy: the slice would keep hyper's whole read buffer (8 KiB) alive.
-                early: Bytes::copy_from_slice(&parts.read_buf),
-                io: ReadIo::Tcp(read),
-            };
-            (read, FrameWriter::new(WriteSide::Tcp(write)))
-        }
-        Err(upgraded) => {
-            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            let read = ReadSide {
-                early: Bytes::new(),
-                io: ReadIo::Upgraded(read),
-            };
-            (read, FrameWriter::new(WriteSide::Upgraded(write)))
-        }
-    }
+/// Splits `upgraded` into the side tungstenite reads and the side the writer writes: the TCP
+/// stream's own halves, which share nothing but the socket (halves of hyper's connection
+/// object would take a lock at every read and write). `None` if hyper does not give the TCP
+/// stream back, which it always does for the streams [`crate::http`] serves.
+pub(crate) fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadSide, FrameWriter)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let (read, write) = parts.io.into_inner().into_split();
+    let read = ReadSide {
+        // A copy: the slice would keep hyper's whole read buffer (8 KiB) alive.
+        early: Bytes::copy_from_slice(&parts.read_buf),
+        io: read,
+    };
+    Some((read, FrameWriter::new(write)))
 }
 
 /// The socket's reading half, for tungstenite: first the bytes hyper had read past the
@@ -73,13 +58,7 @@ pub(crate) fn split(upgraded: Upgraded) -> (ReadSide, FrameWriter) {
 #[derive(Debug)]
 pub(crate) struct ReadSide {
     early: Bytes,
-    io: ReadIo,
-}
-
-#[derive(Debug)]
-enum ReadIo {
-    Tcp(OwnedReadHalf),
-    Upgraded(ReadHalf<TokioIo<Upgraded>>),
+    io: OwnedReadHalf,
 }
 
 impl AsyncRead for ReadSide {
@@ -96,10 +75,7 @@ impl AsyncRead for ReadSide {
             }
             return Poll::Ready(Ok(()));
         }
-        match &mut self.io {
-            ReadIo::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            ReadIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -118,58 +94,6 @@ impl AsyncWrite for ReadSide {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-/// The socket's writing half (see [`split`]).
-#[derive(Debug)]
-pub(crate) enum WriteSide {
-    Tcp(OwnedWriteHalf),
-    Upgraded(WriteHalf<TokioIo<Upgraded>>),
-}
-
-impl AsyncWrite for WriteSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteSide::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            WriteSide::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteSide::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            WriteSide::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            WriteSide::Tcp(io) => io.is_write_vectored(),
-            WriteSide::Upgraded(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(io) => Pin::new(io).poll_flush(cx),
-            WriteSide::Upgraded(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteSide::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            WriteSide::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
-        }
     }
 }
 
@@ -198,7 +122,7 @@ const MAX_SLICES: usize = 64;
 /// The socket's writing half: frames queued as chunks of bytes, written with `writev` by
 /// [`FrameWriter::flush`].
 #[derive(Debug)]
-pub(crate) struct FrameWriter<W = WriteSide> {
+pub(crate) struct FrameWriter<W = OwnedWriteHalf> {
     io: W,
     chunks: VecDeque<Bytes>,
     /// Bytes queued and not yet written.
@@ -206,7 +130,8 @@ pub(crate) struct FrameWriter<W = WriteSide> {
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    fn new(io: W) -> FrameWriter<W> {
+    /// A writer of `io`, with nothing queued.
+    pub(crate) fn new(io: W) -> FrameWriter<W> {
         FrameWriter {
             io,
             chunks: VecDeque::new(),
