@@ -8,6 +8,8 @@
 //!   shares (a fresh tenant, a project, members).
 //! - [`raw`]: a bare protobuf WebSocket for clients that must be cheap (thousands of idle
 //!   sockets) or misbehave (stall, drop); writers use the `pm-client` library.
+//! - [`wire`]: the client's end of a WebSocket under [`raw`]: the upgrade, and frames read
+//!   in place from one buffer per connection.
 //! - [`report`]: percentiles, figures and checks, printed as text or JSON.
 //! - [`progress`]: the progress bar on a terminal.
 //! - [`cpu`]: the server's and pm-load's CPU time over a measured phase.
@@ -26,6 +28,7 @@ pub mod slow;
 pub mod storm;
 pub mod target;
 pub mod tenants;
+pub mod wire;
 pub mod write;
 
 pub use report::Report;

@@ -7,15 +7,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use pm_proto::v1::{self, client_frame::Body as In};
 use prost::Message as _;
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpSocket;
 
 use crate::target::Target;
+use crate::wire::{Message, Socket};
 use crate::{Error, Result};
 
 /// Upper bound for the handshake (TCP, upgrade, `Hello`/`Welcome`).
@@ -68,7 +65,7 @@ pub enum Incoming {
 /// One WebSocket to the server, after `Welcome`.
 #[derive(Debug)]
 pub struct RawConn {
-    ws: WebSocketStream<TcpStream>,
+    socket: Socket,
     next_request: u64,
 }
 
@@ -114,15 +111,14 @@ impl RawConn {
         socket.set_nodelay(true).map_err(io)?;
         spread_source(&socket, address);
         let stream = socket.connect(address).await.map_err(io)?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0)
-            .max_message_size(Some(16 << 20));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| Error::Connection(format!("upgrade: {e}")))?;
+        let path = url[url
+            .find(authority)
+            .map_or(url.len(), |at| at + authority.len())..]
+            .trim();
+        let path = if path.is_empty() { "/" } else { path };
+        let socket = Socket::upgrade(stream, authority, path).await?;
         let mut conn = RawConn {
-            ws,
+            socket,
             next_request: 1,
         };
         let hello = In::Hello(v1::Hello {
@@ -150,10 +146,12 @@ impl RawConn {
             request_id,
             body: Some(body),
         };
-        self.ws
-            .send(Message::Binary(frame.encode_to_vec().into()))
-            .await
-            .map_err(|e| Error::Connection(format!("send: {e}")))
+        self.socket.send(&frame.encode_to_vec()).await
+    }
+
+    /// When the last frame [`RawConn::next`] returned arrived, Unix microseconds.
+    pub fn arrived_at(&self) -> i64 {
+        self.socket.read_at()
     }
 
     /// Subscribes to everything visible from `from_seq`; the head seq from the ack. Events
@@ -185,43 +183,30 @@ impl RawConn {
         }
     }
 
-    /// The next frame. WebSocket pings are answered by the library while reading.
+    /// The next frame. WebSocket pings are answered while reading. Cancel-safe.
     pub async fn next(&mut self) -> Result<Incoming> {
-        loop {
-            let message = match self.ws.next().await {
-                None => return Ok(Incoming::Closed(None)),
-                Some(Err(e)) => return Err(Error::Connection(format!("read: {e}"))),
-                Some(Ok(message)) => message,
-            };
-            let bytes = match message {
-                Message::Binary(bytes) => bytes,
-                Message::Close(frame) => {
-                    return Ok(Incoming::Closed(frame.map(|f| u16::from(f.code))))
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                Message::Text(_) => {
-                    return Err(Error::Connection("the server sent a text frame".into()))
-                }
-            };
-            if let Some(event) = event_head(&bytes) {
-                return Ok(Incoming::Event(event));
-            }
-            let frame = FrameHead::decode(bytes)
-                .map_err(|e| Error::Connection(format!("undecodable ServerFrame: {e}")))?;
-            return Ok(if let Some(event) = frame.event {
-                Incoming::Event(event)
-            } else if let Some(response) = frame.response {
-                Incoming::Response(Box::new(response))
-            } else if let Some(goodbye) = frame.goodbye {
-                Incoming::Goodbye(goodbye)
-            } else if let Some(welcome) = frame.welcome {
-                Incoming::Welcome(welcome)
-            } else if frame.pong.is_some() {
-                Incoming::Pong
-            } else {
-                return Err(Error::Connection("an empty ServerFrame".into()));
-            });
+        let bytes = match self.socket.next().await? {
+            Message::Binary(bytes) => bytes,
+            Message::Close(code) => return Ok(Incoming::Closed(code)),
+        };
+        if let Some(event) = event_head(bytes) {
+            return Ok(Incoming::Event(event));
         }
+        let frame = FrameHead::decode(bytes)
+            .map_err(|e| Error::Connection(format!("undecodable ServerFrame: {e}")))?;
+        Ok(if let Some(event) = frame.event {
+            Incoming::Event(event)
+        } else if let Some(response) = frame.response {
+            Incoming::Response(Box::new(response))
+        } else if let Some(goodbye) = frame.goodbye {
+            Incoming::Goodbye(goodbye)
+        } else if let Some(welcome) = frame.welcome {
+            Incoming::Welcome(welcome)
+        } else if frame.pong.is_some() {
+            Incoming::Pong
+        } else {
+            return Err(Error::Connection("an empty ServerFrame".into()));
+        })
     }
 
     /// Reads events until seq `last`, after a subscription from `from`; whether they came
