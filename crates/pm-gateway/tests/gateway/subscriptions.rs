@@ -340,3 +340,51 @@ async fn subscribing_while_ones_own_project_is_created_misses_nothing() {
         assert_eq!(watcher.event().await.seq, seq, "round {round}");
     }
 }
+
+/// A tenant's hub serves its subscribers a fixed number at a time, yielding in between. With
+/// more subscribers than one turn serves, and others joining and leaving while the writes go
+/// on, every subscriber still gets every event once and in order: those there from the start
+/// and those that joined in the middle of a delivery, from the seq they subscribed at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_beyond_one_turn_and_others_joining_meanwhile_get_every_event_in_order() {
+    const SUBSCRIBERS: usize = 300;
+    const ITEMS: usize = 40;
+    const TOTAL: u64 = 3 * (2 + ITEMS as u64);
+    let app = spawn_app_with(|s| s.limits.max_connections_per_user = 1_000).await;
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..SUBSCRIBERS {
+        let (mut subscriber, _) = app.client("acme", "alice").await;
+        assert_eq!(subscriber.subscribe(0).await, Ok(0));
+        readers.spawn(async move { (0, seqs(&events_until(&mut subscriber, TOTAL).await)) });
+    }
+    let writes = write_concurrently(&app, ["AAA", "BBB", "CCC"], ITEMS);
+    // While the writes go on: some join at seq 0, some subscribe and leave at once.
+    let churn = async {
+        let mut joined = Vec::new();
+        for round in 0..20 {
+            let (mut late, _) = app.client("acme", "alice").await;
+            let head = late
+                .subscribe(0)
+                .await
+                .expect("a late subscription is taken");
+            assert!(head <= TOTAL, "{head}");
+            if round % 2 == 0 {
+                joined.push(late);
+            }
+            tokio::task::yield_now().await;
+        }
+        joined
+    };
+    let (written, joined) = tokio::join!(writes, churn);
+    assert_eq!(written.len(), 3 * ITEMS);
+    for mut late in joined {
+        readers.spawn(async move { (1, seqs(&events_until(&mut late, TOTAL).await)) });
+    }
+    let mut finished = [0, 0];
+    while let Some(reader) = readers.join_next().await {
+        let (group, seqs) = reader.expect("a reader finished");
+        assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>());
+        finished[group] += 1;
+    }
+    assert_eq!(finished, [SUBSCRIBERS, 10]);
+}
