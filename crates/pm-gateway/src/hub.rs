@@ -480,8 +480,12 @@ impl Hub {
 /// Groups taken from the feed at most, to be delivered together.
 const MAX_GATHER: usize = 64;
 
-/// Subscribers a delivery serves before the hub's task yields (see [`Hub::publish`]).
-const SERVE_AT_ONCE: usize = 128;
+/// Subscribers a delivery serves before the hub's task yields (see [`Hub::publish`]). A
+/// worker's local run queue holds 256 tasks; more wake-ups than that at once spill to the
+/// shared queue, and at 512 a writer's commands were held up as if there were no turns. 64
+/// answered them faster than 128 under a 10,000-subscriber fan-out, at the same throughput
+/// (BENCHMARKS.md, thirteenth session).
+const SERVE_AT_ONCE: usize = 64;
 
 async fn run(hub: Weak<Hub>, mut commits: broadcast::Receiver<Arc<[CommittedEvent]>>) {
     use broadcast::error::{RecvError, TryRecvError};
