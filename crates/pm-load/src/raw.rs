@@ -90,10 +90,13 @@ impl RawConn {
         recv_buffer: Option<u32>,
     ) -> Result<(RawConn, v1::Welcome)> {
         let url = target.next_url();
-        let authority = url
+        let rest = url
             .strip_prefix("ws://")
-            .and_then(|rest| rest.split('/').next())
             .ok_or_else(|| Error::Setup(format!("only ws:// URLs are supported: {url}")))?;
+        let (authority, path) = match rest.find('/') {
+            Some(at) => rest.split_at(at),
+            None => (rest, "/"),
+        };
         let address = tokio::net::lookup_host(authority)
             .await
             .map_err(|e| Error::Connection(format!("resolving {authority}: {e}")))?
@@ -111,11 +114,6 @@ impl RawConn {
         socket.set_nodelay(true).map_err(io)?;
         spread_source(&socket, address);
         let stream = socket.connect(address).await.map_err(io)?;
-        let path = url[url
-            .find(authority)
-            .map_or(url.len(), |at| at + authority.len())..]
-            .trim();
-        let path = if path.is_empty() { "/" } else { path };
         let socket = Socket::upgrade(stream, authority, path).await?;
         let mut conn = RawConn {
             socket,
