@@ -367,16 +367,7 @@ mod tests {
     use tokio_tungstenite::WebSocketStream;
 
     use super::*;
-    use crate::socket::frame_into;
-
-    /// `payloads` framed as binary messages, one after the other.
-    fn frames(payloads: &[&[u8]]) -> Bytes {
-        let mut out = Vec::new();
-        for payload in payloads {
-            frame_into(&mut out, Opcode::Binary, payload);
-        }
-        Bytes::from(out)
-    }
+    use crate::socket::binary_frames as frames;
 
     #[tokio::test]
     async fn a_burst_writes_every_item_in_order_and_records_the_last_event_of_the_last_chunk() {

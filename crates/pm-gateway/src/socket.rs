@@ -247,27 +247,19 @@ impl Framed {
         events: &[&CommittedEvent],
         positions: &[usize],
     ) -> Vec<(u64, Bytes)> {
-        let start = |at: usize| if at == 0 { 0 } else { self.ends[at - 1] };
         let mut chunks = Vec::new();
-        let mut run: Option<(usize, usize)> = None;
-        for &at in positions {
-            run = match run {
-                Some((first, last)) if last + 1 == at => Some((first, at)),
-                Some((first, last)) => {
-                    chunks.push((
-                        events[last].seq,
-                        self.bytes.slice(start(first)..self.ends[last]),
-                    ));
-                    Some((at, at))
-                }
-                None => Some((at, at)),
-            };
-        }
-        if let Some((first, last)) = run {
-            chunks.push((
-                events[last].seq,
-                self.bytes.slice(start(first)..self.ends[last]),
-            ));
+        let mut rest = positions;
+        while let Some(&first) = rest.first() {
+            // The run goes on while the positions do.
+            let len = rest
+                .iter()
+                .enumerate()
+                .take_while(|&(i, &at)| at == first + i)
+                .count();
+            let last = rest[len - 1];
+            let start = if first == 0 { 0 } else { self.ends[first - 1] };
+            chunks.push((events[last].seq, self.bytes.slice(start..self.ends[last])));
+            rest = &rest[len..];
         }
         let wanted: usize = chunks.iter().map(|(_, frames)| frames.len()).sum();
         match chunks.last() {
@@ -281,6 +273,16 @@ impl Framed {
             _ => chunks,
         }
     }
+}
+
+/// `payloads` framed as binary messages, one after the other.
+#[cfg(test)]
+pub(crate) fn binary_frames(payloads: &[&[u8]]) -> Bytes {
+    let mut out = Vec::new();
+    for payload in payloads {
+        frame_into(&mut out, Opcode::Binary, payload);
+    }
+    Bytes::from(out)
 }
 
 #[cfg(test)]

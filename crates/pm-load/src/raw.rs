@@ -12,7 +12,7 @@ use prost::Message as _;
 use tokio::net::TcpSocket;
 
 use crate::target::Target;
-use crate::wire::{Message, Socket};
+use crate::wire::{io, Message, Socket};
 use crate::{Error, Result};
 
 /// Upper bound for the handshake (TCP, upgrade, `Hello`/`Welcome`).
@@ -313,10 +313,6 @@ fn spread_source(socket: &TcpSocket, server: std::net::SocketAddr) {
     if socket.bind(source).is_err() {
         REFUSED.store(true, Ordering::Relaxed);
     }
-}
-
-fn io(e: std::io::Error) -> Error {
-    Error::Connection(e.to_string())
 }
 
 #[cfg(test)]

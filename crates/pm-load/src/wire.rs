@@ -10,7 +10,6 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::{Cursor, ErrorKind};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -298,9 +297,7 @@ fn check_response(response: &httparse::Response<'_, '_>, key: &str) -> Result<()
 }
 
 fn unix_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    crate::target::unix_now().as_micros() as i64
 }
 
 fn upgrade(what: impl std::fmt::Display) -> Error {
@@ -311,7 +308,8 @@ fn protocol(what: impl std::fmt::Display) -> Error {
     Error::Connection(format!("read: {what}"))
 }
 
-fn io(e: std::io::Error) -> Error {
+/// An I/O error on a connection.
+pub(crate) fn io(e: std::io::Error) -> Error {
     Error::Connection(e.to_string())
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::socket::{frame_into, Opcode};
+use crate::socket::binary_frames;
 
 fn event(
     seq: u64,
@@ -155,11 +155,8 @@ fn a_delivery_is_framed_once_and_each_run_of_wanted_events_is_one_chunk() {
     let events: Vec<&CommittedEvent> = group.iter().collect();
     let framed = Framed::new(&events);
     let frames = |seqs: &[u64]| {
-        let mut out = Vec::new();
-        for seq in seqs {
-            frame_into(&mut out, Opcode::Binary, &seq.to_be_bytes());
-        }
-        Bytes::from(out)
+        let payloads: Vec<[u8; 8]> = seqs.iter().map(|seq| seq.to_be_bytes()).collect();
+        binary_frames(&payloads.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
     };
     assert_eq!(
         framed.chunks(&events, &[0, 1, 3, 4]),
