@@ -1,16 +1,17 @@
 //! The listener: one port for `/ws`, `/healthz`, `/readyz` and `/metrics`, and an orderly
 //! shutdown.
 //!
-//! [`listen`] binds the port with the configured backlog; [`serve`] takes an already-bound listener and a shutdown future, so tests bind port 0 and
-//! stop the server when they are done.
+//! [`listen`] binds the port with the configured backlog; [`serve`] takes an already-bound
+//! listener and a shutdown future, so tests bind port 0 and stop the server when they are
+//! done. Connections are accepted on a thread of their own (see [`Acceptor`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::app::App;
@@ -39,18 +40,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut acceptor = Acceptor::start(listener, app.settings.limits.max_connections)?;
     app.set_ready(true);
     tokio::pin!(shutdown);
-    loop {
+    let ended = loop {
         tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
+            () = &mut shutdown => break Ok(()),
+            accepted = acceptor.next() => {
+                let Some((stream, peer)) = accepted else {
+                    break Err(std::io::Error::other("the accept thread stopped unexpectedly"));
+                };
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
                     Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tracing::warn!(%error, "registering an accepted connection failed");
                         continue;
                     }
                 };
@@ -60,10 +63,11 @@ pub async fn serve(
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    }
+    };
     tracing::info!(connections = connections.len(), "shutting down");
     app.set_ready(false);
-    drop(listener);
+    // The port closes here; connections accepted but not yet served are closed with it.
+    acceptor.stop().await;
     let _ = stop_tx.send(true);
     let grace =
         Duration::from_millis(app.settings.server.drain_timeout_ms) + Duration::from_secs(2);
@@ -84,5 +88,103 @@ pub async fn serve(
     // (a tenant still held elsewhere stays open and is logged).
     let closed = app.engine.close_idle().await;
     tracing::info!(tenants = closed, "tenants closed");
-    Ok(())
+    ended
+}
+
+/// Accepts connections on a thread of its own and hands them to the serve loop.
+///
+/// On the runtime, the accept loop was one task among the connections it spawned: in a
+/// reconnect storm it ran once per few hundred of their first polls (each an HTTP upgrade and
+/// a resume), and the kernel's accept queue, at most `net.core.somaxconn` (4,096 by default),
+/// overflowed. Of 15,000 clients reconnecting at once, 2,500 to 3,000 had their handshake
+/// dropped and came back only when their SYN was retried, a second later or more. This thread
+/// is woken by the kernel alone and only accepts, so the queue is emptied as fast as
+/// handshakes complete. The connections wait for the serve loop in a queue as long as
+/// `limits.max_connections` (one waiting there holds no place yet; past that many, the thread
+/// waits and the kernel's queue fills again). With a queue of 4,096 there, 1,644 handshakes of
+/// a storm were still dropped: the serve loop is a task among the connections too.
+struct Acceptor {
+    accepted: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    /// Dropping it ends the thread, which closes the listener.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    /// Moves `listener` to a new accept thread, with a single-threaded runtime of its own;
+    /// up to `queue` accepted connections wait for the serve loop.
+    fn start(listener: TcpListener, queue: usize) -> std::io::Result<Acceptor> {
+        let listener = listener.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let listener = {
+            let _on_this_runtime = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let (to_serve, accepted) = mpsc::channel(queue.max(1));
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("pm-accept".into())
+            .spawn(move || runtime.block_on(accept(listener, to_serve, stopped)))?;
+        Ok(Acceptor {
+            accepted,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The next accepted connection; `None` if the thread has ended (it only ends when told).
+    async fn next(&mut self) -> Option<(std::net::TcpStream, SocketAddr)> {
+        self.accepted.recv().await
+    }
+
+    /// Ends the thread and waits until the listener is closed; the connections still queued
+    /// are closed.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the accept thread failed");
+            }
+        }
+    }
+}
+
+/// The accept thread's loop: accepts until `stopped` (or the serve loop is gone).
+async fn accept(
+    listener: TcpListener,
+    to_serve: mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        // The stream moves to the serving runtime, which registers it with its own driver.
+        match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
+            Ok(connection) => {
+                let sent = tokio::select! {
+                    biased;
+                    _ = &mut stopped => return,
+                    sent = to_serve.send(connection) => sent,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
 }

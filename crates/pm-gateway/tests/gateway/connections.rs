@@ -1,7 +1,7 @@
 //! When the server refuses or drops a connection: the total cap (HTTP 503 at the upgrade,
 //! while probes still answer), per-user and per-tenant caps (1013), a flood of idle sockets, the
-//! hello timeout and slow handshakes, and heartbeats (a silent client is closed after three
-//! intervals, an active one stays).
+//! hello timeout and slow handshakes, heartbeats (a silent client is closed after three
+//! intervals, an active one stays), and handshakes accepted while the runtime is busy.
 //!
 //! Timers run on tokio's paused clock where nothing waits on SQLite: the hello-timeout and
 //! heartbeat tests touch no database once connected, so `tokio::time::pause()` there makes the
@@ -483,4 +483,48 @@ async fn a_hello_sent_with_the_upgrade_request_is_answered() {
         Some(Body::Welcome(welcome)) => assert_eq!(welcome.user_id, "alice"),
         other => panic!("expected the Welcome, got {other:?}"),
     }
+}
+
+/// Connections are accepted on a thread of their own: while every task of the server waits
+/// (here, the test's single-threaded runtime is blocked), a burst of connections four times
+/// the kernel's queue completes its handshakes, and each is served once the runtime is free.
+/// Accepted by a task, every connection past the first 65 (a listen backlog of 64) would wait
+/// in vain for the kernel to take its SYN. The thread wakes within microseconds, not within
+/// the 64 connects (about 10 µs each on loopback) that would fill the queue, and a handshake
+/// dropped all the same is retried by its client a second later, well within the timeout.
+#[tokio::test]
+async fn a_burst_larger_than_the_backlog_is_accepted_while_the_runtime_is_busy() {
+    const BACKLOG: u32 = 64;
+    const BURST: usize = 4 * BACKLOG as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let listener = pm_gateway::server::listen(([127, 0, 0, 1], 0).into(), BACKLOG).unwrap();
+    let mut app = TestApp::serve_on(listener, dir.path(), |_| {});
+    // The server runs (its accept thread started) before the runtime is blocked.
+    assert_eq!(app.http_get("/healthz").await, (200, "ok\n".into()));
+    let addr = app.addr;
+    let connecting = std::thread::spawn(move || {
+        (0..BURST)
+            .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+            .collect::<std::io::Result<Vec<_>>>()
+    });
+    // Blocks the runtime's only thread, and with it every task of the server, until the
+    // clients have connected or one has given up.
+    let connected = connecting
+        .join()
+        .unwrap()
+        .expect("every handshake completes while the runtime is blocked");
+    let mut served = Vec::new();
+    for stream in connected {
+        stream.set_nonblocking(true).unwrap();
+        let mut stream = TcpStream::from_std(stream).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        served.push(answer.lines().next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(served, vec!["HTTP/1.1 200 OK".to_owned(); BURST]);
+    app.shutdown().await;
 }
