@@ -45,7 +45,8 @@ pub struct ServerSettings {
     /// Connections the kernel may hold accepted but not yet taken by the server (the
     /// `listen(2)` backlog; the kernel caps it at `net.core.somaxconn`). When thousands of
     /// clients reconnect at once, a full queue drops their handshakes and each retries only
-    /// after a second or more.
+    /// after a second or more. A thread of its own takes them as they complete (see
+    /// `server.rs`), so the queue fills only with a burst beyond it between two wake-ups.
     pub listen_backlog: u32,
     /// Web origins (`https://board.example.com`; `http://localhost:*` for any port) whose
     /// pages may open `/ws`, besides the server's own origin. A browser always sends its
