@@ -107,8 +107,8 @@ pub async fn serve(
 struct Acceptor {
     accepted: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
     /// Dropping it ends the thread, which closes the listener.
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Acceptor {
@@ -131,8 +131,8 @@ impl Acceptor {
             .spawn(move || runtime.block_on(accept(listener, to_serve, stopped)))?;
         Ok(Acceptor {
             accepted,
-            stop: Some(stop),
-            thread: Some(thread),
+            stop,
+            thread,
         })
     }
 
@@ -143,14 +143,18 @@ impl Acceptor {
 
     /// Ends the thread and waits until the listener is closed; the connections still queued
     /// are closed.
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("the accept thread failed");
-            }
+    async fn stop(self) {
+        let Acceptor {
+            accepted,
+            stop,
+            thread,
+        } = self;
+        drop(stop);
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the accept thread failed");
         }
+        drop(accepted);
     }
 }
 

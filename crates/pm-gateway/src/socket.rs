@@ -277,10 +277,10 @@ impl Framed {
 
 /// `payloads` framed as binary messages, one after the other.
 #[cfg(test)]
-pub(crate) fn binary_frames(payloads: &[&[u8]]) -> Bytes {
+pub(crate) fn binary_frames(payloads: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Bytes {
     let mut out = Vec::new();
     for payload in payloads {
-        frame_into(&mut out, Opcode::Binary, payload);
+        frame_into(&mut out, Opcode::Binary, payload.as_ref());
     }
     Bytes::from(out)
 }

@@ -11,7 +11,7 @@ use pm_proto::v1::{self, client_frame::Body as In};
 use prost::Message as _;
 use tokio::net::TcpSocket;
 
-use crate::target::Target;
+use crate::target::{ws_parts, Target};
 use crate::wire::{io, Message, Socket};
 use crate::{Error, Result};
 
@@ -90,13 +90,8 @@ impl RawConn {
         recv_buffer: Option<u32>,
     ) -> Result<(RawConn, v1::Welcome)> {
         let url = target.next_url();
-        let rest = url
-            .strip_prefix("ws://")
+        let (authority, path) = ws_parts(url)
             .ok_or_else(|| Error::Setup(format!("only ws:// URLs are supported: {url}")))?;
-        let (authority, path) = match rest.find('/') {
-            Some(at) => rest.split_at(at),
-            None => (rest, "/"),
-        };
         let address = tokio::net::lookup_host(authority)
             .await
             .map_err(|e| Error::Connection(format!("resolving {authority}: {e}")))?

@@ -97,8 +97,7 @@ impl Target {
     /// The server's `/metrics` URL, on the same host and port as the WebSocket (of the
     /// first node, for a cluster).
     pub fn metrics_url(&self) -> Option<String> {
-        let rest = self.urls[0].strip_prefix("ws://")?;
-        let host = rest.split('/').next()?;
+        let (host, _) = ws_parts(&self.urls[0])?;
         Some(format!("http://{host}/metrics"))
     }
 
@@ -298,9 +297,29 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// A `ws://` URL's authority (`host:port`) and path (`/` when it has none); `None` for any
+/// other scheme.
+pub(crate) fn ws_parts(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("ws://")?;
+    Some(match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ws_url_splits_into_authority_and_path() {
+        assert_eq!(
+            ws_parts("ws://127.0.0.1:7400/ws"),
+            Some(("127.0.0.1:7400", "/ws"))
+        );
+        assert_eq!(ws_parts("ws://node-2:7400"), Some(("node-2:7400", "/")));
+        assert_eq!(ws_parts("wss://127.0.0.1:7400/ws"), None);
+    }
 
     /// A server on a free loopback port that answers every request with `answer`.
     async fn answering(answer: &'static str) -> Target {

@@ -154,10 +154,7 @@ fn a_delivery_is_framed_once_and_each_run_of_wanted_events_is_one_chunk() {
     ];
     let events: Vec<&CommittedEvent> = group.iter().collect();
     let framed = Framed::new(&events);
-    let frames = |seqs: &[u64]| {
-        let payloads: Vec<[u8; 8]> = seqs.iter().map(|seq| seq.to_be_bytes()).collect();
-        binary_frames(&payloads.iter().map(|p| p.as_slice()).collect::<Vec<_>>())
-    };
+    let frames = |seqs: &[u64]| binary_frames(seqs.iter().map(|seq| seq.to_be_bytes()));
     assert_eq!(
         framed.chunks(&events, &[0, 1, 3, 4]),
         [(2, frames(&[1, 2])), (5, frames(&[4, 5]))]
