@@ -377,8 +377,8 @@ mod tests {
         // Two runs of one delivery (seqs 3..4 and 7), then an answer queued behind them.
         queue
             .try_send(Outbound::Framed(vec![
-                (4, frames(&[b"e3", b"e4"])),
-                (7, frames(&[b"e7"])),
+                (4, frames([b"e3", b"e4"])),
+                (7, frames([b"e7"])),
             ]))
             .unwrap();
         queue
